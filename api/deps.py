@@ -1,0 +1,119 @@
+"""Annotated dependencies shared by every route."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from typing import Annotated
+
+from fastapi import Depends, Header, Query, Request, Security
+from fastapi.openapi.models import OAuthFlowClientCredentials, OAuthFlows
+from fastapi.security import OAuth2, SecurityScopes
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from service.auth.caller import Caller
+from service.auth.clients import get_client
+from service.auth.scopes import SCOPES
+from service.auth.tokens import TokenVerifier
+from service.db import SessionFactory
+from service.errors import AuthenticationFailed, InsufficientScope
+from service.logs import request_id_var
+
+
+async def get_session(request: Request) -> AsyncIterator[AsyncSession]:
+    """One session per request, committed before the response is sent (scope="function")."""
+    factory: SessionFactory = request.app.state.session_factory
+    async with factory() as session:
+        try:
+            yield session
+            await session.commit()
+        except BaseException:
+            await session.rollback()
+            raise
+
+
+SessionDep = Annotated[AsyncSession, Depends(get_session, scope="function")]
+
+oauth2_scheme = OAuth2(
+    flows=OAuthFlows(
+        clientCredentials=OAuthFlowClientCredentials(tokenUrl="/oauth/token", scopes=SCOPES)
+    ),
+    scheme_name="oauth2",
+    auto_error=False,
+)
+
+
+def _access_reason(raw: str | None) -> str | None:
+    if raw is None:
+        return None
+    cleaned = "".join(char for char in raw if char.isprintable())[:500].strip()
+    return cleaned or None
+
+
+async def authenticate(
+    security_scopes: SecurityScopes,
+    request: Request,
+    session: SessionDep,
+    authorization: Annotated[str | None, Depends(oauth2_scheme)],
+) -> Caller:
+    """The registered, enabled client behind a valid bearer token, holding every required scope."""
+    scheme, _, token = (authorization or "").partition(" ")
+    if scheme.lower() != "bearer" or not token.strip():
+        raise AuthenticationFailed("send an OAuth 2.0 bearer token")
+    verifier: TokenVerifier = request.app.state.token_verifier
+    verified = await verifier.verify(token.strip())
+    client = await get_client(session, verified.client_id)
+    if client is None or not client.enabled:
+        raise AuthenticationFailed("the client is not registered or is disabled")
+    expected_issuer = client.issuer or request.app.state.settings.issuer
+    if verified.issuer != expected_issuer:
+        raise AuthenticationFailed("the client is not registered with this token's issuer")
+    granted = frozenset(verified.scopes) & frozenset(client.allowed_scopes)
+    missing = [scope for scope in security_scopes.scopes if scope not in granted]
+    if missing:
+        raise InsufficientScope(
+            f"this needs the scope {' '.join(missing)}", scope=" ".join(security_scopes.scopes)
+        )
+    return Caller(
+        client_id=client.client_id,
+        agency_type=client.agency_type,
+        agency_name=client.agency_name,
+        scopes=granted,
+        request_id=request_id_var.get(),
+        access_reason=_access_reason(request.headers.get("X-Access-Reason")),
+    )
+
+
+def require(*scopes: str) -> object:
+    """`Security` marker for a route needing every scope given."""
+    return Security(authenticate, scopes=list(scopes))
+
+
+AdminDep = Annotated[Caller, Security(authenticate, scopes=["admin"])]
+
+IdempotencyKeyDep = Annotated[
+    str | None,
+    Header(
+        alias="Idempotency-Key",
+        description="Required on creates: a retry with the same key and body replays the answer",
+        max_length=200,
+    ),
+]
+
+
+@dataclass(frozen=True)
+class PageParams:
+    limit: int
+    cursor: str | None
+
+
+def page_params(
+    limit: Annotated[int, Query(ge=1, le=100, description="Items per page (at most 100)")] = 50,
+    cursor: Annotated[
+        str | None, Query(max_length=200, description="`next_cursor` of the previous page")
+    ] = None,
+) -> PageParams:
+    return PageParams(limit=limit, cursor=cursor)
+
+
+PageDep = Annotated[PageParams, Depends(page_params)]

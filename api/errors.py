@@ -1,0 +1,146 @@
+"""One place that renders every error as RFC 9457 problem+json."""
+
+from __future__ import annotations
+
+import logging
+import traceback
+from typing import Any
+
+import asyncpg
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
+from sqlalchemy.exc import TimeoutError as PoolTimeoutError
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from service.errors import PROBLEM_BASE, DatabaseUnavailable, DomainError, OAuthError
+from service.logs import request_id_var
+
+logger = logging.getLogger("neglect_service.errors")
+
+PROBLEM_JSON = "application/problem+json"
+RETRY_AFTER_S = "5"
+
+_HTTP_TITLES = {
+    400: "Bad request",
+    401: "Authentication required",
+    403: "Forbidden",
+    404: "Not found",
+    405: "Method not allowed",
+    406: "Not acceptable",
+    413: "Request body too large",
+    415: "Unsupported media type",
+    422: "Validation failed",
+    429: "Too many requests",
+    500: "Internal server error",
+    503: "Service unavailable",
+}
+
+
+def problem_response(
+    status: int,
+    title: str,
+    detail: str | None = None,
+    problem_type: str = "about:blank",
+    headers: dict[str, str] | None = None,
+    **extra: Any,
+) -> JSONResponse:
+    body: dict[str, Any] = {"type": problem_type, "title": title, "status": status}
+    if detail:
+        body["detail"] = detail
+    request_id = request_id_var.get()
+    if request_id:
+        body["request_id"] = request_id
+    body.update(extra)
+    return JSONResponse(body, status_code=status, headers=headers, media_type=PROBLEM_JSON)
+
+
+def _validation_errors(exc: RequestValidationError) -> list[dict[str, Any]]:
+    # Never echo `input`: it may be a child's name or NHS number.
+    errors = []
+    for error in exc.errors():
+        loc = [str(part) for part in error.get("loc", ())]
+        errors.append({"field": ".".join(loc), "message": error.get("msg", ""), "code": error.get("type")})
+    return errors
+
+
+def _is_connection_failure(exc: BaseException) -> bool:
+    if isinstance(exc, OSError | PoolTimeoutError | asyncpg.CannotConnectNowError):
+        return True
+    if isinstance(exc, asyncpg.PostgresConnectionError | asyncpg.InterfaceError):
+        return True
+    if isinstance(exc, DBAPIError):
+        if exc.connection_invalidated or isinstance(exc, OperationalError | InterfaceError):
+            return True
+        orig = getattr(exc.orig, "__cause__", None) or exc.orig
+        return isinstance(
+            orig,
+            OSError
+            | asyncpg.CannotConnectNowError
+            | asyncpg.PostgresConnectionError
+            | asyncpg.InterfaceError
+            | asyncpg.AdminShutdownError,
+        )
+    if isinstance(exc, asyncpg.AdminShutdownError | ConnectionError):
+        return True
+    return False
+
+
+def _where(exc: BaseException) -> str:
+    # File and line only: exception messages from the driver can quote personal data.
+    frames = traceback.extract_tb(exc.__traceback__)
+    return " <- ".join(f"{frame.filename.rsplit('/', 1)[-1]}:{frame.lineno}" for frame in frames[-3:])
+
+
+async def _domain_error(request: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, DomainError)
+    headers: dict[str, str] = {}
+    status = exc.status
+    if isinstance(exc, OAuthError):
+        status = exc.http_status
+        headers["Cache-Control"] = "no-store"
+        if status == 401:
+            headers["WWW-Authenticate"] = 'Basic realm="neglect-service"'
+    elif exc.status == 401:
+        headers["WWW-Authenticate"] = 'Bearer error="invalid_token"'
+    elif exc.status == 403:
+        scope = str(exc.extra.get("scope", ""))
+        headers["WWW-Authenticate"] = f'Bearer error="insufficient_scope", scope="{scope}"'
+    elif exc.status == 503:
+        headers["Retry-After"] = RETRY_AFTER_S
+    return problem_response(status, exc.title, exc.detail, exc.type_uri, headers, **exc.extra)
+
+
+async def _validation_error(request: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, RequestValidationError)
+    return problem_response(
+        422,
+        "Validation failed",
+        "the request does not match the schema; see `errors`",
+        PROBLEM_BASE + "validation",
+        errors=_validation_errors(exc),
+    )
+
+
+async def _http_error(request: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, StarletteHTTPException)
+    title = _HTTP_TITLES.get(exc.status_code, "Error")
+    detail = exc.detail if isinstance(exc.detail, str) and exc.detail != title else None
+    return problem_response(exc.status_code, title, detail, headers=exc.headers)
+
+
+async def _unexpected_error(request: Request, exc: Exception) -> JSONResponse:
+    if _is_connection_failure(exc):
+        logger.warning("database unavailable", extra={"error": type(exc).__name__})
+        unavailable = DatabaseUnavailable("the database cannot be reached; retry shortly")
+        return await _domain_error(request, unavailable)
+    logger.error("unexpected error", extra={"error": type(exc).__name__, "where": _where(exc)})
+    return problem_response(500, "Internal server error", "the error has been logged")
+
+
+def install_error_handlers(app: FastAPI) -> None:
+    app.add_exception_handler(DomainError, _domain_error)
+    app.add_exception_handler(RequestValidationError, _validation_error)
+    app.add_exception_handler(StarletteHTTPException, _http_error)
+    app.add_exception_handler(Exception, _unexpected_error)

@@ -1,0 +1,91 @@
+"""The application factory. Nothing connects at import time: the lifespan builds the engine."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+import httpx
+from fastapi import FastAPI
+
+from service.auth.keys import KeyRing, ensure_signing_key, load_key_ring
+from service.auth.tokens import JwksCache, TokenVerifier
+from service.db import SessionFactory, create_engine, create_session_factory, transaction
+from service.logs import configure_logging
+from service.settings import Settings, get_settings
+
+from . import clients, health, oauth
+from .errors import install_error_handlers
+from .middleware import RequestContextMiddleware
+
+logger = logging.getLogger("neglect_service")
+
+API_DESCRIPTION = """\
+Shared back end for a children's safeguarding partnership's neglect strategy: Requests for
+Support to the Children's Front Door, scored neglect toolkit assessments, case events and the
+partnership's indicators. Every caller is a registered machine client holding an OAuth 2.0
+client-credentials token from `/oauth/token`.
+"""
+
+
+class KeyRingProvider:
+    """The built-in issuer's keys, loaded once and reloaded at most once a minute on demand."""
+
+    def __init__(self, factory: SessionFactory) -> None:
+        self._factory = factory
+        self._ring: KeyRing | None = None
+        self._lock = asyncio.Lock()
+
+    async def __call__(self) -> KeyRing:
+        if self._ring is None:
+            async with self._lock:
+                if self._ring is None:
+                    async with transaction(self._factory) as session:
+                        self._ring = await load_key_ring(session)
+        return self._ring
+
+
+@asynccontextmanager
+async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+    settings: Settings = app.state.settings
+    engine = create_engine(settings, app.state.database_url)
+    factory = create_session_factory(engine)
+    async with transaction(factory) as session:
+        await ensure_signing_key(session)
+    http = httpx.AsyncClient(follow_redirects=False)
+    external = (
+        JwksCache(settings.external_jwks_url, settings.jwks_refetch_interval_s, http)
+        if settings.external_issuer and settings.external_jwks_url
+        else None
+    )
+    key_ring = KeyRingProvider(factory)
+    app.state.engine = engine
+    app.state.session_factory = factory
+    app.state.key_ring = key_ring
+    app.state.token_verifier = TokenVerifier(settings, key_ring, external)
+    try:
+        yield
+    finally:
+        await http.aclose()
+        await engine.dispose()
+
+
+def create_app(settings: Settings | None = None, database_url: str | None = None) -> FastAPI:
+    settings = settings or get_settings()
+    configure_logging(settings.log_level)
+    app = FastAPI(
+        title="neglect-service",
+        version="0.1.0",
+        description=API_DESCRIPTION,
+        lifespan=lifespan,
+    )
+    app.state.settings = settings
+    app.state.database_url = database_url
+    install_error_handlers(app)
+    app.add_middleware(RequestContextMiddleware, max_body_bytes=settings.max_body_bytes)
+    app.include_router(health.router)
+    app.include_router(oauth.router)
+    app.include_router(clients.router)
+    return app

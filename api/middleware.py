@@ -1,0 +1,114 @@
+"""Pure ASGI middleware (no BaseHTTPMiddleware: it buffers and costs a task per request)."""
+
+from __future__ import annotations
+
+import logging
+import re
+import time
+import uuid
+
+import orjson
+from starlette.datastructures import MutableHeaders
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from service.logs import request_id_var
+
+logger = logging.getLogger("neglect_service.access")
+
+_SAFE_REQUEST_ID = re.compile(r"^[A-Za-z0-9._\-]{1,64}$")
+
+
+def _problem(status: int, title: str, detail: str, request_id: str) -> tuple[list[tuple[bytes, bytes]], bytes]:
+    body = orjson.dumps(
+        {"type": "about:blank", "title": title, "status": status, "detail": detail, "request_id": request_id}
+    )
+    headers = [
+        (b"content-type", b"application/problem+json"),
+        (b"content-length", str(len(body)).encode()),
+        (b"x-request-id", request_id.encode()),
+        (b"connection", b"close"),
+    ]
+    return headers, body
+
+
+class RequestContextMiddleware:
+    """Gives every request an id (kept from `X-Request-ID` when safe), logs one line per request
+    without query strings or bodies, and refuses bodies over the limit with 413."""
+
+    def __init__(self, app: ASGIApp, max_body_bytes: int) -> None:
+        self.app = app
+        self.max_body_bytes = max_body_bytes
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        incoming = dict(scope["headers"]).get(b"x-request-id", b"").decode("latin-1")
+        request_id = incoming if _SAFE_REQUEST_ID.match(incoming) else uuid.uuid4().hex
+        token = request_id_var.set(request_id)
+        started = time.perf_counter()
+        status_holder = {"status": 500}
+        limit = self.max_body_bytes
+
+        received = 0
+        too_large = False
+        responded = False
+
+        async def send_with_id(message: Message) -> None:
+            nonlocal responded
+            if too_large:
+                # The framework turned our refusal into its own error; answer 413 instead.
+                if message["type"] == "http.response.start" and not responded:
+                    responded = True
+                    await self._too_large(send, request_id, status_holder)
+                return
+            if message["type"] == "http.response.start":
+                responded = True
+                status_holder["status"] = message["status"]
+                MutableHeaders(scope=message).append("X-Request-ID", request_id)
+            await send(message)
+
+        try:
+            declared = dict(scope["headers"]).get(b"content-length")
+            if declared is not None and declared.isdigit() and int(declared) > limit:
+                await self._too_large(send, request_id, status_holder)
+                return
+            async def receive_limited() -> Message:
+                nonlocal received, too_large
+                message = await receive()
+                if message["type"] == "http.request":
+                    received += len(message.get("body", b""))
+                    if received > limit:
+                        too_large = True
+                        raise _BodyTooLarge
+                return message
+
+            try:
+                await self.app(scope, receive_limited, send_with_id)
+            except _BodyTooLarge:
+                if not responded:
+                    responded = True
+                    await self._too_large(send, request_id, status_holder)
+        finally:
+            logger.info(
+                "request",
+                extra={
+                    "method": scope["method"],
+                    "path": scope["path"],
+                    "status": status_holder["status"],
+                    "duration_ms": round((time.perf_counter() - started) * 1000, 2),
+                },
+            )
+            request_id_var.reset(token)
+
+    async def _too_large(self, send: Send, request_id: str, status_holder: dict[str, int]) -> None:
+        status_holder["status"] = 413
+        headers, body = _problem(
+            413, "Request body too large", f"bodies are limited to {self.max_body_bytes} bytes", request_id
+        )
+        await send({"type": "http.response.start", "status": 413, "headers": headers})
+        await send({"type": "http.response.body", "body": body})
+
+
+class _BodyTooLarge(Exception):
+    pass

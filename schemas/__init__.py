@@ -1,0 +1,1 @@
+"""Wire contract: request and response models. Imports neither FastAPI nor the database layer."""

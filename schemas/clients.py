@@ -1,0 +1,85 @@
+"""API clients (machine callers) and the audit trail."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Annotated, Literal
+from uuid import UUID
+
+from pydantic import Field, StringConstraints
+
+from .common import PublicModel, ShortText, StrictModel
+
+AgencyType = Literal[
+    "front_door",
+    "local_authority",
+    "school",
+    "education",
+    "health",
+    "police",
+    "early_help",
+    "voluntary",
+    "other",
+]
+
+Scope = Literal[
+    "referrals:write",
+    "referrals:read",
+    "referrals:read:all",
+    "referrals:decide",
+    "assessments:write",
+    "assessments:read",
+    "case-events:write",
+    "indicators:read",
+    "indicators:read:unsuppressed",
+    "audit:read",
+    "admin",
+]
+
+ClientId = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9_.:@\-]{3,64}$")]
+
+
+class ClientCreate(StrictModel):
+    name: ShortText
+    agency_type: AgencyType
+    agency_name: ShortText
+    scopes: list[Scope] = Field(min_length=1, max_length=20)
+    issuer: Annotated[str, StringConstraints(max_length=300, pattern=r"^https?://\S+$")] | None = (
+        Field(
+            default=None,
+            description="For a client whose tokens come from an external identity provider",
+        )
+    )
+    client_id: ClientId | None = Field(
+        default=None, description="The external provider's client id; only with `issuer`"
+    )
+
+
+class ClientPublic(PublicModel):
+    client_id: str
+    name: str
+    agency_type: str
+    agency_name: str
+    allowed_scopes: list[str]
+    issuer: str | None
+    enabled: bool
+    created_at: datetime | None
+    disabled_at: datetime | None
+
+
+class ClientCreated(ClientPublic):
+    client_secret: str | None = Field(description="Shown once; store it now")
+
+
+class AuditEventPublic(PublicModel):
+    id: int
+    occurred_at: datetime
+    client_id: str
+    agency_type: str
+    agency_name: str
+    action: str
+    resource_type: str
+    resource_id: str | None
+    child_id: UUID | None
+    request_id: str | None
+    access_reason: str | None

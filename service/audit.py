@@ -1,0 +1,38 @@
+"""The audit trail. Every create, read, list and export of personal data calls `record_access`."""
+
+from __future__ import annotations
+
+import uuid
+from typing import Literal
+
+from sqlalchemy import insert
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from service.auth.caller import Caller
+from service.models import AuditEvent
+
+AuditAction = Literal["create", "read", "list", "export", "update"]
+
+
+async def record_access(
+    session: AsyncSession,
+    caller: Caller,
+    action: AuditAction,
+    resource_type: str,
+    resource_id: uuid.UUID | str | None = None,
+    child_id: uuid.UUID | None = None,
+) -> None:
+    """Append one audit event in the caller's transaction, so it lands with the change or not at all."""
+    await session.execute(
+        insert(AuditEvent).values(
+            client_id=caller.client_id,
+            agency_type=caller.agency_type,
+            agency_name=caller.agency_name,
+            action=action,
+            resource_type=resource_type,
+            resource_id=str(resource_id) if resource_id is not None else None,
+            child_id=child_id,
+            request_id=caller.request_id,
+            access_reason=caller.access_reason,
+        )
+    )

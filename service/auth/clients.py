@@ -1,0 +1,105 @@
+"""The client registry: every caller is registered here, with its agency and allowed scopes."""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import hmac
+import secrets
+from dataclasses import dataclass
+from datetime import UTC, datetime
+
+from sqlalchemy import select
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from service.auth.scopes import unknown_scopes
+from service.errors import NotFound, Unprocessable
+from service.models import ApiClient
+
+# Secrets are 256 random bits, so scrypt's cost here is defence in depth, not password stretching.
+_SCRYPT_N, _SCRYPT_R, _SCRYPT_P = 2**12, 8, 1
+
+
+def hash_secret(secret: str) -> str:
+    salt = secrets.token_bytes(16)
+    digest = hashlib.scrypt(secret.encode(), salt=salt, n=_SCRYPT_N, r=_SCRYPT_R, p=_SCRYPT_P)
+    encode = base64.urlsafe_b64encode
+    return f"scrypt${_SCRYPT_N}${_SCRYPT_R}${_SCRYPT_P}${encode(salt).decode()}${encode(digest).decode()}"
+
+
+def verify_secret(secret: str, stored: str) -> bool:
+    try:
+        scheme, n, r, p, salt, digest = stored.split("$")
+    except ValueError:
+        return False
+    if scheme != "scrypt":
+        return False
+    candidate = hashlib.scrypt(
+        secret.encode(),
+        salt=base64.urlsafe_b64decode(salt),
+        n=int(n),
+        r=int(r),
+        p=int(p),
+    )
+    return hmac.compare_digest(candidate, base64.urlsafe_b64decode(digest))
+
+
+@dataclass(frozen=True)
+class CreatedClient:
+    client: ApiClient
+    secret: str | None
+    """Shown once; only its hash is stored."""
+
+
+async def create_client(
+    session: AsyncSession,
+    *,
+    name: str,
+    agency_type: str,
+    agency_name: str,
+    scopes: list[str],
+    issuer: str | None = None,
+    client_id: str | None = None,
+) -> CreatedClient:
+    """Register a client. Without `issuer` it gets a secret for our own token endpoint;
+    with one (an external identity provider) it gets none and `client_id` must be the id
+    that provider puts in its tokens."""
+    bad = unknown_scopes(scopes)
+    if bad:
+        raise Unprocessable(f"unknown scopes: {', '.join(bad)}")
+    if not scopes:
+        raise Unprocessable("a client needs at least one scope")
+    secret = None if issuer else secrets.token_urlsafe(32)
+    client = ApiClient.model_validate(
+        {
+            "client_id": client_id or f"nsc_{secrets.token_hex(10)}",
+            "name": name,
+            "agency_type": agency_type,
+            "agency_name": agency_name,
+            "allowed_scopes": scopes,
+            "secret_hash": hash_secret(secret) if secret else None,
+            "issuer": issuer,
+        }
+    )
+    session.add(client)
+    await session.flush()
+    return CreatedClient(client=client, secret=secret)
+
+
+async def get_client(session: AsyncSession, client_id: str) -> ApiClient | None:
+    return await session.get(ApiClient, client_id)
+
+
+async def list_clients(session: AsyncSession) -> list[ApiClient]:
+    rows = await session.scalars(select(ApiClient).order_by(ApiClient.created_at))
+    return list(rows)
+
+
+async def disable_client(session: AsyncSession, client_id: str) -> ApiClient:
+    client = await session.get(ApiClient, client_id, with_for_update=True)
+    if client is None:
+        raise NotFound(f"no client {client_id}")
+    client.enabled = False
+    client.disabled_at = datetime.now(UTC)
+    await session.flush()
+    return client

@@ -1,0 +1,29 @@
+"""The scopes of SPEC 2.6."""
+
+from __future__ import annotations
+
+SCOPES: dict[str, str] = {
+    "referrals:write": "Send Requests for Support and withdraw your own",
+    "referrals:read": "Read your own agency's referrals",
+    "referrals:read:all": "Read every referral (the Front Door)",
+    "referrals:decide": "Record the Front Door's decision on a referral",
+    "assessments:write": "Send toolkit assessments",
+    "assessments:read": "Read your own agency's toolkit assessments",
+    "case-events:write": "Send case events from the council's case system",
+    "indicators:read": "Read the partnership's indicators (small numbers suppressed)",
+    "indicators:read:unsuppressed": "Read exact indicator figures",
+    "audit:read": "Read the audit trail",
+    "admin": "Register clients, publish toolkit versions",
+}
+
+
+def parse_scopes(raw: str | None) -> list[str]:
+    """Scopes from an RFC 6749 space-separated string, in order, without repeats."""
+    seen: dict[str, None] = {}
+    for scope in (raw or "").split():
+        seen.setdefault(scope, None)
+    return list(seen)
+
+
+def unknown_scopes(scopes: list[str]) -> list[str]:
+    return [scope for scope in scopes if scope not in SCOPES]

@@ -1,0 +1,87 @@
+"""Idempotent creates: the first response to a key is stored with the change and replayed after.
+
+The claim is an `INSERT ... ON CONFLICT DO NOTHING` on (client, key) inside the request's own
+transaction. A concurrent request with the same key blocks on the unique index until the first
+commits, then finds the stored response and replays it; if the first rolls back, the second
+proceeds as the first. No check-then-insert window exists.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+from typing import Any
+
+import orjson
+from sqlalchemy import select, update
+from sqlalchemy.dialects.postgresql import insert
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from service.errors import IdempotencyKeyInFlight, IdempotencyKeyMissing, IdempotencyKeyReused
+from service.models import IdempotencyRecord
+
+MAX_KEY_LENGTH = 200
+
+
+@dataclass(frozen=True)
+class StoredResponse:
+    status: int
+    body: dict[str, Any]
+
+
+def body_fingerprint(operation: str, body: object) -> str:
+    canonical = orjson.dumps(body, option=orjson.OPT_SORT_KEYS)
+    return hashlib.sha256(operation.encode() + b"\x00" + canonical).hexdigest()
+
+
+def check_key(key: str | None) -> str:
+    if key is None or not key.strip():
+        raise IdempotencyKeyMissing("send an Idempotency-Key header with every create")
+    if len(key) > MAX_KEY_LENGTH or not key.isprintable():
+        raise IdempotencyKeyMissing(
+            f"the Idempotency-Key must be at most {MAX_KEY_LENGTH} printable characters"
+        )
+    return key
+
+
+async def claim_key(
+    session: AsyncSession, client_id: str, key: str, operation: str, fingerprint: str
+) -> StoredResponse | None:
+    """None when this request owns the key; the stored response when it is a retry."""
+    claimed = await session.scalar(
+        insert(IdempotencyRecord)
+        .values(
+            client_id=client_id,
+            idempotency_key=key,
+            operation=operation,
+            request_sha256=fingerprint,
+        )
+        .on_conflict_do_nothing(constraint="uq_idempotency_record_client_key")
+        .returning(IdempotencyRecord.id)
+    )
+    if claimed is not None:
+        return None
+    record = await session.scalar(
+        select(IdempotencyRecord).where(
+            IdempotencyRecord.client_id == client_id, IdempotencyRecord.idempotency_key == key
+        )
+    )
+    if record is None:  # deleted by retention between the two statements
+        raise IdempotencyKeyInFlight("retry the request")
+    if record.operation != operation or record.request_sha256 != fingerprint:
+        raise IdempotencyKeyReused(
+            "this Idempotency-Key was used with a different request; use a new key"
+        )
+    if record.response_status is None or record.response_body is None:
+        raise IdempotencyKeyInFlight("the first request with this key is still being processed")
+    return StoredResponse(status=record.response_status, body=record.response_body)
+
+
+async def store_response(
+    session: AsyncSession, client_id: str, key: str, status: int, body: dict[str, Any]
+) -> None:
+    await session.execute(
+        update(IdempotencyRecord)
+        .where(IdempotencyRecord.client_id == client_id, IdempotencyRecord.idempotency_key == key)
+        .values(response_status=status, response_body=body)
+    )

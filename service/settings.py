@@ -1,0 +1,69 @@
+"""Configuration: one validated `Settings`, read from the environment once."""
+
+from __future__ import annotations
+
+from functools import cache
+from pathlib import Path
+from typing import Literal
+
+from pydantic import AliasChoices, Field, PostgresDsn, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+ASYMMETRIC_ALGORITHMS = frozenset({"RS256", "RS384", "RS512", "ES256", "ES384", "ES512"})
+
+
+class Settings(BaseSettings):
+    """Every setting is `NEGLECT_<NAME>`; the database URL is also read from `DATABASE_URL`."""
+
+    model_config = SettingsConfigDict(env_prefix="NEGLECT_", extra="ignore")
+
+    database_url: PostgresDsn | None = Field(
+        default=None,
+        validation_alias=AliasChoices("NEGLECT_DATABASE_URL", "DATABASE_URL"),
+        description="PostgreSQL URL; unset means the embedded server under `embedded_pgdata`.",
+    )
+    embedded_pgdata: Path = Field(
+        default=Path(".pgdata"),
+        description="Data folder of the embedded PostgreSQL; keep its path short (unix socket).",
+    )
+    db_pool_size: int = Field(default=10, ge=1, le=200)
+    db_max_overflow: int = Field(default=10, ge=0, le=200)
+    db_pool_timeout_s: float = Field(default=5.0, gt=0)
+    db_statement_timeout_ms: int = Field(default=15_000, ge=100)
+
+    issuer: str = Field(default="http://localhost:8000", description="`iss` of our own tokens")
+    audience: str = Field(default="neglect-service", description="`aud` every token must carry")
+    token_ttl_s: int = Field(default=900, ge=60, le=3600)
+    jwt_leeway_s: int = Field(default=30, ge=0, le=60)
+    jwt_algorithms: list[str] = Field(default=["RS256"])
+    external_issuer: str | None = Field(
+        default=None, description="`iss` of a trusted external identity provider"
+    )
+    external_jwks_url: str | None = Field(default=None, description="JWKS URL of that provider")
+    jwks_refetch_interval_s: float = Field(default=60.0, ge=1.0)
+
+    max_body_bytes: int = Field(default=1024 * 1024, ge=1024)
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+    workers: int = Field(default=1, ge=1, le=64)
+
+    @field_validator("jwt_algorithms")
+    @classmethod
+    def _only_asymmetric(cls, value: list[str]) -> list[str]:
+        # `none` and HS* would let anyone holding the public key mint tokens.
+        bad = [alg for alg in value if alg not in ASYMMETRIC_ALGORITHMS]
+        if bad or not value:
+            raise ValueError(f"only asymmetric algorithms are allowed, not {bad or 'none'}")
+        return value
+
+    @field_validator("external_jwks_url")
+    @classmethod
+    def _jwks_needs_https(cls, value: str | None) -> str | None:
+        if value is not None and not value.startswith(("https://", "http://127.", "http://localhost")):
+            raise ValueError("the JWKS URL must be https (or loopback for tests)")
+        return value
+
+
+@cache
+def get_settings() -> Settings:
+    """The one settings instance of the process."""
+    return Settings()

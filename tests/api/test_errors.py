@@ -1,0 +1,102 @@
+"""problem+json for every error, body limits, request ids (SPEC 3)."""
+
+from __future__ import annotations
+
+import httpx
+
+from tests.conftest import ClientMaker
+
+
+async def test_an_unknown_route_is_a_problem_404(client: httpx.AsyncClient) -> None:
+    response = await client.get("/v1/nowhere")
+    assert response.status_code == 404
+    assert response.headers["content-type"] == "application/problem+json"
+    assert response.json()["status"] == 404
+
+
+async def test_a_wrong_method_is_a_problem_405(client: httpx.AsyncClient) -> None:
+    response = await client.delete("/health/live")
+    assert response.status_code == 405
+    assert response.headers["content-type"] == "application/problem+json"
+
+
+async def test_a_two_mib_body_is_413(client: httpx.AsyncClient, make_client: ClientMaker) -> None:
+    admin = await make_client(["admin"])
+    response = await client.post(
+        "/v1/clients",
+        content=b'{"name": "' + b"x" * (2 * 1024 * 1024) + b'"}',
+        headers={**admin.headers, "content-type": "application/json"},
+    )
+    assert response.status_code == 413
+    assert response.headers["content-type"] == "application/problem+json"
+
+
+async def test_a_streamed_body_over_the_limit_is_413(
+    client: httpx.AsyncClient, make_client: ClientMaker
+) -> None:
+    admin = await make_client(["admin"])
+
+    async def chunks():  # type: ignore[no-untyped-def]
+        for _ in range(3):
+            yield b"x" * (512 * 1024)
+
+    response = await client.post(
+        "/v1/clients", content=chunks(), headers={**admin.headers, "content-type": "application/json"}
+    )
+    assert response.status_code == 413
+
+
+async def test_an_unknown_field_is_422_naming_it(
+    client: httpx.AsyncClient, make_client: ClientMaker
+) -> None:
+    admin = await make_client(["admin"])
+    response = await client.post(
+        "/v1/clients",
+        json={
+            "name": "School MIS",
+            "agency_type": "school",
+            "agency_name": "Northtown Primary",
+            "scopes": ["referrals:write"],
+            "is_admin": True,
+        },
+        headers=admin.headers,
+    )
+    assert response.status_code == 422
+    body = response.json()
+    assert response.headers["content-type"] == "application/problem+json"
+    assert any(error["field"] == "body.is_admin" for error in body["errors"])
+
+
+async def test_malformed_json_is_422(client: httpx.AsyncClient, make_client: ClientMaker) -> None:
+    admin = await make_client(["admin"])
+    response = await client.post(
+        "/v1/clients",
+        content=b"{not json",
+        headers={**admin.headers, "content-type": "application/json"},
+    )
+    assert response.status_code == 422
+    assert response.headers["content-type"] == "application/problem+json"
+
+
+async def test_every_response_carries_a_request_id(client: httpx.AsyncClient) -> None:
+    response = await client.get("/health/live")
+    assert len(response.headers["x-request-id"]) == 32
+
+
+async def test_a_safe_incoming_request_id_is_kept(client: httpx.AsyncClient) -> None:
+    response = await client.get("/v1/nowhere", headers={"X-Request-ID": "abc-123"})
+    assert response.headers["x-request-id"] == "abc-123"
+    assert response.json()["request_id"] == "abc-123"
+
+
+async def test_an_unsafe_incoming_request_id_is_replaced(client: httpx.AsyncClient) -> None:
+    response = await client.get("/health/live", headers={"X-Request-ID": "a b\x7f" * 40})
+    assert response.headers["x-request-id"] != "a b"
+    assert len(response.headers["x-request-id"]) == 32
+
+
+async def test_request_log_lines_are_json_with_the_request_id(
+    client: httpx.AsyncClient, no_secrets_in_logs: list[str]
+) -> None:
+    await client.get("/health/live", headers={"X-Request-ID": "trace-me"})
+    assert any('"request_id":"trace-me"' in line and '"status":200' in line for line in no_secrets_in_logs)

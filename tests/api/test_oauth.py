@@ -1,0 +1,303 @@
+"""The built-in authorization server and the resource server's token checks (SPEC 2.6)."""
+
+from __future__ import annotations
+
+import base64
+import json
+import time
+from typing import Any
+
+import httpx
+import pytest
+from authlib.integrations.httpx_client import AsyncOAuth2Client
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import rsa
+from fastapi import FastAPI
+from jose import jwt
+
+from service.auth.clients import disable_client
+from service.auth.keys import KeyRing
+from service.db import transaction
+from tests.conftest import TEST_AUDIENCE, TEST_ISSUER, ClientMaker
+
+
+def _b64(data: bytes) -> str:
+    return base64.urlsafe_b64encode(data).rstrip(b"=").decode()
+
+
+async def _claims(client_id: str, **overrides: Any) -> dict[str, Any]:
+    now = int(time.time())
+    claims: dict[str, Any] = {
+        "iss": TEST_ISSUER,
+        "aud": TEST_AUDIENCE,
+        "sub": client_id,
+        "client_id": client_id,
+        "scope": "audit:read",
+        "iat": now,
+        "exp": now + 300,
+        "jti": "j1",
+    }
+    claims.update(overrides)
+    return {key: value for key, value in claims.items() if value is not None}
+
+
+async def _sign(app: FastAPI, claims: dict[str, Any], **headers: Any) -> str:
+    ring: KeyRing = await app.state.key_ring()
+    token: str = jwt.encode(
+        claims, ring.active_private_pem, algorithm="RS256", headers={"kid": ring.active_kid, **headers}
+    )
+    return token
+
+
+async def test_an_oauth_library_gets_a_token_with_basic_auth_and_calls_the_api(
+    app: FastAPI, make_client: ClientMaker
+) -> None:
+    registered = await make_client(["audit:read", "admin"])
+    oauth = AsyncOAuth2Client(
+        client_id=registered.client_id,
+        client_secret=registered.secret,
+        scope="audit:read",
+        token_endpoint_auth_method="client_secret_basic",
+        transport=httpx.ASGITransport(app=app),
+        base_url="http://test",
+    )
+    async with oauth:
+        token = await oauth.fetch_token("http://test/oauth/token", grant_type="client_credentials")
+        assert token["token_type"] == "Bearer"
+        assert token["scope"] == "audit:read"
+        assert token["expires_in"] == 900
+        response = await oauth.get("http://test/v1/audit-events")
+    assert response.status_code == 200, response.text
+    assert "items" in response.json()
+
+
+async def test_client_secret_post_is_accepted_and_the_token_is_an_at_jwt(
+    client: httpx.AsyncClient, make_client: ClientMaker
+) -> None:
+    registered = await make_client(["indicators:read"])
+    response = await client.post(
+        "/oauth/token",
+        data={
+            "grant_type": "client_credentials",
+            "client_id": registered.client_id,
+            "client_secret": registered.secret,
+        },
+    )
+    assert response.status_code == 200
+    assert response.headers["cache-control"] == "no-store"
+    token = response.json()["access_token"]
+    header = jwt.get_unverified_header(token)
+    claims = jwt.get_unverified_claims(token)
+    assert header["typ"] == "at+jwt"
+    assert header["alg"] == "RS256"
+    assert claims["exp"] - claims["iat"] == 900
+    assert {"iss", "aud", "sub", "client_id", "scope", "iat", "exp", "jti"} <= set(claims)
+
+
+async def test_a_wrong_secret_is_invalid_client(
+    client: httpx.AsyncClient, make_client: ClientMaker
+) -> None:
+    registered = await make_client(["indicators:read"])
+    response = await client.post(
+        "/oauth/token",
+        data={"grant_type": "client_credentials"},
+        auth=(registered.client_id, "not-the-secret"),
+    )
+    assert response.status_code == 401
+    assert response.json()["error"] == "invalid_client"
+    assert response.headers["content-type"] == "application/problem+json"
+
+
+async def test_a_scope_outside_the_clients_allowance_is_refused(
+    client: httpx.AsyncClient, make_client: ClientMaker
+) -> None:
+    registered = await make_client(["indicators:read"])
+    response = await client.post(
+        "/oauth/token",
+        data={"grant_type": "client_credentials", "scope": "indicators:read admin"},
+        auth=(registered.client_id, registered.secret or ""),
+    )
+    assert response.status_code == 400
+    assert response.json()["error"] == "invalid_scope"
+
+
+async def test_an_unsupported_grant_is_refused(
+    client: httpx.AsyncClient, make_client: ClientMaker
+) -> None:
+    registered = await make_client(["indicators:read"])
+    response = await client.post(
+        "/oauth/token",
+        data={"grant_type": "password"},
+        auth=(registered.client_id, registered.secret or ""),
+    )
+    assert response.status_code == 400
+    assert response.json()["error"] == "unsupported_grant_type"
+
+
+async def test_a_disabled_client_gets_no_token(
+    app: FastAPI, client: httpx.AsyncClient, make_client: ClientMaker
+) -> None:
+    registered = await make_client(["indicators:read"])
+    async with transaction(app.state.session_factory) as session:
+        await disable_client(session, registered.client_id)
+    response = await client.post(
+        "/oauth/token",
+        data={"grant_type": "client_credentials"},
+        auth=(registered.client_id, registered.secret or ""),
+    )
+    assert response.status_code == 401
+
+
+async def test_jwks_and_metadata_describe_the_issuer(client: httpx.AsyncClient) -> None:
+    jwks = (await client.get("/.well-known/jwks.json")).json()
+    metadata = (await client.get("/.well-known/oauth-authorization-server")).json()
+    assert jwks["keys"][0]["kty"] == "RSA"
+    assert "d" not in jwks["keys"][0]
+    assert metadata["issuer"] == TEST_ISSUER
+    assert metadata["token_endpoint_auth_methods_supported"] == [
+        "client_secret_basic",
+        "client_secret_post",
+    ]
+
+
+def _other_private_pem() -> str:
+    key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    return key.private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+    ).decode()
+
+
+async def _call(client: httpx.AsyncClient, token: str) -> httpx.Response:
+    return await client.get("/v1/audit-events", headers={"Authorization": f"Bearer {token}"})
+
+
+async def _assert_rejected(client: httpx.AsyncClient, token: str) -> None:
+    response = await _call(client, token)
+    assert response.status_code == 401, response.text
+    assert response.headers["www-authenticate"] == 'Bearer error="invalid_token"'
+    assert response.headers["content-type"] == "application/problem+json"
+
+
+async def test_a_well_formed_token_is_accepted(
+    app: FastAPI, client: httpx.AsyncClient, make_client: ClientMaker
+) -> None:
+    registered = await make_client(["audit:read"])
+    token = await _sign(app, await _claims(registered.client_id))
+    assert (await _call(client, token)).status_code == 200
+
+
+async def test_an_unsigned_alg_none_token_is_rejected(
+    client: httpx.AsyncClient, make_client: ClientMaker
+) -> None:
+    registered = await make_client(["audit:read"])
+    header = _b64(json.dumps({"alg": "none", "typ": "JWT"}).encode())
+    payload = _b64(json.dumps(await _claims(registered.client_id)).encode())
+    await _assert_rejected(client, f"{header}.{payload}.")
+
+
+async def test_an_hs256_token_signed_with_the_public_key_is_rejected(
+    app: FastAPI, client: httpx.AsyncClient, make_client: ClientMaker
+) -> None:
+    registered = await make_client(["audit:read"])
+    ring: KeyRing = await app.state.key_ring()
+    public = json.dumps(ring.public_jwks[ring.active_kid]).encode()
+    header = _b64(json.dumps({"alg": "HS256", "typ": "JWT", "kid": ring.active_kid}).encode())
+    payload = _b64(json.dumps(await _claims(registered.client_id)).encode())
+    import hashlib
+    import hmac
+
+    signature = _b64(hmac.new(public, f"{header}.{payload}".encode(), hashlib.sha256).digest())
+    await _assert_rejected(client, f"{header}.{payload}.{signature}")
+
+
+@pytest.mark.parametrize(
+    ("case", "overrides"),
+    [
+        ("expired", {"exp": int(time.time()) - 3600, "iat": int(time.time()) - 7200}),
+        ("not yet valid", {"nbf": int(time.time()) + 3600}),
+        ("issued in the future", {"iat": int(time.time()) + 3600}),
+        ("wrong iss", {"iss": "https://evil.example"}),
+        ("wrong aud", {"aud": "another-service"}),
+        ("missing exp", {"exp": None}),
+        ("missing iss", {"iss": None}),
+        ("missing aud", {"aud": None}),
+        ("missing sub", {"sub": None}),
+        ("missing iat", {"iat": None}),
+    ],
+)
+async def test_a_token_with_bad_claims_is_rejected(
+    app: FastAPI,
+    client: httpx.AsyncClient,
+    make_client: ClientMaker,
+    case: str,
+    overrides: dict[str, Any],
+) -> None:
+    registered = await make_client(["audit:read"])
+    token = await _sign(app, await _claims(registered.client_id, **overrides))
+    await _assert_rejected(client, token)
+
+
+async def test_a_token_naming_an_unknown_kid_is_rejected(
+    app: FastAPI, client: httpx.AsyncClient, make_client: ClientMaker
+) -> None:
+    registered = await make_client(["audit:read"])
+    ring: KeyRing = await app.state.key_ring()
+    token = jwt.encode(
+        await _claims(registered.client_id),
+        ring.active_private_pem,
+        algorithm="RS256",
+        headers={"kid": "no-such-key"},
+    )
+    await _assert_rejected(client, token)
+
+
+async def test_a_token_signed_by_another_key_is_rejected(
+    app: FastAPI, client: httpx.AsyncClient, make_client: ClientMaker
+) -> None:
+    registered = await make_client(["audit:read"])
+    ring: KeyRing = await app.state.key_ring()
+    token = jwt.encode(
+        await _claims(registered.client_id),
+        _other_private_pem(),
+        algorithm="RS256",
+        headers={"kid": ring.active_kid},
+    )
+    await _assert_rejected(client, token)
+
+
+async def test_a_token_of_an_unregistered_client_is_rejected(
+    app: FastAPI, client: httpx.AsyncClient
+) -> None:
+    token = await _sign(app, await _claims("nsc_never_registered"))
+    await _assert_rejected(client, token)
+
+
+async def test_a_token_of_a_disabled_client_is_rejected(
+    app: FastAPI, client: httpx.AsyncClient, make_client: ClientMaker
+) -> None:
+    registered = await make_client(["audit:read"])
+    async with transaction(app.state.session_factory) as session:
+        await disable_client(session, registered.client_id)
+    await _assert_rejected(client, registered.token)
+
+
+async def test_no_token_is_401(client: httpx.AsyncClient) -> None:
+    response = await client.get("/v1/audit-events")
+    assert response.status_code == 401
+    assert response.headers["content-type"] == "application/problem+json"
+
+
+async def test_a_valid_token_without_the_scope_is_403(
+    client: httpx.AsyncClient, make_client: ClientMaker
+) -> None:
+    registered = await make_client(["indicators:read"])
+    response = await _call(client, registered.token)
+    assert response.status_code == 403
+    assert 'error="insufficient_scope"' in response.headers["www-authenticate"]
+
+
+async def test_a_token_scope_the_client_is_no_longer_allowed_is_not_granted(
+    client: httpx.AsyncClient, make_client: ClientMaker
+) -> None:
+    registered = await make_client(["indicators:read"], token_scopes=["indicators:read", "audit:read"])
+    assert (await _call(client, registered.token)).status_code == 403

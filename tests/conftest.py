@@ -1,0 +1,198 @@
+"""Fixtures: a real PostgreSQL database per test worker, migrated once with the real Alembic
+scripts; the app with its lifespan started; an httpx client over ASGI; registered API clients.
+
+Tests commit for real (the service commits per request, and the concurrency tests need separate
+transactions), so each test makes its own children, clients and references, and the tests that
+count across tables (indicators) clear the domain tables first.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import re
+import secrets
+import uuid
+from collections.abc import AsyncIterator, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import asyncpg
+import httpx
+import pytest
+from fastapi import FastAPI
+from sqlalchemy.engine import make_url
+
+from api.main import create_app
+from service.auth.clients import create_client
+from service.auth.keys import KeyRing, issue_access_token
+from service.cli import migrate_database
+from service.db import SessionFactory, transaction
+from service.logs import JsonFormatter
+from service.settings import Settings
+
+TEST_ISSUER = "http://test"
+TEST_AUDIENCE = "neglect-service"
+
+
+def _server_url() -> str:
+    url = os.environ.get("DATABASE_URL") or os.environ.get("NEGLECT_DATABASE_URL")
+    if url:
+        return url
+    from service.embedded import ensure_embedded_server
+
+    return ensure_embedded_server(Path(os.environ.get("NEGLECT_EMBEDDED_PGDATA", ".pgdata")))
+
+
+def _plain(url: str) -> str:
+    return make_url(url).set(drivername="postgresql").render_as_string(hide_password=False)
+
+
+@pytest.fixture(scope="session")
+def database_url(worker_id: str) -> Iterator[str]:
+    """A fresh database for this test worker, migrated with `alembic upgrade head`."""
+    server = _server_url()
+    name = f"neglect_test_{worker_id}_{os.getpid()}"
+    admin = _plain(server)
+
+    async def recreate(drop_only: bool = False) -> None:
+        connection = await asyncpg.connect(admin)
+        try:
+            await connection.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+            if not drop_only:
+                await connection.execute(f'CREATE DATABASE "{name}"')
+        finally:
+            await connection.close()
+
+    asyncio.run(recreate())
+    url = make_url(server).set(database=name).render_as_string(hide_password=False)
+    migrate_database(url)
+    yield url
+    asyncio.run(recreate(drop_only=True))
+
+
+@pytest.fixture(scope="session")
+def worker_id(request: pytest.FixtureRequest) -> str:
+    return str(getattr(request.config, "workerinput", {}).get("workerid", "main"))
+
+
+@pytest.fixture(scope="session")
+def settings() -> Settings:
+    return Settings(issuer=TEST_ISSUER, audience=TEST_AUDIENCE, database_url=None)
+
+
+@pytest.fixture(scope="session")
+async def app(settings: Settings, database_url: str) -> AsyncIterator[FastAPI]:
+    application = create_app(settings, database_url)
+    async with application.router.lifespan_context(application):
+        yield application
+
+
+@pytest.fixture
+async def client(app: FastAPI) -> AsyncIterator[httpx.AsyncClient]:
+    transport = httpx.ASGITransport(app=app, raise_app_exceptions=False)
+    async with httpx.AsyncClient(transport=transport, base_url="http://test") as http:
+        yield http
+
+
+@pytest.fixture
+def session_factory(app: FastAPI) -> SessionFactory:
+    factory: SessionFactory = app.state.session_factory
+    return factory
+
+
+@dataclass(frozen=True)
+class RegisteredClient:
+    client_id: str
+    secret: str | None
+    agency_name: str
+    agency_type: str
+    scopes: list[str]
+    token: str
+
+    @property
+    def headers(self) -> dict[str, str]:
+        return {"Authorization": f"Bearer {self.token}"}
+
+
+class ClientMaker:
+    """Registers API clients in the database and signs tokens with the service's own key ring."""
+
+    def __init__(self, app: FastAPI) -> None:
+        self.app = app
+
+    async def __call__(
+        self,
+        scopes: list[str],
+        agency_name: str | None = None,
+        agency_type: str = "school",
+        token_scopes: list[str] | None = None,
+    ) -> RegisteredClient:
+        agency = agency_name or f"Agency {uuid.uuid4().hex[:8]}"
+        async with transaction(self.app.state.session_factory) as session:
+            created = await create_client(
+                session,
+                name=f"test client {secrets.token_hex(3)}",
+                agency_type=agency_type,
+                agency_name=agency,
+                scopes=scopes,
+            )
+        if created.secret:
+            SECRETS_SEEN.add(created.secret)
+        ring: KeyRing = await self.app.state.key_ring()
+        token = issue_access_token(
+            ring,
+            issuer=TEST_ISSUER,
+            audience=TEST_AUDIENCE,
+            client_id=created.client.client_id,
+            scopes=token_scopes if token_scopes is not None else scopes,
+            ttl_s=900,
+        )
+        return RegisteredClient(
+            client_id=created.client.client_id,
+            secret=created.secret,
+            agency_name=agency,
+            agency_type=agency_type,
+            scopes=scopes,
+            token=token,
+        )
+
+
+@pytest.fixture
+def make_client(app: FastAPI) -> ClientMaker:
+    return ClientMaker(app)
+
+
+# --- No token or secret ever reaches a log line -------------------------------------------------
+
+SECRETS_SEEN: set[str] = set()
+_TOKEN_PATTERN = re.compile(r"eyJ[A-Za-z0-9_-]{5,}")
+
+
+class _LogLines(logging.Handler):
+    def __init__(self) -> None:
+        super().__init__()
+        self.setFormatter(JsonFormatter())
+        self.lines: list[str] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.lines.append(self.format(record))
+
+
+@pytest.fixture(autouse=True)
+def no_secrets_in_logs() -> Iterator[list[str]]:
+    """Every test also checks that the log lines it produced carry no token and no secret."""
+    handler = _LogLines()
+    root = logging.getLogger()
+    root.addHandler(handler)
+    previous_level = root.level
+    root.setLevel(logging.INFO)
+    try:
+        yield handler.lines
+    finally:
+        root.removeHandler(handler)
+        root.setLevel(previous_level)
+    leaked = [line for line in handler.lines if _TOKEN_PATTERN.search(line)]
+    leaked += [line for line in handler.lines for secret in SECRETS_SEEN if secret in line]
+    assert not leaked, f"log lines leak a token or secret: {leaked[:3]}"
