@@ -16,7 +16,17 @@ from service.db import SessionFactory, create_engine, create_session_factory, tr
 from service.logs import configure_logging
 from service.settings import Settings, get_settings
 
-from . import clients, health, oauth
+from . import (
+    assessments,
+    case_events,
+    children,
+    clients,
+    health,
+    indicators,
+    oauth,
+    referrals,
+    toolkits,
+)
 from .errors import install_error_handlers
 from .middleware import RequestContextMiddleware
 
@@ -87,5 +97,6 @@ def create_app(settings: Settings | None = None, database_url: str | None = None
     app.add_middleware(RequestContextMiddleware, max_body_bytes=settings.max_body_bytes)
     app.include_router(health.router)
     app.include_router(oauth.router)
-    app.include_router(clients.router)
+    for module in (referrals, children, toolkits, assessments, case_events, indicators, clients):
+        app.include_router(module.router)
     return app

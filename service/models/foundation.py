@@ -1,4 +1,4 @@
-"""Database tables. Wire schemas live in `schemas/`; these types never leave the service layer."""
+"""Foundation tables: API clients, signing keys, the audit trail, idempotency records."""
 
 from __future__ import annotations
 
@@ -15,32 +15,15 @@ from sqlalchemy import (
     Index,
     Integer,
     LargeBinary,
-    MetaData,
     String,
     Text,
     UniqueConstraint,
-    func,
 )
 from sqlalchemy.dialects.postgresql import ARRAY, JSONB, UUID
 from sqlmodel import Field, SQLModel
 
-# Stable constraint names make Alembic migrations reversible and diffs quiet.
-SQLModel.metadata.naming_convention = {
-    "ix": "ix_%(column_0_label)s",
-    "uq": "uq_%(table_name)s_%(column_0_name)s",
-    "ck": "ck_%(table_name)s_%(constraint_name)s",
-    "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
-    "pk": "pk_%(table_name)s",
-}
-metadata: MetaData = SQLModel.metadata
-
-
-def _now_column(nullable: bool = False) -> Any:
-    return Column(DateTime(timezone=True), nullable=nullable, server_default=func.now())
-
-
-def _uuid_pk() -> Any:
-    return Field(default_factory=uuid.uuid4, sa_column=Column(UUID(as_uuid=True), primary_key=True))
+from .base import now_column as _now_column
+from .base import uuid_pk as _uuid_pk
 
 
 class ApiClient(SQLModel, table=True):

@@ -1,0 +1,7 @@
+"""Routes for case-events (being built)."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter
+
+router = APIRouter(prefix="/v1", tags=["case-events"])

@@ -1,0 +1,72 @@
+"""Published toolkit definitions and the assessments scored against them."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import date, datetime
+from typing import Any
+
+from sqlalchemy import Boolean, Column, Date, ForeignKey, Index, Integer, String, UniqueConstraint
+from sqlalchemy.dialects.postgresql import JSONB, UUID
+from sqlmodel import Field, SQLModel
+
+from .base import now_column, uuid_pk
+
+
+class ToolkitVersion(SQLModel, table=True):
+    """An immutable published toolkit definition (id + version), with its canonical sha256."""
+
+    __tablename__ = "toolkit_version"
+    __table_args__ = (
+        UniqueConstraint("toolkit_id", "version", name="uq_toolkit_version_toolkit_id_version"),
+    )
+
+    id: uuid.UUID = uuid_pk()
+    toolkit_id: str = Field(sa_column=Column(String(100), nullable=False))
+    version: str = Field(sa_column=Column(String(50), nullable=False))
+    sha256: str = Field(sa_column=Column(String(64), nullable=False))
+    title: str = Field(sa_column=Column(String(300), nullable=False))
+    publisher: str = Field(sa_column=Column(String(300), nullable=False))
+    licence: str = Field(sa_column=Column(String(300), nullable=False))
+    demonstration: bool = Field(sa_column=Column(Boolean, nullable=False))
+    definition: dict[str, Any] = Field(sa_column=Column(JSONB, nullable=False))
+    published_by: str | None = Field(default=None, sa_column=Column(String(64), nullable=True))
+    published_at: datetime | None = Field(default=None, sa_column=now_column())
+
+
+class Assessment(SQLModel, table=True):
+    """A scored toolkit assessment. Inputs and the full score are JSONB; indicator inputs are columns."""
+
+    __tablename__ = "assessment"
+    __table_args__ = (
+        Index("ix_assessment_child_id_completed_on", "child_id", "completed_on"),
+        Index("ix_assessment_agency_name_completed_on", "agency_name", "completed_on"),
+        Index("ix_assessment_completed_on", "completed_on"),
+        Index("ix_assessment_household_ref", "household_ref"),
+    )
+
+    id: uuid.UUID = uuid_pk()
+    client_id: str = Field(sa_column=Column(String(64), nullable=False))
+    agency_type: str = Field(sa_column=Column(String(50), nullable=False))
+    agency_name: str = Field(sa_column=Column(String(200), nullable=False))
+    child_id: uuid.UUID = Field(
+        sa_column=Column(UUID(as_uuid=True), ForeignKey("child.id"), nullable=False)
+    )
+    toolkit_id: str = Field(sa_column=Column(String(100), nullable=False))
+    toolkit_version: str = Field(sa_column=Column(String(50), nullable=False))
+    toolkit_sha256: str = Field(sa_column=Column(String(64), nullable=False))
+    started_on: date | None = Field(default=None, sa_column=Column(Date, nullable=True))
+    completed_on: date = Field(sa_column=Column(Date, nullable=False))
+    child_age_years: int | None = Field(default=None, sa_column=Column(Integer, nullable=True))
+    household_ref: str | None = Field(default=None, sa_column=Column(String(100), nullable=True))
+    previous_assessment_id: uuid.UUID | None = Field(
+        default=None,
+        sa_column=Column(UUID(as_uuid=True), ForeignKey("assessment.id"), nullable=True),
+    )
+    highest_area_grade: int | None = Field(default=None, sa_column=Column(Integer, nullable=True))
+    areas_at_concern: int = Field(sa_column=Column(Integer, nullable=False))
+    areas_at_significant_concern: int = Field(sa_column=Column(Integer, nullable=False))
+    level_of_need: int = Field(sa_column=Column(Integer, nullable=False))
+    body: dict[str, Any] = Field(sa_column=Column(JSONB, nullable=False))
+    result: dict[str, Any] = Field(sa_column=Column(JSONB, nullable=False))
+    created_at: datetime | None = Field(default=None, sa_column=now_column())

@@ -1,0 +1,62 @@
+"""Requests for Support (referrals) to the Children's Front Door."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import Boolean, Column, DateTime, ForeignKey, Index, Integer, String, Text, UniqueConstraint
+from sqlalchemy.dialects.postgresql import ARRAY, JSONB, UUID
+from sqlmodel import Field, SQLModel
+
+from .base import now_column, uuid_pk
+
+
+class Referral(SQLModel, table=True):
+    """One referral about one child. Queried columns are columns; the rest of the body is JSONB."""
+
+    __tablename__ = "referral"
+    __table_args__ = (
+        UniqueConstraint("client_id", "external_reference", name="uq_referral_client_external_reference"),
+        Index("ix_referral_child_id_received_at", "child_id", "received_at"),
+        Index("ix_referral_received_at", "received_at"),
+        Index("ix_referral_agency_name_received_at", "agency_name", "received_at"),
+        Index("ix_referral_status_decision_due_at", "status", "decision_due_at"),
+    )
+
+    id: uuid.UUID = uuid_pk()
+    client_id: str = Field(sa_column=Column(String(64), nullable=False))
+    agency_type: str = Field(sa_column=Column(String(50), nullable=False))
+    agency_name: str = Field(sa_column=Column(String(200), nullable=False))
+    external_reference: str = Field(sa_column=Column(String(100), nullable=False))
+    child_id: uuid.UUID = Field(
+        sa_column=Column(UUID(as_uuid=True), ForeignKey("child.id"), nullable=False)
+    )
+    status: str = Field(sa_column=Column(String(20), nullable=False))
+    urgent: bool = Field(sa_column=Column(Boolean, nullable=False))
+    received_at: datetime = Field(sa_column=Column(DateTime(timezone=True), nullable=False))
+    decision_due_at: datetime = Field(sa_column=Column(DateTime(timezone=True), nullable=False))
+    referral_source: str = Field(sa_column=Column(String(4), nullable=False))
+    concern_categories: list[str] = Field(sa_column=Column(ARRAY(Text), nullable=False))
+    neglect_forms: list[str] = Field(sa_column=Column(ARRAY(Text), nullable=False))
+    risk_factors: list[str] = Field(sa_column=Column(ARRAY(Text), nullable=False))
+    vulnerabilities: list[str] = Field(sa_column=Column(ARRAY(Text), nullable=False))
+    parents_informed: bool = Field(sa_column=Column(Boolean, nullable=False))
+    parental_consent: str = Field(sa_column=Column(String(20), nullable=False))
+    rereferral: bool = Field(sa_column=Column(Boolean, nullable=False))
+    rereferral_count: int = Field(sa_column=Column(Integer, nullable=False))
+    body: dict[str, Any] = Field(sa_column=Column(JSONB, nullable=False))
+    decision_outcome: str | None = Field(default=None, sa_column=Column(String(60), nullable=True))
+    decision: dict[str, Any] | None = Field(default=None, sa_column=Column(JSONB, nullable=True))
+    decided_at: datetime | None = Field(
+        default=None, sa_column=Column(DateTime(timezone=True), nullable=True)
+    )
+    strategy_discussion_due_at: datetime | None = Field(
+        default=None, sa_column=Column(DateTime(timezone=True), nullable=True)
+    )
+    withdrawn_at: datetime | None = Field(
+        default=None, sa_column=Column(DateTime(timezone=True), nullable=True)
+    )
+    withdrawal_reason: str | None = Field(default=None, sa_column=Column(Text, nullable=True))
+    created_at: datetime | None = Field(default=None, sa_column=now_column())
