@@ -1,0 +1,1 @@
+"""Partnership success indicators: catalogue (data), periods and disclosure control."""

@@ -1,0 +1,110 @@
+"""The indicator catalogue: metadata for every indicator, loaded from `catalogue.yaml`.
+
+The YAML is the single place where an indicator's meaning is written down; the SQL computing each
+indicator lives elsewhere and must follow these definitions.
+"""
+
+from __future__ import annotations
+
+import functools
+from importlib import resources
+from typing import Annotated, Any, Final, Literal, Self, get_args
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints, model_validator
+
+from service.indicators.periods import Period
+
+Breakdown = Literal[
+    "age_band", "sex", "ethnicity", "referral_source", "agency_type", "neglect_form", "plan_type"
+]
+BREAKDOWNS: Final[tuple[Breakdown, ...]] = get_args(Breakdown)
+
+Unit = Literal["percent", "count", "mean"]
+Polarity = Literal["higher_is_better", "lower_is_better", "neutral"]
+Timing = Literal["in_period", "at_period_end"]
+
+_Text = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=2000)]
+
+
+class IndicatorMeta(BaseModel):
+    """What an indicator means, as published by `GET /v1/indicators`.
+
+    `timing` says how a period is read: `in_period` counts what happened during it,
+    `at_period_end` counts what was open on its last day (and only those offer `snapshot`).
+    `denominator` is null exactly when `unit` is `count`; for `mean` the numerator is a sum and
+    the denominator the number of things summed.
+    """
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    id: Annotated[str, StringConstraints(pattern=r"^[a-z][a-z0-9_]{0,63}$")]
+    title: Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=200)]
+    definition: _Text
+    numerator: _Text
+    denominator: _Text | None
+    unit: Unit
+    polarity: Polarity
+    source_measure: _Text
+    timing: Timing
+    breakdowns: tuple[Breakdown, ...] = Field(default=())
+    periods: tuple[Period, ...] = Field(min_length=1)
+
+    @model_validator(mode="after")
+    def _check_consistency(self) -> Self:
+        if (self.unit == "count") != (self.denominator is None):
+            raise ValueError("denominator must be null for a count and given otherwise")
+        if len(set(self.breakdowns)) != len(self.breakdowns):
+            raise ValueError("breakdowns must not repeat")
+        if len(set(self.periods)) != len(self.periods):
+            raise ValueError("periods must not repeat")
+        # A snapshot bucket is a single day: fine for "open on that day", meaningless for a flow.
+        if "snapshot" in self.periods and self.timing != "at_period_end":
+            raise ValueError("only at_period_end indicators can offer the snapshot period")
+        return self
+
+
+class _CatalogueFile(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    version: int = Field(ge=1)
+    breakdowns: dict[Breakdown, _Text]
+    indicators: list[IndicatorMeta] = Field(min_length=1)
+
+    @model_validator(mode="after")
+    def _check_ids_and_breakdowns(self) -> Self:
+        ids = [indicator.id for indicator in self.indicators]
+        repeated = sorted({indicator_id for indicator_id in ids if ids.count(indicator_id) > 1})
+        if repeated:
+            raise ValueError(f"indicator ids repeat: {repeated}")
+        undocumented = set(BREAKDOWNS) - set(self.breakdowns)
+        if undocumented:
+            raise ValueError(f"breakdowns without a definition: {sorted(undocumented)}")
+        return self
+
+
+def parse_catalogue(document: Any) -> dict[str, IndicatorMeta]:
+    """Validate a parsed catalogue document; raises `pydantic.ValidationError` when it is wrong."""
+    catalogue = _CatalogueFile.model_validate(document)
+    return {indicator.id: indicator for indicator in catalogue.indicators}
+
+
+@functools.cache
+def _load_file() -> _CatalogueFile:
+    text = (
+        resources.files("service.indicators").joinpath("catalogue.yaml").read_text(encoding="utf-8")
+    )
+    return _CatalogueFile.model_validate(yaml.safe_load(text))
+
+
+def load_catalogue() -> dict[str, IndicatorMeta]:
+    """Every indicator by id, in catalogue order. Read and validated once, then cached.
+
+    A new dict is returned on each call so a caller cannot alter the cache; entries are frozen.
+    """
+    return {indicator.id: indicator for indicator in _load_file().indicators}
+
+
+def load_breakdown_definitions() -> dict[Breakdown, str]:
+    """A plain-English definition of every breakdown, for the catalogue listing."""
+    return dict(_load_file().breakdowns)
