@@ -10,9 +10,9 @@ from fastapi import APIRouter, Path, Query, Security
 
 from schemas.clients import AuditEventPublic, ClientCreate, ClientCreated, ClientPublic
 from schemas.common import Page
+from service.audit_trail import list_audit_events
 from service.auth import clients as registry
 from service.auth.caller import Caller
-from service.audit_trail import list_audit_events
 from service.errors import Unprocessable
 
 from .deps import AdminDep, PageDep, SessionDep, authenticate
@@ -83,6 +83,3 @@ async def list_audit(
     items = [AuditEventPublic.model_validate(event) for event in events[: page.limit]]
     next_cursor = str(items[-1].id) if len(events) > page.limit and items else None
     return Page[AuditEventPublic](items=items, next_cursor=next_cursor)
-
-
-

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 import traceback
-from typing import Any
+from typing import Any, cast
 
 import asyncpg
 from fastapi import FastAPI, Request
@@ -61,7 +61,9 @@ def _validation_errors(exc: RequestValidationError) -> list[dict[str, Any]]:
     errors = []
     for error in exc.errors():
         loc = [str(part) for part in error.get("loc", ())]
-        errors.append({"field": ".".join(loc), "message": error.get("msg", ""), "code": error.get("type")})
+        errors.append(
+            {"field": ".".join(loc), "message": error.get("msg", ""), "code": error.get("type")}
+        )
     return errors
 
 
@@ -90,11 +92,13 @@ def _is_connection_failure(exc: BaseException) -> bool:
 def _where(exc: BaseException) -> str:
     # File and line only: exception messages from the driver can quote personal data.
     frames = traceback.extract_tb(exc.__traceback__)
-    return " <- ".join(f"{frame.filename.rsplit('/', 1)[-1]}:{frame.lineno}" for frame in frames[-3:])
+    return " <- ".join(
+        f"{frame.filename.rsplit('/', 1)[-1]}:{frame.lineno}" for frame in frames[-3:]
+    )
 
 
 async def _domain_error(request: Request, exc: Exception) -> JSONResponse:
-    assert isinstance(exc, DomainError)
+    exc = cast(DomainError, exc)
     headers: dict[str, str] = {}
     status = exc.status
     if isinstance(exc, OAuthError):
@@ -113,7 +117,7 @@ async def _domain_error(request: Request, exc: Exception) -> JSONResponse:
 
 
 async def _validation_error(request: Request, exc: Exception) -> JSONResponse:
-    assert isinstance(exc, RequestValidationError)
+    exc = cast(RequestValidationError, exc)
     return problem_response(
         422,
         "Validation failed",
@@ -124,10 +128,10 @@ async def _validation_error(request: Request, exc: Exception) -> JSONResponse:
 
 
 async def _http_error(request: Request, exc: Exception) -> JSONResponse:
-    assert isinstance(exc, StarletteHTTPException)
+    exc = cast(StarletteHTTPException, exc)
     title = _HTTP_TITLES.get(exc.status_code, "Error")
     detail = exc.detail if isinstance(exc.detail, str) and exc.detail != title else None
-    return problem_response(exc.status_code, title, detail, headers=exc.headers)
+    return problem_response(exc.status_code, title, detail, headers=dict(exc.headers or {}))
 
 
 async def _unexpected_error(request: Request, exc: Exception) -> JSONResponse:

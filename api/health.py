@@ -12,7 +12,10 @@ from service.errors import DatabaseUnavailable
 
 router = APIRouter(prefix="/health", tags=["health"])
 
-_PROBLEM_503 = {"description": "The database is unreachable", "content": {"application/problem+json": {}}}
+_PROBLEM_503 = {
+    "description": "The database is unreachable",
+    "content": {"application/problem+json": {}},
+}
 
 
 @router.get("/live")

@@ -18,9 +18,17 @@ logger = logging.getLogger("neglect_service.access")
 _SAFE_REQUEST_ID = re.compile(r"^[A-Za-z0-9._\-]{1,64}$")
 
 
-def _problem(status: int, title: str, detail: str, request_id: str) -> tuple[list[tuple[bytes, bytes]], bytes]:
+def _problem(
+    status: int, title: str, detail: str, request_id: str
+) -> tuple[list[tuple[bytes, bytes]], bytes]:
     body = orjson.dumps(
-        {"type": "about:blank", "title": title, "status": status, "detail": detail, "request_id": request_id}
+        {
+            "type": "about:blank",
+            "title": title,
+            "status": status,
+            "detail": detail,
+            "request_id": request_id,
+        }
     )
     headers = [
         (b"content-type", b"application/problem+json"),
@@ -73,6 +81,7 @@ class RequestContextMiddleware:
             if declared is not None and declared.isdigit() and int(declared) > limit:
                 await self._too_large(send, request_id, status_holder)
                 return
+
             async def receive_limited() -> Message:
                 nonlocal received, too_large
                 message = await receive()
@@ -104,7 +113,10 @@ class RequestContextMiddleware:
     async def _too_large(self, send: Send, request_id: str, status_holder: dict[str, int]) -> None:
         status_holder["status"] = 413
         headers, body = _problem(
-            413, "Request body too large", f"bodies are limited to {self.max_body_bytes} bytes", request_id
+            413,
+            "Request body too large",
+            f"bodies are limited to {self.max_body_bytes} bytes",
+            request_id,
         )
         await send({"type": "http.response.start", "status": 413, "headers": headers})
         await send({"type": "http.response.body", "body": body})

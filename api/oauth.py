@@ -20,9 +20,15 @@ from .deps import SessionDep
 
 router = APIRouter(tags=["oauth"])
 
-_OAUTH_ERRORS = {
-    400: {"description": "RFC 6749 error (`error` member)", "content": {"application/problem+json": {}}},
-    401: {"description": "Client authentication failed", "content": {"application/problem+json": {}}},
+_OAUTH_ERRORS: dict[int | str, dict[str, Any]] = {
+    400: {
+        "description": "RFC 6749 error (`error` member)",
+        "content": {"application/problem+json": {}},
+    },
+    401: {
+        "description": "Client authentication failed",
+        "content": {"application/problem+json": {}},
+    },
 }
 
 
@@ -40,7 +46,7 @@ def _basic_credentials(header: str | None) -> tuple[str, str] | None:
     return unquote(client_id.replace("+", " ")), unquote(secret.replace("+", " "))
 
 
-@router.post("/oauth/token", responses=_OAUTH_ERRORS)  # type: ignore[misc]
+@router.post("/oauth/token", responses=_OAUTH_ERRORS)
 async def issue_token(
     request: Request,
     session: SessionDep,
@@ -70,7 +76,9 @@ async def issue_token(
     requested = parse_scopes(scope) if scope is not None else list(client.allowed_scopes)
     refused = [item for item in requested if item not in client.allowed_scopes]
     if refused or not requested:
-        raise OAuthError("invalid_scope", f"scopes not allowed for this client: {' '.join(refused)}")
+        raise OAuthError(
+            "invalid_scope", f"scopes not allowed for this client: {' '.join(refused)}"
+        )
     settings: Settings = request.app.state.settings
     ring: KeyRing = await request.app.state.key_ring()
     token = issue_access_token(

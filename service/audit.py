@@ -22,7 +22,7 @@ async def record_access(
     resource_id: uuid.UUID | str | None = None,
     child_id: uuid.UUID | None = None,
 ) -> None:
-    """Append one audit event in the caller's transaction, so it lands with the change or not at all."""
+    """Append one audit event in the caller's transaction: it lands with the change or not."""
     await session.execute(
         insert(AuditEvent).values(
             client_id=caller.client_id,

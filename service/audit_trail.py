@@ -6,8 +6,8 @@ import uuid
 from collections.abc import Sequence
 from datetime import datetime
 
-from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
+from sqlmodel import col, select
 
 from service.models import AuditEvent
 
@@ -23,15 +23,15 @@ async def list_audit_events(
     occurred_to: datetime | None = None,
 ) -> Sequence[AuditEvent]:
     """Oldest first, keyset-paginated on the identity column."""
-    query = select(AuditEvent).order_by(AuditEvent.id).limit(limit)  # type: ignore[arg-type]
+    query = select(AuditEvent).order_by(col(AuditEvent.id)).limit(limit)
     if after_id is not None:
-        query = query.where(AuditEvent.id > after_id)  # type: ignore[operator]
+        query = query.where(col(AuditEvent.id) > after_id)
     if child_id is not None:
-        query = query.where(AuditEvent.child_id == child_id)
+        query = query.where(col(AuditEvent.child_id) == child_id)
     if client_id is not None:
-        query = query.where(AuditEvent.client_id == client_id)
+        query = query.where(col(AuditEvent.client_id) == client_id)
     if occurred_from is not None:
-        query = query.where(AuditEvent.occurred_at >= occurred_from)  # type: ignore[operator]
+        query = query.where(col(AuditEvent.occurred_at) >= occurred_from)
     if occurred_to is not None:
-        query = query.where(AuditEvent.occurred_at < occurred_to)  # type: ignore[operator]
+        query = query.where(col(AuditEvent.occurred_at) < occurred_to)
     return (await session.scalars(query)).all()

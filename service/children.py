@@ -69,7 +69,9 @@ _CANDIDATES = text(
 def _conflicts(row: Any, identity: ChildIdentity) -> bool:
     """Two different strong identifiers mean two different children (twins share name and dob)."""
     return any(
-        getattr(identity, name) and getattr(row, name) and getattr(identity, name) != getattr(row, name)
+        getattr(identity, name)
+        and getattr(row, name)
+        and getattr(identity, name) != getattr(row, name)
         for name in _IDENTIFIERS
     )
 
@@ -84,7 +86,11 @@ def _pick(rows: list[Any], identity: ChildIdentity) -> Any | None:
     key, dob = identity.family_name_key, identity.date_of_birth
     if key and dob:
         for row in rows:
-            if row.family_name_key == key and row.date_of_birth == dob and not _conflicts(row, identity):
+            if (
+                row.family_name_key == key
+                and row.date_of_birth == dob
+                and not _conflicts(row, identity)
+            ):
                 return row
     return None
 

@@ -13,13 +13,13 @@ from typing import Annotated, Any, TypeVar
 import typer
 from rich.console import Console
 from rich.table import Table
+from sqlalchemy.ext.asyncio import AsyncSession
 
 from service.auth import clients as registry
 from service.auth.scopes import SCOPES, parse_scopes
 from service.db import create_engine, create_session_factory, database_url, transaction
 from service.errors import DomainError
 from service.settings import get_settings
-from sqlalchemy.ext.asyncio import AsyncSession
 
 app = typer.Typer(help=__doc__, no_args_is_help=True, pretty_exceptions_enable=False)
 clients_app = typer.Typer(help="Register, list and disable API clients.", no_args_is_help=True)
@@ -60,8 +60,9 @@ def _resolved_url() -> str:
 
 
 def migrate_database(url: str | None = None) -> None:
-    from alembic import command  # noqa: PLC0415
-    from alembic.config import Config  # noqa: PLC0415
+    from alembic.config import Config
+
+    from alembic import command
 
     config = Config(str(PROJECT_ROOT / "alembic.ini"))
     config.set_main_option("script_location", str(PROJECT_ROOT / "alembic"))
@@ -84,7 +85,7 @@ def serve(
     workers: Annotated[int | None, typer.Option(help="Worker processes")] = None,
 ) -> None:
     """Serve the API with uvicorn."""
-    import uvicorn  # noqa: PLC0415
+    import uvicorn
 
     _resolved_url()
     uvicorn.run(
@@ -234,8 +235,9 @@ def dev(
         )
     else:
         console.print(
-            f"The demonstration client exists already (`neglect-service clients list`); its secret"
-            f" was shown when it was created. Register another with `neglect-service clients create`."
+            "The demonstration client exists already (`neglect-service clients list`); its"
+            " secret was shown when it was created. Register another with"
+            " `neglect-service clients create`."
         )
     console.print(f"Then call the API with `-H 'Authorization: Bearer TOKEN'`; docs at {base}/docs")
     if not no_serve:
@@ -249,7 +251,7 @@ _DEV_SETUP_STEPS: list[Callable[[], None]] = []
 @db_app.command("stop")
 def db_stop() -> None:
     """Stop the embedded PostgreSQL server, if one runs."""
-    from service.embedded import stop_embedded_server  # noqa: PLC0415
+    from service.embedded import stop_embedded_server
 
     stopped = stop_embedded_server(get_settings().embedded_pgdata)
     console.print("embedded server stopped" if stopped else "no embedded server running")

@@ -1,4 +1,4 @@
-"""Engine and sessions. Nothing connects at import time: `create_engine` is called by the lifespan."""
+"""Engine and sessions. Nothing connects at import time: the lifespan calls `create_engine`."""
 
 from __future__ import annotations
 
@@ -6,7 +6,12 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
 from sqlalchemy.engine import URL, make_url
-from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker, create_async_engine
+from sqlalchemy.ext.asyncio import (
+    AsyncEngine,
+    AsyncSession,
+    async_sessionmaker,
+    create_async_engine,
+)
 
 from service.settings import Settings
 
@@ -14,7 +19,7 @@ SessionFactory = async_sessionmaker[AsyncSession]
 
 
 def async_url(raw: str) -> URL:
-    """Turn any PostgreSQL URL (`postgres://`, `postgresql://`, `+psycopg`...) into an asyncpg one."""
+    """Turn any PostgreSQL URL (`postgres://`, `postgresql+psycopg://`...) into an asyncpg one."""
     url = make_url(raw.replace("postgres://", "postgresql://", 1))
     return url.set(drivername="postgresql+asyncpg")
 
@@ -23,7 +28,7 @@ def database_url(settings: Settings) -> str:
     """The configured URL, or the embedded server's when none is configured."""
     if settings.database_url is not None:
         return str(settings.database_url)
-    from service.embedded import ensure_embedded_server  # noqa: PLC0415 - only without a URL
+    from service.embedded import ensure_embedded_server
 
     return ensure_embedded_server(settings.embedded_pgdata)
 

@@ -13,9 +13,10 @@ from dataclasses import dataclass
 from typing import Any
 
 import orjson
-from sqlalchemy import select, update
+from sqlalchemy import update
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncSession
+from sqlmodel import col, select
 
 from service.errors import IdempotencyKeyInFlight, IdempotencyKeyMissing, IdempotencyKeyReused
 from service.models import IdempotencyRecord
@@ -57,13 +58,14 @@ async def claim_key(
             request_sha256=fingerprint,
         )
         .on_conflict_do_nothing(constraint="uq_idempotency_record_client_key")
-        .returning(IdempotencyRecord.id)
+        .returning(col(IdempotencyRecord.id))
     )
     if claimed is not None:
         return None
     record = await session.scalar(
         select(IdempotencyRecord).where(
-            IdempotencyRecord.client_id == client_id, IdempotencyRecord.idempotency_key == key
+            col(IdempotencyRecord.client_id) == client_id,
+            col(IdempotencyRecord.idempotency_key) == key,
         )
     )
     if record is None:  # deleted by retention between the two statements
@@ -82,6 +84,9 @@ async def store_response(
 ) -> None:
     await session.execute(
         update(IdempotencyRecord)
-        .where(IdempotencyRecord.client_id == client_id, IdempotencyRecord.idempotency_key == key)
+        .where(
+            col(IdempotencyRecord.client_id) == client_id,
+            col(IdempotencyRecord.idempotency_key) == key,
+        )
         .values(response_status=status, response_body=body)
     )

@@ -58,7 +58,9 @@ class Settings(BaseSettings):
     @field_validator("external_jwks_url")
     @classmethod
     def _jwks_needs_https(cls, value: str | None) -> str | None:
-        if value is not None and not value.startswith(("https://", "http://127.", "http://localhost")):
+        if value is not None and not value.startswith(
+            ("https://", "http://127.", "http://localhost")
+        ):
             raise ValueError("the JWKS URL must be https (or loopback for tests)")
         return value
 

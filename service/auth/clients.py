@@ -9,8 +9,8 @@ import secrets
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
-from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
+from sqlmodel import col, select
 
 from service.auth.scopes import unknown_scopes
 from service.errors import NotFound, Unprocessable
@@ -23,8 +23,9 @@ _SCRYPT_N, _SCRYPT_R, _SCRYPT_P = 2**12, 8, 1
 def hash_secret(secret: str) -> str:
     salt = secrets.token_bytes(16)
     digest = hashlib.scrypt(secret.encode(), salt=salt, n=_SCRYPT_N, r=_SCRYPT_R, p=_SCRYPT_P)
-    encode = base64.urlsafe_b64encode
-    return f"scrypt${_SCRYPT_N}${_SCRYPT_R}${_SCRYPT_P}${encode(salt).decode()}${encode(digest).decode()}"
+    salt_text = base64.urlsafe_b64encode(salt).decode()
+    digest_text = base64.urlsafe_b64encode(digest).decode()
+    return f"scrypt${_SCRYPT_N}${_SCRYPT_R}${_SCRYPT_P}${salt_text}${digest_text}"
 
 
 def verify_secret(secret: str, stored: str) -> bool:
@@ -91,7 +92,7 @@ async def get_client(session: AsyncSession, client_id: str) -> ApiClient | None:
 
 
 async def list_clients(session: AsyncSession) -> list[ApiClient]:
-    rows = await session.scalars(select(ApiClient).order_by(ApiClient.created_at))
+    rows = await session.scalars(select(ApiClient).order_by(col(ApiClient.created_at)))
     return list(rows)
 
 

@@ -11,8 +11,9 @@ from typing import Any
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 from jose import jwk, jwt
-from sqlalchemy import select, text
+from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncSession
+from sqlmodel import col, select
 
 from service.models import SigningKey
 
@@ -51,7 +52,7 @@ async def ensure_signing_key(session: AsyncSession) -> None:
     """Create the first key pair unless one exists; safe when many replicas start together."""
     await session.execute(text("SELECT pg_advisory_xact_lock(:k)"), {"k": _KEY_LOCK})
     existing = await session.scalar(
-        select(SigningKey.kid).where(SigningKey.retired_at.is_(None)).limit(1)  # type: ignore[union-attr]
+        select(SigningKey.kid).where(col(SigningKey.retired_at).is_(None)).limit(1)
     )
     if existing is None:
         session.add(_new_key())
@@ -59,7 +60,8 @@ async def ensure_signing_key(session: AsyncSession) -> None:
 
 
 async def load_key_ring(session: AsyncSession) -> KeyRing:
-    keys = list(await session.scalars(select(SigningKey).order_by(SigningKey.created_at.desc())))  # type: ignore[union-attr]
+    query = select(SigningKey).order_by(col(SigningKey.created_at).desc())
+    keys = list(await session.scalars(query))
     active = next((key for key in keys if key.retired_at is None), None)
     if active is None:
         raise RuntimeError("no signing key: run migrations and start the service once")

@@ -131,5 +131,8 @@ class TokenVerifier:
         scopes = parse_scopes(raw_scope if isinstance(raw_scope, str) else " ".join(raw_scope))
         jti = claims.get("jti")
         return VerifiedToken(
-            issuer=issuer, client_id=client_id, scopes=scopes, jti=jti if isinstance(jti, str) else None
+            issuer=issuer,
+            client_id=client_id,
+            scopes=scopes,
+            jti=jti if isinstance(jti, str) else None,
         )

@@ -35,7 +35,7 @@ class ToolkitVersion(SQLModel, table=True):
 
 
 class Assessment(SQLModel, table=True):
-    """A scored toolkit assessment. Inputs and the full score are JSONB; indicator inputs are columns."""
+    """A scored toolkit assessment: inputs and full score as JSONB, indicator inputs as columns."""
 
     __tablename__ = "assessment"
     __table_args__ = (

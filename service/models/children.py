@@ -17,8 +17,18 @@ class Child(SQLModel, table=True):
     __tablename__ = "child"
     __table_args__ = (
         # One child per strong identifier (partial: most children lack some of them).
-        Index("uq_child_nhs_number", "nhs_number", unique=True, postgresql_where=text("nhs_number IS NOT NULL")),
-        Index("uq_child_la_child_id", "la_child_id", unique=True, postgresql_where=text("la_child_id IS NOT NULL")),
+        Index(
+            "uq_child_nhs_number",
+            "nhs_number",
+            unique=True,
+            postgresql_where=text("nhs_number IS NOT NULL"),
+        ),
+        Index(
+            "uq_child_la_child_id",
+            "la_child_id",
+            unique=True,
+            postgresql_where=text("la_child_id IS NOT NULL"),
+        ),
         Index("uq_child_upn", "upn", unique=True, postgresql_where=text("upn IS NOT NULL")),
         Index("ix_child_family_name_key_date_of_birth", "family_name_key", "date_of_birth"),
     )

@@ -6,7 +6,17 @@ import uuid
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Boolean, Column, DateTime, ForeignKey, Index, Integer, String, Text, UniqueConstraint
+from sqlalchemy import (
+    Boolean,
+    Column,
+    DateTime,
+    ForeignKey,
+    Index,
+    Integer,
+    String,
+    Text,
+    UniqueConstraint,
+)
 from sqlalchemy.dialects.postgresql import ARRAY, JSONB, UUID
 from sqlmodel import Field, SQLModel
 
@@ -18,7 +28,9 @@ class Referral(SQLModel, table=True):
 
     __tablename__ = "referral"
     __table_args__ = (
-        UniqueConstraint("client_id", "external_reference", name="uq_referral_client_external_reference"),
+        UniqueConstraint(
+            "client_id", "external_reference", name="uq_referral_client_external_reference"
+        ),
         Index("ix_referral_child_id_received_at", "child_id", "received_at"),
         Index("ix_referral_received_at", "received_at"),
         Index("ix_referral_agency_name_received_at", "agency_name", "received_at"),

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
+
 import httpx
 
 from tests.conftest import ClientMaker
@@ -36,12 +38,14 @@ async def test_a_streamed_body_over_the_limit_is_413(
 ) -> None:
     admin = await make_client(["admin"])
 
-    async def chunks():  # type: ignore[no-untyped-def]
+    async def chunks() -> AsyncIterator[bytes]:
         for _ in range(3):
             yield b"x" * (512 * 1024)
 
     response = await client.post(
-        "/v1/clients", content=chunks(), headers={**admin.headers, "content-type": "application/json"}
+        "/v1/clients",
+        content=chunks(),
+        headers={**admin.headers, "content-type": "application/json"},
     )
     assert response.status_code == 413
 
@@ -99,4 +103,6 @@ async def test_request_log_lines_are_json_with_the_request_id(
     client: httpx.AsyncClient, no_secrets_in_logs: list[str]
 ) -> None:
     await client.get("/health/live", headers={"X-Request-ID": "trace-me"})
-    assert any('"request_id":"trace-me"' in line and '"status":200' in line for line in no_secrets_in_logs)
+    assert any(
+        '"request_id":"trace-me"' in line and '"status":200' in line for line in no_secrets_in_logs
+    )

@@ -6,7 +6,7 @@ import httpx
 from fastapi import FastAPI
 
 from api.main import create_app
-from tests.conftest import Settings
+from service.settings import Settings
 
 
 async def test_live_is_ok(client: httpx.AsyncClient) -> None:
@@ -28,9 +28,7 @@ async def test_ready_is_503_problem_when_the_database_is_away(
         from service.db import create_engine
 
         await unreachable.state.engine.dispose()
-        unreachable.state.engine = create_engine(
-            settings, "postgresql://postgres@127.0.0.1:1/none"
-        )
+        unreachable.state.engine = create_engine(settings, "postgresql://postgres@127.0.0.1:1/none")
         transport = httpx.ASGITransport(app=unreachable)
         async with httpx.AsyncClient(transport=transport, base_url="http://test") as http:
             response = await http.get("/health/ready")

@@ -44,7 +44,10 @@ async def _claims(client_id: str, **overrides: Any) -> dict[str, Any]:
 async def _sign(app: FastAPI, claims: dict[str, Any], **headers: Any) -> str:
     ring: KeyRing = await app.state.key_ring()
     token: str = jwt.encode(
-        claims, ring.active_private_pem, algorithm="RS256", headers={"kid": ring.active_kid, **headers}
+        claims,
+        ring.active_private_pem,
+        algorithm="RS256",
+        headers={"kid": ring.active_kid, **headers},
     )
     return token
 
@@ -299,5 +302,7 @@ async def test_a_valid_token_without_the_scope_is_403(
 async def test_a_token_scope_the_client_is_no_longer_allowed_is_not_granted(
     client: httpx.AsyncClient, make_client: ClientMaker
 ) -> None:
-    registered = await make_client(["indicators:read"], token_scopes=["indicators:read", "audit:read"])
+    registered = await make_client(
+        ["indicators:read"], token_scopes=["indicators:read", "audit:read"]
+    )
     assert (await _call(client, registered.token)).status_code == 403
