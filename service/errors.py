@@ -1,4 +1,4 @@
-"""Domain errors, each with its HTTP status and RFC 9457 problem type; api/errors.py renders them."""
+"""Domain errors with their HTTP status and RFC 9457 problem type; api/errors.py renders them."""
 
 from __future__ import annotations
 
