@@ -147,4 +147,8 @@ def install_error_handlers(app: FastAPI) -> None:
     app.add_exception_handler(DomainError, _domain_error)
     app.add_exception_handler(RequestValidationError, _validation_error)
     app.add_exception_handler(StarletteHTTPException, _http_error)
+    # Driver and pool errors are handled inside the app (not by the outermost 500 middleware,
+    # which re-raises): most are a database that went away, answered 503 with Retry-After.
+    for driver_error in (DBAPIError, PoolTimeoutError, OSError, asyncpg.PostgresError):
+        app.add_exception_handler(driver_error, _unexpected_error)
     app.add_exception_handler(Exception, _unexpected_error)

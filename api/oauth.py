@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import binascii
 from typing import Annotated, Any
@@ -70,7 +71,8 @@ async def issue_token(
         client is None
         or not client.enabled
         or client.secret_hash is None
-        or not verify_secret(client_secret, client.secret_hash)
+        # scrypt takes milliseconds of CPU: keep it off the event loop.
+        or not await asyncio.to_thread(verify_secret, client_secret, client.secret_hash)
     ):
         raise OAuthError("invalid_client", "unknown client, wrong secret or disabled client", 401)
     requested = parse_scopes(scope) if scope is not None else list(client.allowed_scopes)

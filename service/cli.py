@@ -248,6 +248,18 @@ _DEV_SETUP_STEPS: list[Callable[[], None]] = []
 """Extra preparation for `dev` (e.g. loading the demonstration toolkit), registered by modules."""
 
 
+@app.command("purge-idempotency-keys")
+def purge_idempotency_keys(
+    older_than_hours: Annotated[int, typer.Option(min=24, help="Age in hours (at least 24)")] = 48,
+) -> None:
+    """Delete stored Idempotency-Key responses older than the given age (run it daily)."""
+    from service.idempotency import purge_expired
+
+    _resolved_url()
+    deleted = _with_session(lambda session: purge_expired(session, older_than_hours))
+    console.print(f"deleted {deleted} idempotency records older than {older_than_hours} h")
+
+
 @db_app.command("stop")
 def db_stop() -> None:
     """Stop the embedded PostgreSQL server, if one runs."""

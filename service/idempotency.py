@@ -9,11 +9,12 @@ proceeds as the first. No check-then-insert window exists.
 from __future__ import annotations
 
 import hashlib
+import uuid
 from dataclasses import dataclass
 from typing import Any
 
 import orjson
-from sqlalchemy import update
+from sqlalchemy import text, update
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlmodel import col, select
@@ -52,6 +53,7 @@ async def claim_key(
     claimed = await session.scalar(
         insert(IdempotencyRecord)
         .values(
+            id=uuid.uuid4(),
             client_id=client_id,
             idempotency_key=key,
             operation=operation,
@@ -90,3 +92,19 @@ async def store_response(
         )
         .values(response_status=status, response_body=body)
     )
+
+
+MIN_RETENTION_HOURS = 24
+
+
+async def purge_expired(session: AsyncSession, older_than_hours: int) -> int:
+    """Delete stored responses older than the given age (never younger than 24 hours)."""
+    if older_than_hours < MIN_RETENTION_HOURS:
+        raise ValueError(f"keys are kept at least {MIN_RETENTION_HOURS} hours")
+    result = await session.execute(
+        text(
+            "DELETE FROM idempotency_record WHERE created_at < now() - make_interval(hours => :h)"
+        ),
+        {"h": older_than_hours},
+    )
+    return int(getattr(result, "rowcount", 0) or 0)
