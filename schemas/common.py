@@ -15,7 +15,8 @@ def _refuse_nul(value: str) -> str:
 
 
 ShortText = Annotated[
-    str, StringConstraints(strip_whitespace=True, min_length=1, max_length=200),
+    str,
+    StringConstraints(strip_whitespace=True, min_length=1, max_length=200),
     AfterValidator(_refuse_nul),
 ]
 """A name, role or label: 1-200 characters, no NUL."""

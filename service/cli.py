@@ -59,13 +59,32 @@ def _resolved_url() -> str:
     return url
 
 
+def _alembic_ini() -> Path:
+    """alembic.ini from NEGLECT_ALEMBIC_INI, the working directory (the image's /app) or the
+    source tree; an installed package has no migrations of its own."""
+    candidates = [
+        Path(os.environ["NEGLECT_ALEMBIC_INI"]) if os.environ.get("NEGLECT_ALEMBIC_INI") else None,
+        Path.cwd() / "alembic.ini",
+        PROJECT_ROOT / "alembic.ini",
+    ]
+    for candidate in candidates:
+        if (
+            candidate is not None
+            and candidate.is_file()
+            and (candidate.parent / "alembic").is_dir()
+        ):
+            return candidate
+    raise typer.BadParameter("alembic.ini not found: run from the project (or image) folder")
+
+
 def migrate_database(url: str | None = None) -> None:
     from alembic.config import Config
 
     from alembic import command
 
-    config = Config(str(PROJECT_ROOT / "alembic.ini"))
-    config.set_main_option("script_location", str(PROJECT_ROOT / "alembic"))
+    ini = _alembic_ini()
+    config = Config(str(ini))
+    config.set_main_option("script_location", str(ini.parent / "alembic"))
     config.attributes["database_url"] = url or _resolved_url()
     config.attributes["configure_logger"] = False
     command.upgrade(config, "head")
@@ -246,6 +265,10 @@ def dev(
 
 _DEV_SETUP_STEPS: list[Callable[[], None]] = []
 """Extra preparation for `dev` (e.g. loading the demonstration toolkit), registered by modules."""
+
+from service.cli_toolkits import toolkits_app  # noqa: E402 - it extends _DEV_SETUP_STEPS above
+
+app.add_typer(toolkits_app, name="toolkits")
 
 
 @app.command("purge-idempotency-keys")

@@ -6,8 +6,10 @@ from functools import cache
 from pathlib import Path
 from typing import Literal
 
-from pydantic import AliasChoices, Field, PostgresDsn, field_validator
+from pydantic import AliasChoices, Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
+from sqlalchemy.engine import make_url
+from sqlalchemy.exc import ArgumentError
 
 ASYMMETRIC_ALGORITHMS = frozenset({"RS256", "RS384", "RS512", "ES256", "ES384", "ES512"})
 
@@ -17,7 +19,7 @@ class Settings(BaseSettings):
 
     model_config = SettingsConfigDict(env_prefix="NEGLECT_", extra="ignore")
 
-    database_url: PostgresDsn | None = Field(
+    database_url: str | None = Field(
         default=None,
         validation_alias=AliasChoices("NEGLECT_DATABASE_URL", "DATABASE_URL"),
         description="PostgreSQL URL; unset means the embedded server under `embedded_pgdata`.",
@@ -45,6 +47,21 @@ class Settings(BaseSettings):
     max_body_bytes: int = Field(default=1024 * 1024, ge=1024)
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
     workers: int = Field(default=1, ge=1, le=64)
+
+    @field_validator("database_url")
+    @classmethod
+    def _postgres_url(cls, value: str | None) -> str | None:
+        # A plain string: unix-socket URLs (`postgresql://u@/db?host=/dir`) have no host part,
+        # which pydantic's PostgresDsn refuses.
+        if value is None or not value.strip():
+            return None
+        try:
+            url = make_url(value.replace("postgres://", "postgresql://", 1))
+        except ArgumentError as exc:
+            raise ValueError("not a database URL") from exc
+        if not url.drivername.startswith("postgresql"):
+            raise ValueError("must be a PostgreSQL URL")
+        return value
 
     @field_validator("jwt_algorithms")
     @classmethod

@@ -1,0 +1,58 @@
+# One entry point for every command. `make` alone lists the targets.
+SHELL := bash
+.SHELLFLAGS := -eu -o pipefail -c
+.DEFAULT_GOAL := help
+
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+# pip installs again only when pyproject.toml is newer than this file.
+STAMP := $(VENV)/.installed
+# One process by default: on the two-core machine we measured, two xdist workers (one database
+# each) were slower, not faster. `make test PYTEST_WORKERS=2` (or `auto`) where cores are idle.
+PYTEST_WORKERS ?= 0
+PYTEST_ARGS ?=
+PYTEST := $(BIN)/python -m pytest -n $(PYTEST_WORKERS) $(PYTEST_ARGS)
+MYPY_PATHS := $(wildcard service api schemas tests alembic bench)
+PGDATA := $(or $(NEGLECT_EMBEDDED_PGDATA),.pgdata)
+
+.PHONY: help venv run test pytest lint typecheck openapi bench clean
+
+help: ## List the targets
+	@awk 'BEGIN {FS = ":.*## "} /^[a-z][a-z-]*:.*## / {printf "  %-10s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
+
+$(BIN)/python:
+	$(PYTHON) -m venv $(VENV)
+
+$(STAMP): pyproject.toml | $(BIN)/python
+	$(BIN)/python -m pip install --quiet -e '.[dev]'
+	@touch $@
+
+venv: $(STAMP) ## Create .venv and install the package with its dev tools
+
+run: venv ## Serve on :8000 (embedded PostgreSQL unless DATABASE_URL is set) with a demo client
+	$(BIN)/neglect-service dev
+
+test: lint typecheck ## Lint, type-check, then the whole suite (DATABASE_URL or embedded server)
+	$(PYTEST)
+
+pytest: venv ## Only the test suite; pass options with PYTEST_ARGS='-k name'
+	$(PYTEST)
+
+lint: venv ## ruff check and ruff format --check
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+
+typecheck: venv ## mypy --strict (configured in pyproject.toml) over the whole tree
+	$(BIN)/mypy $(MYPY_PATHS)
+
+openapi: venv ## Regenerate openapi.yaml from the app (no database needed)
+	$(BIN)/python -m api.openapi_export
+
+bench: venv ## Run the benchmarks in bench/ (bench/run.sh)
+	@if [[ -f bench/run.sh ]]; then bash bench/run.sh; else echo "bench/run.sh does not exist yet"; fi
+
+clean: ## Stop the embedded PostgreSQL and delete its data folder
+	@if [[ -f "$(PGDATA)/postmaster.pid" ]]; then \
+		$(MAKE) -s --no-print-directory venv && $(BIN)/neglect-service db stop; fi
+	rm -rf -- "$(PGDATA)"

@@ -1,0 +1,121 @@
+"""Property-based tests of the whole HTTP contract with Schemathesis: every operation in the app's
+own OpenAPI document, with every default check, against the real app and database."""
+
+from __future__ import annotations
+
+import socket
+import threading
+import time
+from collections.abc import Iterator
+from typing import Any, cast
+
+import hypothesis
+import pytest
+import schemathesis
+import uvicorn
+from fastapi import FastAPI
+from schemathesis import Case, Config
+from schemathesis.generation.stateful.state_machine import APIStateMachine
+
+from api.main import create_app
+from api.openapi_export import build_openapi
+from service.auth.scopes import SCOPES
+from service.settings import Settings
+from tests.conftest import ClientMaker
+
+SERVER_START_TIMEOUT_S = 20.0
+
+# Schemathesis' defaults, plus 413 as a rejection of invalid data: a generated body over
+# `max_body_bytes` is refused before it is parsed, as SPEC 3 requires.
+NEGATIVE_DATA_REJECTION_STATUSES = "400 401 403 404 405 406 409 413 415 422 428 429 5xx".split()
+CONFIG = Config.from_dict(
+    {"checks": {"negative_data_rejection": {"expected-statuses": NEGATIVE_DATA_REJECTION_STATUSES}}}
+)
+
+# The document is built from the app itself, so new routes are covered as soon as they exist.
+schema = schemathesis.openapi.from_dict(build_openapi(), config=CONFIG)
+
+
+@pytest.fixture(scope="module")
+def served_api(settings: Settings, database_url: str) -> Iterator[str]:
+    """The app served by uvicorn in a thread, with its own lifespan, on a free loopback port.
+
+    Schemathesis calls it over real HTTP: its ASGI client would run the app in another event
+    loop, where the test session's engine cannot be used.
+    """
+    listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    listener.bind(("127.0.0.1", 0))
+    port = listener.getsockname()[1]
+    config = uvicorn.Config(
+        create_app(settings, database_url),
+        log_config=None,
+        access_log=False,
+        lifespan="on",
+        ws="none",
+    )
+    server = uvicorn.Server(config)
+    thread = threading.Thread(target=server.run, kwargs={"sockets": [listener]}, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + SERVER_START_TIMEOUT_S
+    while not server.started:
+        if not thread.is_alive() or time.monotonic() > deadline:
+            raise RuntimeError("the test server did not start")
+        time.sleep(0.02)
+    try:
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        server.should_exit = True
+        thread.join(timeout=SERVER_START_TIMEOUT_S)
+        listener.close()
+
+
+@pytest.fixture(scope="module")
+async def full_access_headers(app: FastAPI) -> dict[str, str]:
+    """A bearer token holding every scope, so every operation gets past authorization."""
+    registered = await ClientMaker(app)(list(SCOPES), agency_type="front_door")
+    return registered.headers
+
+
+@schema.parametrize()
+@hypothesis.settings(
+    max_examples=25,
+    deadline=None,
+    # too_slow: each example is a real HTTP round trip and database transaction.
+    # function_scoped_fixture: the only one is conftest's autouse log check, meant to span
+    # every example of the test.
+    suppress_health_check=[
+        hypothesis.HealthCheck.too_slow,
+        hypothesis.HealthCheck.function_scoped_fixture,
+    ],
+)
+def test_the_api_conforms_to_its_openapi_document(
+    case: Case[Any], served_api: str, full_access_headers: dict[str, str]
+) -> None:
+    case.call_and_validate(base_url=served_api, headers=full_access_headers, timeout=30)
+
+
+def test_api_workflows_conform_to_its_openapi_document(
+    served_api: str, full_access_headers: dict[str, str]
+) -> None:
+    """Chains of calls along the links Schemathesis infers (create, then read, decide, withdraw...),
+    with the stateful checks as well (a deleted or unseen resource must not be served)."""
+
+    def get_call_kwargs(self: object, case: Case[Any]) -> dict[str, Any]:
+        return {"base_url": served_api, "headers": full_access_headers, "timeout": 30}
+
+    base = schema.as_state_machine()
+    workflows = cast(
+        type[APIStateMachine], type("Workflows", (base,), {"get_call_kwargs": get_call_kwargs})
+    )
+    workflows.run(
+        settings=hypothesis.settings(
+            max_examples=15,
+            stateful_step_count=6,
+            deadline=None,
+            suppress_health_check=[
+                hypothesis.HealthCheck.too_slow,
+                hypothesis.HealthCheck.function_scoped_fixture,
+            ],
+        )
+    )
