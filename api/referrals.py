@@ -1,7 +1,113 @@
-"""Routes for referrals (being built)."""
+"""Requests for Support (referrals) to the Children's Front Door (SPEC 2.2)."""
 
 from __future__ import annotations
 
-from fastapi import APIRouter
+import uuid
+from typing import Annotated
+
+from fastapi import APIRouter, Query, Security
+from fastapi.responses import JSONResponse
+from pydantic import AwareDatetime
+
+from schemas.common import Page
+from schemas.referrals import (
+    DecisionCreate,
+    ReferralCreate,
+    ReferralPublic,
+    ReferralStatus,
+    WithdrawCreate,
+)
+from service import referrals
+from service.auth.caller import Caller
+
+from .deps import IdempotencyKeyDep, PageDep, SessionDep, authenticate
+from .idempotent import create_idempotently
+from .responses import problems
 
 router = APIRouter(prefix="/v1", tags=["referrals"])
+
+Writer = Annotated[Caller, Security(authenticate, scopes=["referrals:write"])]
+Reader = Annotated[Caller, Security(authenticate, scopes=["referrals:read"])]
+Decider = Annotated[Caller, Security(authenticate, scopes=["referrals:decide"])]
+
+
+@router.post(
+    "/referrals",
+    status_code=201,
+    response_model=ReferralPublic,
+    responses=problems(400, 401, 403, 409, 413, 422, 503),
+)
+async def create_referral(
+    body: ReferralCreate,
+    session: SessionDep,
+    caller: Writer,
+    idempotency_key: IdempotencyKeyDep = None,
+) -> JSONResponse:
+    """Send a Request for Support about one child; a same-key retry replays the answer."""
+    return await create_idempotently(
+        session,
+        caller,
+        idempotency_key,
+        "referral.create",
+        body,
+        lambda: referrals.create_referral(session, caller, body),
+        referrals.RESOURCE_TYPE,
+    )
+
+
+@router.get("/referrals", responses=problems(401, 403, 422, 503))
+async def list_referrals(
+    session: SessionDep,
+    caller: Reader,
+    page: PageDep,
+    status: ReferralStatus | None = None,
+    received_from: Annotated[
+        AwareDatetime | None, Query(description="Received at or after (with a UTC offset)")
+    ] = None,
+    received_to: Annotated[
+        AwareDatetime | None, Query(description="Received before (with a UTC offset)")
+    ] = None,
+    child_id: uuid.UUID | None = None,
+    overdue: Annotated[
+        bool | None, Query(description="Still undecided after decision_due_at")
+    ] = None,
+    urgent: Annotated[bool | None, Query(description="Marked at immediate risk")] = None,
+) -> Page[ReferralPublic]:
+    """Referrals this client may see (its agency's, or all with read:all), newest first."""
+    filters = referrals.ReferralFilters(
+        status=status,
+        received_from=received_from,
+        received_to=received_to,
+        child_id=child_id,
+        overdue=overdue,
+        urgent=urgent,
+    )
+    return await referrals.list_referrals(session, caller, filters, page.limit, page.cursor)
+
+
+@router.get("/referrals/{referral_id}", responses=problems(401, 403, 404, 422, 503))
+async def get_referral(
+    referral_id: uuid.UUID, session: SessionDep, caller: Reader
+) -> ReferralPublic:
+    """One referral, with the Front Door's decision once made; another agency's is 404."""
+    return await referrals.get_referral(session, caller, referral_id)
+
+
+@router.post(
+    "/referrals/{referral_id}/decision", responses=problems(401, 403, 404, 409, 413, 422, 503)
+)
+async def decide_referral(
+    referral_id: uuid.UUID, body: DecisionCreate, session: SessionDep, caller: Decider
+) -> ReferralPublic:
+    """Record the Front Door's decision on a received referral."""
+    return await referrals.decide_referral(session, caller, referral_id, body)
+
+
+@router.post(
+    "/referrals/{referral_id}/withdraw", responses=problems(401, 403, 404, 409, 413, 422, 503)
+)
+async def withdraw_referral(
+    referral_id: uuid.UUID, body: WithdrawCreate, session: SessionDep, caller: Writer
+) -> ReferralPublic:
+    """The referring agency withdraws its referral before the Front Door decides it."""
+    return await referrals.withdraw_referral(session, caller, referral_id, body)

@@ -1,0 +1,492 @@
+"""Referrals (Requests for Support): create, read, list, decide, withdraw (SPEC 2.2).
+
+Record scoping (SPEC 2.6): a caller sees the referrals its own registered agency made, unless it
+holds `referrals:read:all`; anyone else's referral is `NotFound`, exactly like a missing one.
+The Front Door (`referrals:decide`) may decide any referral; only the referring agency may
+withdraw one.
+
+Re-referral (DfE C1): a referral is a re-referral when the same child had another referral received
+in the 12 months up to and including its own `received_at`. Withdrawn referrals are not counted:
+a referral sent in error and withdrawn was never a request the Front Door acted on. The flag and
+count are fixed when the referral is received; back-loading an older referral later, or withdrawing
+an earlier one, does not rewrite referrals already stored, so a C1 figure over back-loaded data
+should be computed from `received_at`, not from these stored flags.
+
+The create path is written for throughput (round trips are the cost that matters): after the
+child's lock and candidate look-up, one Core statement creates the child when new, counts earlier
+referrals, inserts the referral and appends the audit event; the response is built from what is
+already in memory rather than read back.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import uuid
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import Any, Final
+
+import orjson
+from sqlalchemy import RowMapping, Table, and_, func, not_, select, text, true, tuple_, update
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from schemas.common import Page
+from schemas.referrals import (
+    SECTION47_OUTCOME,
+    DecisionCreate,
+    ParentalConsent,
+    ReferralCreate,
+    ReferralPublic,
+    ReferralStatus,
+    WithdrawCreate,
+)
+from service.audit import record_access
+from service.auth.caller import Caller
+from service.children import INSERT_CHILD_SQL, ChildIdentity, match_child
+from service.errors import Conflict, InvalidTransition, NotFound, Unprocessable
+from service.models import metadata
+
+DECISION_WINDOW: Final = timedelta(hours=24)
+"""Front Door decision due this long after receipt (SPEC 5: one working day, 24 h locally)."""
+STRATEGY_DISCUSSION_WINDOW: Final = timedelta(hours=24)
+"""A Section 47 outcome needs a strategy discussion this long after receipt."""
+
+READ_ALL_SCOPE: Final = "referrals:read:all"
+RESOURCE_TYPE: Final = "referral"
+
+REFERRAL: Final[Table] = metadata.tables["referral"]
+
+
+class DuplicateExternalReference(Conflict):
+    """This client already sent a referral with this `external_reference`."""
+
+    problem = "duplicate-external-reference"
+    title = "A referral with this external_reference already exists"
+
+
+class ParentalAwarenessRequired(Conflict):
+    """Only a Section 47 outcome may proceed without the parents informed or consenting."""
+
+    problem = "parental-awareness-required"
+    title = "This outcome needs the parents informed or their consent given"
+
+
+class FieldInvalid(Unprocessable):
+    """A parameter or body field that passed the schema but not a check needing the database.
+
+    Rendered like a schema validation error, with `errors` naming the field.
+    """
+
+    problem = "validation"
+    title = "Validation failed"
+
+    def __init__(self, field: str, message: str, code: str) -> None:
+        super().__init__(
+            f"{field}: {message}", errors=[{"field": field, "message": message, "code": code}]
+        )
+
+
+@dataclass(frozen=True)
+class ReferralFilters:
+    """`GET /v1/referrals` filters; None means "do not filter on this"."""
+
+    status: ReferralStatus | None = None
+    received_from: datetime | None = None
+    """Inclusive."""
+    received_to: datetime | None = None
+    """Exclusive."""
+    child_id: uuid.UUID | None = None
+    overdue: bool | None = None
+    """Still `received` after `decision_due_at`."""
+    urgent: bool | None = None
+
+
+# --- create --------------------------------------------------------------------------------------
+
+# One statement and one round trip: create the child when it is new, count the child's earlier
+# referrals, insert the referral (or give up quietly on a repeated external reference, which the
+# caller then reports), and append the audit event exactly as `service.audit.record_access` would.
+# VALUES parameters take their types from the target columns. A data-modifying CTE runs even when
+# nothing reads it, and the foreign key to a child created in the same statement is checked at its
+# end.
+_CREATE_REFERRAL_SQL: Final = """
+    {new_child}
+    previous AS (
+        SELECT count(*) AS n FROM referral
+        WHERE child_id = :child_id
+          AND status <> 'withdrawn'
+          AND received_at <= :received_at
+          AND received_at >= :received_at - interval '12 months'
+    ),
+    inserted AS (
+        INSERT INTO referral (
+            id, client_id, agency_type, agency_name, external_reference, child_id, status,
+            urgent, received_at, decision_due_at, referral_source, concern_categories,
+            neglect_forms, risk_factors, vulnerabilities, parents_informed, parental_consent,
+            rereferral, rereferral_count, body
+        ) VALUES (
+            :id, :client_id, :agency_type, :agency_name, :external_reference, :child_id,
+            'received', :urgent, :received_at, :decision_due_at, :referral_source,
+            :concern_categories, :neglect_forms, :risk_factors, :vulnerabilities,
+            :parents_informed, :parental_consent, (SELECT n > 0 FROM previous),
+            (SELECT n FROM previous), :body
+        )
+        ON CONFLICT ON CONSTRAINT uq_referral_client_external_reference DO NOTHING
+        RETURNING id, child_id, rereferral_count, created_at
+    ),
+    audited AS (
+        INSERT INTO audit_event (
+            client_id, agency_type, agency_name, action, resource_type, resource_id, child_id,
+            request_id, access_reason
+        )
+        SELECT :client_id, :agency_type, :agency_name, 'create', 'referral', CAST(id AS text),
+            child_id, CAST(:request_id AS text), CAST(:access_reason AS text)
+        FROM inserted
+    )
+    SELECT rereferral_count, created_at FROM inserted
+"""
+_CREATE_REFERRAL = text(_CREATE_REFERRAL_SQL.format(new_child="WITH"))
+_CREATE_REFERRAL_AND_CHILD = text(
+    _CREATE_REFERRAL_SQL.format(new_child=f"WITH new_child AS ({INSERT_CHILD_SQL}),")
+)
+
+_EXISTING_BY_REFERENCE = text(
+    "SELECT id FROM referral WHERE client_id = :client_id AND external_reference = :reference"
+)
+
+
+def _identity_of(referral: ReferralCreate) -> ChildIdentity:
+    child = referral.child
+    return ChildIdentity(
+        nhs_number=child.nhs_number,
+        la_child_id=child.la_child_id,
+        upn=child.upn,
+        family_name=child.family_name,
+        given_name=child.given_name,
+        date_of_birth=child.date_of_birth,
+        expected_date_of_birth=child.expected_date_of_birth,
+        sex=child.sex.value,
+        ethnicity=child.ethnicity,
+    )
+
+
+async def create_referral(
+    session: AsyncSession, caller: Caller, referral: ReferralCreate
+) -> ReferralPublic:
+    """Store a referral for the matched (or new) child and audit it.
+
+    Raises `DuplicateExternalReference` (409, with `existing_id`) when this client already used
+    the external reference; the request's transaction is then rolled back by the caller.
+    """
+    child = await match_child(session, _identity_of(referral))
+    # Taken after the child's lock, so referrals for one child get receipt times in the order
+    # they are stored and each counts every earlier one as a previous referral.
+    received_at = (referral.received_at or datetime.now(UTC)).astimezone(UTC)
+    decision_due_at = received_at + DECISION_WINDOW
+    sent = referral.model_dump(mode="json")
+    referral_id = uuid.uuid4()
+    concerns = sent["concerns"]
+    awareness = sent["parental_awareness"]
+    params = {
+        "id": referral_id,
+        "client_id": caller.client_id,
+        "agency_type": caller.agency_type,
+        "agency_name": caller.agency_name,
+        "external_reference": referral.external_reference,
+        "child_id": child.child_id,
+        "urgent": referral.immediate_risk,
+        "received_at": received_at,
+        "decision_due_at": decision_due_at,
+        "referral_source": sent["referrer"]["source_code"],
+        "concern_categories": concerns["categories"],
+        "neglect_forms": concerns["neglect_forms"],
+        "risk_factors": concerns["risk_factors"],
+        "vulnerabilities": concerns["vulnerabilities"],
+        "parents_informed": awareness["informed"],
+        "parental_consent": awareness["consent"],
+        "body": orjson.dumps(sent).decode(),
+        "request_id": caller.request_id,
+        "access_reason": caller.access_reason,
+    }
+    if child.new_child is None:
+        statement = _CREATE_REFERRAL
+    else:
+        statement = _CREATE_REFERRAL_AND_CHILD
+        params.update(child.new_child)
+    inserted = (await session.execute(statement, params)).one_or_none()
+    if inserted is None:
+        existing_id = await session.scalar(
+            _EXISTING_BY_REFERENCE,
+            {"client_id": caller.client_id, "reference": referral.external_reference},
+        )
+        raise DuplicateExternalReference(
+            "this client already sent a referral with this external_reference",
+            existing_id=str(existing_id),
+        )
+    count = int(inserted.rereferral_count)
+    return ReferralPublic.model_validate(
+        {
+            **sent,
+            "id": referral_id,
+            "status": ReferralStatus.RECEIVED,
+            "urgent": referral.immediate_risk,
+            "received_at": received_at,
+            "decision_due_at": decision_due_at,
+            "child_id": child.child_id,
+            "rereferral": count > 0,
+            "rereferral_count": count,
+            "agency_type": caller.agency_type,
+            "agency_name": caller.agency_name,
+            "client_id": caller.client_id,
+            "created_at": inserted.created_at,
+        }
+    )
+
+
+# --- read ----------------------------------------------------------------------------------------
+
+
+def referral_to_public(row: RowMapping) -> ReferralPublic:
+    """The wire form of a stored referral row: the body as sent plus what the service owns."""
+    decision = row["decision"]
+    return ReferralPublic.model_validate(
+        {
+            **row["body"],
+            "id": row["id"],
+            "external_reference": row["external_reference"],
+            "status": row["status"],
+            "urgent": row["urgent"],
+            "received_at": row["received_at"],
+            "decision_due_at": row["decision_due_at"],
+            "child_id": row["child_id"],
+            "rereferral": row["rereferral"],
+            "rereferral_count": row["rereferral_count"],
+            "agency_type": row["agency_type"],
+            "agency_name": row["agency_name"],
+            "client_id": row["client_id"],
+            "decision": decision,
+            "withdrawn_at": row["withdrawn_at"],
+            "withdrawal_reason": row["withdrawal_reason"],
+            "created_at": row["created_at"],
+        }
+    )
+
+
+def _visible_to(caller: Caller) -> Any:
+    """WHERE clause: the referrals the caller may read (all of them for the Front Door)."""
+    if caller.has(READ_ALL_SCOPE):
+        return true()
+    return REFERRAL.c.agency_name == caller.agency_name
+
+
+async def get_referral(
+    session: AsyncSession, caller: Caller, referral_id: uuid.UUID
+) -> ReferralPublic:
+    """One referral the caller may see, audited as a read; `NotFound` otherwise."""
+    row = (
+        (
+            await session.execute(
+                select(REFERRAL).where(REFERRAL.c.id == referral_id, _visible_to(caller))
+            )
+        )
+        .mappings()
+        .one_or_none()
+    )
+    if row is None:
+        raise NotFound("no such referral")
+    await record_access(session, caller, "read", RESOURCE_TYPE, referral_id, row["child_id"])
+    return referral_to_public(row)
+
+
+def encode_cursor(received_at: datetime, referral_id: uuid.UUID) -> str:
+    """An opaque cursor naming the last referral of a page."""
+    raw = orjson.dumps([received_at.isoformat(), str(referral_id)])
+    return base64.urlsafe_b64encode(raw).decode().rstrip("=")
+
+
+def decode_cursor(cursor: str) -> tuple[datetime, uuid.UUID]:
+    """The position a cursor names; `FieldInvalid` (422 naming `query.cursor`) if it is not ours."""
+    try:
+        raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4))
+        received_text, id_text = orjson.loads(raw)
+        received_at = datetime.fromisoformat(received_text)
+        referral_id = uuid.UUID(id_text)
+    except (binascii.Error, orjson.JSONDecodeError, ValueError, TypeError, AttributeError) as exc:
+        raise FieldInvalid(
+            "query.cursor", "not a cursor from this list; start again without one", "cursor"
+        ) from exc
+    if received_at.tzinfo is None:
+        raise FieldInvalid("query.cursor", "not a cursor from this list", "cursor")
+    return received_at, referral_id
+
+
+def _filter_clauses(filters: ReferralFilters) -> list[Any]:
+    clauses: list[Any] = []
+    if filters.status is not None:
+        clauses.append(REFERRAL.c.status == filters.status.value)
+    if filters.received_from is not None:
+        clauses.append(REFERRAL.c.received_at >= filters.received_from)
+    if filters.received_to is not None:
+        clauses.append(REFERRAL.c.received_at < filters.received_to)
+    if filters.child_id is not None:
+        clauses.append(REFERRAL.c.child_id == filters.child_id)
+    if filters.urgent is not None:
+        clauses.append(REFERRAL.c.urgent.is_(filters.urgent))
+    if filters.overdue is not None:
+        overdue = and_(
+            REFERRAL.c.status == ReferralStatus.RECEIVED.value,
+            REFERRAL.c.decision_due_at < func.now(),
+        )
+        clauses.append(overdue if filters.overdue else not_(overdue))
+    return clauses
+
+
+async def list_referrals(
+    session: AsyncSession,
+    caller: Caller,
+    filters: ReferralFilters,
+    limit: int,
+    cursor: str | None = None,
+) -> Page[ReferralPublic]:
+    """Referrals the caller may see, newest received first, one page at a time (keyset)."""
+    query = select(REFERRAL).where(_visible_to(caller), *_filter_clauses(filters))
+    if cursor is not None:
+        after_received_at, after_id = decode_cursor(cursor)
+        query = query.where(
+            tuple_(REFERRAL.c.received_at, REFERRAL.c.id) < tuple_(after_received_at, after_id)
+        )
+    query = query.order_by(REFERRAL.c.received_at.desc(), REFERRAL.c.id.desc()).limit(limit + 1)
+    rows = list((await session.execute(query)).mappings())
+    await record_access(session, caller, "list", RESOURCE_TYPE, None, filters.child_id)
+    page_rows = rows[:limit]
+    next_cursor = (
+        encode_cursor(page_rows[-1]["received_at"], page_rows[-1]["id"])
+        if len(rows) > limit
+        else None
+    )
+    return Page[ReferralPublic](
+        items=[referral_to_public(row) for row in page_rows], next_cursor=next_cursor
+    )
+
+
+# --- lifecycle -----------------------------------------------------------------------------------
+
+
+async def _lock_referral(session: AsyncSession, referral_id: uuid.UUID, *where: Any) -> RowMapping:
+    """The referral row, locked until commit so transitions on it happen one at a time."""
+    row = (
+        (
+            await session.execute(
+                select(REFERRAL).where(REFERRAL.c.id == referral_id, *where).with_for_update()
+            )
+        )
+        .mappings()
+        .one_or_none()
+    )
+    if row is None:
+        raise NotFound("no such referral")
+    if row["status"] != ReferralStatus.RECEIVED.value:
+        raise InvalidTransition(
+            f"the referral is {row['status']}; only a received one can be decided or withdrawn",
+            current_status=row["status"],
+        )
+    return row
+
+
+def parents_aware(parents_informed: bool, parental_consent: str) -> bool:
+    """Whether the parental-awareness rule lets a non-Section-47 outcome go ahead."""
+    return parents_informed or parental_consent == ParentalConsent.GIVEN.value
+
+
+async def decide_referral(
+    session: AsyncSession, caller: Caller, referral_id: uuid.UUID, decision: DecisionCreate
+) -> ReferralPublic:
+    """Record the Front Door's decision on a received referral (any agency's) and audit it.
+
+    A Section 47 outcome sets `strategy_discussion_due_at` = received + 24 h. Any other outcome
+    needs the parents informed or consenting (`ParentalAwarenessRequired` otherwise).
+    """
+    row = await _lock_referral(session, referral_id)
+    received_at: datetime = row["received_at"]
+    decided_at = (decision.decided_at or datetime.now(UTC)).astimezone(UTC)
+    if decided_at < received_at:
+        raise FieldInvalid(
+            "body.decided_at", "must not be before the referral's received_at", "before_received"
+        )
+    section47 = decision.outcome == SECTION47_OUTCOME
+    if not section47 and not parents_aware(row["parents_informed"], row["parental_consent"]):
+        raise ParentalAwarenessRequired(
+            "the parents were not informed and did not consent; only "
+            f"{SECTION47_OUTCOME} can be decided without that"
+        )
+    strategy_due_at = received_at + STRATEGY_DISCUSSION_WINDOW if section47 else None
+    stored_decision = {
+        "outcome": decision.outcome,
+        "rationale": decision.rationale,
+        "decided_by": decision.decided_by,
+        "decided_at": decided_at.isoformat(),
+        "strategy_discussion_due_at": strategy_due_at.isoformat() if strategy_due_at else None,
+    }
+    updated = (
+        (
+            await session.execute(
+                update(REFERRAL)
+                .where(REFERRAL.c.id == referral_id)
+                .values(
+                    status=ReferralStatus.DECIDED.value,
+                    decision=stored_decision,
+                    decision_outcome=decision.outcome,
+                    decided_at=decided_at,
+                    strategy_discussion_due_at=strategy_due_at,
+                )
+                .returning(*REFERRAL.c)
+            )
+        )
+        .mappings()
+        .one()
+    )
+    await record_access(session, caller, "update", RESOURCE_TYPE, referral_id, row["child_id"])
+    return referral_to_public(updated)
+
+
+async def withdraw_referral(
+    session: AsyncSession, caller: Caller, referral_id: uuid.UUID, withdrawal: WithdrawCreate
+) -> ReferralPublic:
+    """The referring agency withdraws its own undecided referral; others get `NotFound`."""
+    await _lock_referral(session, referral_id, REFERRAL.c.agency_name == caller.agency_name)
+    updated = (
+        (
+            await session.execute(
+                update(REFERRAL)
+                .where(REFERRAL.c.id == referral_id)
+                .values(
+                    status=ReferralStatus.WITHDRAWN.value,
+                    withdrawn_at=func.now(),
+                    withdrawal_reason=withdrawal.reason,
+                )
+                .returning(*REFERRAL.c)
+            )
+        )
+        .mappings()
+        .one()
+    )
+    await record_access(session, caller, "update", RESOURCE_TYPE, referral_id, updated["child_id"])
+    return referral_to_public(updated)
+
+
+__all__ = [
+    "DuplicateExternalReference",
+    "FieldInvalid",
+    "ParentalAwarenessRequired",
+    "ReferralFilters",
+    "create_referral",
+    "decide_referral",
+    "decode_cursor",
+    "encode_cursor",
+    "get_referral",
+    "list_referrals",
+    "parents_aware",
+    "referral_to_public",
+    "withdraw_referral",
+]
