@@ -1,7 +1,87 @@
-"""Routes for assessments (being built)."""
+"""Toolkit assessments: sent by practitioners' systems, scored by the service, read back by the
+agency that made them (and the Front Door)."""
 
 from __future__ import annotations
 
-from fastapi import APIRouter
+import uuid
+from typing import Annotated
+
+from fastapi import APIRouter, Query, Security
+from fastapi.responses import JSONResponse
+
+from schemas.assessments import AssessmentCreate, AssessmentPublic, AssessmentSummary
+from schemas.common import Page
+from service.assessments import (
+    RESOURCE_TYPE,
+    create_assessment,
+    list_child_assessments,
+    read_assessment,
+)
+from service.auth.caller import Caller
+
+from .deps import IdempotencyKeyDep, SessionDep, authenticate
+from .idempotent import create_idempotently
+from .responses import problems
 
 router = APIRouter(prefix="/v1", tags=["assessments"])
+
+AssessmentWriter = Annotated[Caller, Security(authenticate, scopes=["assessments:write"])]
+AssessmentReader = Annotated[Caller, Security(authenticate, scopes=["assessments:read"])]
+
+LimitQuery = Annotated[int, Query(ge=1, le=100, description="Items per page (at most 100)")]
+CursorQuery = Annotated[uuid.UUID | None, Query(description="`next_cursor` of the previous page")]
+
+
+@router.post(
+    "/assessments",
+    status_code=201,
+    response_model=AssessmentPublic,
+    responses=problems(400, 401, 403, 409, 413, 422),
+)
+async def post_assessment(
+    body: AssessmentCreate,
+    session: SessionDep,
+    caller: AssessmentWriter,
+    idempotency_key: IdempotencyKeyDep = None,
+) -> JSONResponse:
+    """Score and store a toolkit assessment of one child.
+
+    Every item in the child's age band needs a response (`not_known` when it could not be
+    judged) and items outside it must have none; each fault is a 422 naming the item. A
+    re-assessment (`previous_assessment_id`) adds distance travelled and whether the earlier
+    targets were met.
+    """
+    return await create_idempotently(
+        session,
+        caller,
+        idempotency_key,
+        "create_assessment",
+        body,
+        lambda: create_assessment(session, caller, body),
+        RESOURCE_TYPE,
+    )
+
+
+@router.get("/assessments/{assessment_id}", responses=problems(401, 403, 404, 422))
+async def get_assessment(
+    assessment_id: uuid.UUID, session: SessionDep, caller: AssessmentReader
+) -> AssessmentPublic:
+    """One assessment made by the caller's agency (any, with `referrals:read:all`)."""
+    return await read_assessment(session, caller, assessment_id)
+
+
+@router.get("/children/{child_id}/assessments", responses=problems(401, 403, 404, 422))
+async def list_assessments_of_child(
+    child_id: uuid.UUID,
+    session: SessionDep,
+    caller: AssessmentReader,
+    limit: LimitQuery = 50,
+    cursor: CursorQuery = None,
+) -> Page[AssessmentSummary]:
+    """The child's assessment trajectory that the caller may see, oldest first."""
+    summaries = await list_child_assessments(
+        session, caller, child_id, limit=limit + 1, after_id=cursor
+    )
+    items = list(summaries[:limit])
+    next_cursor = str(items[-1].id) if len(summaries) > limit else None
+    return Page[AssessmentSummary](items=items, next_cursor=next_cursor)
