@@ -1,0 +1,77 @@
+"""The partnership's indicators on the wire: the catalogue and one indicator's series (SPEC 2.5)."""
+
+from __future__ import annotations
+
+from datetime import date
+
+from pydantic import Field
+
+from schemas.common import PublicModel
+from service.indicators.catalogue import Breakdown, Polarity, Timing, Unit
+from service.indicators.periods import Period
+
+
+class IndicatorPublic(PublicModel):
+    """What an indicator means. `unit` is `percent` (value = 100 x numerator / denominator, to 1
+    decimal place), `count` (value = numerator; no denominator) or `mean` (value = numerator /
+    denominator to 2 decimal places, the numerator being a sum)."""
+
+    id: str
+    title: str
+    definition: str
+    numerator: str
+    denominator: str | None
+    unit: Unit
+    polarity: Polarity = Field(description="Which direction is good, if either")
+    source_measure: str = Field(description="The strategy or statutory measure it answers")
+    timing: Timing = Field(
+        description="`in_period`: what happened in each period; `at_period_end`: what was open "
+        "on each period's last day"
+    )
+    breakdowns: list[Breakdown]
+    periods: list[Period]
+
+
+class BreakdownPublic(PublicModel):
+    """A breakdown offered by some indicators, and how its groups are assigned."""
+
+    id: Breakdown
+    definition: str
+
+
+class IndicatorCatalogue(PublicModel):
+    """Every indicator the service computes, and the breakdowns they offer."""
+
+    indicators: list[IndicatorPublic]
+    breakdowns: list[BreakdownPublic]
+
+
+class SeriesPointPublic(PublicModel):
+    """One figure of a series. A suppressed figure has numerator, denominator and value null."""
+
+    period_start: date = Field(description="The period's first day")
+    period_end: date = Field(
+        description="The period's last day (inclusive); point-in-time indicators count what was "
+        "open on this day"
+    )
+    label: str = Field(description='The period: "2023-04", "2023-Q2", "2023", "2023-24" or a day')
+    group: str | None = Field(description="The breakdown group; null without a breakdown")
+    numerator: int | None
+    denominator: int | None = Field(description="Null for counts")
+    value: int | float | None = Field(
+        description="Percent to 1 decimal place, mean to 2, count as an integer; null when "
+        "suppressed or when the denominator is 0"
+    )
+    suppressed: bool = Field(description="Hidden by disclosure control (small numbers)")
+
+
+class IndicatorSeriesPublic(PublicModel):
+    """An indicator's figures for each period of the requested range (and each breakdown group)."""
+
+    indicator: IndicatorPublic
+    period: Period
+    breakdown: Breakdown | None
+    suppression_applied: bool = Field(
+        description="False only for callers holding indicators:read:unsuppressed"
+    )
+    series: list[SeriesPointPublic]

@@ -1,0 +1,209 @@
+"""Computing an indicator series: check the request against the catalogue, run the indicator's one
+SQL statement (see `sql.py`), then apply disclosure control to the aggregates it returns.
+
+Disclosure control (SPEC 2.5, `suppression.py`): without `indicators:read:unsuppressed`, counts of
+1 to 5 and rates built on them are hidden, and inside a breakdown a second cell is hidden whenever
+a lone hidden cell could be recovered from the period's total. For a mean, the numerator is a sum
+of ratings or grade changes rather than a count of children, so only the denominator (the number
+of things averaged) decides.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import date, timedelta
+from decimal import Decimal
+from typing import Final
+
+from sqlalchemy import text
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from service.errors import NotFound, Unprocessable
+from service.indicators.catalogue import Breakdown, IndicatorMeta, load_catalogue
+from service.indicators.periods import Bucket, Period, period_bounds
+from service.indicators.sql import FIXED_GROUPS, NEEDS_HOLIDAYS, STEPS, build_series_sql
+from service.indicators.suppression import Cell, apply_primary_suppression, suppress
+from service.working_days import bank_holidays
+
+MAX_BUCKETS: Final = 400
+"""More than 33 years of months: enough for any real question, small enough to answer fast."""
+
+
+class IndicatorParameterInvalid(Unprocessable):
+    """A query parameter the indicator does not offer (a period, a breakdown) or a bad range."""
+
+    problem = "invalid-indicator-parameter"
+    title = "The indicator cannot be computed with these parameters"
+
+    def __init__(self, field: str, message: str) -> None:
+        super().__init__(
+            message, errors=[{"field": f"query.{field}", "message": message, "code": "invalid"}]
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class SeriesPoint:
+    """One published figure. `period_end` is the bucket's last day (inclusive); `group` is the
+    breakdown group, None without a breakdown."""
+
+    period_start: date
+    period_end: date
+    label: str
+    group: str | None
+    numerator: int | None
+    denominator: int | None
+    value: int | float | None
+    suppressed: bool
+
+
+@dataclass(frozen=True, slots=True)
+class IndicatorSeries:
+    indicator: IndicatorMeta
+    period: Period
+    breakdown: Breakdown | None
+    suppression_applied: bool
+    points: list[SeriesPoint]
+
+
+def get_indicator(indicator_id: str) -> IndicatorMeta:
+    """The catalogue entry, or NotFound."""
+    meta = load_catalogue().get(indicator_id)
+    if meta is None:
+        raise NotFound("no indicator with this id; GET /v1/indicators lists them")
+    return meta
+
+
+def _check_request(
+    meta: IndicatorMeta, start: date, end: date, period: Period, breakdown: Breakdown | None
+) -> list[Bucket]:
+    if period not in meta.periods:
+        offered = ", ".join(meta.periods)
+        raise IndicatorParameterInvalid("period", f"this indicator offers the periods {offered}")
+    if breakdown is not None and breakdown not in meta.breakdowns:
+        offered = ", ".join(meta.breakdowns) or "none"
+        raise IndicatorParameterInvalid(
+            "breakdown", f"this indicator offers the breakdowns {offered}"
+        )
+    if start > end:
+        raise IndicatorParameterInvalid("from", "from must be on or before to")
+    try:
+        buckets = period_bounds(start, end, period)
+    except ValueError as error:
+        raise IndicatorParameterInvalid("to", str(error)) from error
+    if len(buckets) > MAX_BUCKETS:
+        raise IndicatorParameterInvalid(
+            "from", f"the range holds {len(buckets)} periods; ask for at most {MAX_BUCKETS}"
+        )
+    return buckets
+
+
+def _month_start(day: date) -> date:
+    return day.replace(day=1)
+
+
+def _number(raw: object, integral: bool) -> int | float | None:
+    if not isinstance(raw, Decimal | float | int):
+        return None
+    return int(raw) if integral else float(raw)
+
+
+async def compute_series(
+    session: AsyncSession,
+    meta: IndicatorMeta,
+    *,
+    start: date,
+    end: date,
+    period: Period,
+    breakdown: Breakdown | None,
+    unsuppressed: bool,
+) -> IndicatorSeries:
+    """The indicator's series over the buckets of `period` covering `start`..`end` (inclusive).
+
+    Raises IndicatorParameterInvalid when the indicator does not offer the period or breakdown,
+    or the range is empty or too long.
+    """
+    buckets = _check_request(meta, start, end, period, breakdown)
+    labels = {bucket_start: label for bucket_start, _, label in buckets}
+    first, last = buckets[0][0], buckets[-1][0]
+    if period == "snapshot":
+        first, last = _month_start(first), _month_start(last)
+    params: dict[str, object] = {
+        "first_start": first,
+        "last_start": last,
+        "step": STEPS[period],
+        "range_start": buckets[0][0],
+        "range_end": buckets[-1][1],
+        "fixed_groups": list(FIXED_GROUPS[breakdown]) if breakdown else [],
+    }
+    if meta.id in NEEDS_HOLIDAYS:
+        # Deadlines run up to 60 days past a start up to a year before the range.
+        params["holidays"] = bank_holidays(buckets[0][0].year - 1, buckets[-1][1].year + 1)
+    # The periods x groups cross join makes the planner's cost estimates huge, which would switch
+    # on JIT compilation: seconds of compiling for a query that runs in well under one.
+    await session.execute(text("SET LOCAL jit = off"))
+    statement = text(build_series_sql(meta.id, meta.unit, period, breakdown))
+    rows = (await session.execute(statement, params)).all()
+
+    is_count = meta.unit == "count"
+    ends: dict[date, date] = {}
+    totals: dict[date, Cell] = {}
+    cells_by_period: dict[date, list[Cell]] = {}
+    for row in rows:
+        ends[row.period_start] = row.period_end
+        cell = Cell(
+            label=row.grp if row.grp is not None else "total",
+            group=labels[row.period_start],
+            numerator=int(row.num),
+            denominator=None if is_count else int(row.den),
+            value=_number(row.value, integral=is_count),
+        )
+        if row.grp is None:
+            totals[row.period_start] = cell
+        else:
+            cells_by_period.setdefault(row.period_start, []).append(cell)
+
+    points: list[SeriesPoint] = []
+    for period_start, period_end in ends.items():
+        total = totals[period_start]
+        published = cells_by_period.get(period_start, []) if breakdown is not None else [total]
+        if not unsuppressed:
+            published = _disclose(published, total, meta.unit == "mean", breakdown is not None)
+        points.extend(
+            SeriesPoint(
+                period_start=period_start,
+                period_end=period_end - timedelta(days=1),
+                label=labels[period_start],
+                group=cell.label if breakdown is not None else None,
+                numerator=cell.numerator,
+                denominator=cell.denominator,
+                value=cell.value,
+                suppressed=cell.suppressed,
+            )
+            for cell in published
+        )
+    return IndicatorSeries(
+        indicator=meta,
+        period=period,
+        breakdown=breakdown,
+        suppression_applied=not unsuppressed,
+        points=points,
+    )
+
+
+def _without_sum(cell: Cell) -> Cell:
+    """A mean's cell as disclosure control sees it: only the number averaged is a count."""
+    return Cell(cell.label, cell.group, None, cell.denominator, cell.value, cell.suppressed)
+
+
+def _disclose(cells: list[Cell], total: Cell, is_mean: bool, is_breakdown: bool) -> list[Cell]:
+    checked = [_without_sum(cell) for cell in cells] if is_mean else cells
+    checked_total = _without_sum(total) if is_mean else total
+    if is_breakdown:
+        result = suppress(checked, checked_total)
+    else:
+        result = [apply_primary_suppression(cell) for cell in checked]
+    # Put a mean's sum back wherever the cell is still shown.
+    return [
+        original if not outcome.suppressed else outcome
+        for original, outcome in zip(cells, result, strict=True)
+    ]
