@@ -3,13 +3,12 @@
 from __future__ import annotations
 
 import uuid
-from datetime import datetime
 from typing import Annotated
 
 from fastapi import APIRouter, Path, Query, Security
 
 from schemas.clients import AuditEventPublic, ClientCreate, ClientCreated, ClientPublic
-from schemas.common import Page
+from schemas.common import IsoDateTime, Page
 from service.audit_trail import list_audit_events
 from service.auth import clients as registry
 from service.auth.caller import Caller
@@ -23,7 +22,7 @@ router = APIRouter(prefix="/v1", tags=["administration"])
 AuditReader = Annotated[Caller, Security(authenticate, scopes=["audit:read"])]
 
 
-@router.post("/clients", status_code=201, responses=problems(401, 403, 422))
+@router.post("/clients", status_code=201, responses=problems(401, 403, 409, 422))
 async def create_client(body: ClientCreate, session: SessionDep, caller: AdminDep) -> ClientCreated:
     """Register a machine client; its secret is shown once, in this response only."""
     if body.client_id and not body.issuer:
@@ -62,8 +61,8 @@ async def list_audit(
     page: PageDep,
     child_id: uuid.UUID | None = None,
     client_id: Annotated[str | None, Query(max_length=64)] = None,
-    occurred_from: datetime | None = None,
-    occurred_to: datetime | None = None,
+    occurred_from: IsoDateTime | None = None,
+    occurred_to: IsoDateTime | None = None,
 ) -> Page[AuditEventPublic]:
     """The audit trail, oldest first."""
     after_id = None

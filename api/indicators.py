@@ -25,6 +25,7 @@ from fastapi import APIRouter, Header, Path, Query, Response, Security
 from api.deps import SessionDep, authenticate
 from api.responses import problems
 from schemas.children import today_in_uk
+from schemas.common import IsoDate
 from schemas.indicators import (
     BreakdownPublic,
     IndicatorCatalogue,
@@ -186,10 +187,12 @@ async def get_indicator_series(
     session: SessionDep,
     caller: IndicatorsReader,
     from_: Annotated[
-        date | None,
+        IsoDate | None,
         Query(alias="from", description="First day of the range; default: a year before `to`"),
     ] = None,
-    to: Annotated[date | None, Query(description="Last day of the range; default: today")] = None,
+    to: Annotated[
+        IsoDate | None, Query(description="Last day of the range; default: today")
+    ] = None,
     period: Annotated[
         Period,
         Query(description="Bucket size; `snapshot` is the last day of each month"),

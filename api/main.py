@@ -29,6 +29,7 @@ from . import (
 )
 from .errors import install_error_handlers
 from .middleware import RequestContextMiddleware
+from .openapi import install_openapi
 
 logger = logging.getLogger("neglect_service")
 
@@ -99,4 +100,5 @@ def create_app(settings: Settings | None = None, database_url: str | None = None
     app.include_router(oauth.router)
     for module in (referrals, children, toolkits, assessments, case_events, indicators, clients):
         app.include_router(module.router)
+    install_openapi(app)
     return app

@@ -7,9 +7,8 @@ from typing import Annotated
 
 from fastapi import APIRouter, Query, Security
 from fastapi.responses import JSONResponse
-from pydantic import AwareDatetime
 
-from schemas.common import Page
+from schemas.common import IsoDateTime, Page
 from schemas.referrals import (
     DecisionCreate,
     ReferralCreate,
@@ -62,10 +61,10 @@ async def list_referrals(
     page: PageDep,
     status: ReferralStatus | None = None,
     received_from: Annotated[
-        AwareDatetime | None, Query(description="Received at or after (with a UTC offset)")
+        IsoDateTime | None, Query(description="Received at or after (with a UTC offset)")
     ] = None,
     received_to: Annotated[
-        AwareDatetime | None, Query(description="Received before (with a UTC offset)")
+        IsoDateTime | None, Query(description="Received before (with a UTC offset)")
     ] = None,
     child_id: uuid.UUID | None = None,
     overdue: Annotated[

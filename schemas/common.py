@@ -2,9 +2,19 @@
 
 from __future__ import annotations
 
+import re
+from datetime import date
 from typing import Annotated, Generic, TypeVar
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StringConstraints
+from pydantic import (
+    AfterValidator,
+    AwareDatetime,
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    StringConstraints,
+)
 
 
 def _refuse_nul(value: str) -> str:
@@ -23,6 +33,23 @@ ShortText = Annotated[
 
 LongText = Annotated[str, StringConstraints(max_length=10_000), AfterValidator(_refuse_nul)]
 """Free text written by a practitioner: at most 10,000 characters, no NUL."""
+
+
+_ISO_DATE = re.compile(r"^\d{4}-\d{2}-\d{2}")
+
+
+def _iso_text(value: object) -> object:
+    # pydantic would read "0.5" or "1700000000" as a Unix time; a query string must be ISO 8601.
+    if isinstance(value, str) and not _ISO_DATE.match(value):
+        raise ValueError("must be an ISO 8601 date (YYYY-MM-DD...)")
+    return value
+
+
+IsoDate = Annotated[date, BeforeValidator(_iso_text)]
+"""A date given as ISO 8601 text (query parameters)."""
+
+IsoDateTime = Annotated[AwareDatetime, BeforeValidator(_iso_text)]
+"""An instant with a UTC offset, given as ISO 8601 text (query parameters)."""
 
 
 class StrictModel(BaseModel):

@@ -9,11 +9,12 @@ import secrets
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlmodel import col, select
 
 from service.auth.scopes import unknown_scopes
-from service.errors import NotFound, Unprocessable
+from service.errors import Conflict, NotFound, Unprocessable
 from service.models import ApiClient
 
 # Secrets are 256 random bits, so scrypt's cost here is defence in depth, not password stretching.
@@ -82,8 +83,12 @@ async def create_client(
             "issuer": issuer,
         }
     )
-    session.add(client)
-    await session.flush()
+    try:
+        async with session.begin_nested():
+            session.add(client)
+            await session.flush()
+    except IntegrityError as exc:
+        raise Conflict(f"a client with id {client.client_id} is registered already") from exc
     return CreatedClient(client=client, secret=secret)
 
 

@@ -106,3 +106,38 @@ async def test_request_log_lines_are_json_with_the_request_id(
     assert any(
         '"request_id":"trace-me"' in line and '"status":200' in line for line in no_secrets_in_logs
     )
+
+
+async def test_a_405_lists_every_method_the_path_accepts(client: httpx.AsyncClient) -> None:
+    response = await client.request("OPTIONS", "/v1/referrals")
+    assert response.status_code == 405
+    assert response.headers["allow"] == "GET, HEAD, POST"
+
+
+async def test_a_query_date_must_be_iso_text_not_a_unix_time(
+    client: httpx.AsyncClient, make_client: ClientMaker
+) -> None:
+    reader = await make_client(["audit:read"])
+    response = await client.get("/v1/audit-events?occurred_to=0.5", headers=reader.headers)
+    assert response.status_code == 422
+    assert response.json()["errors"][0]["field"] == "query.occurred_to"
+
+
+async def test_registering_an_external_client_id_twice_is_409(
+    client: httpx.AsyncClient, make_client: ClientMaker
+) -> None:
+    admin = await make_client(["admin"])
+    body = {
+        "name": "Council case system",
+        "agency_type": "local_authority",
+        "agency_name": "Northtown Council",
+        "scopes": ["case-events:write"],
+        "issuer": "https://idp.council.example",
+        "client_id": f"case-system-{admin.client_id}",
+    }
+    first = await client.post("/v1/clients", json=body, headers=admin.headers)
+    second = await client.post("/v1/clients", json=body, headers=admin.headers)
+    assert first.status_code == 201
+    assert first.json()["client_secret"] is None
+    assert second.status_code == 409
+    assert second.headers["content-type"] == "application/problem+json"
