@@ -7,7 +7,7 @@ import uuid
 from typing import Annotated
 
 from fastapi import APIRouter, Query, Security
-from fastapi.responses import JSONResponse
+from fastapi.responses import Response
 
 from schemas.assessments import AssessmentCreate, AssessmentPublic, AssessmentSummary
 from schemas.common import Page
@@ -43,7 +43,7 @@ async def post_assessment(
     session: SessionDep,
     caller: AssessmentWriter,
     idempotency_key: IdempotencyKeyDep = None,
-) -> JSONResponse:
+) -> Response:
     """Score and store a toolkit assessment of one child.
 
     Every item in the child's age band needs a response (`not_known` when it could not be

@@ -12,7 +12,7 @@ from fastapi.security import OAuth2, SecurityScopes
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from service.auth.caller import Caller
-from service.auth.clients import get_client
+from service.auth.clients import get_client_record
 from service.auth.scopes import SCOPES
 from service.auth.tokens import TokenVerifier
 from service.db import SessionFactory
@@ -62,7 +62,7 @@ async def authenticate(
         raise AuthenticationFailed("send an OAuth 2.0 bearer token")
     verifier: TokenVerifier = request.app.state.token_verifier
     verified = await verifier.verify(token.strip())
-    client = await get_client(session, verified.client_id)
+    client = await get_client_record(session, verified.client_id)
     if client is None or not client.enabled:
         raise AuthenticationFailed("the client is not registered or is disabled")
     expected_issuer = client.issuer or request.app.state.settings.issuer

@@ -5,7 +5,7 @@ from __future__ import annotations
 import uuid
 from collections.abc import Awaitable, Callable
 
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, Response
 from pydantic import BaseModel
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -30,7 +30,7 @@ async def create_idempotently(
     create: Callable[[], Awaitable[BaseModel]],
     resource_type: str,
     status_code: int = 201,
-) -> JSONResponse:
+) -> Response:
     """Run `create` once per (client, key); a retry with the same body gets the first answer.
 
     The stored answer is written in the same transaction as the record it describes, so either
@@ -52,6 +52,7 @@ async def create_idempotently(
             stored.body, status_code=stored.status, headers={"Idempotent-Replayed": "true"}
         )
     created = await create()
-    payload = created.model_dump(mode="json")
+    # Serialised once, by pydantic: the same bytes are stored for replays and sent now.
+    payload = created.model_dump_json()
     await store_response(session, caller.client_id, valid_key, status_code, payload)
-    return JSONResponse(payload, status_code=status_code)
+    return Response(payload, status_code=status_code, media_type="application/json")

@@ -6,7 +6,7 @@ import uuid
 from typing import Annotated
 
 from fastapi import APIRouter, Query, Security
-from fastapi.responses import JSONResponse
+from fastapi.responses import Response
 
 from schemas.common import IsoDateTime, Page
 from schemas.referrals import (
@@ -41,7 +41,7 @@ async def create_referral(
     session: SessionDep,
     caller: Writer,
     idempotency_key: IdempotencyKeyDep = None,
-) -> JSONResponse:
+) -> Response:
     """Send a Request for Support about one child; a same-key retry replays the answer."""
     return await create_idempotently(
         session,

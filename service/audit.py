@@ -5,13 +5,19 @@ from __future__ import annotations
 import uuid
 from typing import Literal
 
-from sqlalchemy import insert
+from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from service.auth.caller import Caller
-from service.models import AuditEvent
 
 AuditAction = Literal["create", "read", "list", "export", "update"]
+
+
+_INSERT = text(
+    "INSERT INTO audit_event (client_id, agency_type, agency_name, action, resource_type, "
+    "resource_id, child_id, request_id, access_reason) VALUES (:client_id, :agency_type, "
+    ":agency_name, :action, :resource_type, :resource_id, :child_id, :request_id, :access_reason)"
+)
 
 
 async def record_access(
@@ -24,15 +30,16 @@ async def record_access(
 ) -> None:
     """Append one audit event in the caller's transaction: it lands with the change or not."""
     await session.execute(
-        insert(AuditEvent).values(
-            client_id=caller.client_id,
-            agency_type=caller.agency_type,
-            agency_name=caller.agency_name,
-            action=action,
-            resource_type=resource_type,
-            resource_id=str(resource_id) if resource_id is not None else None,
-            child_id=child_id,
-            request_id=caller.request_id,
-            access_reason=caller.access_reason,
-        )
+        _INSERT,
+        {
+            "client_id": caller.client_id,
+            "agency_type": caller.agency_type,
+            "agency_name": caller.agency_name,
+            "action": action,
+            "resource_type": resource_type,
+            "resource_id": str(resource_id) if resource_id is not None else None,
+            "child_id": child_id,
+            "request_id": caller.request_id,
+            "access_reason": caller.access_reason,
+        },
     )

@@ -4,8 +4,12 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from typing import Any
 
+import orjson
+from sqlalchemy import event
 from sqlalchemy.engine import URL, make_url
+from sqlalchemy.exc import DisconnectionError
 from sqlalchemy.ext.asyncio import (
     AsyncEngine,
     AsyncSession,
@@ -33,14 +37,28 @@ def database_url(settings: Settings) -> str:
     return ensure_embedded_server(settings.embedded_pgdata)
 
 
+def _json_dumps(value: Any) -> str:
+    return orjson.dumps(value).decode()
+
+
+def _drop_closed_connections(dbapi_connection: Any, record: Any, proxy: Any) -> None:
+    """A pre-ping without a round trip: asyncpg marks a connection closed as soon as the server
+    drops it (restart, failover), and the pool then replaces it instead of handing it out.
+    A connection that breaks without the socket noticing fails its first statement, and the
+    request answers 503 with Retry-After."""
+    if dbapi_connection.driver_connection.is_closed():
+        raise DisconnectionError("the server closed this connection")
+
+
 def create_engine(settings: Settings, url: str | None = None) -> AsyncEngine:
-    """An asyncpg engine whose pool notices a restarted server (pre-ping) and bounds every wait."""
-    return create_async_engine(
+    """An asyncpg engine whose pool drops connections the server closed and bounds every wait."""
+    engine = create_async_engine(
         async_url(url or database_url(settings)),
         pool_size=settings.db_pool_size,
         max_overflow=settings.db_max_overflow,
         pool_timeout=settings.db_pool_timeout_s,
-        pool_pre_ping=True,
+        json_serializer=_json_dumps,
+        json_deserializer=orjson.loads,
         connect_args={
             "timeout": 5,
             "command_timeout": settings.db_statement_timeout_ms / 1000 + 5,
@@ -50,6 +68,8 @@ def create_engine(settings: Settings, url: str | None = None) -> AsyncEngine:
             },
         },
     )
+    event.listen(engine.sync_engine, "checkout", _drop_closed_connections)
+    return engine
 
 
 def create_session_factory(engine: AsyncEngine) -> SessionFactory:

@@ -9,6 +9,7 @@ import secrets
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
+from sqlalchemy import text
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlmodel import col, select
@@ -94,6 +95,30 @@ async def create_client(
 
 async def get_client(session: AsyncSession, client_id: str) -> ApiClient | None:
     return await session.get(ApiClient, client_id)
+
+
+@dataclass(frozen=True)
+class ClientRecord:
+    """What every authenticated request needs to know about its client."""
+
+    client_id: str
+    agency_type: str
+    agency_name: str
+    allowed_scopes: list[str]
+    issuer: str | None
+    enabled: bool
+
+
+# Plain SQL: it runs on every authenticated request, and an ORM load costs far more CPU.
+_CLIENT_RECORD = text(
+    "SELECT client_id, agency_type, agency_name, allowed_scopes, issuer, enabled "
+    "FROM api_client WHERE client_id = :client_id"
+)
+
+
+async def get_client_record(session: AsyncSession, client_id: str) -> ClientRecord | None:
+    row = (await session.execute(_CLIENT_RECORD, {"client_id": client_id})).one_or_none()
+    return ClientRecord(**row._mapping) if row is not None else None
 
 
 async def list_clients(session: AsyncSession) -> list[ApiClient]:

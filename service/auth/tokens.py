@@ -17,7 +17,9 @@ from dataclasses import dataclass
 from typing import Any
 
 import httpx
-from jose import JWTError, jwt
+import orjson
+from jose import JWTError, jwk, jwt
+from jose.backends.base import Key
 
 from service.auth.keys import KeyRing
 from service.auth.scopes import parse_scopes
@@ -27,6 +29,7 @@ from service.settings import Settings
 logger = logging.getLogger(__name__)
 
 _ACCEPTED_TYPES = {None, "JWT", "at+jwt", "application/at+jwt"}
+_MAX_CACHED_KEYS = 64
 
 
 @dataclass(frozen=True)
@@ -77,6 +80,19 @@ class TokenVerifier:
         self._settings = settings
         self._builtin_ring = builtin_ring
         self._external = external
+        self._keys: dict[tuple[str, bytes], Key] = {}
+
+    def _constructed(self, key: dict[str, Any], algorithm: str) -> Key:
+        """The key object for a JWK, built once: python-jose would rebuild it on every call.
+        The algorithm is part of the cache key; it was checked against the allowed list."""
+        cache_key = (algorithm, orjson.dumps(key, option=orjson.OPT_SORT_KEYS))
+        constructed = self._keys.get(cache_key)
+        if constructed is None:
+            if len(self._keys) >= _MAX_CACHED_KEYS:
+                self._keys.clear()
+            constructed = jwk.construct(key, algorithm)
+            self._keys[cache_key] = constructed
+        return constructed
 
     async def verify(self, token: str) -> VerifiedToken:
         settings = self._settings
@@ -105,7 +121,7 @@ class TokenVerifier:
         try:
             claims: dict[str, Any] = jwt.decode(
                 token,
-                key,
+                self._constructed(key, header["alg"]),
                 algorithms=settings.jwt_algorithms,
                 audience=settings.audience,
                 issuer=issuer,
