@@ -1,0 +1,363 @@
+"""Indicator benchmark: every indicator's 36-month series over 1,000,000 referrals, timed against
+a plain `SELECT count(*) FROM referral` measured in the same run.
+
+    bash bench/indicators.sh                       # create, load, time, drop
+    bash bench/indicators.sh --breakdowns          # also time every offered breakdown
+    bash bench/indicators.sh --keep                # keep the database (its URL is printed)
+    bash bench/indicators.sh --database-url URL    # time an already loaded database only
+
+Steps: pick the PostgreSQL server (`DATABASE_URL`, else 127.0.0.1:5432, else the embedded one),
+create a fresh database, migrate it, load the demo partnership (`service.demo_data`, the code behind
+`neglect-service demo-data`) with enough children for the target number of referrals, then
+`VACUUM (ANALYZE)` (what autovacuum would have done after such a load). The app runs in process
+(httpx over ASGI, the real routes, authentication and suppression): each series is requested as a
+BI tool would, `GET /v1/indicators/{id}?from=...&to=...&period=month`, without a breakdown (and
+with each breakdown under `--breakdowns`). Every request and the count(*) run once to warm the
+cache, then `--runs` times; the median is reported. count(*) is measured before and after the
+indicators and its median over both is the yardstick.
+
+Verdicts: `pass` when an indicator takes no longer than count(*), `within 3x` up to three times it,
+`FAIL` beyond. The run exits 1 if any series FAILs. Results go to `bench/results/` (git-ignored)
+as `indicators-<time>.json` and `.txt`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import statistics
+import sys
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import asdict, dataclass
+from datetime import UTC, date, datetime
+from pathlib import Path
+from typing import Any, Final
+
+import asyncpg
+import httpx
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from sqlalchemy import text
+
+from api.main import create_app
+from bench.harness import find_server_url, plain_url, quote_identifier
+from service.auth.clients import create_client
+from service.auth.keys import issue_access_token
+from service.cli import migrate_database
+from service.db import create_engine, create_session_factory, transaction
+from service.demo_data import DemoGenerator, DemoOptions, DemoToolkit, load_demo_data
+from service.indicators.catalogue import load_catalogue
+from service.settings import Settings
+from service.toolkit_definition import canonical_sha256
+from service.toolkits import load_demo_toolkit
+
+RESULTS: Final = Path(__file__).resolve().parent / "results"
+ISSUER: Final = "http://bench"
+AUDIENCE: Final = "neglect-service"
+PILOT_CHILDREN: Final = 20_000
+STATEMENT_TIMEOUT_MS: Final = 600_000
+COUNT_SQL: Final = "SELECT count(*) FROM referral"
+
+err = Console(stderr=True)
+
+
+@dataclass
+class Timing:
+    indicator: str
+    breakdown: str | None
+    runs_ms: list[float]
+    median_ms: float
+    ratio: float
+    verdict: str
+    points: int
+
+
+def _verdict(ratio: float) -> str:
+    if ratio <= 1.0:
+        return "pass"
+    if ratio <= 3.0:
+        return "within 3x"
+    return "FAIL"
+
+
+def _children_for(referrals: int, seed: int) -> tuple[int, float]:
+    """Children needed for about `referrals` referrals, from a pilot run of the generator."""
+    definition = load_demo_toolkit()
+    toolkit = DemoToolkit(definition=definition, sha256=canonical_sha256(definition))
+    pilot = DemoGenerator(DemoOptions(children=PILOT_CHILDREN, seed=seed), toolkit)
+    for _ in pilot.batches():
+        pass
+    per_child = pilot.tally.rows["referral"] / PILOT_CHILDREN
+    return max(1, round(referrals / per_child)), per_child
+
+
+async def _admin(server: str, statement: str) -> None:
+    connection = await asyncpg.connect(server)
+    try:
+        await connection.execute(statement)
+    finally:
+        await connection.close()
+
+
+async def _load(url: str, options: DemoOptions) -> dict[str, Any]:
+    engine = create_engine(Settings(database_url=url, db_statement_timeout_ms=STATEMENT_TIMEOUT_MS))
+    progress = Progress(
+        TextColumn("loading children"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        console=err,
+    )
+    task = progress.add_task("load", total=options.children)
+    try:
+        started = time.perf_counter()
+        with progress:
+            async with transaction(create_session_factory(engine)) as session:
+                summary = await load_demo_data(
+                    session, options, lambda done: progress.update(task, completed=done)
+                )
+        loaded_s = time.perf_counter() - started
+    finally:
+        await engine.dispose()
+    started = time.perf_counter()
+    connection = await asyncpg.connect(url)
+    try:
+        await connection.execute("VACUUM (ANALYZE)")
+        sizes = await connection.fetch(
+            "SELECT relname, pg_total_relation_size(oid) AS total, pg_relation_size(oid) AS heap "
+            "FROM pg_class WHERE relkind = 'r' AND relnamespace = 'public'::regnamespace "
+            "ORDER BY total DESC LIMIT 8"
+        )
+    finally:
+        await connection.close()
+    return {
+        "rows": summary.rows,
+        "proportions": summary.proportions,
+        "load_s": round(loaded_s, 1),
+        "vacuum_analyze_s": round(time.perf_counter() - started, 1),
+        "sizes_mb": {
+            row["relname"]: {
+                "total": round(row["total"] / 2**20),
+                "heap": round(row["heap"] / 2**20),
+            }
+            for row in sizes
+        },
+    }
+
+
+async def _median_ms(work: Callable[[], Awaitable[object]], runs: int) -> list[float]:
+    await work()  # warm the cache; not measured
+    timings = []
+    for _ in range(runs):
+        started = time.perf_counter()
+        await work()
+        timings.append((time.perf_counter() - started) * 1000)
+    return timings
+
+
+async def _time_everything(
+    url: str, first: date, last: date, runs: int, breakdowns: bool
+) -> tuple[list[float], list[Timing]]:
+    settings = Settings(
+        issuer=ISSUER,
+        audience=AUDIENCE,
+        database_url=None,
+        db_statement_timeout_ms=STATEMENT_TIMEOUT_MS,
+        log_level="WARNING",
+    )
+    app = create_app(settings, url)
+    async with app.router.lifespan_context(app):
+        factory = app.state.session_factory
+        async with transaction(factory) as session:
+            created = await create_client(
+                session,
+                name="indicator benchmark",
+                agency_type="local_authority",
+                agency_name="Benchmark BI",
+                scopes=["indicators:read"],
+            )
+        ring = await app.state.key_ring()
+        token = issue_access_token(
+            ring,
+            issuer=ISSUER,
+            audience=AUDIENCE,
+            client_id=created.client.client_id,
+            scopes=["indicators:read"],
+            ttl_s=3600,
+        )
+        headers = {"Authorization": f"Bearer {token}"}
+
+        async def count() -> object:
+            async with factory() as session:
+                return (await session.execute(text(COUNT_SQL))).scalar_one()
+
+        count_runs = await _median_ms(count, runs)
+        transport = httpx.ASGITransport(app=app)
+        series: list[tuple[str, str | None]] = [
+            (meta.id, breakdown)
+            for meta in load_catalogue().values()
+            for breakdown in (None, *(meta.breakdowns if breakdowns else ()))
+        ]
+        measured: list[tuple[str, str | None, list[float], int]] = []
+        async with httpx.AsyncClient(transport=transport, base_url="http://bench") as client:
+            for indicator_id, breakdown in series:
+                params = {"from": first.isoformat(), "to": last.isoformat(), "period": "month"}
+                if breakdown is not None:
+                    params["breakdown"] = breakdown
+                points = 0
+
+                async def request(
+                    indicator_id: str = indicator_id, params: dict[str, str] = params
+                ) -> object:
+                    nonlocal points
+                    response = await client.get(
+                        f"/v1/indicators/{indicator_id}", params=params, headers=headers
+                    )
+                    if response.status_code != 200:
+                        raise RuntimeError(
+                            f"{indicator_id}: {response.status_code} {response.text[:300]}"
+                        )
+                    points = len(response.json()["series"])
+                    return points
+
+                timings = await _median_ms(request, runs)
+                measured.append((indicator_id, breakdown, timings, points))
+                label = indicator_id + (f" by {breakdown}" if breakdown else "")
+                err.print(f"  {label}: {statistics.median(timings):.0f} ms")
+        count_runs += await _median_ms(count, runs)
+    yardstick = statistics.median(count_runs)
+    timings_out = []
+    for indicator_id, breakdown, runs_ms, points in measured:
+        median = statistics.median(runs_ms)
+        ratio = median / yardstick
+        timings_out.append(
+            Timing(
+                indicator=indicator_id,
+                breakdown=breakdown,
+                runs_ms=[round(value, 1) for value in runs_ms],
+                median_ms=round(median, 1),
+                ratio=round(ratio, 2),
+                verdict=_verdict(ratio),
+                points=points,
+            )
+        )
+    return count_runs, timings_out
+
+
+def _report(count_runs: list[float], timings: list[Timing], header: list[str]) -> str:
+    yardstick = statistics.median(count_runs)
+    lines = [
+        *header,
+        f"count(*) over referral: median {yardstick:.1f} ms "
+        f"(runs {', '.join(f'{value:.0f}' for value in count_runs)})",
+        "",
+        f"{'indicator':<58} {'time ms':>9} {'x count':>8}  verdict",
+        "-" * 88,
+    ]
+    for timing in timings:
+        label = timing.indicator + (f" by {timing.breakdown}" if timing.breakdown else "")
+        lines.append(f"{label:<58} {timing.median_ms:>9.1f} {timing.ratio:>8.2f}  {timing.verdict}")
+    verdicts = [timing.verdict for timing in timings]
+    lines += [
+        "-" * 88,
+        f"pass {verdicts.count('pass')}, within 3x {verdicts.count('within 3x')}, "
+        f"FAIL {verdicts.count('FAIL')} (of {len(verdicts)} series)",
+    ]
+    return "\n".join(lines)
+
+
+def _parse(argv: list[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
+    parser.add_argument("--referrals", type=int, default=1_000_000, help="target referrals")
+    parser.add_argument("--seed", type=int, default=1)
+    parser.add_argument("--runs", type=int, default=3, help="timed runs per query (median)")
+    parser.add_argument("--from", dest="first", default="2023-01-01", help="first day timed")
+    parser.add_argument("--to", dest="last", default="2025-12-31", help="last day timed")
+    parser.add_argument(
+        "--breakdowns", action="store_true", help="also time every offered breakdown"
+    )
+    parser.add_argument("--keep", action="store_true", help="keep the database afterwards")
+    parser.add_argument(
+        "--database-url", help="time this already loaded database (no create, load or drop)"
+    )
+    return parser.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parse(argv)
+    first, last = date.fromisoformat(args.first), date.fromisoformat(args.last)
+    stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
+    header = [
+        f"indicator benchmark {stamp}: 36 monthly periods {first} to {last}, "
+        f"median of {args.runs} runs, cores {os.cpu_count()}, "
+        f"load average before {os.getloadavg()[0]:.2f}",
+    ]
+    load: dict[str, Any] = {}
+    created_database: str | None = None
+    server = ""
+    if args.database_url:
+        url = plain_url(args.database_url)
+    else:
+        server = find_server_url()
+        created_database = f"ns_indicators_{stamp.lower()}_{os.getpid()}"
+        err.print(f"creating database {created_database}")
+        asyncio.run(_admin(server, f"CREATE DATABASE {quote_identifier(created_database)}"))
+        url = plain_url(server, created_database)
+    try:
+        if created_database is not None:
+            migrate_database(url)
+            children, per_child = _children_for(args.referrals, args.seed)
+            err.print(
+                f"{children:,} children for about {args.referrals:,} referrals "
+                f"({per_child:.3f} referrals per child in a pilot)"
+            )
+            load = asyncio.run(_load(url, DemoOptions(children=children, seed=args.seed)))
+            load["children_requested"] = children
+            header.append(
+                f"loaded {load['rows']['referral']:,} referrals, "
+                f"{load['rows']['child']:,} children, {load['rows']['case_event']:,} case events, "
+                f"{load['rows']['assessment']:,} assessments in {load['load_s']} s "
+                f"(+ VACUUM ANALYZE {load['vacuum_analyze_s']} s)"
+            )
+        count_runs, timings = asyncio.run(
+            _time_everything(url, first, last, args.runs, args.breakdowns)
+        )
+    finally:
+        if created_database is not None and not args.keep:
+            asyncio.run(
+                _admin(
+                    server,
+                    f"DROP DATABASE IF EXISTS {quote_identifier(created_database)} WITH (FORCE)",
+                )
+            )
+        elif created_database is not None:
+            err.print(f"kept the database: {url}")
+    report = _report(count_runs, timings, header)
+    print(report)
+    RESULTS.mkdir(exist_ok=True)
+    (RESULTS / f"indicators-{stamp}.txt").write_text(report + "\n", encoding="utf-8")
+    (RESULTS / f"indicators-{stamp}.json").write_text(
+        json.dumps(
+            {
+                "stamp": stamp,
+                "from": first.isoformat(),
+                "to": last.isoformat(),
+                "runs": args.runs,
+                "load": load,
+                "count_ms": [round(value, 1) for value in count_runs],
+                "count_median_ms": round(statistics.median(count_runs), 1),
+                "series": [asdict(timing) for timing in timings],
+            },
+            indent=2,
+        ),
+        encoding="utf-8",
+    )
+    err.print(f"saved bench/results/indicators-{stamp}.txt and .json")
+    return 1 if any(timing.verdict == "FAIL" for timing in timings) else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
