@@ -89,10 +89,24 @@ async def app(settings: Settings, database_url: str) -> AsyncIterator[FastAPI]:
         yield application
 
 
+async def assert_errors_are_problems(response: httpx.Response) -> None:
+    """Every error any test provokes must be RFC 9457 problem+json (SPEC 3)."""
+    if response.status_code >= 400:
+        content_type = response.headers.get("content-type", "")
+        assert content_type.startswith("application/problem+json"), (
+            f"{response.request.method} {response.request.url.path} answered "
+            f"{response.status_code} as {content_type!r}, not problem+json"
+        )
+
+
 @pytest.fixture
 async def client(app: FastAPI) -> AsyncIterator[httpx.AsyncClient]:
     transport = httpx.ASGITransport(app=app, raise_app_exceptions=False)
-    async with httpx.AsyncClient(transport=transport, base_url="http://test") as http:
+    async with httpx.AsyncClient(
+        transport=transport,
+        base_url="http://test",
+        event_hooks={"response": [assert_errors_are_problems]},
+    ) as http:
         yield http
 
 

@@ -21,7 +21,7 @@ from api.main import create_app
 from service.auth.clients import create_client
 from service.db import transaction
 from service.settings import Settings
-from tests.conftest import TEST_AUDIENCE, TEST_ISSUER
+from tests.conftest import TEST_AUDIENCE, TEST_ISSUER, assert_errors_are_problems
 
 EXTERNAL_ISSUER = "https://idp.council.example"
 
@@ -120,7 +120,11 @@ def _token(pem: str, kid: str, client_id: str) -> str:
 
 async def _get(app: FastAPI, token: str) -> httpx.Response:
     transport = httpx.ASGITransport(app=app)
-    async with httpx.AsyncClient(transport=transport, base_url="http://test") as http:
+    async with httpx.AsyncClient(
+        transport=transport,
+        base_url="http://test",
+        event_hooks={"response": [assert_errors_are_problems]},
+    ) as http:
         return await http.get("/v1/audit-events", headers={"Authorization": f"Bearer {token}"})
 
 

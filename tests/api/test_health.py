@@ -7,6 +7,7 @@ from fastapi import FastAPI
 
 from api.main import create_app
 from service.settings import Settings
+from tests.conftest import assert_errors_are_problems
 
 
 async def test_live_is_ok(client: httpx.AsyncClient) -> None:
@@ -30,7 +31,11 @@ async def test_ready_is_503_problem_when_the_database_is_away(
         await unreachable.state.engine.dispose()
         unreachable.state.engine = create_engine(settings, "postgresql://postgres@127.0.0.1:1/none")
         transport = httpx.ASGITransport(app=unreachable)
-        async with httpx.AsyncClient(transport=transport, base_url="http://test") as http:
+        async with httpx.AsyncClient(
+            transport=transport,
+            base_url="http://test",
+            event_hooks={"response": [assert_errors_are_problems]},
+        ) as http:
             response = await http.get("/health/ready")
         await unreachable.state.engine.dispose()
     assert response.status_code == 503
