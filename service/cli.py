@@ -266,9 +266,11 @@ def dev(
 _DEV_SETUP_STEPS: list[Callable[[], None]] = []
 """Extra preparation for `dev` (e.g. loading the demonstration toolkit), registered by modules."""
 
+from service.cli_demo import demo_data  # noqa: E402 - mounted with the toolkits commands
 from service.cli_toolkits import toolkits_app  # noqa: E402 - it extends _DEV_SETUP_STEPS above
 
 app.add_typer(toolkits_app, name="toolkits")
+app.command("demo-data")(demo_data)
 
 
 @app.command("purge-idempotency-keys")

@@ -1,18 +1,33 @@
 """The SQL behind every indicator: one statement per series, run inside PostgreSQL.
 
 Each indicator is written as a *units* query: one row per thing counted (a referral, a plan, a
-child, an appointment...) with the bucket it falls in (`period_start`), the day it is counted on
-(`day`, for the age band), `child_id`, any column a breakdown reads, and its contribution to the
-numerator (`num`) and denominator (`den`). `build_series_sql` wraps it in the statement that
-generates the periods (`generate_series`), aggregates the units per period and breakdown group
-(and the period totals from those cells, so one scan gives both), fills absent groups with zeros
-and computes the value. Only those aggregates leave the database.
+child, an appointment...) with the number of the bucket it falls in (`k`, 1 for the first period),
+the day it is counted on (`day`, for the age band), `child_id`, any column a breakdown reads, and
+its contribution to the numerator (`num`) and denominator (`den`); or, for some indicators without
+a breakdown, one row per period with its totals already summed. `build_series_sql` wraps it in
+the statement that generates the periods (`generate_series`), aggregates the units per period and
+breakdown group (and the period totals from those cells, so one scan gives both), fills absent
+groups with zeros and computes the value. Only those aggregates leave the database.
 
-Written for scale (a million referrals): every query is set-based; flows are bucketed with a
-`date_trunc` expression and joined to the periods on equality rather than by range; date filters
-are ranges on indexed columns (`referral.received_at`, `assessment.completed_on`,
-`case_event (event_type, occurred_on)`, `icpc.held_on`, `care_plan (plan_type, started_on)`); and
-look-ups per unit are index probes on `(child_id, ...)` indexes or a window function.
+Written for scale (a million referrals; `bench/indicators.sh` times every series against a plain
+count(*) over the referral table):
+- Flows are bucketed with `width_bucket` against the array of bucket start days (for referrals,
+  the instants at which those days begin in England), computed once per statement: almost free
+  per row, where turning every `received_at` into a day in England is not.
+- Without a breakdown only the period totals are needed, and the busiest indicators produce
+  them directly: referral flows read each period's referrals with an index range scan and
+  count them (no per-row bucketing, no grouping of a million units), and at-period-end counts
+  add each plan (or span of a plan's category) from its first period and remove it after its
+  last, then take a running sum, instead of a row per plan and period. With a breakdown each
+  thing counted is still one unit, so the groups can be read from it.
+- Point-in-time units find the periods whose last day a plan covers with `width_bucket` over
+  the sorted last days, not by testing every plan against every period.
+- Date filters are ranges on indexed columns, and the indexes the indicators read carry the
+  columns they need (`INCLUDE`), so the scans are index-only: `referral (received_at)` and
+  `(child_id, received_at, id)`, `case_event (event_type, occurred_on)` with `details` and
+  `(child_id, occurred_on)` with `event_type`, `assessment (completed_on)` and
+  `(child_id, toolkit_id, completed_on, created_at)`. Look-ups per unit are index probes, made in
+  child order so that they read the index in order, or window functions over an index's order.
 
 Bound parameters of every statement: `first_start`, `last_start` (dates: the first and last
 bucket's first day; for `snapshot`, of their month), `step` (an interval as text), `range_start`,
@@ -76,27 +91,28 @@ _UK_RANGE_END = f"({_RANGE_END}::timestamp AT TIME ZONE '{UK_ZONE}')"
 # asyncpg types a parameter from its cast; an interval parameter would need a timedelta, which
 # cannot say "1 month", so the step is sent as text.
 _STEP = "CAST(CAST(:step AS text) AS interval)"
+_FIRST_START = "CAST(:first_start AS date)"
+_SERIES = (
+    f"generate_series({_FIRST_START}::timestamp, CAST(:last_start AS date)::timestamp, {_STEP})"
+)
 _REFERRAL_DAY = f"(r.received_at AT TIME ZONE '{UK_ZONE}')::date"
+
+# The first day of every bucket, and the instant each of those days begins in England: the
+# thresholds `width_bucket` numbers the buckets by. Uncorrelated, so computed once per statement.
+_BUCKET_DAYS = f"(SELECT array_agg(gs::date ORDER BY gs) FROM {_SERIES} AS gs)"
+_BUCKET_INSTANTS = (
+    f"(SELECT array_agg(gs AT TIME ZONE '{UK_ZONE}' ORDER BY gs) FROM {_SERIES} AS gs)"
+)
+_REFERRAL_BUCKET = f"width_bucket(r.received_at, {_BUCKET_INSTANTS})"
 
 
 def _in_range(column: str) -> str:
     return f"{column} >= {_RANGE_START} AND {column} < {_RANGE_END}"
 
 
-def bucket_sql(period: Period, day: str) -> str:
-    """The first day of the `period` bucket holding the date expression `day`."""
-    as_timestamp = f"CAST({day} AS timestamp)"
-    if period == "financial_year":
-        # 1 April to 31 March: shift back three months, take the calendar year, shift forward.
-        return (
-            f"(date_trunc('year', {as_timestamp} - interval '3 months') "
-            "+ interval '3 months')::date"
-        )
-    unit = {"month": "month", "quarter": "quarter", "year": "year"}[period]
-    return f"date_trunc('{unit}', {as_timestamp})::date"
-
-
-Bucket = Callable[[str], str]
+def _bucket(day: str) -> str:
+    """The number of the bucket holding the date expression `day` (1 for the first bucket)."""
+    return f"width_bucket({day}, {_BUCKET_DAYS})"
 
 
 @dataclass(frozen=True)
@@ -122,120 +138,195 @@ _REFERRALS_IN_RANGE = (
     f"AND r.received_at >= {_UK_RANGE_START} AND r.received_at < {_UK_RANGE_END}"
 )
 
-# Each CP plan's category over time: the initial category until the first change, then each
-# change until the next (the later of two same-day changes wins). Only plans that can be open
-# on some day of the range are read.
+_CP_PLANS_IN_RANGE = (
+    f"p.plan_type = 'cp' AND p.started_on < {_RANGE_END} "
+    f"AND (p.ended_on IS NULL OR p.ended_on > {_RANGE_START})"
+)
+
+# Each CP plan's category over time, as spans [lo, hi) of days on which the plan is open with
+# that category: the initial category until the first change, then each change until the next
+# (the later of two same-day changes wins: the earlier one's span is empty). Only plans that can
+# be open on some day of the range are read.
 _CP_SPANS_CTE = f"""
 cp_spans AS (
-    SELECT p.id AS plan_id, p.child_id, p.started_on, p.ended_on,
-           s.category, s.valid_from, s.valid_to
+    SELECT p.child_id, p.initial_category AS category, p.started_on AS lo,
+           least(COALESCE(p.ended_on, 'infinity'::date),
+                 COALESCE(first_change.changed_on, 'infinity'::date)) AS hi
     FROM care_plan p
-    CROSS JOIN LATERAL (
-        SELECT p.initial_category AS category, p.started_on AS valid_from,
-               COALESCE(
-                   (SELECT min(ch.changed_on) FROM care_plan_category_change ch
-                    WHERE ch.care_plan_id = p.id),
-                   'infinity'::date
-               ) AS valid_to
-        UNION ALL
-        SELECT ch.category, ch.changed_on,
-               COALESCE(
-                   lead(ch.changed_on) OVER (ORDER BY ch.changed_on, ch.id), 'infinity'::date
-               )
-        FROM care_plan_category_change ch
-        WHERE ch.care_plan_id = p.id
-    ) s
-    WHERE p.plan_type = 'cp' AND p.started_on < {_RANGE_END}
-      AND (p.ended_on IS NULL OR p.ended_on > {_RANGE_START})
+    LEFT JOIN (
+        SELECT care_plan_id, min(changed_on) AS changed_on
+        FROM care_plan_category_change GROUP BY care_plan_id
+    ) first_change ON first_change.care_plan_id = p.id
+    WHERE {_CP_PLANS_IN_RANGE}
+    UNION ALL
+    SELECT p.child_id, ch.category, greatest(p.started_on, ch.changed_on),
+           least(COALESCE(p.ended_on, 'infinity'::date),
+                 COALESCE(lead(ch.changed_on) OVER (
+                     PARTITION BY ch.care_plan_id ORDER BY ch.changed_on, ch.id
+                 ), 'infinity'::date))
+    FROM care_plan_category_change ch JOIN care_plan p ON p.id = ch.care_plan_id
+    WHERE {_CP_PLANS_IN_RANGE}
 ),"""
-
-
-def _open_on(alias: str, day: str) -> str:
-    """A plan is open on a day when it started on or before it and had not ended by it."""
-    return f"{alias}.started_on <= {day} AND ({alias}.ended_on IS NULL OR {alias}.ended_on > {day})"
-
-
-_POINT = "(pr.period_end - 1)"
-_CP_SPAN_AT_POINT = (
-    f"{_open_on('s', _POINT)} AND s.valid_from <= {_POINT} AND s.valid_to > {_POINT}"
-)
 
 
 def _events(event_type: str) -> str:
     return f"FROM case_event e WHERE e.event_type = '{event_type}' AND {_in_range('e.occurred_on')}"
 
 
+# --- Points in time ----------------------------------------------------------------------------
+# An at-period-end indicator counts what is open on each bucket's last day, its point in time.
+# The buckets whose point falls in [lo, hi) run from the first point on or after lo to the last
+# before hi; `width_bucket` over the sorted points counts the points before a day.
+
+_POINTS = f"(SELECT array_agg((gs + {_STEP})::date - 1 ORDER BY gs) FROM {_SERIES} AS gs)"
+_POINT = f"({_POINTS})[k.k]"
+
+
+def _first_bucket(lo: str) -> str:
+    """The first bucket whose point in time is on or after the date `lo`."""
+    return f"(width_bucket({lo} - 1, {_POINTS}) + 1)"
+
+
+def _last_bucket(hi: str) -> str:
+    """The last bucket whose point in time is before `hi` (a date, or 'infinity')."""
+    return f"width_bucket(least({hi}, {_RANGE_END}) - 1, {_POINTS})"
+
+
+def _covered_buckets(lo: str, hi: str) -> str:
+    """`generate_series` of the buckets whose point in time is on or after `lo` and before `hi`;
+    use it as `CROSS JOIN LATERAL ... AS k(k)`, with `_POINT` as the day."""
+    return f"generate_series({_first_bucket(lo)}, {_last_bucket(hi)})"
+
+
+def _open_span_units(spans: str, breakdown: Breakdown | None, columns: str = "") -> UnitsQuery:
+    """Units of an at-period-end indicator from `spans`, rows (child_id, lo, hi, num, den, and
+    `columns`) that each count `num` and `den` on every day in [lo, hi); `cp_spans` is available.
+
+    With a breakdown, one unit per span and bucket whose point it covers. Without one only the
+    totals matter, so each span adds its counts from its first bucket on and takes them away
+    after its last, and a running sum over the buckets gives the totals: a pass over the spans
+    instead of a row per span and period.
+    """
+    if breakdown is not None:
+        return UnitsQuery(
+            ctes=_CP_SPANS_CTE,
+            sql=f"""
+        SELECT k.k, {_POINT} AS day, s.child_id, {columns} s.num, s.den
+        FROM {spans} s CROSS JOIN LATERAL {_covered_buckets("s.lo", "s.hi")} AS k(k)""",
+        )
+    return UnitsQuery(
+        ctes=f"""{_CP_SPANS_CTE}
+span_buckets AS MATERIALIZED (
+    SELECT first_k, last_k, num, den
+    FROM (
+        SELECT {_first_bucket("s.lo")} AS first_k, {_last_bucket("s.hi")} AS last_k, s.num, s.den
+        FROM {spans} s
+    ) b
+    WHERE first_k <= last_k
+),""",
+        sql="""
+        SELECT p.k, sum(COALESCE(d.num, 0)) OVER (ORDER BY p.k) AS num,
+               sum(COALESCE(d.den, 0)) OVER (ORDER BY p.k) AS den
+        FROM periods p
+        LEFT JOIN (
+            SELECT k, sum(num) AS num, sum(den) AS den
+            FROM (
+                SELECT first_k AS k, sum(num) AS num, sum(den) AS den
+                FROM span_buckets GROUP BY first_k
+                UNION ALL
+                SELECT last_k + 1, -sum(num), -sum(den) FROM span_buckets GROUP BY last_k
+            ) changes
+            GROUP BY k
+        ) d ON d.k = p.k""",
+    )
+
+
+def _referral_period_totals(num_condition: str, condition: str = "") -> str:
+    """Units of a referral flow without a breakdown: one row per bucket with its totals, each
+    bucket's referrals read by an index range scan on `received_at` (no per-row bucketing)."""
+    return f"""
+        SELECT p.k, f.num, f.den
+        FROM periods p
+        CROSS JOIN LATERAL (
+            SELECT count(*) FILTER (WHERE {num_condition}) AS num, count(*) AS den
+            FROM referral r
+            WHERE r.status <> 'withdrawn' {condition}
+              AND r.received_at >= (p.period_start::timestamp AT TIME ZONE '{UK_ZONE}')
+              AND r.received_at < (p.period_end::timestamp AT TIME ZONE '{UK_ZONE}')
+        ) f"""
+
+
 # --- One units query per indicator -------------------------------------------------------------
 
 
-def _neglect_referral_share(bucket: Bucket, breakdown: Breakdown | None) -> UnitsQuery:
+def _neglect_referral_share(breakdown: Breakdown | None) -> UnitsQuery:
     is_neglect = "CASE WHEN 'neglect' = ANY(r.concern_categories) THEN 1 ELSE 0 END"
     if breakdown == "neglect_form":
         # One row per form cited (a referral citing two forms counts under each), plus one
         # total row per referral; each cell is a share of all referrals received.
         return UnitsQuery(
             sql=f"""
-            SELECT {bucket(_REFERRAL_DAY)} AS period_start, {_REFERRAL_DAY} AS day, r.child_id,
+            SELECT {_REFERRAL_BUCKET} AS k, {_REFERRAL_DAY} AS day, r.child_id,
                    f.form AS grp, 1 AS num, 0 AS den
             FROM referral r CROSS JOIN LATERAL unnest(r.neglect_forms) AS f(form)
             WHERE r.status <> 'withdrawn'
               AND r.received_at >= {_UK_RANGE_START} AND r.received_at < {_UK_RANGE_END}
             UNION ALL
-            SELECT {bucket(_REFERRAL_DAY)}, {_REFERRAL_DAY}, r.child_id, NULL, {is_neglect}, 1
+            SELECT {_REFERRAL_BUCKET}, {_REFERRAL_DAY}, r.child_id, NULL, {is_neglect}, 1
             {_REFERRALS_IN_RANGE}""",
             totals_in_units=True,
             shared_denominator=True,
         )
+    if breakdown is None:
+        return UnitsQuery(sql=_referral_period_totals("'neglect' = ANY(r.concern_categories)"))
     return UnitsQuery(
         sql=f"""
-        SELECT {bucket(_REFERRAL_DAY)} AS period_start, {_REFERRAL_DAY} AS day, r.child_id,
+        SELECT {_REFERRAL_BUCKET} AS k, {_REFERRAL_DAY} AS day, r.child_id,
                r.referral_source, r.agency_type, {is_neglect} AS num, 1 AS den
         {_REFERRALS_IN_RANGE}"""
     )
 
 
-def _cp_plan_neglect_share(bucket: Bucket, breakdown: Breakdown | None) -> UnitsQuery:
-    # A child has at most one open CP plan; grouping by child makes "children" exact anyway.
-    return UnitsQuery(
-        ctes=_CP_SPANS_CTE,
-        sql=f"""
-        SELECT pr.period_start, {_POINT} AS day, s.child_id,
-               max(CASE WHEN s.category = 'NEG' THEN 1 ELSE 0 END) AS num, 1 AS den
-        FROM periods pr JOIN cp_spans s ON {_CP_SPAN_AT_POINT}
-        GROUP BY pr.period_start, pr.period_end, s.child_id""",
-    )
+def _cp_plan_neglect_share(breakdown: Breakdown | None) -> UnitsQuery:
+    # One unit per child: a child has at most one CP plan open on any day (the case-events API
+    # refuses overlapping plans), and a plan has one category on any day.
+    spans = """(
+            SELECT child_id, lo, hi, CASE WHEN category = 'NEG' THEN 1 ELSE 0 END AS num, 1 AS den
+            FROM cp_spans
+        )"""
+    return _open_span_units(spans, breakdown)
 
 
-def _cp_plan_starts_neglect_share(bucket: Bucket, breakdown: Breakdown | None) -> UnitsQuery:
+def _cp_plan_starts_neglect_share(breakdown: Breakdown | None) -> UnitsQuery:
     return UnitsQuery(
         sql=f"""
-        SELECT {bucket("p.started_on")} AS period_start, p.started_on AS day, p.child_id,
+        SELECT {_bucket("p.started_on")} AS k, p.started_on AS day, p.child_id,
                CASE WHEN p.initial_category = 'NEG' THEN 1 ELSE 0 END AS num, 1 AS den
         FROM care_plan p WHERE p.plan_type = 'cp' AND {_in_range("p.started_on")}"""
     )
 
 
-def _icpc_neglect_children(bucket: Bucket, breakdown: Breakdown | None) -> UnitsQuery:
+def _icpc_neglect_children(breakdown: Breakdown | None) -> UnitsQuery:
     # Each child once per period, aged at their first such conference in it.
     return UnitsQuery(
         sql=f"""
-        SELECT DISTINCT ON (period_start, child_id) period_start, day, child_id, num, den
+        SELECT DISTINCT ON (k, child_id) k, day, child_id, num, den
         FROM (
-            SELECT {bucket("i.held_on")} AS period_start, i.held_on AS day, i.child_id,
+            SELECT {_bucket("i.held_on")} AS k, i.held_on AS day, i.child_id,
                    1 AS num, 0 AS den
             FROM icpc i WHERE 'NEG' = ANY(i.categories) AND {_in_range("i.held_on")}
         ) x
-        ORDER BY period_start, child_id, day"""
+        ORDER BY k, child_id, day"""
     )
 
 
-def _repeat_cp_plan_neglect(bucket: Bucket, breakdown: Breakdown | None) -> UnitsQuery:
+def _repeat_cp_plan_neglect(breakdown: Breakdown | None) -> UnitsQuery:
     # A child counts once per period, as a repeat if any neglect plan they started in it was.
     return UnitsQuery(
         sql=f"""
-        SELECT period_start, min(day) AS day, child_id, max(num) AS num, 1 AS den
+        SELECT k, min(day) AS day, child_id, max(num) AS num, 1 AS den
         FROM (
-            SELECT {bucket("p.started_on")} AS period_start, p.started_on AS day, p.child_id,
+            SELECT {_bucket("p.started_on")} AS k, p.started_on AS day, p.child_id,
                    CASE WHEN EXISTS (
                        SELECT 1 FROM care_plan earlier
                        WHERE earlier.child_id = p.child_id AND earlier.plan_type = 'cp'
@@ -245,48 +336,46 @@ def _repeat_cp_plan_neglect(bucket: Bucket, breakdown: Breakdown | None) -> Unit
             WHERE p.plan_type = 'cp' AND p.initial_category = 'NEG'
               AND {_in_range("p.started_on")}
         ) x
-        GROUP BY period_start, child_id"""
+        GROUP BY k, child_id"""
     )
 
 
-def _cp_plan_neglect_domestic_abuse_share(
-    bucket: Bucket, breakdown: Breakdown | None
-) -> UnitsQuery:
+def _cp_plan_neglect_domestic_abuse_share(breakdown: Breakdown | None) -> UnitsQuery:
     return UnitsQuery(
         sql=f"""
-        SELECT {bucket("p.started_on")} AS period_start, p.started_on AS day, p.child_id,
+        SELECT {_bucket("p.started_on")} AS k, p.started_on AS day, p.child_id,
                CASE WHEN p.domestic_abuse_focus THEN 1 ELSE 0 END AS num, 1 AS den
         FROM care_plan p
         WHERE p.plan_type = 'cp' AND p.initial_category = 'NEG' AND {_in_range("p.started_on")}"""
     )
 
 
-def _neglect_plans_open(bucket: Bucket, breakdown: Breakdown | None) -> UnitsQuery:
-    return UnitsQuery(
-        ctes=_CP_SPANS_CTE,
-        sql=f"""
-        SELECT pr.period_start, {_POINT} AS day, s.child_id, 'cp' AS plan_type, 1 AS num, 0 AS den
-        FROM periods pr JOIN cp_spans s ON {_CP_SPAN_AT_POINT} AND s.category = 'NEG'
-        UNION ALL
-        SELECT pr.period_start, {_POINT}, p.child_id, 'cin', 1, 0
-        FROM periods pr JOIN care_plan p
-          ON p.plan_type = 'cin' AND p.neglect AND {_open_on("p", _POINT)}""",
-    )
+def _neglect_plans_open(breakdown: Breakdown | None) -> UnitsQuery:
+    spans = f"""(
+            SELECT child_id, 'cp' AS plan_type, lo, hi, 1 AS num, 0 AS den
+            FROM cp_spans WHERE category = 'NEG'
+            UNION ALL
+            SELECT p.child_id, 'cin', p.started_on, COALESCE(p.ended_on, 'infinity'::date), 1, 0
+            FROM care_plan p
+            WHERE p.plan_type = 'cin' AND p.neglect AND p.started_on < {_RANGE_END}
+              AND (p.ended_on IS NULL OR p.ended_on > {_RANGE_START})
+        )"""
+    return _open_span_units(spans, breakdown, columns="s.plan_type,")
 
 
-def _toolkit_assessments(bucket: Bucket, breakdown: Breakdown | None) -> UnitsQuery:
+def _toolkit_assessments(breakdown: Breakdown | None) -> UnitsQuery:
     return UnitsQuery(
         sql=f"""
-        SELECT {bucket("a.completed_on")} AS period_start, a.completed_on AS day, a.child_id,
+        SELECT {_bucket("a.completed_on")} AS k, a.completed_on AS day, a.child_id,
                a.agency_type, 1 AS num, 0 AS den
         FROM assessment a WHERE {_in_range("a.completed_on")}"""
     )
 
 
-def _early_help_neglect_identified(bucket: Bucket, breakdown: Breakdown | None) -> UnitsQuery:
+def _early_help_neglect_identified(breakdown: Breakdown | None) -> UnitsQuery:
     return UnitsQuery(
         sql=f"""
-        SELECT {bucket("e.occurred_on")} AS period_start, e.occurred_on AS day, e.child_id,
+        SELECT {_bucket("e.occurred_on")} AS k, e.occurred_on AS day, e.child_id,
                CASE WHEN (e.details ->> 'neglect_considered')::boolean
                      AND (e.details ->> 'neglect_identified')::boolean THEN 1 ELSE 0 END AS num,
                1 AS den
@@ -294,10 +383,12 @@ def _early_help_neglect_identified(bucket: Bucket, breakdown: Breakdown | None) 
     )
 
 
-def _early_help_neglect_stepped_up_share(bucket: Bucket, breakdown: Breakdown | None) -> UnitsQuery:
+def _early_help_neglect_stepped_up_share(breakdown: Breakdown | None) -> UnitsQuery:
+    # Each child once per period, from their first such assessment in it; in child order, so that
+    # the look-ups read the case event index in order.
     return UnitsQuery(
         sql=f"""
-        SELECT x.period_start, x.day, x.child_id,
+        SELECT x.k, x.day, x.child_id,
                CASE WHEN EXISTS (
                    SELECT 1 FROM case_event up
                    WHERE up.child_id = x.child_id AND up.event_type = 'stepped_up_to_social_care'
@@ -306,22 +397,43 @@ def _early_help_neglect_stepped_up_share(bucket: Bucket, breakdown: Breakdown | 
                ) THEN 1 ELSE 0 END AS num,
                1 AS den
         FROM (
-            SELECT DISTINCT ON (period_start, child_id) period_start, day, child_id
+            SELECT DISTINCT ON (child_id, k) k, day, child_id
             FROM (
-                SELECT {bucket("e.occurred_on")} AS period_start, e.occurred_on AS day, e.child_id
+                SELECT {_bucket("e.occurred_on")} AS k, e.occurred_on AS day, e.child_id
                 {_events("early_help_assessment_completed")}
                   AND (e.details ->> 'neglect_identified')::boolean
             ) identified
-            ORDER BY period_start, child_id, day
+            ORDER BY child_id, k, day
         ) x"""
     )
 
 
-def _rereferral_after_toolkit_share(bucket: Bucket, breakdown: Breakdown | None) -> UnitsQuery:
+def _rereferral_after_toolkit_share(breakdown: Breakdown | None) -> UnitsQuery:
     # "Within 12 months": received from the day after the assessment to the same date a year on.
+    # Each child's first assessment in the period: only the agency breakdown needs to know which
+    # assessment that was; otherwise its day is enough, and grouping is cheaper than sorting.
+    # The units come in child order, so that the look-ups read the referral index in order.
+    featured = f"""
+                SELECT {_bucket("a.completed_on")} AS k, a.completed_on AS day,
+                       a.child_id, a.agency_type, a.created_at
+                FROM assessment a
+                WHERE a.areas_at_concern > 0 AND {_in_range("a.completed_on")}"""
+    if breakdown == "agency_type":
+        firsts = f"""
+            SELECT DISTINCT ON (child_id, k) k, day, child_id, agency_type
+            FROM ({featured}
+            ) featured
+            ORDER BY child_id, k, day, created_at"""
+    else:
+        firsts = f"""
+            SELECT k, min(day) AS day, child_id, NULL::text AS agency_type
+            FROM ({featured}
+            ) featured
+            GROUP BY k, child_id
+            ORDER BY child_id"""
     return UnitsQuery(
         sql=f"""
-        SELECT x.period_start, x.day, x.child_id, x.agency_type,
+        SELECT x.k, x.day, x.child_id, x.agency_type,
                CASE WHEN EXISTS (
                    SELECT 1 FROM referral r
                    WHERE r.child_id = x.child_id AND r.status <> 'withdrawn'
@@ -330,52 +442,52 @@ def _rereferral_after_toolkit_share(bucket: Bucket, breakdown: Breakdown | None)
                                           AT TIME ZONE '{UK_ZONE}')
                ) THEN 1 ELSE 0 END AS num,
                1 AS den
-        FROM (
-            SELECT DISTINCT ON (period_start, child_id) period_start, day, child_id, agency_type
-            FROM (
-                SELECT {bucket("a.completed_on")} AS period_start, a.completed_on AS day,
-                       a.child_id, a.agency_type, a.created_at
-                FROM assessment a
-                WHERE a.areas_at_concern > 0 AND {_in_range("a.completed_on")}
-            ) featured
-            ORDER BY period_start, child_id, day, created_at
+        FROM ({firsts}
         ) x"""
     )
 
 
-def _health_appointment_attendance(bucket: Bucket, breakdown: Breakdown | None) -> UnitsQuery:
+def _health_appointment_attendance(breakdown: Breakdown | None) -> UnitsQuery:
     return UnitsQuery(
         sql=f"""
-        SELECT {bucket("e.occurred_on")} AS period_start, e.occurred_on AS day, e.child_id,
+        SELECT {_bucket("e.occurred_on")} AS k, e.occurred_on AS day, e.child_id,
                CASE WHEN (e.details ->> 'attended')::boolean THEN 1 ELSE 0 END AS num, 1 AS den
         {_events("health_appointment")}"""
     )
 
 
-def _family_feedback(bucket: Bucket, breakdown: Breakdown | None) -> UnitsQuery:
+def _family_feedback(breakdown: Breakdown | None) -> UnitsQuery:
     return UnitsQuery(
         sql=f"""
-        SELECT {bucket("e.occurred_on")} AS period_start, e.occurred_on AS day, e.child_id,
+        SELECT {_bucket("e.occurred_on")} AS k, e.occurred_on AS day, e.child_id,
                (e.details ->> 'rating')::int AS num, 1 AS den
         {_events("feedback_received")}"""
     )
 
 
-def _rereferral_rate_12m(bucket: Bucket, breakdown: Breakdown | None) -> UnitsQuery:
+def _rereferral_rate_12m(breakdown: Breakdown | None) -> UnitsQuery:
     # The child's latest earlier referral is enough: if it is not within 12 months, none is.
     # Referrals from a year before the range are read so the first months see their history.
+    # "Within 12 months" compares days in England: the previous referral's day is on or after
+    # the same date a year before. Converting instants to days costs, so it is only done when the
+    # gap is near a year: under 363 days apart the days are always within a year (clocks in
+    # England move by an hour at most), over 368 days never.
+    uk_day = f"AT TIME ZONE '{UK_ZONE}')::date"
     return UnitsQuery(
         sql=f"""
-        SELECT {bucket("x.day")} AS period_start, x.day, x.child_id, x.referral_source,
-               x.agency_type,
-               CASE WHEN x.previous_day >= (x.day - interval '1 year')::date
-                    THEN 1 ELSE 0 END AS num,
+        SELECT width_bucket(x.received_at, {_BUCKET_INSTANTS}) AS k,
+               (x.received_at {uk_day} AS day, x.child_id, x.referral_source, x.agency_type,
+               CASE WHEN x.previous_at IS NULL THEN 0
+                    WHEN x.received_at - x.previous_at < interval '363 days' THEN 1
+                    WHEN x.received_at - x.previous_at > interval '368 days' THEN 0
+                    WHEN (x.previous_at {uk_day}
+                         >= ((x.received_at {uk_day} - interval '1 year')::date THEN 1
+                    ELSE 0 END AS num,
                1 AS den
         FROM (
-            SELECT {_REFERRAL_DAY} AS day, r.received_at, r.child_id, r.referral_source,
-                   r.agency_type,
-                   (lag(r.received_at) OVER (PARTITION BY r.child_id ORDER BY r.received_at, r.id)
-                    AT TIME ZONE '{UK_ZONE}')::date AS previous_day
+            SELECT r.received_at, r.child_id, r.referral_source, r.agency_type,
+                   lag(r.received_at) OVER (PARTITION BY r.child_id ORDER BY r.received_at, r.id)
+                       AS previous_at
             FROM referral r
             WHERE r.status <> 'withdrawn'
               AND r.received_at >= ({_RANGE_START} - interval '1 year') AT TIME ZONE '{UK_ZONE}'
@@ -385,10 +497,17 @@ def _rereferral_rate_12m(bucket: Bucket, breakdown: Breakdown | None) -> UnitsQu
     )
 
 
-def _referral_decision_24h_share(bucket: Bucket, breakdown: Breakdown | None) -> UnitsQuery:
+def _referral_decision_24h_share(breakdown: Breakdown | None) -> UnitsQuery:
+    if breakdown is None:
+        return UnitsQuery(
+            sql=_referral_period_totals(
+                "r.decided_at IS NOT NULL AND r.decided_at <= r.decision_due_at",
+                "AND (r.decided_at IS NOT NULL OR r.decision_due_at <= now())",
+            )
+        )
     return UnitsQuery(
         sql=f"""
-        SELECT {bucket(_REFERRAL_DAY)} AS period_start, {_REFERRAL_DAY} AS day, r.child_id,
+        SELECT {_REFERRAL_BUCKET} AS k, {_REFERRAL_DAY} AS day, r.child_id,
                r.referral_source, r.agency_type,
                CASE WHEN r.decided_at IS NOT NULL AND r.decided_at <= r.decision_due_at
                     THEN 1 ELSE 0 END AS num,
@@ -398,61 +517,78 @@ def _referral_decision_24h_share(bucket: Bucket, breakdown: Breakdown | None) ->
     )
 
 
-def _icpc_within_15_working_days_share(bucket: Bucket, breakdown: Breakdown | None) -> UnitsQuery:
-    # The 15th working day after the start: 15 working days never span more than 60 calendar days.
+def _icpc_within_15_working_days_share(breakdown: Breakdown | None) -> UnitsQuery:
+    # The 15th working day after the start, once per start date: 15 working days never span more
+    # than 60 calendar days.
     return UnitsQuery(
+        ctes=f"""
+timed_icpcs AS MATERIALIZED (
+    SELECT i.held_on, i.child_id, s.started_on
+    FROM icpc i
+    JOIN section47_enquiry s ON s.child_id = i.child_id AND s.enquiry_ref = i.enquiry_ref
+    WHERE {_in_range("i.held_on")}
+),
+deadlines AS (
+    SELECT starts.started_on, deadline.day
+    FROM (SELECT DISTINCT started_on FROM timed_icpcs) starts
+    LEFT JOIN LATERAL (
+        SELECT starts.started_on + n AS day
+        FROM generate_series(1, 60) AS n
+        WHERE extract(isodow FROM starts.started_on + n) < 6
+          AND starts.started_on + n <> ALL (CAST(:holidays AS date[]))
+        ORDER BY n OFFSET 14 LIMIT 1
+    ) deadline ON true
+),""",
         sql=f"""
-        SELECT {bucket("i.held_on")} AS period_start, i.held_on AS day, i.child_id,
-               CASE WHEN i.held_on <= deadline.day THEN 1 ELSE 0 END AS num, 1 AS den
-        FROM icpc i
-        JOIN section47_enquiry s ON s.child_id = i.child_id AND s.enquiry_ref = i.enquiry_ref
-        LEFT JOIN LATERAL (
-            SELECT s.started_on + n AS day
-            FROM generate_series(1, 60) AS n
-            WHERE extract(isodow FROM s.started_on + n) < 6
-              AND s.started_on + n <> ALL (CAST(:holidays AS date[]))
-            ORDER BY n OFFSET 14 LIMIT 1
-        ) deadline ON true
-        WHERE {_in_range("i.held_on")}"""
+        SELECT {_bucket("t.held_on")} AS k, t.held_on AS day, t.child_id,
+               CASE WHEN t.held_on <= d.day THEN 1 ELSE 0 END AS num, 1 AS den
+        FROM timed_icpcs t LEFT JOIN deadlines d ON d.started_on = t.started_on""",
     )
 
 
-def _toolkit_improvement_share(bucket: Bucket, breakdown: Breakdown | None) -> UnitsQuery:
+def _toolkit_improvement_share(breakdown: Breakdown | None) -> UnitsQuery:
     # The assessment before: the one named as previous, otherwise the child's latest earlier one
-    # with the same toolkit. Re-assessments whose grades cannot be compared are left out.
+    # with the same toolkit (the last of the earlier peer group in completion order, from a
+    # window over the child's assessments). Re-assessments whose grades cannot be compared are
+    # left out.
     return UnitsQuery(
         sql=f"""
-        SELECT period_start, day, child_id, agency_type,
+        SELECT k, day, child_id, agency_type,
                CASE WHEN highest < previous_highest THEN 1 ELSE 0 END AS num, 1 AS den
         FROM (
-            SELECT DISTINCT ON (period_start, child_id)
-                   period_start, day, child_id, agency_type, highest, previous_highest
+            SELECT DISTINCT ON (k, child_id)
+                   k, day, child_id, agency_type, highest, previous_highest
             FROM (
-                SELECT {bucket("a.completed_on")} AS period_start, a.completed_on AS day,
+                SELECT {_bucket("a.completed_on")} AS k, a.completed_on AS day,
                        a.child_id, a.agency_type, a.created_at,
                        a.highest_area_grade AS highest,
-                       COALESCE(named.highest_area_grade, latest.highest_area_grade)
-                           AS previous_highest
-                FROM assessment a
-                LEFT JOIN assessment named ON named.id = a.previous_assessment_id
-                LEFT JOIN LATERAL (
-                    SELECT b.highest_area_grade FROM assessment b
-                    WHERE a.previous_assessment_id IS NULL
-                      AND b.child_id = a.child_id AND b.toolkit_id = a.toolkit_id
-                      AND (b.completed_on < a.completed_on
-                           OR (b.completed_on = a.completed_on AND b.created_at < a.created_at))
-                    ORDER BY b.completed_on DESC, b.created_at DESC
-                    LIMIT 1
-                ) latest ON true
-                WHERE {_in_range("a.completed_on")}
+                       CASE
+                           WHEN a.previous_assessment_id IS NULL
+                             OR a.previous_assessment_id = a.latest_id THEN a.latest_highest
+                           ELSE (SELECT named.highest_area_grade FROM assessment named
+                                 WHERE named.id = a.previous_assessment_id)
+                       END AS previous_highest
+                FROM (
+                    SELECT b.completed_on, b.child_id, b.agency_type, b.created_at,
+                           b.highest_area_grade, b.previous_assessment_id,
+                           last_value(b.id) OVER earlier AS latest_id,
+                           last_value(b.highest_area_grade) OVER earlier AS latest_highest
+                    FROM assessment b
+                    WHERE b.completed_on < {_RANGE_END}
+                    WINDOW earlier AS (
+                        PARTITION BY b.child_id, b.toolkit_id ORDER BY b.completed_on, b.created_at
+                        GROUPS BETWEEN UNBOUNDED PRECEDING AND 1 PRECEDING
+                    )
+                ) a
+                WHERE a.completed_on >= {_RANGE_START}
             ) reassessed
             WHERE highest IS NOT NULL AND previous_highest IS NOT NULL
-            ORDER BY period_start, child_id, day DESC, created_at DESC
+            ORDER BY k, child_id, day DESC, created_at DESC
         ) last_in_period"""
     )
 
 
-UNITS: Final[dict[str, Callable[[Bucket, Breakdown | None], UnitsQuery]]] = {
+UNITS: Final[dict[str, Callable[[Breakdown | None], UnitsQuery]]] = {
     "neglect_referral_share": _neglect_referral_share,
     "cp_plan_neglect_share": _cp_plan_neglect_share,
     "cp_plan_starts_neglect_share": _cp_plan_starts_neglect_share,
@@ -521,7 +657,7 @@ def build_series_sql(
 
     Raises KeyError for an indicator id without SQL.
     """
-    units = UNITS[indicator_id](lambda day: bucket_sql(period, day), breakdown)
+    units = UNITS[indicator_id](breakdown)
     if period == "snapshot":
         period_start = f"((gs + {_STEP})::date - 1)"
     else:
@@ -542,7 +678,7 @@ def build_series_sql(
     if breakdown is None or units.totals_in_units:
         aggregate = f"""
 agg AS (
-    SELECT u.period_start, {group_sql} AS grp, sum(u.num)::bigint AS num, sum(u.den)::bigint AS den
+    SELECT u.k, {group_sql} AS grp, sum(u.num)::bigint AS num, sum(u.den)::bigint AS den
     FROM units u {child_join}
     GROUP BY 1, 2
 ),"""
@@ -551,14 +687,14 @@ agg AS (
         # the few cells is cheaper than a ROLLUP, which would sort every unit.
         aggregate = f"""
 cells AS (
-    SELECT u.period_start, {group_sql} AS grp, sum(u.num)::bigint AS num, sum(u.den)::bigint AS den
+    SELECT u.k, {group_sql} AS grp, sum(u.num)::bigint AS num, sum(u.den)::bigint AS den
     FROM units u {child_join}
     GROUP BY 1, 2
 ),
 agg AS (
-    SELECT period_start, grp, num, den FROM cells
+    SELECT k, grp, num, den FROM cells
     UNION ALL
-    SELECT period_start, NULL, sum(num)::bigint, sum(den)::bigint FROM cells GROUP BY period_start
+    SELECT k, NULL, sum(num)::bigint, sum(den)::bigint FROM cells GROUP BY k
 ),"""
     denominator = (
         "CASE WHEN g.grp IS NULL THEN COALESCE(a.den, 0) ELSE COALESCE(t.den, 0) END"
@@ -567,22 +703,20 @@ agg AS (
     )
     return f"""
 WITH periods AS (
-    SELECT {period_start} AS period_start, (gs + {_STEP})::date AS period_end
-    FROM generate_series(
-        CAST(:first_start AS date)::timestamp, CAST(:last_start AS date)::timestamp, {_STEP}
-    ) AS gs
+    SELECT {period_start} AS period_start, (gs + {_STEP})::date AS period_end, n::int AS k
+    FROM {_SERIES} WITH ORDINALITY AS g(gs, n)
 ),{units.ctes}
 units AS ({units.sql}
 ),{aggregate}
 groups AS ({groups}),
-totals AS (SELECT period_start, den FROM agg WHERE grp IS NULL)
+totals AS (SELECT k, den FROM agg WHERE grp IS NULL)
 SELECT s.period_start, s.period_end, s.grp, s.num, s.den, {_value_sql(unit)} AS value
 FROM (
     SELECT p.period_start, p.period_end, g.grp, COALESCE(a.num, 0) AS num, {denominator} AS den
     FROM periods p
     CROSS JOIN groups g
-    LEFT JOIN agg a ON a.period_start = p.period_start AND a.grp IS NOT DISTINCT FROM g.grp
-    LEFT JOIN totals t ON t.period_start = p.period_start
+    LEFT JOIN agg a ON a.k = p.k AND a.grp IS NOT DISTINCT FROM g.grp
+    LEFT JOIN totals t ON t.k = p.k
 ) s
 ORDER BY s.period_start, s.grp IS NOT NULL,
          array_position(CAST(:fixed_groups AS text[]), s.grp::text) NULLS LAST, s.grp

@@ -41,7 +41,26 @@ class Assessment(SQLModel, table=True):
     __table_args__ = (
         Index("ix_assessment_child_id_completed_on", "child_id", "completed_on"),
         Index("ix_assessment_agency_name_completed_on", "agency_name", "completed_on"),
-        Index("ix_assessment_completed_on", "completed_on"),
+        # Indicator series read assessments completed in a range, and each child's assessments
+        # with a toolkit in order, from these indexes alone.
+        Index(
+            "ix_assessment_completed_on_indicators",
+            "completed_on",
+            postgresql_include=["child_id", "agency_type", "areas_at_concern", "created_at"],
+        ),
+        Index(
+            "ix_assessment_child_id_toolkit_id_completed_on",
+            "child_id",
+            "toolkit_id",
+            "completed_on",
+            "created_at",
+            postgresql_include=[
+                "id",
+                "highest_area_grade",
+                "previous_assessment_id",
+                "agency_type",
+            ],
+        ),
         Index("ix_assessment_household_ref", "household_ref"),
     )
 

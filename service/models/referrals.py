@@ -31,8 +31,31 @@ class Referral(SQLModel, table=True):
         UniqueConstraint(
             "client_id", "external_reference", name="uq_referral_client_external_reference"
         ),
-        Index("ix_referral_child_id_received_at", "child_id", "received_at"),
+        # The child's referrals in order: re-referral counts on create, and the indicators'
+        # previous-referral window and look-ups, read from the index alone.
+        Index(
+            "ix_referral_child_id_received_at_id",
+            "child_id",
+            "received_at",
+            "id",
+            postgresql_include=["status", "referral_source", "agency_type"],
+        ),
         Index("ix_referral_received_at", "received_at"),
+        # Indicator series scan the referrals received in a range from this index alone.
+        Index(
+            "ix_referral_received_at_indicators",
+            "received_at",
+            postgresql_include=[
+                "status",
+                "child_id",
+                "concern_categories",
+                "neglect_forms",
+                "referral_source",
+                "agency_type",
+                "decided_at",
+                "decision_due_at",
+            ],
+        ),
         Index("ix_referral_agency_name_received_at", "agency_name", "received_at"),
         Index("ix_referral_status_decision_due_at", "status", "decision_due_at"),
     )

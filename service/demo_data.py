@@ -1,0 +1,1609 @@
+"""A synthetic partnership for demonstrations and benchmarks (`neglect-service demo-data`).
+
+Everything is made up and reproducible: one `random.Random(seed)` drives every choice, ids
+included (`uuid.UUID(int=rng.getrandbits(128), version=4)`), so the same seed, options and toolkit
+give the same rows. Nothing depends on the clock: every date lies between `start` and `end`, and a
+decision or event that would fall after `end` is simply not generated, so `end` must be in the past.
+
+The generator works child by child and yields the rows of a few thousand children at a time;
+`load_demo_data` streams them into PostgreSQL with binary COPY (`copy_records_to_table`), in one
+transaction with the publication of the demonstration toolkit. Case events are written as the
+case-events API would store them (same `details`, same payload fingerprint, so resending one
+through the API is a duplicate, not a conflict) together with their projections (`care_plan`,
+`care_plan_category_change`, `section47_enquiry`, `icpc`). Toolkit assessments are scored with the
+real engine, `service.scoring.score_assessment`, against the published demonstration toolkit.
+Loading into empty tables (a fresh database) drops their plain indexes first and builds them again
+at the end, in the same transaction: much faster than growing them row by row, at the price of
+locking those tables until the load commits. Unique indexes and constraints check every row.
+
+The rows obey every rule the API enforces: at most one open child protection plan per child and
+no overlapping CP plans; a plan ends after the day it starts and after its category changes; a
+category change falls while its plan is open; one Section 47 start and at most one ICPC per
+enquiry, the ICPC on or after the start; every non-Section-47 decision has the parents informed
+or consenting; `neglect_forms` is non-empty exactly when neglect is a concern; re-referral flags
+and counts follow the stored-referral rule (earlier non-withdrawn referrals of the child in the
+12 months up to receipt). No audit events are written: the data is synthetic and no caller reads it.
+
+Proportions (as generated with the defaults; each run's figures are printed in its summary):
+- Referrals per child about 1.35: after each referral another follows within 12 months with
+  probability 0.24 and later with probability 0.06 (1.6 times as likely for a child who has been
+  on a CP plan), so about 22% of referrals are re-referrals within 12 months (DfE C1). About 2%
+  of children are unborn at their (only) referral.
+- Senders: police 27%, schools 20%, health 15%, the Front Door's contact centre (family,
+  public, anonymous) 12%, council services 7%, family hubs (early help) 7%, voluntary sector 5%,
+  housing 4%, early years 3%. Neglect is a concern in about 35% of referrals (police least, early
+  help and housing most), citing one to three forms; 4% are urgent; 1.5% are withdrawn.
+- Parents informed in 92% of referrals; the rest can only go to a Section 47 outcome.
+- Decisions: about 86% within 24 hours of receipt, 10% within 3 days, 4% within 10 days; one
+  that would fall after `end` is not made (the referral stays received). Outcomes: Section 47
+  strategy discussion about 18% (urgent referrals, parents not aware, children seen on a plan
+  before), child in need assessment 23%, the four early help family outcomes 35%, signposting 9%,
+  no further action 14%.
+- A Section 47 enquiry starts on the strategy discussion day or up to 2 days later. About half
+  lead to an ICPC (65% for neglect referrals, 45% for others, 25% when the child is on a plan),
+  about 80% of them within 15 working days; an ICPC decides on a plan in 85% of cases when the
+  child has no CP plan open.
+- CP plans: initial category NEG for about half, then EMO, PHY, MUL, SAB; domestic abuse the
+  focus in about 30% of neglect plans; 8% change category once; lasting 3 months to 3 years;
+  35% step down to a CIN plan when they end. A few per cent are repeat plans (a child referred
+  again after a plan ended; history before `start` is not generated).
+- CIN plans follow 45% of child in need assessments (neglect flag follows the referral).
+- Early help assessments follow 60% of early help outcomes: neglect considered in 75%,
+  identified in 70% of those when the referral cited neglect (15% otherwise); 15% of the
+  assessments identifying neglect are stepped up to social care within a year (5% of others).
+- Toolkit assessments, about 0.16 per referral: 35% of neglect referrals with an early help or
+  CIN outcome get one after the decision (family hubs 60%, schools 25%, health visiting 15%), and
+  10% of neglect referrals from schools, health and family hubs had one before; half are
+  re-assessed 8-16 weeks later (grades improve in about 55%, worsen in 15%), 30% of those again;
+  90% of re-assessments name the assessment before.
+- Health appointments (medical 60%, dental 40%): up to three per plan or early help assessment,
+  attended 88% under 10 and 72% from 10. Feedback after 30% of early help assessments and 20% of
+  plan endings, from parents or carers or (from age 8, a third of the time) children, rated 1-5.
+- About 1.4 case events per referral in all.
+
+Identifiers: every child has a random LA child id (`DM` + 18 hex digits); 92% of born children
+have an NHS number from the never-issued 999 range, taken in order from a seeded starting point
+(about 909,000 exist; children beyond that have none); half of school-age children have a UPN
+(`D` + 12 digits, also in order from a seeded point). Another seed in the same database may
+collide on these: load demo data into a database without any.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import queue
+import threading
+import uuid
+from bisect import bisect_right
+from collections import Counter
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from datetime import UTC, date, datetime, time, timedelta
+from itertools import accumulate
+from random import Random
+from typing import Any, Final, Generic, TypeVar
+from zoneinfo import ZoneInfo
+
+import asyncpg
+import orjson
+from sqlalchemy import Index, text
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from service.identifiers import SYNTHETIC_NHS_PREFIX, compute_nhs_check_digit
+from service.models import metadata
+from service.scoring import ResponseValue, ScoreResult, score_assessment
+from service.toolkit_definition import ToolkitDefinition
+from service.toolkits_registry import definition_of, publish_demo_toolkit
+from service.working_days import add_working_days, bank_holidays
+
+UK: Final = ZoneInfo("Europe/London")
+DEFAULT_SEED: Final = 2024
+DEFAULT_START: Final = date(2021, 1, 1)
+DEFAULT_END: Final = date(2025, 12, 31)
+CHILDREN_PER_BATCH: Final = 4000
+PUBLISHER: Final = "neglect-service demo-data"
+CASE_SYSTEM_CLIENT: Final = (
+    "demo-case-system",
+    "local_authority",
+    "Demo Council Children's Social Care",
+)
+EXPECTED_REFERRALS_PER_CHILD: Final = 1.35
+"""A rough guide for choosing `children`; the summary gives the real figure."""
+
+# --- Tables, in the order their foreign keys allow loading ---------------------------------------
+
+TABLE_COLUMNS: Final[dict[str, tuple[str, ...]]] = {
+    "child": (
+        "id",
+        "nhs_number",
+        "la_child_id",
+        "upn",
+        "given_name",
+        "family_name",
+        "family_name_key",
+        "date_of_birth",
+        "expected_date_of_birth",
+        "sex",
+        "ethnicity",
+        "created_at",
+        "updated_at",
+    ),
+    "referral": (
+        "id",
+        "client_id",
+        "agency_type",
+        "agency_name",
+        "external_reference",
+        "child_id",
+        "status",
+        "urgent",
+        "received_at",
+        "decision_due_at",
+        "referral_source",
+        "concern_categories",
+        "neglect_forms",
+        "risk_factors",
+        "vulnerabilities",
+        "parents_informed",
+        "parental_consent",
+        "rereferral",
+        "rereferral_count",
+        "body",
+        "decision_outcome",
+        "decision",
+        "decided_at",
+        "strategy_discussion_due_at",
+        "withdrawn_at",
+        "withdrawal_reason",
+        "created_at",
+    ),
+    "assessment": (
+        "id",
+        "client_id",
+        "agency_type",
+        "agency_name",
+        "child_id",
+        "toolkit_id",
+        "toolkit_version",
+        "toolkit_sha256",
+        "started_on",
+        "completed_on",
+        "child_age_years",
+        "household_ref",
+        "previous_assessment_id",
+        "highest_area_grade",
+        "areas_at_concern",
+        "areas_at_significant_concern",
+        "level_of_need",
+        "body",
+        "result",
+        "created_at",
+    ),
+    "case_event": (
+        "id",
+        "client_id",
+        "agency_type",
+        "agency_name",
+        "event_id",
+        "payload_sha256",
+        "child_id",
+        "event_type",
+        "occurred_on",
+        "details",
+        "created_at",
+    ),
+    "care_plan": (
+        "id",
+        "child_id",
+        "plan_type",
+        "plan_ref",
+        "started_on",
+        "ended_on",
+        "initial_category",
+        "latest_category",
+        "domestic_abuse_focus",
+        "neglect",
+        "started_event_id",
+        "ended_event_id",
+        "created_at",
+    ),
+    # `id` is an identity column generated by the database.
+    "care_plan_category_change": ("care_plan_id", "changed_on", "category", "case_event_id"),
+    "section47_enquiry": (
+        "id",
+        "child_id",
+        "enquiry_ref",
+        "started_on",
+        "strategy_discussion_on",
+        "case_event_id",
+    ),
+    "icpc": ("id", "child_id", "enquiry_ref", "held_on", "outcome", "categories", "case_event_id"),
+}
+LOAD_ORDER: Final[tuple[str, ...]] = tuple(TABLE_COLUMNS)
+
+Row = tuple[Any, ...]
+
+T = TypeVar("T")
+
+
+class Weighted(Generic[T]):
+    """Values with relative weights, drawn with one `rng.random()` and a bisection."""
+
+    def __init__(self, *pairs: tuple[T, float]) -> None:
+        self.values = tuple(value for value, _ in pairs)
+        self.cumulative = list(accumulate(weight for _, weight in pairs))
+        self.total = self.cumulative[-1]
+
+    def pick(self, rng: Random) -> T:
+        return self.values[bisect_right(self.cumulative, rng.random() * self.total)]
+
+    def sample(self, rng: Random, k: int) -> list[T]:
+        """`k` distinct values (at most all of them), each drawn by weight among the rest."""
+        chosen: list[T] = []
+        while len(chosen) < min(k, len(self.values)):
+            value = self.pick(rng)
+            if value not in chosen:
+                chosen.append(value)
+        return chosen
+
+
+# --- Vocabulary and weights ---------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Agency:
+    """A sending agency: the API client its records come from and what it refers about."""
+
+    client_id: str
+    agency_type: str
+    agency_name: str
+    sources: tuple[str, ...]
+    neglect_share: float
+    referrer_role: str
+
+
+_AGENCIES: Final = Weighted(
+    (Agency("demo-police", "police", "Demo Constabulary", ("6",), 0.21, "Police officer"), 0.27),
+    (
+        Agency("demo-school-1", "school", "Northtown Academy", ("2A",), 0.44, "Designated lead"),
+        0.07,
+    ),
+    (
+        Agency(
+            "demo-school-2", "school", "Riverside Primary School", ("2A",), 0.46, "Head teacher"
+        ),
+        0.07,
+    ),
+    (
+        Agency(
+            "demo-school-3", "school", "Hillcrest High School", ("2A",), 0.42, "Designated lead"
+        ),
+        0.06,
+    ),
+    (
+        Agency(
+            "demo-health-visiting",
+            "health",
+            "Demo Community Health Services",
+            ("3B", "3C"),
+            0.45,
+            "Health visitor",
+        ),
+        0.06,
+    ),
+    (
+        Agency("demo-primary-care", "health", "Demo Primary Care Network", ("3A", "3D"), 0.4, "GP"),
+        0.05,
+    ),
+    (
+        Agency("demo-hospital", "health", "Demo Hospitals NHS Trust", ("3E", "3F"), 0.36, "Nurse"),
+        0.04,
+    ),
+    (
+        Agency(
+            "demo-contact-centre",
+            "other",
+            "Demo Front Door contact centre",
+            ("1A", "1B", "1C", "1D", "9", "10", "7"),
+            0.33,
+            "Contact officer",
+        ),
+        0.12,
+    ),
+    (
+        Agency(
+            "demo-council",
+            "local_authority",
+            "Demo Council services",
+            ("5A", "5B", "5C"),
+            0.36,
+            "Social worker",
+        ),
+        0.07,
+    ),
+    (
+        Agency(
+            "demo-family-hubs", "early_help", "Demo Family Hubs", ("5D",), 0.48, "Family worker"
+        ),
+        0.07,
+    ),
+    (
+        Agency(
+            "demo-charity",
+            "voluntary_sector",
+            "Demo Children's Charity",
+            ("8",),
+            0.38,
+            "Project worker",
+        ),
+        0.05,
+    ),
+    (
+        Agency("demo-housing", "housing", "Demo Housing Options", ("4",), 0.47, "Housing officer"),
+        0.04,
+    ),
+    (
+        Agency("demo-nursery", "early_years", "Little Acorns Nursery", ("8",), 0.5, "Manager"),
+        0.03,
+    ),
+)
+_ASSESSING_TYPES: Final = frozenset({"school", "health", "early_help"})
+_FAMILY_HUBS: Final = next(
+    agency for agency in _AGENCIES.values if agency.agency_type == "early_help"
+)
+_SCHOOLS: Final = tuple(agency for agency in _AGENCIES.values if agency.agency_type == "school")
+_HEALTH_VISITING: Final = next(
+    agency for agency in _AGENCIES.values if agency.client_id == "demo-health-visiting"
+)
+
+_NEGLECT_FORMS: Final = Weighted(
+    ("physical", 30),
+    ("supervision", 25),
+    ("emotional", 15),
+    ("nutritional", 12),
+    ("medical", 10),
+    ("educational", 8),
+)
+_OTHER_CATEGORIES: Final = Weighted(
+    ("emotional_abuse", 34),
+    ("physical_abuse", 28),
+    ("exploitation", 12),
+    ("sexual_abuse", 9),
+    ("other", 17),
+)
+_RISK_FACTORS: Final = Weighted(
+    ("domestic_abuse", 24),
+    ("parental_mental_health", 20),
+    ("substance_misuse", 15),
+    ("poverty", 12),
+    ("poor_social_support", 6),
+    ("send", 6),
+    ("behavioural_problems", 5),
+    ("unemployment", 3),
+    ("parent_experienced_maltreatment", 3),
+    ("parental_learning_difficulty", 2),
+    ("chronic_ill_health", 1),
+    ("young_carer", 1),
+    ("no_positive_parenting_experience", 1),
+    ("harmful_online_exposure", 1),
+)
+_ETHNICITIES: Final = Weighted(
+    ("WBRI", 70),
+    ("WOTH", 5),
+    ("MWBC", 3),
+    ("MOTH", 2),
+    ("MWBA", 1),
+    ("MWAS", 1),
+    ("APKN", 3),
+    ("AIND", 2),
+    ("ABAN", 1),
+    ("AOTH", 1),
+    ("BAFR", 3),
+    ("BCRB", 1),
+    ("BOTH", 1),
+    ("CHNE", 1),
+    ("WROM", 1),
+    ("WIRT", 1),
+    ("OOTH", 2),
+    ("REFU", 1),
+)
+_GIVEN_NAMES: Final = (
+    "Alex", "Amara", "Ben", "Chloe", "Daniel", "Ella", "Finley", "Grace", "Harry", "Isla", "Jack",
+    "Kai", "Layla", "Leo", "Mia", "Noah", "Olivia", "Oscar", "Poppy", "Reuben", "Ruby", "Sam",
+    "Sofia", "Theo", "Zara", "Yusuf", "Maya", "Logan", "Evie", "Ibrahim",
+)  # fmt: skip
+_FAMILY_NAMES: Final = (
+    "Ashdown", "Brackley", "Carrow", "Dunmore", "Elstree", "Fenwick", "Garside", "Holloway",
+    "Ingram", "Jessop", "Kettering", "Lowther", "Marlow", "Northcott", "Oakley", "Pennick",
+    "Quarrie", "Redfern", "Stanway", "Thursby", "Upton", "Varley", "Whitmore", "Yardley",
+    "Ahmed", "Begum", "Okafor", "Nowak", "Kowalski", "Mensah", "Chen", "Patel",
+)  # fmt: skip
+
+_SECTION47: Final = "section47_strategy_discussion"
+_CIN_ASSESSMENT: Final = "child_in_need_assessment"
+_EARLY_HELP_OUTCOMES: Final = frozenset(
+    {"family_wellbeing_intensive_support", "parenting_support", "family_hub_support", "early_help"}
+)
+_OUTCOMES_NEGLECT: Final = Weighted(
+    (_SECTION47, 9),
+    (_CIN_ASSESSMENT, 28),
+    ("family_wellbeing_intensive_support", 10),
+    ("parenting_support", 8),
+    ("family_hub_support", 10),
+    ("early_help", 15),
+    ("signposted_universal", 6),
+    ("no_further_action", 8),
+)
+_OUTCOMES_OTHER: Final = Weighted(
+    (_SECTION47, 7),
+    (_CIN_ASSESSMENT, 22),
+    ("family_wellbeing_intensive_support", 6),
+    ("parenting_support", 6),
+    ("family_hub_support", 9),
+    ("early_help", 14),
+    ("signposted_universal", 12),
+    ("no_further_action", 19),
+)
+_RATIONALES: Final = {
+    _SECTION47: "Reasonable cause to suspect significant harm; strategy discussion convened.",
+    _CIN_ASSESSMENT: "Needs appear complex; a social work assessment is needed.",
+    "family_wellbeing_intensive_support": "Multiple needs; intensive family support offered.",
+    "parenting_support": "Parenting support should meet the needs identified.",
+    "family_hub_support": "Family hub can coordinate support with the family's agreement.",
+    "early_help": "Needs can be met through an early help assessment and plan.",
+    "signposted_universal": "Universal services can meet the needs; family signposted.",
+    "no_further_action": "Information does not indicate unmet needs requiring a service.",
+}
+_SUMMARIES: Final = {
+    "neglect": "Concerns about the child's basic care: {forms}.",
+    "emotional_abuse": "Concerns about emotional harm in the home.",
+    "physical_abuse": "Unexplained injury or reported physical chastisement.",
+    "exploitation": "Concerns the child is being exploited outside the home.",
+    "sexual_abuse": "Disclosure or indicators of sexual harm.",
+    "other": "Concerns about the child's welfare that need a view from the Front Door.",
+}
+_CP_CATEGORIES_NEGLECT: Final = Weighted(("NEG", 80), ("MUL", 8), ("EMO", 9), ("PHY", 3))
+_CP_CATEGORIES_OTHER: Final = Weighted(
+    ("EMO", 45), ("PHY", 16), ("SAB", 10), ("NEG", 20), ("MUL", 9)
+)
+_ALL_CATEGORIES: Final = ("NEG", "PHY", "EMO", "SAB")
+_RATINGS_PARENT: Final = Weighted((1, 8), (2, 12), (3, 25), (4, 35), (5, 20))
+_RATINGS_CHILD: Final = Weighted((1, 5), (2, 10), (3, 25), (4, 35), (5, 25))
+
+_CONSENT: Final = Weighted(("given", 80), ("refused", 12), ("not_sought", 8))
+_SEVERITY: Final = Weighted((2, 25), (3, 45), (4, 25), (5, 5))
+_TREND: Final = Weighted((-1, 55), (0, 30), (1, 15))
+_NHS_PREFIXES: Final = 10**6
+_UPN_SPACE: Final = 10**12
+
+
+def _new_id(rng: Random) -> uuid.UUID:
+    return uuid.UUID(int=rng.getrandbits(128), version=4)
+
+
+def _age_in_years(born: date, on: date) -> int:
+    years = on.year - born.year - ((on.month, on.day) < (born.month, born.day))
+    return max(years, 0)
+
+
+def _a_year_before(moment: datetime) -> datetime:
+    try:
+        return moment.replace(year=moment.year - 1)
+    except ValueError:  # 29 February
+        return moment.replace(year=moment.year - 1, day=28)
+
+
+def _uk_moment(day: date, hour: int, minute: int) -> datetime:
+    return datetime.combine(day, time(hour, minute), tzinfo=UK).astimezone(UTC)
+
+
+def _fingerprint(canonical: dict[str, Any]) -> str:
+    """`service.case_events`' payload fingerprint: sha256 of the validated event's sorted JSON."""
+    return hashlib.sha256(orjson.dumps(canonical, option=orjson.OPT_SORT_KEYS)).hexdigest()
+
+
+# --- Options, tallies and batches ---------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class DemoOptions:
+    """What to generate: `children` children with records between `start` and `end` inclusive."""
+
+    children: int
+    seed: int = DEFAULT_SEED
+    start: date = DEFAULT_START
+    end: date = DEFAULT_END
+    children_per_batch: int = CHILDREN_PER_BATCH
+
+    def __post_init__(self) -> None:
+        if self.children < 1:
+            raise ValueError("children must be at least 1")
+        if self.end < self.start + timedelta(days=60):
+            raise ValueError("end must be at least 60 days after start")
+
+
+@dataclass(frozen=True)
+class DemoToolkit:
+    """The published toolkit version assessments are scored against."""
+
+    definition: ToolkitDefinition
+    sha256: str
+
+
+@dataclass
+class DemoBatch:
+    """The rows of `children` consecutive children, per table (tuples in `TABLE_COLUMNS` order)."""
+
+    children: int
+    rows: dict[str, list[Row]] = field(default_factory=lambda: {name: [] for name in LOAD_ORDER})
+
+
+@dataclass
+class DemoTally:
+    """Running counts from which the summary's proportions are computed."""
+
+    rows: Counter[str] = field(default_factory=Counter)
+    referrals_live: int = 0
+    referrals_neglect: int = 0
+    rereferrals: int = 0
+    decided: int = 0
+    decided_within_24h: int = 0
+    icpcs: int = 0
+    icpcs_within_15_working_days: int = 0
+    cp_plans: int = 0
+    cp_plans_neglect: int = 0
+    cp_plans_repeat: int = 0
+    children_with_nhs_number: int = 0
+
+    def proportions(self) -> dict[str, float | None]:
+        def share(numerator: int, denominator: int) -> float | None:
+            return round(100 * numerator / denominator, 1) if denominator else None
+
+        return {
+            "referrals_per_child": (
+                round(self.rows["referral"] / self.rows["child"], 3) if self.rows["child"] else None
+            ),
+            "neglect_referral_percent": share(self.referrals_neglect, self.referrals_live),
+            "rereferral_percent": share(self.rereferrals, self.referrals_live),
+            "decided_within_24h_percent": share(self.decided_within_24h, self.decided),
+            "icpc_within_15_working_days_percent": share(
+                self.icpcs_within_15_working_days, self.icpcs
+            ),
+            "cp_plans_neglect_percent": share(self.cp_plans_neglect, self.cp_plans),
+            "cp_plans_repeat_percent": share(self.cp_plans_repeat, self.cp_plans),
+            "children_with_nhs_number_percent": share(
+                self.children_with_nhs_number, self.rows["child"]
+            ),
+        }
+
+
+# --- The generator ------------------------------------------------------------------------------
+
+
+@dataclass
+class _Child:
+    id: uuid.UUID
+    ref: dict[str, Any]
+    """How case events and assessments name the child (ChildRef, every key as validated)."""
+    given_name: str
+    family_name: str
+    date_of_birth: date | None
+    expected_date_of_birth: date | None
+    sex: str
+    ethnicity: str | None
+    nhs_number: str | None
+    la_child_id: str
+    upn: str | None
+    cp_plans: int = 0
+    cp_busy_until: date | None = None
+    """The day the child's last CP plan ended; `date.max` while one is open."""
+    plans: int = 0
+    enquiries: int = 0
+    early_help_assessments: int = 0
+
+    @property
+    def birth(self) -> date:
+        """The date of birth, or the expected one for an unborn child."""
+        return self.date_of_birth or self.expected_date_of_birth or date.min
+
+
+@dataclass
+class _Referral:
+    received_at: datetime
+    received_on: date
+    agency: Agency
+    neglect: bool
+    forms: list[str]
+    risk_factors: list[str]
+    decided_on: date | None
+    outcome: str | None
+
+
+class DemoGenerator:
+    """Child-by-child generation of a synthetic partnership's records; see the module docstring."""
+
+    def __init__(self, options: DemoOptions, toolkit: DemoToolkit) -> None:
+        self.options = options
+        self.toolkit = toolkit
+        self.rng = Random(options.seed)  # noqa: S311 - reproducible synthetic data, no secrets
+        self.tally = DemoTally()
+        self._span_days = (options.end - options.start).days + 1
+        self._last_moment = datetime.combine(
+            options.end + timedelta(days=1), time(0, 0), tzinfo=UK
+        ).astimezone(UTC)
+        self._holidays = frozenset(bank_holidays(options.start.year - 1, options.end.year + 1))
+        self._nhs_next = self.rng.randrange(_NHS_PREFIXES)
+        self._nhs_left = _NHS_PREFIXES
+        self._upn_next = self.rng.randrange(_UPN_SPACE)
+        self._items = [
+            (sub_area.neglect_form, item) for _, sub_area, item in toolkit.definition.iter_items()
+        ]
+        self._rows: dict[str, list[Row]] = {}
+
+    # -- public --
+
+    def batches(self) -> Iterator[DemoBatch]:
+        """The rows of every child, `children_per_batch` children at a time."""
+        made = 0
+        while made < self.options.children:
+            size = min(self.options.children_per_batch, self.options.children - made)
+            batch = DemoBatch(children=size)
+            self._rows = batch.rows
+            for _ in range(size):
+                self._make_child()
+            for name, rows in batch.rows.items():
+                self.tally.rows[name] += len(rows)
+            made += size
+            yield batch
+
+    # -- identifiers --
+
+    def _nhs_number(self) -> str | None:
+        while self._nhs_left > 0:
+            prefix = self._nhs_next
+            self._nhs_next = (self._nhs_next + 1) % _NHS_PREFIXES
+            self._nhs_left -= 1
+            first_nine = f"{SYNTHETIC_NHS_PREFIX}{prefix:06d}"
+            check = compute_nhs_check_digit(first_nine)
+            if check is not None:
+                return f"{first_nine}{check}"
+        return None
+
+    def _upn(self) -> str:
+        number = self._upn_next
+        self._upn_next = (self._upn_next + 1) % _UPN_SPACE
+        return f"D{number:012d}"
+
+    # -- dates --
+
+    def _day_in_range(self) -> date:
+        rng = self.rng
+        day = self.options.start + timedelta(days=rng.randrange(self._span_days))
+        if day.weekday() >= 5 and rng.random() < 0.6:
+            day = self.options.start + timedelta(days=rng.randrange(self._span_days))
+        return day
+
+    def _received_at(self, day: date, agency: Agency) -> datetime:
+        rng = self.rng
+        roll = rng.random()
+        night_share = 0.3 if agency.agency_type == "police" else 0.08
+        if roll < night_share:
+            hour = rng.choice((0, 1, 2, 3, 4, 5, 6, 7, 19, 20, 21, 22, 23))
+        else:
+            hour = 8 + rng.randrange(10)
+        return _uk_moment(day, hour, rng.randrange(60))
+
+    def _in_range(self, day: date) -> bool:
+        return day <= self.options.end
+
+    # -- one child --
+
+    def _make_child(self) -> None:
+        rng = self.rng
+        first_day = self._day_in_range()
+        unborn = rng.random() < 0.02
+        band = rng.random()
+        if unborn:
+            date_of_birth = None
+            expected = first_day + timedelta(days=20 + rng.randrange(120))
+            sex = "U"
+        else:
+            if band < 0.12:
+                age_days = rng.randrange(365)
+            elif band < 0.34:
+                age_days = 365 + rng.randrange(4 * 365)
+            elif band < 0.60:
+                age_days = 5 * 365 + rng.randrange(5 * 365)
+            elif band < 0.92:
+                age_days = 10 * 365 + rng.randrange(6 * 365)
+            else:
+                age_days = 16 * 365 + rng.randrange(2 * 365 - 30)
+            date_of_birth = first_day - timedelta(days=age_days)
+            expected = None
+            sex_roll = rng.random()
+            sex = "M" if sex_roll < 0.51 else ("F" if sex_roll < 0.995 else "U")
+        nhs_number = None if unborn or rng.random() >= 0.92 else self._nhs_number()
+        school_age = date_of_birth is not None and _age_in_years(date_of_birth, first_day) >= 4
+        upn = self._upn() if school_age and rng.random() < 0.5 else None
+        la_child_id = f"DM{rng.getrandbits(72):018X}"
+        ethnicity = None if rng.random() < 0.04 else _ETHNICITIES.pick(rng)
+        child = _Child(
+            id=_new_id(rng),
+            ref={
+                "nhs_number": nhs_number,
+                "la_child_id": None if nhs_number else la_child_id,
+                "upn": None,
+                "family_name": None,
+                "date_of_birth": None,
+            },
+            given_name=rng.choice(_GIVEN_NAMES),
+            family_name=rng.choice(_FAMILY_NAMES),
+            date_of_birth=date_of_birth,
+            expected_date_of_birth=expected,
+            sex=sex,
+            ethnicity=ethnicity,
+            nhs_number=nhs_number,
+            la_child_id=la_child_id,
+            upn=upn,
+        )
+        if nhs_number is not None:
+            self.tally.children_with_nhs_number += 1
+        first_received = self._referral_chain(child, first_day)
+        self._rows["child"].append(
+            (
+                child.id,
+                nhs_number,
+                la_child_id,
+                upn,
+                child.given_name if not unborn else None,
+                child.family_name,
+                child.family_name.casefold(),
+                date_of_birth,
+                expected,
+                sex,
+                ethnicity,
+                first_received,
+                first_received,
+            )
+        )
+
+    def _pick_agency(self) -> Agency:
+        return _AGENCIES.pick(self.rng)
+
+    def _referral_chain(self, child: _Child, first_day: date) -> datetime:
+        """The child's referrals, oldest first; returns when the first was received."""
+        rng = self.rng
+        history: list[datetime] = []
+        day = first_day
+        first_received: datetime | None = None
+        while True:
+            agency = self._pick_agency()
+            received_at = self._received_at(day, agency)
+            first_received = first_received or received_at
+            withdrawn = self._referral(child, agency, day, received_at, history)
+            if not withdrawn:
+                history.append(received_at)
+            if child.date_of_birth is None:
+                # Unborn children get one referral: after the birth they are new records.
+                return first_received
+            roll = rng.random()
+            # Children who have been on a plan come back more often.
+            again = 1.6 if child.cp_plans else 1.0
+            if roll < 0.24 * again:
+                gap = 7 + int(358 * rng.random() ** 1.4)
+            elif roll < 0.30 * again:
+                gap = 366 + rng.randrange(900)
+            else:
+                return first_received
+            day = day + timedelta(days=gap)
+            if not self._in_range(day) or _age_in_years(child.birth, day) >= 18:
+                return first_received
+
+    def _referral(
+        self,
+        child: _Child,
+        agency: Agency,
+        day: date,
+        received_at: datetime,
+        history: list[datetime],
+    ) -> bool:
+        """One referral and everything that follows from it; True when it was withdrawn."""
+        rng = self.rng
+        tally = self.tally
+        referral_id = _new_id(rng)
+        neglect = rng.random() < agency.neglect_share
+        categories: list[str] = []
+        forms: list[str] = []
+        if neglect:
+            categories.append("neglect")
+            forms = _NEGLECT_FORMS.sample(rng, 1 + int(rng.random() ** 2 * 3))
+            if rng.random() < 0.3:
+                categories.append(_OTHER_CATEGORIES.pick(rng))
+        else:
+            categories = _OTHER_CATEGORIES.sample(rng, 1 + int(rng.random() < 0.25))
+        risk_factors = _RISK_FACTORS.sample(rng, int(rng.random() * 3.2))
+        age = _age_in_years(child.birth, day) if child.date_of_birth else 0
+        vulnerabilities: list[str] = []
+        if child.date_of_birth is None or age < 1:
+            vulnerabilities.append("under_one")
+        if age >= 10:
+            vulnerabilities.append("adolescent")
+        if rng.random() < 0.05:
+            vulnerabilities.append(
+                rng.choice(("missing_from_education", "missing_from_home", "in_care"))
+            )
+        urgent = rng.random() < 0.04
+        informed = rng.random() < 0.92
+        if informed:
+            consent = _CONSENT.pick(rng)
+        else:
+            consent = "not_sought"
+        aware = informed or consent == "given"
+        decision_due_at = received_at + timedelta(hours=24)
+        year_before = _a_year_before(received_at)
+        earlier = sum(1 for moment in history if year_before <= moment <= received_at)
+        source = rng.choice(agency.sources)
+        external_reference = f"RFS-{rng.getrandbits(64):016x}"
+
+        withdrawn = rng.random() < 0.015
+        status = "received"
+        outcome: str | None = None
+        decision: str | None = None
+        decided_at: datetime | None = None
+        strategy_due: datetime | None = None
+        withdrawn_at: datetime | None = None
+        withdrawal_reason: str | None = None
+        if withdrawn:
+            status = "withdrawn"
+            withdrawn_at = received_at + timedelta(minutes=30 + rng.randrange(1200))
+            withdrawal_reason = "Sent in error; the concern is being handled by the school."
+        else:
+            roll = rng.random()
+            if urgent:
+                delay = timedelta(minutes=10 + rng.randrange(230))
+            elif roll < 0.86:
+                delay = timedelta(minutes=30 + int(rng.random() ** 1.5 * 1400))
+            elif roll < 0.96:
+                delay = timedelta(hours=24, minutes=1 + rng.randrange(48 * 60))
+            else:
+                delay = timedelta(days=3, minutes=rng.randrange(7 * 24 * 60))
+            candidate = received_at + delay
+            if candidate < self._last_moment:
+                decided_at = candidate
+                after_plan = child.cp_plans > 0 and (child.cp_busy_until or date.min) <= day
+                if (
+                    not aware
+                    or (urgent and rng.random() < 0.6)
+                    or (after_plan and rng.random() < 0.4)
+                ):
+                    outcome = _SECTION47
+                else:
+                    outcome = (_OUTCOMES_NEGLECT if neglect else _OUTCOMES_OTHER).pick(rng)
+                status = "decided"
+                if outcome == _SECTION47:
+                    strategy_due = received_at + timedelta(hours=24)
+                decision = orjson.dumps(
+                    {
+                        "outcome": outcome,
+                        "rationale": _RATIONALES[outcome],
+                        "decided_by": "Front Door team manager",
+                        "decided_at": decided_at.isoformat(),
+                        "strategy_discussion_due_at": (
+                            strategy_due.isoformat() if strategy_due else None
+                        ),
+                    }
+                ).decode()
+                tally.decided += 1
+                if decided_at <= decision_due_at:
+                    tally.decided_within_24h += 1
+        if not withdrawn:
+            tally.referrals_live += 1
+            tally.referrals_neglect += neglect
+            tally.rereferrals += earlier > 0
+
+        summary = _SUMMARIES[categories[0]].format(forms=", ".join(forms))
+        body: dict[str, Any] = {
+            "external_reference": external_reference,
+            "received_at": received_at.isoformat(),
+            "referrer": {
+                "agency_type": agency.agency_type,
+                "agency_name": agency.agency_name,
+                "name": "Demo Referrer",
+                "role": agency.referrer_role,
+                "email": f"referrals@{agency.client_id}.example",
+                "source_code": source,
+            },
+            "child": {
+                "given_name": child.given_name if child.date_of_birth else None,
+                "family_name": child.family_name,
+                "date_of_birth": child.date_of_birth.isoformat() if child.date_of_birth else None,
+                "expected_date_of_birth": (
+                    child.expected_date_of_birth.isoformat()
+                    if child.expected_date_of_birth
+                    else None
+                ),
+                "sex": child.sex,
+                "ethnicity": child.ethnicity,
+                "nhs_number": child.nhs_number,
+                "la_child_id": child.la_child_id,
+                "upn": child.upn,
+            },
+            "concerns": {
+                "categories": categories,
+                "neglect_forms": forms,
+                "risk_factors": risk_factors,
+                "vulnerabilities": vulnerabilities,
+                "summary": summary,
+            },
+            "immediate_risk": urgent,
+            "parental_awareness": {
+                "informed": informed,
+                "consent": consent,
+                "reason_not_informed": (
+                    None if informed else "Telling the parents could place the child at risk."
+                ),
+            },
+            "dsl_consulted": agency.agency_type in ("school", "early_years"),
+        }
+        self._rows["referral"].append(
+            (
+                referral_id,
+                agency.client_id,
+                agency.agency_type,
+                agency.agency_name,
+                external_reference,
+                child.id,
+                status,
+                urgent,
+                received_at,
+                decision_due_at,
+                source,
+                categories,
+                forms,
+                risk_factors,
+                vulnerabilities,
+                informed,
+                consent,
+                earlier > 0,
+                earlier,
+                orjson.dumps(body).decode(),
+                outcome,
+                decision,
+                decided_at,
+                strategy_due,
+                withdrawn_at,
+                withdrawal_reason,
+                received_at,
+            )
+        )
+        referral = _Referral(
+            received_at=received_at,
+            received_on=received_at.astimezone(UK).date(),
+            agency=agency,
+            neglect=neglect,
+            forms=forms,
+            risk_factors=risk_factors,
+            decided_on=decided_at.astimezone(UK).date() if decided_at else None,
+            outcome=outcome,
+        )
+        self._follow_up(child, referral)
+        return withdrawn
+
+    # -- what follows a referral --
+
+    def _follow_up(self, child: _Child, referral: _Referral) -> None:
+        rng = self.rng
+        if (
+            referral.neglect
+            and referral.agency.agency_type in _ASSESSING_TYPES
+            and child.date_of_birth is not None
+            and rng.random() < 0.10
+        ):
+            before = referral.received_on - timedelta(days=1 + rng.randrange(21))
+            if before >= self.options.start and before >= child.date_of_birth:
+                self._toolkit_assessments(child, referral, referral.agency, before)
+        if referral.outcome is None or referral.decided_on is None:
+            return
+        if referral.outcome == _SECTION47:
+            self._section47(child, referral, referral.decided_on)
+        elif referral.outcome == _CIN_ASSESSMENT:
+            if rng.random() < 0.45:
+                starts = referral.decided_on + timedelta(days=30 + rng.randrange(34))
+                self._cin_plan(
+                    child, starts, neglect=rng.random() < (0.9 if referral.neglect else 0.1)
+                )
+        elif referral.outcome in _EARLY_HELP_OUTCOMES and rng.random() < 0.6:
+            self._early_help(child, referral)
+        assessable = referral.outcome == _CIN_ASSESSMENT or referral.outcome in _EARLY_HELP_OUTCOMES
+        if referral.neglect and assessable and child.date_of_birth and rng.random() < 0.35:
+            roll = rng.random()
+            if roll < 0.6:
+                agency = _FAMILY_HUBS
+            elif roll < 0.85:
+                agency = rng.choice(_SCHOOLS)
+            else:
+                agency = _HEALTH_VISITING
+            completed = referral.decided_on + timedelta(days=7 + rng.randrange(39))
+            self._toolkit_assessments(child, referral, agency, completed)
+
+    def _event(
+        self, child: _Child, event_type: str, occurred_on: date, fields: dict[str, Any]
+    ) -> uuid.UUID:
+        rng = self.rng
+        row_id = _new_id(rng)
+        event_id = f"DEMO-{rng.getrandbits(128):032x}"
+        canonical = {
+            "event_id": event_id,
+            "child": child.ref,
+            "occurred_on": occurred_on.isoformat(),
+            "type": event_type,
+            **fields,
+        }
+        client_id, agency_type, agency_name = CASE_SYSTEM_CLIENT
+        self._rows["case_event"].append(
+            (
+                row_id,
+                client_id,
+                agency_type,
+                agency_name,
+                event_id,
+                _fingerprint(canonical),
+                child.id,
+                event_type,
+                occurred_on,
+                orjson.dumps(fields).decode(),
+                _uk_moment(occurred_on, 19, rng.randrange(60)),
+            )
+        )
+        return row_id
+
+    def _section47(self, child: _Child, referral: _Referral, decided_on: date) -> None:
+        rng = self.rng
+        strategy_on = decided_on + timedelta(days=int(rng.random() < 0.3))
+        started_on = strategy_on + timedelta(days=0 if rng.random() < 0.7 else 1 + rng.randrange(2))
+        if not self._in_range(started_on):
+            return
+        child.enquiries += 1
+        enquiry_ref = f"S47-{child.enquiries}"
+        event_id = self._event(
+            child,
+            "section47_started",
+            started_on,
+            {"enquiry_ref": enquiry_ref, "strategy_discussion_on": strategy_on.isoformat()},
+        )
+        self._rows["section47_enquiry"].append(
+            (_new_id(rng), child.id, enquiry_ref, started_on, strategy_on, event_id)
+        )
+        on_plan = child.cp_busy_until is not None and child.cp_busy_until > started_on
+        if rng.random() >= (0.25 if on_plan else 0.65 if referral.neglect else 0.45):
+            return
+        in_time = rng.random() < 0.8
+        working_days = 5 + rng.randrange(11) if in_time else 16 + rng.randrange(15)
+        held_on = add_working_days(started_on, working_days, self._holidays)
+        if not self._in_range(held_on):
+            return
+        category = (_CP_CATEGORIES_NEGLECT if referral.neglect else _CP_CATEGORIES_OTHER).pick(rng)
+        if category == "MUL":
+            considered = sorted(rng.sample(_ALL_CATEGORIES, 2))
+        elif rng.random() < 0.2:
+            considered = sorted({category, rng.choice(_ALL_CATEGORIES)})
+        else:
+            considered = [category]
+        free = child.cp_busy_until is None or child.cp_busy_until <= held_on
+        outcome = "cp_plan" if free and rng.random() < 0.85 else "no_plan"
+        event_id = self._event(
+            child,
+            "icpc_held",
+            held_on,
+            {"enquiry_ref": enquiry_ref, "outcome": outcome, "categories": considered},
+        )
+        self._rows["icpc"].append(
+            (_new_id(rng), child.id, enquiry_ref, held_on, outcome, considered, event_id)
+        )
+        self.tally.icpcs += 1
+        self.tally.icpcs_within_15_working_days += held_on <= add_working_days(
+            started_on, 15, self._holidays
+        )
+        if outcome == "cp_plan":
+            self._cp_plan(child, referral, held_on, category)
+
+    def _plan_end(self, starts: date, days: int) -> date | None:
+        ends = starts + timedelta(days=max(days, 1))
+        return ends if self._in_range(ends) else None
+
+    def _cp_plan(self, child: _Child, referral: _Referral, starts: date, category: str) -> None:
+        rng = self.rng
+        tally = self.tally
+        child.plans += 1
+        plan_ref = f"CP-{child.plans}"
+        focus_share = 0.6 if "domestic_abuse" in referral.risk_factors else 0.2
+        focus = rng.random() < focus_share
+        started_event = self._event(
+            child,
+            "cp_plan_started",
+            starts,
+            {"plan_ref": plan_ref, "initial_category": category, "domestic_abuse_focus": focus},
+        )
+        tally.cp_plans += 1
+        tally.cp_plans_neglect += category == "NEG"
+        tally.cp_plans_repeat += child.cp_plans > 0
+        child.cp_plans += 1
+        roll = rng.random()
+        if roll < 0.25:
+            days = 90 + rng.randrange(90)
+        elif roll < 0.70:
+            days = 180 + rng.randrange(185)
+        elif roll < 0.95:
+            days = 365 + rng.randrange(365)
+        else:
+            days = 730 + rng.randrange(370)
+        ends = self._plan_end(starts, days)
+        plan_id = _new_id(rng)
+        latest = category
+        last_open_day = (ends - timedelta(days=1)) if ends else self.options.end
+        if rng.random() < 0.08 and (last_open_day - starts).days > 30:
+            changed_on = starts + timedelta(
+                days=30 + rng.randrange((last_open_day - starts).days - 29)
+            )
+            latest = rng.choice([c for c in (*_ALL_CATEGORIES, "MUL") if c != category])
+            change_event = self._event(
+                child,
+                "cp_plan_category_changed",
+                changed_on,
+                {"plan_ref": plan_ref, "category": latest},
+            )
+            self._rows["care_plan_category_change"].append(
+                (plan_id, changed_on, latest, change_event)
+            )
+        ended_event = (
+            self._event(child, "cp_plan_ended", ends, {"plan_ref": plan_ref}) if ends else None
+        )
+        self._rows["care_plan"].append(
+            (
+                plan_id,
+                child.id,
+                "cp",
+                plan_ref,
+                starts,
+                ends,
+                category,
+                latest,
+                focus,
+                None,
+                started_event,
+                ended_event,
+                _uk_moment(starts, 19, 0),
+            )
+        )
+        child.cp_busy_until = ends or date.max
+        self._health_appointments(child, starts, ends)
+        if ends is not None:
+            if rng.random() < 0.35:
+                self._cin_plan(child, ends, neglect=latest == "NEG")
+            if rng.random() < 0.2:
+                self._feedback(child, ends, "child protection plan")
+
+    def _cin_plan(self, child: _Child, starts: date, *, neglect: bool) -> None:
+        if not self._in_range(starts):
+            return
+        rng = self.rng
+        child.plans += 1
+        plan_ref = f"CIN-{child.plans}"
+        started_event = self._event(
+            child, "cin_plan_started", starts, {"plan_ref": plan_ref, "neglect": neglect}
+        )
+        ends = self._plan_end(starts, 60 + rng.randrange(390))
+        ended_event = (
+            self._event(child, "cin_plan_ended", ends, {"plan_ref": plan_ref}) if ends else None
+        )
+        self._rows["care_plan"].append(
+            (
+                _new_id(rng),
+                child.id,
+                "cin",
+                plan_ref,
+                starts,
+                ends,
+                None,
+                None,
+                None,
+                neglect,
+                started_event,
+                ended_event,
+                _uk_moment(starts, 19, 0),
+            )
+        )
+        self._health_appointments(child, starts, ends)
+        if ends is not None and rng.random() < 0.2:
+            self._feedback(child, ends, "child in need plan")
+
+    def _early_help(self, child: _Child, referral: _Referral) -> None:
+        rng = self.rng
+        if referral.decided_on is None:
+            return
+        completed = referral.decided_on + timedelta(days=10 + rng.randrange(31))
+        if not self._in_range(completed):
+            return
+        child.early_help_assessments += 1
+        assessment_ref = f"EHA-{child.early_help_assessments}"
+        considered = rng.random() < 0.75
+        identified = considered and rng.random() < (0.7 if referral.neglect else 0.15)
+        self._event(
+            child,
+            "early_help_assessment_completed",
+            completed,
+            {
+                "assessment_ref": assessment_ref,
+                "neglect_considered": considered,
+                "neglect_identified": identified,
+            },
+        )
+        self._health_appointments(child, completed, completed + timedelta(days=180))
+        if rng.random() < (0.15 if identified else 0.05):
+            stepped_on = completed + timedelta(days=30 + rng.randrange(300))
+            if self._in_range(stepped_on):
+                self._event(
+                    child,
+                    "stepped_up_to_social_care",
+                    stepped_on,
+                    {
+                        "from_ref": assessment_ref,
+                        "reason": "Needs escalated despite early help support.",
+                    },
+                )
+        if rng.random() < 0.3:
+            self._feedback(child, completed + timedelta(days=rng.randrange(60)), "early help")
+
+    def _health_appointments(self, child: _Child, starts: date, ends: date | None) -> None:
+        if child.date_of_birth is None:
+            return
+        rng = self.rng
+        last = min(ends or self.options.end, self.options.end, starts + timedelta(days=365))
+        span = (last - starts).days
+        if span <= 0:
+            return
+        for _ in range(rng.choice((0, 0, 1, 1, 2, 3))):
+            on = starts + timedelta(days=rng.randrange(span))
+            adolescent = _age_in_years(child.date_of_birth, on) >= 10
+            self._event(
+                child,
+                "health_appointment",
+                on,
+                {
+                    "kind": "medical" if rng.random() < 0.6 else "dental",
+                    "attended": rng.random() < (0.72 if adolescent else 0.88),
+                },
+            )
+
+    def _feedback(self, child: _Child, on: date, about: str) -> None:
+        if not self._in_range(on):
+            return
+        rng = self.rng
+        can_speak = child.date_of_birth is not None and _age_in_years(child.date_of_birth, on) >= 8
+        from_child = can_speak and rng.random() < 0.35
+        self._event(
+            child,
+            "feedback_received",
+            on,
+            {
+                "from_whom": "child" if from_child else "parent_carer",
+                "rating": (_RATINGS_CHILD if from_child else _RATINGS_PARENT).pick(rng),
+                "about": about,
+            },
+        )
+
+    # -- toolkit assessments --
+
+    def _toolkit_assessments(
+        self, child: _Child, referral: _Referral, agency: Agency, completed: date
+    ) -> None:
+        """A first assessment on `completed`, then possibly one or two re-assessments."""
+        rng = self.rng
+        severity = _SEVERITY.pick(rng)
+        featured = set(referral.forms)
+        bases = {
+            form: (severity if form in featured else 1 + int(rng.random() < 0.3))
+            for form in _NEGLECT_FORMS.values
+        }
+        previous: tuple[uuid.UUID, ScoreResult, list[tuple[str, int]]] | None = None
+        household_ref = f"HH-{child.id.hex[:12]}" if rng.random() < 0.3 else None
+        for round_number in range(3):
+            if not self._in_range(completed):
+                return
+            previous = self._assessment(
+                child, agency, completed, bases, previous, household_ref, round_number
+            )
+            if rng.random() >= (0.5 if round_number == 0 else 0.3):
+                return
+            trend = _TREND.pick(rng)
+            bases = {form: min(5, max(1, grade + trend)) for form, grade in bases.items()}
+            completed = completed + timedelta(days=56 + rng.randrange(57))
+
+    def _assessment(
+        self,
+        child: _Child,
+        agency: Agency,
+        completed: date,
+        bases: dict[str, int],
+        previous: tuple[uuid.UUID, ScoreResult, list[tuple[str, int]]] | None,
+        household_ref: str | None,
+        round_number: int,
+    ) -> tuple[uuid.UUID, ScoreResult, list[tuple[str, int]]]:
+        rng = self.rng
+        age = _age_in_years(child.birth, completed)
+        responses: dict[str, ResponseValue] = {}
+        for form, item in self._items:
+            if not item.covers_age(age):
+                continue
+            if rng.random() < 0.04:
+                responses[item.id] = "not_known"
+            else:
+                responses[item.id] = min(5, max(1, bases[form] + rng.choice((-1, 0, 0, 0, 1))))
+        linked = previous is not None and rng.random() < 0.9
+        result = score_assessment(
+            self.toolkit.definition,
+            responses,
+            age,
+            previous=previous[1] if previous and linked else None,
+            previous_targets=previous[2] if previous and linked else (),
+        )
+        review_on = completed + timedelta(days=84)
+        targets = [
+            (item_id, grade - 1)
+            for item_id, grade in responses.items()
+            if isinstance(grade, int) and grade >= 3
+        ][:3]
+        assessment_id = _new_id(rng)
+        started_on = completed - timedelta(days=rng.randrange(15))
+        seen = age >= 1 and rng.random() < 0.85
+        words = seen and age >= 4
+        body = {
+            "responses": [
+                {"item_id": item_id, "grade": grade, "evidence": None}
+                for item_id, grade in responses.items()
+            ],
+            "overrides": [],
+            "previous_assessment_id": str(previous[0]) if previous and linked else None,
+            "child": child.ref,
+            "toolkit_id": self.toolkit.definition.id,
+            "toolkit_version": self.toolkit.definition.version,
+            "assessor": {
+                "name": "Demo Practitioner",
+                "role": agency.referrer_role,
+                "agency": agency.agency_name,
+            },
+            "started_on": started_on.isoformat(),
+            "completed_on": completed.isoformat(),
+            "strengths": "The family engages with support and the child is well attached.",
+            "child_voice": {
+                "seen": seen,
+                "seen_alone": seen and age >= 8 and rng.random() < 0.6,
+                "method": "conversation" if words else ("observation" if seen else None),
+                "words": "I like it when we have tea together." if words else None,
+                "reason_not_captured": (
+                    None if words else "Too young to give views in words; observed at home."
+                ),
+            },
+            "parent_carer_views": "Parents agree things have been hard and want help.",
+            "targets": [
+                {"item_id": item_id, "target_grade": grade, "review_on": review_on.isoformat()}
+                for item_id, grade in targets
+            ],
+            "household_ref": household_ref,
+        }
+        self._rows["assessment"].append(
+            (
+                assessment_id,
+                agency.client_id,
+                agency.agency_type,
+                agency.agency_name,
+                child.id,
+                self.toolkit.definition.id,
+                self.toolkit.definition.version,
+                self.toolkit.sha256,
+                started_on,
+                completed,
+                age,
+                household_ref,
+                previous[0] if previous and linked else None,
+                result.highest_area_grade,
+                result.areas_at_concern,
+                result.areas_at_significant_concern,
+                result.level_of_need.level,
+                orjson.dumps(body).decode(),
+                result.model_dump_json(),
+                _uk_moment(completed, 16, rng.randrange(60)) + timedelta(seconds=round_number),
+            )
+        )
+        return assessment_id, result, targets
+
+
+# --- Loading ------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class DemoSummary:
+    """What was loaded: rows per table and the headline proportions."""
+
+    seed: int
+    start: date
+    end: date
+    toolkit_id: str
+    toolkit_version: str
+    rows: dict[str, int]
+    proportions: dict[str, float | None]
+
+
+class DemoDataConflict(Exception):
+    """The database already holds records the demo data would clash with."""
+
+
+_DEMO_CLIENTS: Final = tuple(sorted({agency.client_id for agency in _AGENCIES.values}))
+
+
+async def _raw_connection(session: AsyncSession) -> Any:
+    connection = await session.connection()
+    raw = await connection.get_raw_connection()
+    return raw.driver_connection
+
+
+class _BackgroundBatches:
+    """Generate in a thread so Python builds the next batch while PostgreSQL stores this one.
+
+    One generator in one thread: the sequence of random draws, hence the data, is unchanged.
+    """
+
+    def __init__(self, generator: DemoGenerator) -> None:
+        self._generator = generator
+        self._handoff: queue.Queue[DemoBatch | BaseException | None] = queue.Queue(maxsize=2)
+        self._stopped = threading.Event()
+        self._thread = threading.Thread(target=self._produce, name="demo-data", daemon=True)
+        self._thread.start()
+
+    def _put(self, item: DemoBatch | BaseException | None) -> bool:
+        while not self._stopped.is_set():
+            try:
+                self._handoff.put(item, timeout=0.2)
+            except queue.Full:
+                continue
+            return True
+        return False
+
+    def _produce(self) -> None:
+        try:
+            for batch in self._generator.batches():
+                if not self._put(batch):
+                    return
+        except Exception as error:  # handed to the consumer, which raises it
+            self._put(error)
+            return
+        self._put(None)
+
+    def next_batch(self) -> DemoBatch | None:
+        """The next batch (blocking), or None after the last or once stopped; raises what the
+        generator raised."""
+        while True:
+            try:
+                item = self._handoff.get(timeout=0.2)
+            except queue.Empty:
+                if self._stopped.is_set():
+                    return None
+                continue
+            if isinstance(item, BaseException):
+                raise item
+            return item
+
+    def stop(self) -> None:
+        self._stopped.set()
+        self._thread.join()
+
+
+async def _copy(connection: Any, table: str, rows: list[Row]) -> None:
+    try:
+        await connection.copy_records_to_table(
+            table, records=rows, columns=list(TABLE_COLUMNS[table])
+        )
+    except asyncpg.UniqueViolationError as error:
+        raise DemoDataConflict(
+            f"{table}: a generated identifier is already in the database "
+            f"({error.constraint_name}); load demo data into a database without demo children"
+        ) from error
+
+
+async def _indexes_to_defer(session: AsyncSession) -> list[Index]:
+    """The plain (not unique) indexes of the loaded tables, when every one of those tables is
+    empty: building them once after the load is much faster than growing them row by row."""
+    for table in LOAD_ORDER:
+        if await session.scalar(text(f"SELECT EXISTS (SELECT 1 FROM {table})")):  # noqa: S608
+            return []
+    present = set(
+        await session.scalars(
+            text("SELECT indexname FROM pg_indexes WHERE tablename = ANY(CAST(:tables AS text[]))"),
+            {"tables": list(LOAD_ORDER)},
+        )
+    )
+    return [
+        index
+        for table in LOAD_ORDER
+        for index in sorted(metadata.tables[table].indexes, key=lambda index: str(index.name))
+        if not index.unique and index.name in present
+    ]
+
+
+async def load_demo_data(
+    session: AsyncSession,
+    options: DemoOptions,
+    on_progress: Callable[[int], None] | None = None,
+    on_indexing: Callable[[], None] | None = None,
+) -> DemoSummary:
+    """Publish the demonstration toolkit and load a synthetic partnership, in the session's
+    transaction (the caller commits). `on_progress` is called with the number of children loaded
+    after each batch.
+
+    Into empty tables, their plain indexes are dropped first and built again after the load
+    (`on_indexing` is called then); unique indexes and constraints stay and check every row.
+
+    Raises `DemoDataConflict` when the database already holds demo records or identifiers the
+    demo data would repeat.
+    """
+    already = await session.scalar(
+        text("SELECT count(*) FROM referral WHERE client_id = ANY(CAST(:clients AS text[]))"),
+        {"clients": list(_DEMO_CLIENTS)},
+    )
+    if already:
+        raise DemoDataConflict(
+            "the database already holds demo data; load it into a database without any"
+        )
+    published = await publish_demo_toolkit(session, published_by=PUBLISHER)
+    toolkit = DemoToolkit(
+        definition=definition_of(published.version), sha256=published.version.sha256
+    )
+    generator = DemoGenerator(options, toolkit)
+    # Loading takes far longer than one request may.
+    await session.execute(text("SET LOCAL statement_timeout = 0"))
+    await session.execute(text("SET LOCAL maintenance_work_mem = '256MB'"))
+    deferred = await _indexes_to_defer(session)
+    sql_connection = await session.connection()
+    for index in deferred:
+        await sql_connection.run_sync(index.drop)
+    connection = await _raw_connection(session)
+    background = _BackgroundBatches(generator)
+    loop = asyncio.get_running_loop()
+    loaded = 0
+    try:
+        while (batch := await loop.run_in_executor(None, background.next_batch)) is not None:
+            for table in LOAD_ORDER:
+                rows = batch.rows[table]
+                if rows:
+                    await _copy(connection, table, rows)
+            loaded += batch.children
+            if on_progress is not None:
+                on_progress(loaded)
+    finally:
+        background.stop()
+    if deferred and on_indexing is not None:
+        on_indexing()
+    for index in deferred:
+        await sql_connection.run_sync(index.create)
+    return DemoSummary(
+        seed=options.seed,
+        start=options.start,
+        end=options.end,
+        toolkit_id=toolkit.definition.id,
+        toolkit_version=toolkit.definition.version,
+        rows={table: generator.tally.rows[table] for table in LOAD_ORDER},
+        proportions=generator.tally.proportions(),
+    )
+
+
+def generate_rows(
+    options: DemoOptions, toolkit: DemoToolkit
+) -> tuple[dict[str, list[Row]], DemoTally]:
+    """Every row in memory at once (for small demonstrations and tests), with the tallies."""
+    generator = DemoGenerator(options, toolkit)
+    rows: dict[str, list[Row]] = {table: [] for table in LOAD_ORDER}
+    for batch in generator.batches():
+        for table, batch_rows in batch.rows.items():
+            rows[table].extend(batch_rows)
+    return rows, generator.tally
