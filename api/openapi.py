@@ -33,6 +33,16 @@ def _problem_response(description: str) -> dict[str, Any]:
 
 
 def _complete(path: str, operation: dict[str, Any]) -> None:
+    for parameter in operation.get("parameters", []):
+        if parameter.get("in") == "header" and parameter.get("name") == "Idempotency-Key":
+            # Optional in the signature only so that its absence is our 400, not FastAPI's 422.
+            parameter["required"] = True
+            parameter["schema"] = {
+                "type": "string",
+                "minLength": 1,
+                "maxLength": 200,
+                "pattern": r"^[!-~]([ -~]*[!-~])?$",
+            }
     responses: dict[str, Any] = operation.setdefault("responses", {})
     wanted = ["422"]
     if "requestBody" in operation:
