@@ -16,7 +16,7 @@ PYTEST := $(BIN)/python -m pytest -n $(PYTEST_WORKERS) $(PYTEST_ARGS)
 MYPY_PATHS := $(wildcard service api schemas tests alembic bench)
 PGDATA := $(or $(NEGLECT_EMBEDDED_PGDATA),.pgdata)
 
-.PHONY: help venv run test pytest lint typecheck openapi bench clean
+.PHONY: help venv run test pytest lint typecheck openapi bench bench-indicators clean
 
 help: ## List the targets
 	@awk 'BEGIN {FS = ":.*## "} /^[a-z][a-z-]*:.*## / {printf "  %-10s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -51,6 +51,9 @@ openapi: venv ## Regenerate openapi.yaml from the app (no database needed)
 
 bench: venv ## Run the benchmarks in bench/ (bench/run.sh)
 	@if [[ -f bench/run.sh ]]; then bash bench/run.sh; else echo "bench/run.sh does not exist yet"; fi
+
+bench-indicators: venv ## Every indicator over 36 months at 1,000,000 referrals, against count(*)
+	bash bench/indicators.sh
 
 clean: ## Stop the embedded PostgreSQL and delete its data folder
 	@if [[ -f "$(PGDATA)/postmaster.pid" ]]; then \
