@@ -90,6 +90,14 @@ def _is_connection_failure(exc: BaseException) -> bool:
     return False
 
 
+def _is_unstorable_text(exc: BaseException) -> bool:
+    orig = exc.orig if isinstance(exc, DBAPIError) else exc
+    cause = getattr(orig, "__cause__", None) or orig
+    return isinstance(
+        cause, asyncpg.CharacterNotInRepertoireError | asyncpg.UntranslatableCharacterError
+    )
+
+
 def _where(exc: BaseException) -> str:
     # File and line only: exception messages from the driver can quote personal data.
     frames = traceback.extract_tb(exc.__traceback__)
@@ -151,6 +159,16 @@ async def _http_error(request: Request, exc: Exception) -> JSONResponse:
 
 
 async def _unexpected_error(request: Request, exc: Exception) -> JSONResponse:
+    if _is_unstorable_text(exc):
+        # A value that slipped past validation with a NUL or an invalid character: the
+        # transaction is rolled back, so nothing changed; the caller must fix the input.
+        return problem_response(
+            422,
+            "Validation failed",
+            "a text value contains a character that cannot be stored (such as NUL)",
+            PROBLEM_BASE + "validation",
+            errors=[],
+        )
     if _is_connection_failure(exc):
         logger.warning("database unavailable", extra={"error": type(exc).__name__})
         unavailable = DatabaseUnavailable("the database cannot be reached; retry shortly")

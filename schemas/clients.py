@@ -44,11 +44,11 @@ class ClientCreate(StrictModel):
     agency_type: AgencyType
     agency_name: ShortText
     scopes: list[Scope] = Field(min_length=1, max_length=20)
-    issuer: Annotated[str, StringConstraints(max_length=300, pattern=r"^https?://\S+$")] | None = (
-        Field(
-            default=None,
-            description="For a client whose tokens come from an external identity provider",
-        )
+    issuer: (
+        Annotated[str, StringConstraints(max_length=300, pattern=r"^https?://[!-~]+$")] | None
+    ) = Field(
+        default=None,
+        description="For a client whose tokens come from an external identity provider",
     )
     client_id: ClientId | None = Field(
         default=None, description="The external provider's client id; only with `issuer`"

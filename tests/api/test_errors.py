@@ -141,3 +141,31 @@ async def test_registering_an_external_client_id_twice_is_409(
     assert first.json()["client_secret"] is None
     assert second.status_code == 409
     assert second.headers["content-type"] == "application/problem+json"
+
+
+async def test_a_nul_in_a_path_parameter_is_422_and_changes_nothing(
+    client: httpx.AsyncClient, make_client: ClientMaker
+) -> None:
+    admin = await make_client(["admin"])
+    response = await client.post("/v1/clients/nsc_%00abc/disable", headers=admin.headers)
+    assert response.status_code == 422
+
+
+async def test_an_issuer_with_control_characters_is_422(
+    client: httpx.AsyncClient, make_client: ClientMaker
+) -> None:
+    admin = await make_client(["admin"])
+    response = await client.post(
+        "/v1/clients",
+        json={
+            "name": "Council case system",
+            "agency_type": "local_authority",
+            "agency_name": "Northtown Council",
+            "scopes": ["case-events:write"],
+            "issuer": "https://\u0000idp",
+            "client_id": "case-system-nul",
+        },
+        headers=admin.headers,
+    )
+    assert response.status_code == 422
+    assert response.json()["errors"][0]["field"] == "body.issuer"
