@@ -58,7 +58,7 @@ class ChildIdentity:
 
 _IDENTIFIERS = ("nhs_number", "la_child_id", "upn")
 
-_LOCK = text(
+LOCK_CHILD_KEYS = text(
     "SELECT count(pg_advisory_xact_lock(hashtextextended(k, 0))) "
     "FROM unnest(CAST(:keys AS text[])) WITH ORDINALITY AS t(k, n)"
 )
@@ -147,7 +147,7 @@ async def match_child(session: AsyncSession, identity: ChildIdentity) -> ChildRe
     keys = identity.lock_keys()
     held: set[str] = set()
     if keys:
-        await session.execute(_LOCK, {"keys": keys})
+        await session.execute(LOCK_CHILD_KEYS, {"keys": keys})
         rows = list(
             await session.execute(
                 _CANDIDATES,

@@ -149,6 +149,7 @@ TABLE_COLUMNS: Final[dict[str, tuple[str, ...]]] = {
         "parental_consent",
         "rereferral",
         "rereferral_count",
+        "previous_received_at",
         "body",
         "decision_outcome",
         "decision",
@@ -843,6 +844,7 @@ class DemoGenerator:
         decision_due_at = received_at + timedelta(hours=24)
         year_before = _a_year_before(received_at)
         earlier = sum(1 for moment in history if year_before <= moment <= received_at)
+        previous_received_at = max((m for m in history if m < received_at), default=None)
         source = rng.choice(agency.sources)
         external_reference = f"RFS-{rng.getrandbits(64):016x}"
 
@@ -967,6 +969,7 @@ class DemoGenerator:
                 consent,
                 earlier > 0,
                 earlier,
+                previous_received_at,
                 orjson.dumps(body).decode(),
                 outcome,
                 decision,

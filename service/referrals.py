@@ -12,6 +12,11 @@ count are fixed when the referral is received; back-loading an older referral la
 an earlier one, does not rewrite referrals already stored, so a C1 figure over back-loaded data
 should be computed from `received_at`, not from these stored flags.
 
+`previous_received_at`, in contrast, is kept true: when the child's latest earlier non-withdrawn
+referral was received. Back-loading a referral and withdrawing one both correct the child's next
+referral, under the child's advisory locks, so the re-referral indicator reads it instead of a
+window over every child's referrals.
+
 The create path is written for throughput (round trips are the cost that matters): after the
 child's lock and candidate look-up, one Core statement creates the child when new, counts earlier
 referrals, inserts the referral and appends the audit event; the response is built from what is
@@ -43,7 +48,7 @@ from schemas.referrals import (
 )
 from service.audit import record_access
 from service.auth.caller import Caller
-from service.children import INSERT_CHILD_SQL, ChildIdentity, match_child
+from service.children import INSERT_CHILD_SQL, LOCK_CHILD_KEYS, ChildIdentity, match_child
 from service.errors import Conflict, InvalidTransition, NotFound, Unprocessable
 from service.models import metadata
 
@@ -106,7 +111,10 @@ class ReferralFilters:
 
 # One statement and one round trip: create the child when it is new, count the child's earlier
 # referrals, insert the referral (or give up quietly on a repeated external reference, which the
-# caller then reports), and append the audit event exactly as `service.audit.record_access` would.
+# caller then reports), append the audit event exactly as `service.audit.record_access` would, and
+# keep `previous_received_at` true when the referral is back-loaded: the child's referrals after
+# it whose previous one was before it (only the next ones, since every later one's previous is at
+# or after those) now come after it.
 # VALUES parameters take their types from the target columns. A data-modifying CTE runs even when
 # nothing reads it, and the foreign key to a child created in the same statement is checked at its
 # end.
@@ -119,18 +127,24 @@ _CREATE_REFERRAL_SQL: Final = """
           AND received_at <= :received_at
           AND received_at >= :received_at - interval '12 months'
     ),
+    latest_earlier AS (
+        SELECT max(received_at) AS received_at FROM referral
+        WHERE child_id = :child_id
+          AND status <> 'withdrawn'
+          AND received_at < :received_at
+    ),
     inserted AS (
         INSERT INTO referral (
             id, client_id, agency_type, agency_name, external_reference, child_id, status,
             urgent, received_at, decision_due_at, referral_source, concern_categories,
             neglect_forms, risk_factors, vulnerabilities, parents_informed, parental_consent,
-            rereferral, rereferral_count, body
+            rereferral, rereferral_count, previous_received_at, body
         ) VALUES (
             :id, :client_id, :agency_type, :agency_name, :external_reference, :child_id,
             'received', :urgent, :received_at, :decision_due_at, :referral_source,
             :concern_categories, :neglect_forms, :risk_factors, :vulnerabilities,
             :parents_informed, :parental_consent, (SELECT n > 0 FROM previous),
-            (SELECT n FROM previous), :body
+            (SELECT n FROM previous), (SELECT received_at FROM latest_earlier), :body
         )
         ON CONFLICT ON CONSTRAINT uq_referral_client_external_reference DO NOTHING
         RETURNING id, child_id, rereferral_count, created_at
@@ -143,6 +157,14 @@ _CREATE_REFERRAL_SQL: Final = """
         SELECT :client_id, :agency_type, :agency_name, 'create', 'referral', CAST(id AS text),
             child_id, CAST(:request_id AS text), CAST(:access_reason AS text)
         FROM inserted
+    ),
+    next_relinked AS (
+        UPDATE referral SET previous_received_at = :received_at
+        WHERE child_id = :child_id
+          AND status <> 'withdrawn'
+          AND received_at > :received_at
+          AND (previous_received_at IS NULL OR previous_received_at < :received_at)
+          AND EXISTS (SELECT 1 FROM inserted)
     )
     SELECT rereferral_count, created_at FROM inserted
 """
@@ -450,10 +472,59 @@ async def decide_referral(
     return referral_to_public(updated)
 
 
+_CHILD_OF_REFERRAL = text(
+    "SELECT c.nhs_number, c.la_child_id, c.upn, c.family_name, c.date_of_birth "
+    "FROM referral r JOIN child c ON c.id = r.child_id "
+    "WHERE r.id = :referral_id AND r.agency_name = :agency_name"
+)
+
+# The withdrawn referral's successor now follows the referral before it, unless another live
+# referral of the child was received at the same instant as the withdrawn one.
+_RELINK_NEXT = text(
+    """
+    UPDATE referral SET previous_received_at = :previous_received_at
+    WHERE child_id = :child_id
+      AND status <> 'withdrawn'
+      AND previous_received_at = :received_at
+      AND NOT EXISTS (
+          SELECT 1 FROM referral twin
+          WHERE twin.child_id = :child_id
+            AND twin.received_at = :received_at
+            AND twin.status <> 'withdrawn'
+      )
+    """
+)
+
+
+async def _lock_child_of(session: AsyncSession, caller: Caller, referral_id: uuid.UUID) -> None:
+    """Take the advisory locks `create_referral` takes for the referral's child.
+
+    Creates for the child relink its referrals under these locks, so a withdrawal takes them too,
+    and before the referral's row lock, in the same order as a create.
+    """
+    child = (
+        await session.execute(
+            _CHILD_OF_REFERRAL, {"referral_id": referral_id, "agency_name": caller.agency_name}
+        )
+    ).one_or_none()
+    if child is None:
+        return  # `_lock_referral` reports it.
+    keys = ChildIdentity(
+        nhs_number=child.nhs_number,
+        la_child_id=child.la_child_id,
+        upn=child.upn,
+        family_name=child.family_name,
+        date_of_birth=child.date_of_birth,
+    ).lock_keys()
+    if keys:
+        await session.execute(LOCK_CHILD_KEYS, {"keys": keys})
+
+
 async def withdraw_referral(
     session: AsyncSession, caller: Caller, referral_id: uuid.UUID, withdrawal: WithdrawCreate
 ) -> ReferralPublic:
     """The referring agency withdraws its own undecided referral; others get `NotFound`."""
+    await _lock_child_of(session, caller, referral_id)
     await _lock_referral(session, referral_id, REFERRAL.c.agency_name == caller.agency_name)
     updated = (
         (
@@ -470,6 +541,14 @@ async def withdraw_referral(
         )
         .mappings()
         .one()
+    )
+    await session.execute(
+        _RELINK_NEXT,
+        {
+            "child_id": updated["child_id"],
+            "received_at": updated["received_at"],
+            "previous_received_at": updated["previous_received_at"],
+        },
     )
     await record_access(session, caller, "update", RESOURCE_TYPE, referral_id, updated["child_id"])
     return referral_to_public(updated)

@@ -466,34 +466,25 @@ def _family_feedback(breakdown: Breakdown | None) -> UnitsQuery:
 
 
 def _rereferral_rate_12m(breakdown: Breakdown | None) -> UnitsQuery:
-    # The child's latest earlier referral is enough: if it is not within 12 months, none is.
-    # Referrals from a year before the range are read so the first months see their history.
-    # "Within 12 months" compares days in England: the previous referral's day is on or after
-    # the same date a year before. Converting instants to days costs, so it is only done when the
+    # The child's latest earlier referral (stored on each referral, withdrawn ones left out) is
+    # enough: if it is not within 12 months, none is.
+    # "Within 12 months" compares days in England: the previous referral's day is on or after the
+    # same date a year before. Converting instants to days costs, so it is only done when the
     # gap is near a year: under 363 days apart the days are always within a year (clocks in
     # England move by an hour at most), over 368 days never.
     uk_day = f"AT TIME ZONE '{UK_ZONE}')::date"
     return UnitsQuery(
         sql=f"""
-        SELECT width_bucket(x.received_at, {_BUCKET_INSTANTS}) AS k,
-               (x.received_at {uk_day} AS day, x.child_id, x.referral_source, x.agency_type,
-               CASE WHEN x.previous_at IS NULL THEN 0
-                    WHEN x.received_at - x.previous_at < interval '363 days' THEN 1
-                    WHEN x.received_at - x.previous_at > interval '368 days' THEN 0
-                    WHEN (x.previous_at {uk_day}
-                         >= ((x.received_at {uk_day} - interval '1 year')::date THEN 1
+        SELECT {_REFERRAL_BUCKET} AS k, {_REFERRAL_DAY} AS day, r.child_id,
+               r.referral_source, r.agency_type,
+               CASE WHEN r.previous_received_at IS NULL THEN 0
+                    WHEN r.received_at - r.previous_received_at < interval '363 days' THEN 1
+                    WHEN r.received_at - r.previous_received_at > interval '368 days' THEN 0
+                    WHEN (r.previous_received_at {uk_day}
+                         >= ((r.received_at {uk_day} - interval '1 year')::date THEN 1
                     ELSE 0 END AS num,
                1 AS den
-        FROM (
-            SELECT r.received_at, r.child_id, r.referral_source, r.agency_type,
-                   lag(r.received_at) OVER (PARTITION BY r.child_id ORDER BY r.received_at, r.id)
-                       AS previous_at
-            FROM referral r
-            WHERE r.status <> 'withdrawn'
-              AND r.received_at >= ({_RANGE_START} - interval '1 year') AT TIME ZONE '{UK_ZONE}'
-              AND r.received_at < {_UK_RANGE_END}
-        ) x
-        WHERE x.received_at >= {_UK_RANGE_START}"""
+        {_REFERRALS_IN_RANGE}"""
     )
 
 

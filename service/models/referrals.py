@@ -54,6 +54,7 @@ class Referral(SQLModel, table=True):
                 "agency_type",
                 "decided_at",
                 "decision_due_at",
+                "previous_received_at",
             ],
         ),
         Index("ix_referral_agency_name_received_at", "agency_name", "received_at"),
@@ -81,6 +82,12 @@ class Referral(SQLModel, table=True):
     parental_consent: str = Field(sa_column=Column(String(20), nullable=False))
     rereferral: bool = Field(sa_column=Column(Boolean, nullable=False))
     rereferral_count: int = Field(sa_column=Column(Integer, nullable=False))
+    # When the child's latest earlier non-withdrawn referral was received (None: there is none),
+    # kept current on create and withdraw so the re-referral indicator needs no window over the
+    # child's referrals.
+    previous_received_at: datetime | None = Field(
+        default=None, sa_column=Column(DateTime(timezone=True), nullable=True)
+    )
     body: dict[str, Any] = Field(sa_column=Column(JSONB, nullable=False))
     decision_outcome: str | None = Field(default=None, sa_column=Column(String(60), nullable=True))
     decision: dict[str, Any] | None = Field(default=None, sa_column=Column(JSONB, nullable=True))

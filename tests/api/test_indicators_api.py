@@ -16,12 +16,14 @@ from service.db import SessionFactory, transaction
 from service.indicators.catalogue import load_catalogue
 from tests.builders.indicators import (
     READ_UNSUPPRESSED,
+    IndicatorApi,
     clear_domain_tables,
     fetch_series,
     figures,
-    insert_assessment,
-    insert_child,
+    indicator_api,
+    new_child,
     point_for,
+    uk_time,
 )
 from tests.conftest import ClientMaker
 
@@ -193,18 +195,24 @@ async def test_a_snapshot_is_the_last_day_of_each_month(
 # --- Disclosure control ----------------------------------------------------------------------
 
 
-async def assessments_by_sex(factory: SessionFactory, counts: dict[str, int]) -> None:
-    """Toolkit assessments completed in June 2023, `counts[sex]` for children of each sex."""
+async def assessments_by_sex(api: IndicatorApi, counts: dict[str, int]) -> None:
+    """Toolkit assessments completed in June 2023, `counts[sex]` for children of each sex.
+
+    An assessment names a child without saying its sex, so each child is first referred (on 1
+    June 2023), which records the sex; referrals do not count towards toolkit assessments.
+    """
     for sex, count in counts.items():
         for _ in range(count):
-            child = await insert_child(factory, sex=sex)
-            await insert_assessment(factory, child.id, date(2023, 6, 15))
+            child = new_child(sex=sex)
+            await api.refer(child, uk_time(date(2023, 6, 1)))
+            await api.assess(child, date(2023, 6, 15))
 
 
 async def test_a_cell_of_three_is_suppressed_with_another_and_a_zero_is_shown(
     client: httpx.AsyncClient, make_client: ClientMaker, session_factory: SessionFactory
 ) -> None:
-    await assessments_by_sex(session_factory, {"M": 10, "F": 3})
+    api = await indicator_api(client, make_client, session_factory)
+    await assessments_by_sex(api, {"M": 10, "F": 3})
     reader = await make_client(["indicators:read"])
 
     series = await fetch_series(
@@ -229,7 +237,8 @@ async def test_a_cell_of_three_is_suppressed_with_another_and_a_zero_is_shown(
 async def test_the_total_of_thirteen_is_shown_without_a_breakdown(
     client: httpx.AsyncClient, make_client: ClientMaker, session_factory: SessionFactory
 ) -> None:
-    await assessments_by_sex(session_factory, {"M": 10, "F": 3})
+    api = await indicator_api(client, make_client, session_factory)
+    await assessments_by_sex(api, {"M": 10, "F": 3})
     reader = await make_client(["indicators:read"])
 
     series = await fetch_series(
@@ -247,7 +256,8 @@ async def test_the_total_of_thirteen_is_shown_without_a_breakdown(
 async def test_the_unsuppressed_scope_sees_every_cell_exactly(
     client: httpx.AsyncClient, make_client: ClientMaker, session_factory: SessionFactory
 ) -> None:
-    await assessments_by_sex(session_factory, {"M": 10, "F": 3})
+    api = await indicator_api(client, make_client, session_factory)
+    await assessments_by_sex(api, {"M": 10, "F": 3})
     reader = await make_client(READ_UNSUPPRESSED)
 
     response = await client.get(
@@ -268,7 +278,8 @@ async def test_the_unsuppressed_scope_sees_every_cell_exactly(
 async def test_a_small_total_without_a_breakdown_is_suppressed(
     client: httpx.AsyncClient, make_client: ClientMaker, session_factory: SessionFactory
 ) -> None:
-    await assessments_by_sex(session_factory, {"F": 2})
+    api = await indicator_api(client, make_client, session_factory)
+    await assessments_by_sex(api, {"F": 2})
     reader = await make_client(["indicators:read"])
 
     series = await fetch_series(
@@ -323,7 +334,8 @@ SEX_BREAKDOWN = {"from": "2023-01-01", "to": "2023-12-31", "period": "quarter", 
 async def test_csv_and_json_carry_the_same_figures(
     client: httpx.AsyncClient, make_client: ClientMaker, session_factory: SessionFactory
 ) -> None:
-    await assessments_by_sex(session_factory, {"M": 10, "F": 3})
+    api = await indicator_api(client, make_client, session_factory)
+    await assessments_by_sex(api, {"M": 10, "F": 3})
     reader = await make_client(["indicators:read"])
     url = "/v1/indicators/toolkit_assessments"
 
@@ -360,7 +372,8 @@ async def test_csv_and_json_carry_the_same_figures(
 async def test_a_second_request_with_the_etag_gets_304(
     client: httpx.AsyncClient, make_client: ClientMaker, session_factory: SessionFactory
 ) -> None:
-    await assessments_by_sex(session_factory, {"M": 7})
+    api = await indicator_api(client, make_client, session_factory)
+    await assessments_by_sex(api, {"M": 7})
     reader = await make_client(["indicators:read"])
     url = "/v1/indicators/toolkit_assessments"
     first = await client.get(url, params=SEX_BREAKDOWN, headers=reader.headers)
@@ -379,11 +392,12 @@ async def test_a_second_request_with_the_etag_gets_304(
 async def test_the_etag_changes_when_the_figures_change(
     client: httpx.AsyncClient, make_client: ClientMaker, session_factory: SessionFactory
 ) -> None:
-    await assessments_by_sex(session_factory, {"M": 7})
+    api = await indicator_api(client, make_client, session_factory)
+    await assessments_by_sex(api, {"M": 7})
     reader = await make_client(["indicators:read"])
     url = "/v1/indicators/toolkit_assessments"
     first = await client.get(url, params=SEX_BREAKDOWN, headers=reader.headers)
-    await assessments_by_sex(session_factory, {"M": 1})
+    await assessments_by_sex(api, {"M": 1})
 
     second = await client.get(
         url,

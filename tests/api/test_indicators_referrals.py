@@ -1,5 +1,6 @@
 """Referral indicators against hand-computed answers: neglect share, re-referrals (DfE C1) and
-decisions within 24 hours. Referrals are inserted directly (tests/builders/indicators.py)."""
+decisions within 24 hours. Referrals, decisions and withdrawals are sent through the referral API
+(tests/builders/indicators.py)."""
 
 from __future__ import annotations
 
@@ -12,15 +13,15 @@ import pytest
 from service.db import SessionFactory
 from tests.builders.indicators import (
     READ_UNSUPPRESSED,
+    IndicatorApi,
+    ReferralSpec,
     clear_domain_tables,
     fetch_series,
     figures,
-    insert_anonymous_children,
+    indicator_api,
     insert_child,
-    insert_referral,
-    insert_referrals,
+    new_child,
     point_for,
-    referral_row,
     uk_time,
 )
 from tests.conftest import ClientMaker
@@ -37,18 +38,21 @@ async def _empty_domain_tables(session_factory: SessionFactory) -> None:
 async def test_neglect_share_of_1124_referrals_with_396_neglect_is_35_2(
     client: httpx.AsyncClient, make_client: ClientMaker, session_factory: SessionFactory
 ) -> None:
-    children = await insert_anonymous_children(session_factory, 1124)
+    api = await indicator_api(client, make_client, session_factory)
     rng = random.Random(2023)
     neglect = set(rng.sample(range(1124), 396))
-    rows = [
-        referral_row(
-            child_id,
-            uk_time(date(2023, 1, 1) + timedelta(days=index % 365), time(9 + index % 8)),
-            categories=("neglect", "emotional_abuse") if index in neglect else ("physical_abuse",),
-        )
-        for index, child_id in enumerate(children)
-    ]
-    await insert_referrals(session_factory, rows)
+    await api.refer_all(
+        [
+            ReferralSpec(
+                new_child(),
+                uk_time(date(2023, 1, 1) + timedelta(days=index % 365), time(9 + index % 8)),
+                categories=(
+                    ("neglect", "emotional_abuse") if index in neglect else ("physical_abuse",)
+                ),
+            )
+            for index in range(1124)
+        ]
+    )
     reader = await make_client(["indicators:read"])
 
     series = await fetch_series(
@@ -66,28 +70,25 @@ async def test_neglect_share_of_1124_referrals_with_396_neglect_is_35_2(
 async def test_neglect_share_counts_referrals_by_their_day_in_england_and_skips_withdrawn(
     client: httpx.AsyncClient, make_client: ClientMaker, session_factory: SessionFactory
 ) -> None:
-    child = await insert_child(session_factory)
+    api = await indicator_api(client, make_client, session_factory)
+    child = new_child()
     q1 = [("neglect",)] * 3 + [("neglect", "physical_abuse")] + [("emotional_abuse",)] * 6
     for offset, categories in enumerate(q1):
-        await insert_referral(
-            session_factory,
-            child.id,
+        await api.refer(
+            child,
             uk_time(date(2023, 2, 1) + timedelta(days=offset)),
             categories=categories,
         )
-    await insert_referral(session_factory, child.id, uk_time(date(2023, 2, 20)), withdrawn=True)
+    await api.refer(child, uk_time(date(2023, 2, 20)), withdrawn=True)
     # 23:30 on 31 March in England (BST) is still the first quarter ...
-    await insert_referral(
-        session_factory, child.id, uk_time(date(2023, 3, 31), time(23, 30)), categories=("other",)
-    )
+    await api.refer(child, uk_time(date(2023, 3, 31), time(23, 30)), categories=("other",))
     # ... and 00:30 on 1 April is the second, though it is still 31 March in UTC.
     april_first = uk_time(date(2023, 4, 1), time(0, 30))
     assert april_first.astimezone(UTC).date() == date(2023, 3, 31)
-    await insert_referral(session_factory, child.id, april_first)
+    await api.refer(child, april_first)
     for offset, categories in enumerate([("neglect",)] * 2 + [("exploitation",)] * 3):
-        await insert_referral(
-            session_factory,
-            child.id,
+        await api.refer(
+            child,
             uk_time(date(2023, 5, 1) + timedelta(days=offset)),
             categories=categories,
         )
@@ -111,12 +112,13 @@ async def test_neglect_share_counts_referrals_by_their_day_in_england_and_skips_
 async def test_neglect_share_by_neglect_form_is_a_share_of_all_referrals(
     client: httpx.AsyncClient, make_client: ClientMaker, session_factory: SessionFactory
 ) -> None:
-    child = await insert_child(session_factory)
+    api = await indicator_api(client, make_client, session_factory)
+    child = new_child()
     may = uk_time(date(2023, 5, 10))
-    await insert_referral(session_factory, child.id, may, neglect_forms=("physical", "nutritional"))
-    await insert_referral(session_factory, child.id, may, neglect_forms=("physical",))
-    await insert_referral(session_factory, child.id, may, categories=("physical_abuse",))
-    await insert_referral(session_factory, child.id, may, neglect_forms=("supervision",))
+    await api.refer(child, may, neglect_forms=("physical", "nutritional"))
+    await api.refer(child, may, neglect_forms=("physical",))
+    await api.refer(child, may, categories=("physical_abuse",))
+    await api.refer(child, may, neglect_forms=("supervision",))
     reader = await make_client(READ_UNSUPPRESSED)
 
     series = await fetch_series(
@@ -141,19 +143,19 @@ async def test_neglect_share_by_neglect_form_is_a_share_of_all_referrals(
 async def test_neglect_share_by_age_band_uses_the_age_on_the_referral_day(
     client: httpx.AsyncClient, make_client: ClientMaker, session_factory: SessionFactory
 ) -> None:
-    five_on_10_may = await insert_child(session_factory, date_of_birth=date(2018, 5, 10))
+    api = await indicator_api(client, make_client, session_factory)
+    five_on_10_may = new_child(date_of_birth=date(2018, 5, 10))
+    # The API refuses both of these states today (an unborn child due in 2023 is long born, and a
+    # born child needs a date of birth), so these two children are inserted directly; their
+    # referrals still go through the API, matched by NHS number.
     unborn = await insert_child(
         session_factory, date_of_birth=None, expected_date_of_birth=date(2023, 8, 1), sex="U"
     )
     no_birth_date = await insert_child(session_factory, date_of_birth=None)
-    await insert_referral(session_factory, five_on_10_may.id, uk_time(date(2023, 5, 9)))
-    await insert_referral(
-        session_factory, five_on_10_may.id, uk_time(date(2023, 5, 10)), categories=("other",)
-    )
-    await insert_referral(session_factory, unborn.id, uk_time(date(2023, 5, 20)))
-    await insert_referral(
-        session_factory, no_birth_date.id, uk_time(date(2023, 5, 21)), categories=("other",)
-    )
+    await api.refer(five_on_10_may, uk_time(date(2023, 5, 9)))
+    await api.refer(five_on_10_may, uk_time(date(2023, 5, 10)), categories=("other",))
+    await api.refer(unborn, uk_time(date(2023, 5, 20)))
+    await api.refer(no_birth_date, uk_time(date(2023, 5, 21)), categories=("other",))
     reader = await make_client(READ_UNSUPPRESSED)
 
     series = await fetch_series(
@@ -178,16 +180,13 @@ async def test_neglect_share_by_age_band_uses_the_age_on_the_referral_day(
 async def test_neglect_share_by_referral_source(
     client: httpx.AsyncClient, make_client: ClientMaker, session_factory: SessionFactory
 ) -> None:
-    child = await insert_child(session_factory)
+    api = await indicator_api(client, make_client, session_factory)
+    child = new_child()
     may = uk_time(date(2023, 5, 10))
-    await insert_referral(session_factory, child.id, may, referral_source="6")
-    await insert_referral(session_factory, child.id, may, referral_source="6")
-    await insert_referral(
-        session_factory, child.id, may, referral_source="6", categories=("other",)
-    )
-    await insert_referral(
-        session_factory, child.id, may, referral_source="2A", categories=("other",)
-    )
+    await api.refer(child, may, referral_source="6")
+    await api.refer(child, may, referral_source="6")
+    await api.refer(child, may, referral_source="6", categories=("other",))
+    await api.refer(child, may, referral_source="2A", categories=("other",))
     reader = await make_client(READ_UNSUPPRESSED)
 
     series = await fetch_series(
@@ -208,11 +207,11 @@ async def test_neglect_share_by_referral_source(
 # --- rereferral_rate_12m -------------------------------------------------------------------------
 
 
-async def insert_rereferral_history(factory: SessionFactory) -> None:
+async def send_rereferral_history(api: IndicatorApi) -> None:
     """A: 2022-03-15, 2023-03-15 (a year to the day: re-referral), 2023-06-01 (re-referral).
     B: 2022-03-14, 2023-03-15 (a year and a day: not). C: 2023-02-01, a withdrawn 2023-04-01,
     2023-05-01 (re-referral of 2023-02-01). D: a withdrawn 2023-01-10, then 2023-07-01 (not)."""
-    a, b, c, d = [await insert_child(factory) for _ in range(4)]
+    a, b, c, d = [new_child() for _ in range(4)]
     history = [
         (a, date(2022, 3, 15), False),
         (a, date(2023, 3, 15), False),
@@ -225,14 +224,16 @@ async def insert_rereferral_history(factory: SessionFactory) -> None:
         (d, date(2023, 1, 10), True),
         (d, date(2023, 7, 1), False),
     ]
+    # In order of receipt, each withdrawal straight after its referral: a referral counts the
+    # child's earlier referrals stored (and not withdrawn) before it.
     for child, day, withdrawn in history:
-        await insert_referral(factory, child.id, uk_time(day), withdrawn=withdrawn)
+        await api.refer(child, uk_time(day), withdrawn=withdrawn)
 
 
 async def test_rereferrals_within_12_months_by_quarter(
     client: httpx.AsyncClient, make_client: ClientMaker, session_factory: SessionFactory
 ) -> None:
-    await insert_rereferral_history(session_factory)
+    await send_rereferral_history(await indicator_api(client, make_client, session_factory))
     reader = await make_client(READ_UNSUPPRESSED)
 
     series = await fetch_series(
@@ -255,7 +256,7 @@ async def test_rereferrals_within_12_months_by_quarter(
 async def test_rereferrals_within_12_months_by_financial_year(
     client: httpx.AsyncClient, make_client: ClientMaker, session_factory: SessionFactory
 ) -> None:
-    await insert_rereferral_history(session_factory)
+    await send_rereferral_history(await indicator_api(client, make_client, session_factory))
     reader = await make_client(READ_UNSUPPRESSED)
 
     series = await fetch_series(
@@ -280,20 +281,16 @@ async def test_rereferrals_within_12_months_by_financial_year(
 async def test_decisions_within_24_hours_count_exact_hours_across_the_clock_change(
     client: httpx.AsyncClient, make_client: ClientMaker, session_factory: SessionFactory
 ) -> None:
-    child = await insert_child(session_factory)
+    api = await indicator_api(client, make_client, session_factory)
+    child = new_child()
     received = uk_time(date(2023, 10, 2), time(9, 0))
-    await insert_referral(
-        session_factory, child.id, received, decided_at=received + timedelta(hours=24)
-    )
-    await insert_referral(
-        session_factory, child.id, received, decided_at=received + timedelta(hours=24, minutes=1)
-    )
-    await insert_referral(session_factory, child.id, uk_time(date(2023, 10, 5)))
-    await insert_referral(session_factory, child.id, uk_time(date(2023, 10, 6)), withdrawn=True)
+    await api.refer(child, received, decided_at=received + timedelta(hours=24))
+    await api.refer(child, received, decided_at=received + timedelta(hours=24, minutes=1))
+    await api.refer(child, uk_time(date(2023, 10, 5)))
+    await api.refer(child, uk_time(date(2023, 10, 6)), withdrawn=True)
     # Clocks went back at 02:00 on 29 October 2023: 10:00 BST to 09:30 GMT is 24.5 hours.
-    await insert_referral(
-        session_factory,
-        child.id,
+    await api.refer(
+        child,
         uk_time(date(2023, 10, 28), time(10, 0)),
         decided_at=uk_time(date(2023, 10, 29), time(9, 30)),
     )
@@ -313,12 +310,11 @@ async def test_decisions_within_24_hours_count_exact_hours_across_the_clock_chan
 async def test_referrals_whose_24_hours_are_still_running_are_left_out(
     client: httpx.AsyncClient, make_client: ClientMaker, session_factory: SessionFactory
 ) -> None:
-    child = await insert_child(session_factory)
+    api = await indicator_api(client, make_client, session_factory)
+    child = new_child()
     now = datetime.now(UTC)
-    await insert_referral(session_factory, child.id, now - timedelta(hours=1))
-    await insert_referral(
-        session_factory, child.id, now - timedelta(hours=2), decided_at=now - timedelta(hours=1)
-    )
+    await api.refer(child, now - timedelta(hours=1))
+    await api.refer(child, now - timedelta(hours=2), decided_at=now - timedelta(hours=1))
     reader = await make_client(READ_UNSUPPRESSED)
 
     series = await fetch_series(
@@ -338,16 +334,13 @@ async def test_referrals_whose_24_hours_are_still_running_are_left_out(
 async def test_decisions_within_24_hours_by_agency_type(
     client: httpx.AsyncClient, make_client: ClientMaker, session_factory: SessionFactory
 ) -> None:
-    child = await insert_child(session_factory)
+    api = await indicator_api(client, make_client, session_factory)
+    child = new_child()
     received = uk_time(date(2023, 10, 2), time(9, 0))
     on_time = received + timedelta(hours=3)
-    await insert_referral(
-        session_factory, child.id, received, agency_type="police", decided_at=on_time
-    )
-    await insert_referral(session_factory, child.id, received, agency_type="police")
-    await insert_referral(
-        session_factory, child.id, received, agency_type="health", decided_at=on_time
-    )
+    await api.refer(child, received, agency_type="police", decided_at=on_time)
+    await api.refer(child, received, agency_type="police")
+    await api.refer(child, received, agency_type="health", decided_at=on_time)
     reader = await make_client(READ_UNSUPPRESSED)
 
     series = await fetch_series(

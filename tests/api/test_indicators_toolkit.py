@@ -1,6 +1,6 @@
 """Toolkit indicators against hand-computed answers: assessments completed by agency, re-referral
 within 12 months of an assessment showing neglect, and improvement on re-assessment.
-Assessments and referrals are inserted directly (tests/builders/indicators.py)."""
+Assessments and referrals are sent through the public API (tests/builders/indicators.py)."""
 
 from __future__ import annotations
 
@@ -16,9 +16,8 @@ from tests.builders.indicators import (
     clear_domain_tables,
     fetch_series,
     figures,
-    insert_assessment,
-    insert_child,
-    insert_referral,
+    indicator_api,
+    new_child,
     uk_time,
 )
 from tests.conftest import ClientMaker
@@ -29,8 +28,8 @@ async def _empty_domain_tables(session_factory: SessionFactory) -> None:
     await clear_domain_tables(session_factory)
 
 
-async def children(factory: SessionFactory, count: int) -> list[KnownChild]:
-    return [await insert_child(factory) for _ in range(count)]
+def children(count: int) -> list[KnownChild]:
+    return [new_child() for _ in range(count)]
 
 
 # --- toolkit_assessments -------------------------------------------------------------------------
@@ -39,12 +38,13 @@ async def children(factory: SessionFactory, count: int) -> list[KnownChild]:
 async def test_toolkit_assessments_by_agency_type_show_zeros_for_agencies_seen_in_the_range(
     client: httpx.AsyncClient, make_client: ClientMaker, session_factory: SessionFactory
 ) -> None:
-    [child] = await children(session_factory, 1)
-    await insert_assessment(session_factory, child.id, date(2023, 3, 31), agency_type="school")
-    await insert_assessment(session_factory, child.id, date(2023, 4, 1), agency_type="school")
-    await insert_assessment(session_factory, child.id, date(2023, 6, 30), agency_type="school")
-    await insert_assessment(session_factory, child.id, date(2023, 5, 5), agency_type="health")
-    await insert_assessment(session_factory, child.id, date(2023, 7, 1), agency_type="police")
+    api = await indicator_api(client, make_client, session_factory)
+    [child] = children(1)
+    await api.assess(child, date(2023, 3, 31), agency_type="school")
+    await api.assess(child, date(2023, 4, 1), agency_type="school")
+    await api.assess(child, date(2023, 6, 30), agency_type="school")
+    await api.assess(child, date(2023, 5, 5), agency_type="health")
+    await api.assess(child, date(2023, 7, 1), agency_type="police")
     reader = await make_client(READ_UNSUPPRESSED)
 
     series = await fetch_series(
@@ -70,9 +70,10 @@ async def test_toolkit_assessments_by_agency_type_show_zeros_for_agencies_seen_i
 async def test_toolkit_assessments_by_financial_year(
     client: httpx.AsyncClient, make_client: ClientMaker, session_factory: SessionFactory
 ) -> None:
-    [child] = await children(session_factory, 1)
+    api = await indicator_api(client, make_client, session_factory)
+    [child] = children(1)
     for completed_on in (date(2023, 3, 31), date(2023, 4, 1), date(2024, 3, 31), date(2024, 4, 1)):
-        await insert_assessment(session_factory, child.id, completed_on)
+        await api.assess(child, completed_on)
     reader = await make_client(READ_UNSUPPRESSED)
 
     series = await fetch_series(
@@ -97,27 +98,27 @@ async def test_toolkit_assessments_by_financial_year(
 async def test_rereferral_within_12_months_of_a_toolkit_assessment_showing_neglect(
     client: httpx.AsyncClient, make_client: ClientMaker, session_factory: SessionFactory
 ) -> None:
-    a, b, c, d, e, f = await children(session_factory, 6)
-    factory = session_factory
+    api = await indicator_api(client, make_client, session_factory)
+    a, b, c, d, e, f = children(6)
     # A: referred again on the same date a year later: within 12 months.
-    await insert_assessment(factory, a.id, date(2023, 3, 10), highest_area_grade=4)
-    await insert_referral(factory, a.id, uk_time(date(2024, 3, 10)))
+    await api.assess(a, date(2023, 3, 10), highest_area_grade=4)
+    await api.refer(a, uk_time(date(2024, 3, 10)))
     # B: a year and a day later: not.
-    await insert_assessment(factory, b.id, date(2023, 3, 10), highest_area_grade=3)
-    await insert_referral(factory, b.id, uk_time(date(2024, 3, 11)))
+    await api.assess(b, date(2023, 3, 10), highest_area_grade=3)
+    await api.refer(b, uk_time(date(2024, 3, 11)))
     # C: referred on the assessment day itself, which is not after it.
-    await insert_assessment(factory, c.id, date(2023, 3, 10), highest_area_grade=3)
-    await insert_referral(factory, c.id, uk_time(date(2023, 3, 10)))
+    await api.assess(c, date(2023, 3, 10), highest_area_grade=3)
+    await api.refer(c, uk_time(date(2023, 3, 10)))
     # D: no area at concern, so neglect did not feature: not counted at all.
-    await insert_assessment(factory, d.id, date(2023, 2, 1), highest_area_grade=2)
-    await insert_referral(factory, d.id, uk_time(date(2023, 5, 1)))
+    await api.assess(d, date(2023, 2, 1), highest_area_grade=2)
+    await api.refer(d, uk_time(date(2023, 5, 1)))
     # E: counted from the first such assessment in the period (5 Jan), not the second.
-    await insert_assessment(factory, e.id, date(2023, 1, 5), highest_area_grade=3)
-    await insert_assessment(factory, e.id, date(2023, 3, 20), highest_area_grade=3)
-    await insert_referral(factory, e.id, uk_time(date(2024, 1, 10)))
+    await api.assess(e, date(2023, 1, 5), highest_area_grade=3)
+    await api.assess(e, date(2023, 3, 20), highest_area_grade=3)
+    await api.refer(e, uk_time(date(2024, 1, 10)))
     # F: only a withdrawn referral followed.
-    await insert_assessment(factory, f.id, date(2023, 3, 15), highest_area_grade=5)
-    await insert_referral(factory, f.id, uk_time(date(2023, 6, 1)), withdrawn=True)
+    await api.assess(f, date(2023, 3, 15), highest_area_grade=5)
+    await api.refer(f, uk_time(date(2023, 6, 1)), withdrawn=True)
     reader = await make_client(READ_UNSUPPRESSED)
 
     series = await fetch_series(
@@ -141,30 +142,28 @@ async def test_rereferral_within_12_months_of_a_toolkit_assessment_showing_negle
 async def test_improvement_on_reassessment_compares_with_the_assessment_before(
     client: httpx.AsyncClient, make_client: ClientMaker, session_factory: SessionFactory
 ) -> None:
-    a, b, c, d, e, f = await children(session_factory, 6)
-    factory = session_factory
+    api = await indicator_api(client, make_client, session_factory)
+    a, b, c, d, e, f = children(6)
     # A: 4 then 3: improved (the assessment before is the latest earlier one).
-    await insert_assessment(factory, a.id, date(2023, 1, 10), highest_area_grade=4)
-    await insert_assessment(factory, a.id, date(2023, 4, 10), highest_area_grade=3)
+    await api.assess(a, date(2023, 1, 10), highest_area_grade=4)
+    await api.assess(a, date(2023, 4, 10), highest_area_grade=3)
     # B: 3 then 3: not improved.
-    await insert_assessment(factory, b.id, date(2023, 1, 10), highest_area_grade=3)
-    await insert_assessment(factory, b.id, date(2023, 4, 15), highest_area_grade=3)
+    await api.assess(b, date(2023, 1, 10), highest_area_grade=3)
+    await api.assess(b, date(2023, 4, 15), highest_area_grade=3)
     # C: 2, 4, then 3 naming the first as its previous: worse than 2, so not improved.
-    first_of_c = await insert_assessment(factory, c.id, date(2023, 1, 10), highest_area_grade=2)
-    await insert_assessment(factory, c.id, date(2023, 2, 10), highest_area_grade=4)
-    await insert_assessment(
-        factory, c.id, date(2023, 5, 10), highest_area_grade=3, previous_assessment_id=first_of_c
-    )
+    first_of_c = await api.assess(c, date(2023, 1, 10), highest_area_grade=2)
+    await api.assess(c, date(2023, 2, 10), highest_area_grade=4)
+    await api.assess(c, date(2023, 5, 10), highest_area_grade=3, previous_assessment_id=first_of_c)
     # D: 5, 3, then 4: the last re-assessment in the quarter is worse than the one before it.
-    await insert_assessment(factory, d.id, date(2023, 1, 10), highest_area_grade=5)
-    await insert_assessment(factory, d.id, date(2023, 4, 5), highest_area_grade=3)
-    await insert_assessment(factory, d.id, date(2023, 6, 20), highest_area_grade=4)
+    await api.assess(d, date(2023, 1, 10), highest_area_grade=5)
+    await api.assess(d, date(2023, 4, 5), highest_area_grade=3)
+    await api.assess(d, date(2023, 6, 20), highest_area_grade=4)
     # E: a first assessment only. F: the earlier one used another toolkit.
-    await insert_assessment(factory, e.id, date(2023, 4, 1), highest_area_grade=4)
-    await insert_assessment(
-        factory, f.id, date(2023, 1, 10), highest_area_grade=5, toolkit_id="another-toolkit"
+    await api.assess(e, date(2023, 4, 1), highest_area_grade=4)
+    await api.assess(
+        f, date(2023, 1, 10), highest_area_grade=5, toolkit=await api.publish_other_toolkit()
     )
-    await insert_assessment(factory, f.id, date(2023, 4, 10), highest_area_grade=2)
+    await api.assess(f, date(2023, 4, 10), highest_area_grade=2)
     reader = await make_client(READ_UNSUPPRESSED)
 
     series = await fetch_series(

@@ -1,8 +1,16 @@
-"""Data for indicator tests: children, referrals and toolkit assessments inserted directly.
+"""Data for indicator tests, sent through the public API wherever the API can express it.
 
-Referrals and assessments are inserted with SQLAlchemy Core until their public endpoints land;
-case events always go through `POST /v1/case-events` (see tests/builders/case_events.py). The rows
-carry only what the indicators read, with the rest filled with plausible synthetic values.
+Referrals, Front Door decisions, withdrawals and toolkit assessments go through `POST
+/v1/referrals`, `/v1/referrals/{id}/decision`, `/v1/referrals/{id}/withdraw` and `POST
+/v1/assessments` (`IndicatorApi`); case events through `POST /v1/case-events` (see
+tests/builders/case_events.py). A referred child's sex, ethnicity and date of birth come from the
+referral's `child` object, the referral source from `referrer.source_code`, and the agency type from
+the registered API client that sends it.
+
+Only children the API cannot create with the demographics a test needs are inserted directly
+(`insert_child`): neither a case event nor an assessment carries sex or ethnicity, and the API
+refuses an unborn child due long ago, a born child without a date of birth, and a child who has
+since turned 18.
 
 `clear_domain_tables` empties every table the indicators count from, so an indicator test sees only
 its own data (tests in one worker run one at a time; other workers use other databases).
@@ -10,20 +18,31 @@ its own data (tests in one worker run one at a time; other workers use other dat
 
 from __future__ import annotations
 
-import random
+import asyncio
 import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import UTC, date, datetime, time, timedelta
+from datetime import date, datetime, time, timedelta
 from typing import Any
 from zoneinfo import ZoneInfo
 
 import httpx
 from sqlalchemy import insert, text
 
+from schemas.children import today_in_uk
 from service.db import SessionFactory, transaction
-from service.identifiers import synthetic_nhs_number
-from service.models import Assessment, Child, Referral
+from service.models import Child
+from service.toolkit_definition import ToolkitDefinition, validate_definition
+from service.toolkits import load_demo_toolkit
+from tests.bodies import valid_child_body, valid_decision_body, valid_withdraw_body
+from tests.builders.assessments import (
+    assessment_body,
+    post_assessment,
+    publish_demo,
+    small_toolkit_document,
+)
+from tests.builders.referrals import create_referral, next_nhs_number, referral_body
+from tests.conftest import ClientMaker, RegisteredClient
 
 UK = ZoneInfo("Europe/London")
 
@@ -50,26 +69,76 @@ async def clear_domain_tables(factory: SessionFactory) -> None:
 
 @dataclass(frozen=True)
 class KnownChild:
-    id: uuid.UUID
+    """A child a test names by NHS number, with the demographics the indicators break down by.
+
+    Made by `new_child` (stored by the first referral or assessment about it) or by `insert_child`.
+    """
+
     nhs_number: str
+    date_of_birth: date | None = date(2015, 6, 1)
+    expected_date_of_birth: date | None = None
+    sex: str = "F"
+    ethnicity: str | None = "WBRI"
 
     @property
     def ref(self) -> dict[str, Any]:
         """How a case event names this child."""
         return {"nhs_number": self.nhs_number}
 
+    def assessment_ref(self) -> dict[str, Any]:
+        """How an assessment names this child; the date of birth sets the toolkit's age band."""
+        return {
+            "nhs_number": self.nhs_number,
+            "family_name": "Testerton",
+            "date_of_birth": self.date_of_birth.isoformat() if self.date_of_birth else None,
+        }
 
-_used_nhs_numbers: set[str] = set()
-_rng = random.Random(uuid.uuid4().int)
+    def referral_child(self) -> dict[str, Any]:
+        """The referral's `child` object for this child."""
+        body = valid_child_body(
+            nhs_number=self.nhs_number,
+            family_name="Testerton",
+            sex=self.sex,
+            ethnicity=self.ethnicity,
+        )
+        if self.date_of_birth is not None:
+            body["date_of_birth"] = self.date_of_birth.isoformat()
+            return body
+        # Only an `insert_child` child lacks a date of birth here (the API refuses both of its
+        # states). It is matched by NHS number; an expected date of birth, unlike a date of birth,
+        # is never copied onto the stored child, so the stored state the test set up stays.
+        del body["date_of_birth"]
+        body.update(
+            expected_date_of_birth=(today_in_uk() + timedelta(days=120)).isoformat(),
+            sex="U",
+            disabilities=[],
+        )
+        return body
+
+
+@dataclass(frozen=True, kw_only=True)
+class InsertedChild(KnownChild):
+    """A child `insert_child` stored directly, whose id is therefore known."""
+
+    id: uuid.UUID
 
 
 def fresh_nhs_number() -> str:
-    """A synthetic NHS number not handed out before in this test run."""
-    while True:
-        candidate = synthetic_nhs_number(_rng)
-        if candidate not in _used_nhs_numbers:
-            _used_nhs_numbers.add(candidate)
-            return candidate
+    """A synthetic NHS number not handed out before in this test process.
+
+    Drawn from the referral builders' counter, so it never repeats a number that any referral test
+    in this worker (whose children outlive it in the database) was given.
+    """
+    return next_nhs_number()
+
+
+def new_child(
+    *, date_of_birth: date = date(2015, 6, 1), sex: str = "F", ethnicity: str | None = "WBRI"
+) -> KnownChild:
+    """A child not yet known to the service: the first referral or assessment about it stores it."""
+    return KnownChild(
+        nhs_number=fresh_nhs_number(), date_of_birth=date_of_birth, sex=sex, ethnicity=ethnicity
+    )
 
 
 async def insert_child(
@@ -79,8 +148,8 @@ async def insert_child(
     expected_date_of_birth: date | None = None,
     sex: str = "F",
     ethnicity: str | None = "WBRI",
-) -> KnownChild:
-    """A child with an NHS number, so case events can name it."""
+) -> InsertedChild:
+    """A child inserted directly, for the cases the API cannot create (see the module docstring)."""
     nhs_number = fresh_nhs_number()
     child_id = uuid.uuid4()
     async with transaction(factory) as session:
@@ -96,7 +165,14 @@ async def insert_child(
                 ethnicity=ethnicity,
             )
         )
-    return KnownChild(id=child_id, nhs_number=nhs_number)
+    return InsertedChild(
+        id=child_id,
+        nhs_number=nhs_number,
+        date_of_birth=date_of_birth,
+        expected_date_of_birth=expected_date_of_birth,
+        sex=sex,
+        ethnicity=ethnicity,
+    )
 
 
 def uk_time(day: date, at: time = time(10, 0)) -> datetime:
@@ -104,124 +180,175 @@ def uk_time(day: date, at: time = time(10, 0)) -> datetime:
     return datetime.combine(day, at, tzinfo=UK)
 
 
-def referral_row(
-    child_id: uuid.UUID,
-    received_at: datetime,
-    *,
-    categories: Sequence[str] = ("neglect",),
-    neglect_forms: Sequence[str] | None = None,
-    referral_source: str = "2A",
-    agency_type: str = "school",
-    decided_at: datetime | None = None,
-    withdrawn: bool = False,
-) -> dict[str, Any]:
-    """The column values of one referral; `neglect_forms` defaults to ["physical"] for neglect."""
-    forms = (
-        list(neglect_forms)
-        if neglect_forms is not None
-        else (["physical"] if "neglect" in categories else [])
-    )
-    status = "withdrawn" if withdrawn else ("decided" if decided_at is not None else "received")
-    return {
-        "id": uuid.uuid4(),
-        "client_id": "indicator-tests",
-        "agency_type": agency_type,
-        "agency_name": f"Test {agency_type}",
-        "external_reference": f"RFS-{uuid.uuid4().hex}",
-        "child_id": child_id,
-        "status": status,
-        "urgent": False,
-        "received_at": received_at,
-        # In UTC: adding hours to a time in England would count a clock change's hour wrongly.
-        "decision_due_at": received_at.astimezone(UTC) + timedelta(hours=24),
-        "referral_source": referral_source,
-        "concern_categories": list(categories),
-        "neglect_forms": forms,
-        "risk_factors": [],
-        "vulnerabilities": [],
-        "parents_informed": True,
-        "parental_consent": "given",
-        "rereferral": False,
-        "rereferral_count": 0,
-        "body": {},
-        "decision_outcome": "early_help" if decided_at is not None else None,
-        "decision": None,
-        "decided_at": decided_at,
-        "withdrawn_at": received_at + timedelta(hours=1) if withdrawn else None,
-        "withdrawal_reason": "Sent in error" if withdrawn else None,
-    }
+@dataclass(frozen=True)
+class ReferralSpec:
+    """One referral for `IndicatorApi.refer_all`; the fields are `IndicatorApi.refer`'s."""
+
+    child: KnownChild
+    received_at: datetime
+    categories: Sequence[str] = ("neglect",)
+    neglect_forms: Sequence[str] | None = None
+    referral_source: str = "2A"
+    agency_type: str = "school"
+    decided_at: datetime | None = None
+    withdrawn: bool = False
 
 
-async def insert_referrals(factory: SessionFactory, rows: Sequence[dict[str, Any]]) -> None:
-    """Insert referral rows (from `referral_row`) with multi-row INSERTs."""
-    async with transaction(factory) as session:
-        for start in range(0, len(rows), 500):
-            await session.execute(insert(Referral).values(list(rows[start : start + 500])))
+class IndicatorApi:
+    """Sends a test's referrals, decisions, withdrawals and assessments through the public API.
 
+    One registered client per agency type sends referrals and assessments (so each row's agency
+    type is that client's), and one Front Door client decides; each is registered on first use,
+    because registering a client (a scrypt hash) costs more than a request.
+    """
 
-async def insert_referral(
-    factory: SessionFactory, child_id: uuid.UUID, received_at: datetime, **columns: Any
-) -> uuid.UUID:
-    row = referral_row(child_id, received_at, **columns)
-    await insert_referrals(factory, [row])
-    referral_id: uuid.UUID = row["id"]
-    return referral_id
+    def __init__(self, client: httpx.AsyncClient, make_client: ClientMaker) -> None:
+        self.client = client
+        self.make_client = make_client
+        self._writers: dict[str, RegisteredClient] = {}
+        self._decider: RegisteredClient | None = None
+        self._admin: RegisteredClient | None = None
 
-
-async def insert_anonymous_children(factory: SessionFactory, count: int) -> list[uuid.UUID]:
-    """`count` children without identifiers (enough for referral-only data), inserted in bulk."""
-    ids = [uuid.uuid4() for _ in range(count)]
-    rows = [
-        {"id": child_id, "date_of_birth": date(2012, 1, 1), "sex": "M", "ethnicity": "WBRI"}
-        for child_id in ids
-    ]
-    async with transaction(factory) as session:
-        for start in range(0, len(rows), 1000):
-            await session.execute(insert(Child).values(rows[start : start + 1000]))
-    return ids
-
-
-async def insert_assessment(
-    factory: SessionFactory,
-    child_id: uuid.UUID,
-    completed_on: date,
-    *,
-    highest_area_grade: int | None = 3,
-    areas_at_concern: int | None = None,
-    agency_type: str = "school",
-    toolkit_id: str = "demo-neglect-toolkit",
-    previous_assessment_id: uuid.UUID | None = None,
-) -> uuid.UUID:
-    """A scored toolkit assessment; `areas_at_concern` defaults to 1 for a highest grade of 3+."""
-    concern = (
-        areas_at_concern
-        if areas_at_concern is not None
-        else int(highest_area_grade is not None and highest_area_grade >= 3)
-    )
-    assessment_id = uuid.uuid4()
-    async with transaction(factory) as session:
-        await session.execute(
-            insert(Assessment).values(
-                id=assessment_id,
-                client_id="indicator-tests",
+    async def writer(self, agency_type: str) -> RegisteredClient:
+        if agency_type not in self._writers:
+            self._writers[agency_type] = await self.make_client(
+                ["referrals:write", "assessments:write"],
+                agency_name=f"Test {agency_type} {uuid.uuid4().hex[:6]}",
                 agency_type=agency_type,
-                agency_name=f"Test {agency_type}",
-                child_id=child_id,
-                toolkit_id=toolkit_id,
-                toolkit_version="1.0.0",
-                toolkit_sha256="0" * 64,
-                completed_on=completed_on,
-                previous_assessment_id=previous_assessment_id,
-                highest_area_grade=highest_area_grade,
-                areas_at_concern=concern,
-                areas_at_significant_concern=0,
-                level_of_need=2,
-                body={},
-                result={},
-                created_at=datetime.now(UTC),
             )
+        return self._writers[agency_type]
+
+    async def decider(self) -> RegisteredClient:
+        if self._decider is None:
+            self._decider = await self.make_client(
+                ["referrals:decide"], agency_type="local_authority"
+            )
+        return self._decider
+
+    async def refer(
+        self,
+        child: KnownChild,
+        received_at: datetime,
+        *,
+        categories: Sequence[str] = ("neglect",),
+        neglect_forms: Sequence[str] | None = None,
+        referral_source: str = "2A",
+        agency_type: str = "school",
+        decided_at: datetime | None = None,
+        withdrawn: bool = False,
+    ) -> str:
+        """POST a referral (then its early help decision or its withdrawal); the referral's id.
+
+        `neglect_forms` defaults to ["physical"] when neglect is a category.
+        """
+        forms = (
+            list(neglect_forms)
+            if neglect_forms is not None
+            else (["physical"] if "neglect" in categories else [])
         )
-    return assessment_id
+        writer = await self.writer(agency_type)
+        body = referral_body(nhs_number=child.nhs_number)
+        body["child"] = child.referral_child()
+        body["received_at"] = received_at.isoformat()
+        body["referrer"] = {
+            **body["referrer"],
+            "agency_type": agency_type,
+            "source_code": referral_source,
+        }
+        body["concerns"] = {
+            **body["concerns"],
+            "categories": list(categories),
+            "neglect_forms": forms,
+        }
+        created = await create_referral(self.client, writer, body)
+        referral_id: str = created["id"]
+        if decided_at is not None:
+            decider = await self.decider()
+            response = await self.client.post(
+                f"/v1/referrals/{referral_id}/decision",
+                json=valid_decision_body(decided_at=decided_at.isoformat()),
+                headers=decider.headers,
+            )
+            assert response.status_code == 200, response.text
+        if withdrawn:
+            response = await self.client.post(
+                f"/v1/referrals/{referral_id}/withdraw",
+                json=valid_withdraw_body(),
+                headers=writer.headers,
+            )
+            assert response.status_code == 200, response.text
+        return referral_id
+
+    async def refer_all(self, specs: Sequence[ReferralSpec], concurrency: int = 8) -> None:
+        """Send many referrals, a few at a time; for referrals whose order does not matter
+        (each of a different child), since each counts only the earlier ones stored before it."""
+        gate = asyncio.Semaphore(concurrency)
+
+        async def send(spec: ReferralSpec) -> None:
+            async with gate:
+                await self.refer(
+                    spec.child,
+                    spec.received_at,
+                    categories=spec.categories,
+                    neglect_forms=spec.neglect_forms,
+                    referral_source=spec.referral_source,
+                    agency_type=spec.agency_type,
+                    decided_at=spec.decided_at,
+                    withdrawn=spec.withdrawn,
+                )
+
+        for spec in specs[:1]:
+            await send(spec)  # registers the writer once, before the rest race for it
+        await asyncio.gather(*(send(spec) for spec in specs[1:]))
+
+    async def publish_other_toolkit(self) -> ToolkitDefinition:
+        """A second, small toolkit (areas `care` and `safety`, items f1, f2, s1), published."""
+        if self._admin is None:
+            self._admin = await self.make_client(["admin"], agency_type="local_authority")
+        document = small_toolkit_document()
+        response = await self.client.post(
+            "/v1/toolkits", json=document, headers=self._admin.headers
+        )
+        assert response.status_code == 201, response.text
+        return validate_definition(document)
+
+    async def assess(
+        self,
+        child: KnownChild,
+        completed_on: date,
+        *,
+        highest_area_grade: int = 3,
+        agency_type: str = "school",
+        toolkit: ToolkitDefinition | None = None,
+        previous_assessment_id: str | None = None,
+    ) -> str:
+        """POST an assessment whose every item is graded `highest_area_grade`; its id.
+
+        So every area is graded that, and an area is at concern exactly when the grade is 3 or more.
+        Uses the demonstration toolkit unless `toolkit` is given.
+        """
+        writer = await self.writer(agency_type)
+        body = assessment_body(
+            child=child.assessment_ref(),
+            definition=toolkit or load_demo_toolkit(),
+            default_grade=highest_area_grade,
+            completed_on=completed_on,
+            previous_assessment_id=previous_assessment_id,
+        )
+        created = await post_assessment(self.client, writer, body)
+        outcome = created["outcome"]
+        assert outcome["highest_area_grade"] == highest_area_grade, outcome
+        assert (outcome["areas_at_concern"] > 0) == (highest_area_grade >= 3), outcome
+        assessment_id: str = created["id"]
+        return assessment_id
+
+
+async def indicator_api(
+    client: httpx.AsyncClient, make_client: ClientMaker, factory: SessionFactory
+) -> IndicatorApi:
+    """An `IndicatorApi` for one test, with the demonstration toolkit published (idempotent)."""
+    await publish_demo(factory)
+    return IndicatorApi(client, make_client)
 
 
 READ_UNSUPPRESSED = ["indicators:read", "indicators:read:unsuppressed"]
