@@ -1,4 +1,4 @@
-"""case events and later changes
+"""Case events and their projections; indicator indexes; referral.previous_received_at
 
 Revision ID: 0004
 Revises: 0003
