@@ -537,15 +537,17 @@ deadlines AS (
     )
 
 
-def _toolkit_improvement_share(breakdown: Breakdown | None) -> UnitsQuery:
+def _last_reassessments(num: str) -> UnitsQuery:
+    """Units of the re-assessment indicators: each child's last re-assessment in each period, one
+    unit with `num` (an expression over `highest` and `previous_highest`, the highest area grades
+    of the re-assessment and of the assessment before) as its numerator and 1 as denominator."""
     # The assessment before: the one named as previous, otherwise the child's latest earlier one
     # with the same toolkit (the last of the earlier peer group in completion order, from a
     # window over the child's assessments). Re-assessments whose grades cannot be compared are
     # left out.
     return UnitsQuery(
         sql=f"""
-        SELECT k, day, child_id, agency_type,
-               CASE WHEN highest < previous_highest THEN 1 ELSE 0 END AS num, 1 AS den
+        SELECT k, day, child_id, agency_type, {num} AS num, 1 AS den
         FROM (
             SELECT DISTINCT ON (k, child_id)
                    k, day, child_id, agency_type, highest, previous_highest
@@ -579,6 +581,15 @@ def _toolkit_improvement_share(breakdown: Breakdown | None) -> UnitsQuery:
     )
 
 
+def _toolkit_improvement_share(breakdown: Breakdown | None) -> UnitsQuery:
+    return _last_reassessments("CASE WHEN highest < previous_highest THEN 1 ELSE 0 END")
+
+
+def _toolkit_mean_grade_change(breakdown: Breakdown | None) -> UnitsQuery:
+    # Lower grades are better, so the fall in the highest grade is the improvement.
+    return _last_reassessments("previous_highest - highest")
+
+
 UNITS: Final[dict[str, Callable[[Breakdown | None], UnitsQuery]]] = {
     "neglect_referral_share": _neglect_referral_share,
     "cp_plan_neglect_share": _cp_plan_neglect_share,
@@ -597,6 +608,7 @@ UNITS: Final[dict[str, Callable[[Breakdown | None], UnitsQuery]]] = {
     "referral_decision_24h_share": _referral_decision_24h_share,
     "icpc_within_15_working_days_share": _icpc_within_15_working_days_share,
     "toolkit_improvement_share": _toolkit_improvement_share,
+    "toolkit_mean_grade_change": _toolkit_mean_grade_change,
 }
 """The units query of every indicator in the catalogue, by indicator id."""
 

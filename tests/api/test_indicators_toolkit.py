@@ -1,5 +1,6 @@
 """Toolkit indicators against hand-computed answers: assessments completed by agency, re-referral
-within 12 months of an assessment showing neglect, and improvement on re-assessment.
+within 12 months of an assessment showing neglect, and improvement and mean grade change on
+re-assessment.
 Assessments and referrals are sent through the public API (tests/builders/indicators.py)."""
 
 from __future__ import annotations
@@ -178,4 +179,64 @@ async def test_improvement_on_reassessment_compares_with_the_assessment_before(
     assert [(p["label"], figures(p)) for p in series] == [
         ("2023-Q1", (0, 1, 0.0)),  # C's 4 after 2
         ("2023-Q2", (1, 4, 25.0)),  # A improved; B, C and D did not
+    ]
+
+
+# --- toolkit_mean_grade_change -------------------------------------------------------------------
+
+
+async def test_mean_grade_change_is_the_mean_fall_in_the_highest_area_grade(
+    client: httpx.AsyncClient, make_client: ClientMaker, session_factory: SessionFactory
+) -> None:
+    api = await indicator_api(client, make_client, session_factory)
+    a, b, c = children(3)
+    await api.assess(a, date(2023, 1, 10), highest_area_grade=4)
+    await api.assess(a, date(2023, 4, 10), highest_area_grade=2)  # +2
+    await api.assess(b, date(2023, 1, 10), highest_area_grade=3)
+    await api.assess(b, date(2023, 4, 15), highest_area_grade=3)  # 0
+    await api.assess(c, date(2023, 1, 10), highest_area_grade=2)
+    await api.assess(c, date(2023, 5, 10), highest_area_grade=3)  # -1
+    reader = await make_client(READ_UNSUPPRESSED)
+
+    series = await fetch_series(
+        client,
+        reader.headers,
+        "toolkit_mean_grade_change",
+        from_="2023-01-01",
+        to="2023-06-30",
+        period="quarter",
+    )
+
+    assert [(p["label"], figures(p)) for p in series] == [
+        ("2023-Q1", (0, 0, None)),  # first assessments only: nothing re-assessed
+        ("2023-Q2", (1, 3, 0.33)),
+    ]
+
+
+async def test_mean_grade_change_of_few_children_is_suppressed_but_a_small_sum_is_not(
+    client: httpx.AsyncClient, make_client: ClientMaker, session_factory: SessionFactory
+) -> None:
+    api = await indicator_api(client, make_client, session_factory)
+    # Q1: six children re-assessed, one improving by 1: a sum of 1 over 6 children is shown.
+    for position, child in enumerate(children(6)):
+        await api.assess(child, date(2022, 12, 1), highest_area_grade=3)
+        await api.assess(child, date(2023, 2, 1), highest_area_grade=2 if position == 0 else 3)
+    # Q2: three children re-assessed: hidden.
+    for child in children(3):
+        await api.assess(child, date(2023, 1, 5), highest_area_grade=4)
+        await api.assess(child, date(2023, 5, 1), highest_area_grade=2)
+    reader = await make_client(["indicators:read"])
+
+    series = await fetch_series(
+        client,
+        reader.headers,
+        "toolkit_mean_grade_change",
+        from_="2023-01-01",
+        to="2023-06-30",
+        period="quarter",
+    )
+
+    assert [(p["label"], p["suppressed"], figures(p)) for p in series] == [
+        ("2023-Q1", False, (1, 6, 0.17)),
+        ("2023-Q2", True, (None, None, None)),
     ]

@@ -31,6 +31,7 @@ EXPECTED_IDS = {
     "referral_decision_24h_share",
     "icpc_within_15_working_days_share",
     "toolkit_improvement_share",
+    "toolkit_mean_grade_change",
 }
 
 
@@ -60,7 +61,7 @@ def make_document(*entries: dict[str, Any]) -> dict[str, Any]:
     }
 
 
-def test_catalogue_holds_exactly_the_seventeen_indicators() -> None:
+def test_catalogue_holds_exactly_the_eighteen_indicators() -> None:
     assert set(load_catalogue()) == EXPECTED_IDS
 
 
