@@ -51,7 +51,8 @@ class RequestContextMiddleware:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        incoming = dict(scope["headers"]).get(b"x-request-id", b"").decode("latin-1")
+        headers = dict(scope["headers"])
+        incoming = headers.get(b"x-request-id", b"").decode("latin-1")
         request_id = incoming if _SAFE_REQUEST_ID.match(incoming) else uuid.uuid4().hex
         token = request_id_var.set(request_id)
         started = time.perf_counter()
@@ -77,7 +78,7 @@ class RequestContextMiddleware:
             await send(message)
 
         try:
-            declared = dict(scope["headers"]).get(b"content-length")
+            declared = headers.get(b"content-length")
             if declared is not None and declared.isdigit() and int(declared) > limit:
                 await self._too_large(send, request_id, status_holder)
                 return

@@ -40,7 +40,8 @@ from schemas.assessments import (
 from schemas.children import today_in_uk
 from service.audit import record_access
 from service.auth.caller import Caller
-from service.children import ChildIdentity, resolve_child
+from service.auth.scopes import READ_ALL_REFERRALS
+from service.children import ChildIdentity, age_in_years, resolve_child
 from service.errors import NotFound, Unprocessable
 from service.models import Assessment, Child
 from service.scoring import ResponsesInvalid, ResponseValue, ScoreResult, score_assessment
@@ -48,7 +49,6 @@ from service.toolkit_definition import ToolkitDefinition
 from service.toolkits_registry import definition_of, find_toolkit_version, get_toolkit_version
 
 RESOURCE_TYPE = "assessment"
-READ_ALL_SCOPE = "referrals:read:all"
 
 
 class AssessmentRefused(Unprocessable):
@@ -77,16 +77,6 @@ def _refuse(problems: list[Problem]) -> AssessmentRefused:
 # --- age ---------------------------------------------------------------------------------------
 
 
-def age_in_years(date_of_birth: date, on: date) -> int:
-    """Whole years between a birth and a day; 0 when the day is before the birth."""
-    years = (
-        on.year
-        - date_of_birth.year
-        - ((on.month, on.day) < (date_of_birth.month, date_of_birth.day))
-    )
-    return max(years, 0)
-
-
 async def _child_age(
     session: AsyncSession, child_id: uuid.UUID, sent_date_of_birth: date | None, on: date
 ) -> int | None:
@@ -110,7 +100,7 @@ async def _child_age(
 def assessment_visible_to(caller: Caller) -> ColumnElement[bool]:
     """The condition on `assessment` rows a caller may see: its own agency's, or all with
     `referrals:read:all` (the Front Door)."""
-    if caller.has(READ_ALL_SCOPE):
+    if caller.has(READ_ALL_REFERRALS):
         return true()
     return col(Assessment.agency_name) == caller.agency_name
 
@@ -334,13 +324,7 @@ async def create_assessment(
     ref = body.child
     child_id = await resolve_child(
         session,
-        ChildIdentity(
-            nhs_number=ref.nhs_number,
-            la_child_id=ref.la_child_id,
-            upn=ref.upn,
-            family_name=ref.family_name,
-            date_of_birth=ref.date_of_birth,
-        ),
+        ChildIdentity.from_ref(ref),
     )
     child_age_years = await _child_age(session, child_id, ref.date_of_birth, body.completed_on)
     problems: list[Problem] = []

@@ -217,22 +217,11 @@ def _sqlstate(error: DBAPIError) -> str | None:
     return None
 
 
-def _identity(event: CaseEvent) -> ChildIdentity:
-    child = event.child
-    return ChildIdentity(
-        nhs_number=child.nhs_number,
-        la_child_id=child.la_child_id,
-        upn=child.upn,
-        family_name=child.family_name,
-        date_of_birth=child.date_of_birth,
-    )
-
-
 async def _store(
     session: AsyncSession, caller: Caller, event: CaseEvent, fingerprint: str
 ) -> uuid.UUID:
     """Store one event and its projection; raises `_Rejected` when it breaks a rule."""
-    child_id = await resolve_child(session, _identity(event))
+    child_id = await resolve_child(session, ChildIdentity.from_ref(event.child))
     if event.type in _CHECKED_TYPES:
         await session.execute(
             text("SELECT 1 FROM child WHERE id = :id FOR NO KEY UPDATE"), {"id": child_id}

@@ -11,7 +11,7 @@ from __future__ import annotations
 import uuid
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, time
-from typing import Any, Final
+from typing import Any, Final, Protocol
 
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -19,9 +19,35 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from schemas.children import ChildTimelineEntry, ChildWithTimeline
 from service.audit import record_access
 from service.auth.caller import Caller
+from service.auth.scopes import READ_ALL_REFERRALS
 from service.errors import NotFound
 from service.identifiers import normalise_family_name
 from service.models import Child
+
+
+class ChildRefLike(Protocol):
+    """The identifying fields every child reference carries."""
+
+    @property
+    def nhs_number(self) -> str | None: ...
+    @property
+    def la_child_id(self) -> str | None: ...
+    @property
+    def upn(self) -> str | None: ...
+    @property
+    def family_name(self) -> str | None: ...
+    @property
+    def date_of_birth(self) -> date | None: ...
+
+
+def age_in_years(date_of_birth: date, on: date) -> int:
+    """Whole years between a birth and a day; 0 when the day is before the birth."""
+    years = (
+        on.year
+        - date_of_birth.year
+        - ((on.month, on.day) < (date_of_birth.month, date_of_birth.day))
+    )
+    return max(years, 0)
 
 
 @dataclass(frozen=True)
@@ -37,6 +63,17 @@ class ChildIdentity:
     expected_date_of_birth: date | None = None
     sex: str | None = None
     ethnicity: str | None = None
+
+    @classmethod
+    def from_ref(cls, ref: ChildRefLike) -> ChildIdentity:
+        """The identity a child reference (a `ChildRef`, a stored child row) gives."""
+        return cls(
+            nhs_number=ref.nhs_number,
+            la_child_id=ref.la_child_id,
+            upn=ref.upn,
+            family_name=ref.family_name,
+            date_of_birth=ref.date_of_birth,
+        )
 
     @property
     def family_name_key(self) -> str | None:
@@ -226,7 +263,6 @@ async def get_child(session: AsyncSession, child_id: uuid.UUID) -> Child:
 
 # --- the child as a caller sees it ---------------------------------------------------------------
 
-READ_ALL_SCOPE: Final = "referrals:read:all"
 
 _CHILD = text(
     "SELECT id, given_name, family_name, date_of_birth, expected_date_of_birth, sex, "
@@ -306,7 +342,7 @@ async def get_child_timeline(
     child = (await session.execute(_CHILD, {"child_id": child_id})).one_or_none()
     if child is None:
         raise NotFound("no such child")
-    read_all = caller.has(READ_ALL_SCOPE)
+    read_all = caller.has(READ_ALL_REFERRALS)
     scope = {"child_id": child_id, "agency_name": None if read_all else caller.agency_name}
     timeline = [_referral_entry(row) for row in await session.execute(_REFERRALS, scope)]
     timeline += [_assessment_entry(row) for row in await session.execute(_ASSESSMENTS, scope)]

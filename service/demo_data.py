@@ -90,6 +90,7 @@ import orjson
 from sqlalchemy import Index, text
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from service.children import age_in_years
 from service.identifiers import SYNTHETIC_NHS_PREFIX, compute_nhs_check_digit
 from service.models import metadata
 from service.scoring import ResponseValue, ScoreResult, score_assessment
@@ -483,11 +484,6 @@ def _new_id(rng: Random) -> uuid.UUID:
     return uuid.UUID(int=rng.getrandbits(128), version=4)
 
 
-def _age_in_years(born: date, on: date) -> int:
-    years = on.year - born.year - ((on.month, on.day) < (born.month, born.day))
-    return max(years, 0)
-
-
 def _a_year_before(moment: datetime) -> datetime:
     try:
         return moment.replace(year=moment.year - 1)
@@ -725,7 +721,7 @@ class DemoGenerator:
             sex_roll = rng.random()
             sex = "M" if sex_roll < 0.51 else ("F" if sex_roll < 0.995 else "U")
         nhs_number = None if unborn or rng.random() >= 0.92 else self._nhs_number()
-        school_age = date_of_birth is not None and _age_in_years(date_of_birth, first_day) >= 4
+        school_age = date_of_birth is not None and age_in_years(date_of_birth, first_day) >= 4
         upn = self._upn() if school_age and rng.random() < 0.5 else None
         la_child_id = f"DM{rng.getrandbits(72):018X}"
         ethnicity = None if rng.random() < 0.04 else _ETHNICITIES.pick(rng)
@@ -798,7 +794,7 @@ class DemoGenerator:
             else:
                 return first_received
             day = day + timedelta(days=gap)
-            if not self._in_range(day) or _age_in_years(child.birth, day) >= 18:
+            if not self._in_range(day) or age_in_years(child.birth, day) >= 18:
                 return first_received
 
     def _referral(
@@ -824,7 +820,7 @@ class DemoGenerator:
         else:
             categories = _OTHER_CATEGORIES.sample(rng, 1 + int(rng.random() < 0.25))
         risk_factors = _RISK_FACTORS.sample(rng, int(rng.random() * 3.2))
-        age = _age_in_years(child.birth, day) if child.date_of_birth else 0
+        age = age_in_years(child.birth, day) if child.date_of_birth else 0
         vulnerabilities: list[str] = []
         if child.date_of_birth is None or age < 1:
             vulnerabilities.append("under_one")
@@ -1268,7 +1264,7 @@ class DemoGenerator:
             return
         for _ in range(rng.choice((0, 0, 1, 1, 2, 3))):
             on = starts + timedelta(days=rng.randrange(span))
-            adolescent = _age_in_years(child.date_of_birth, on) >= 10
+            adolescent = age_in_years(child.date_of_birth, on) >= 10
             self._event(
                 child,
                 "health_appointment",
@@ -1283,7 +1279,7 @@ class DemoGenerator:
         if not self._in_range(on):
             return
         rng = self.rng
-        can_speak = child.date_of_birth is not None and _age_in_years(child.date_of_birth, on) >= 8
+        can_speak = child.date_of_birth is not None and age_in_years(child.date_of_birth, on) >= 8
         from_child = can_speak and rng.random() < 0.35
         self._event(
             child,
@@ -1334,7 +1330,7 @@ class DemoGenerator:
         round_number: int,
     ) -> tuple[uuid.UUID, ScoreResult, list[tuple[str, int]]]:
         rng = self.rng
-        age = _age_in_years(child.birth, completed)
+        age = age_in_years(child.birth, completed)
         responses: dict[str, ResponseValue] = {}
         for form, item in self._items:
             if not item.covers_age(age):

@@ -48,6 +48,7 @@ from schemas.referrals import (
 )
 from service.audit import record_access
 from service.auth.caller import Caller
+from service.auth.scopes import READ_ALL_REFERRALS
 from service.children import INSERT_CHILD_SQL, LOCK_CHILD_KEYS, ChildIdentity, match_child
 from service.errors import Conflict, InvalidTransition, NotFound, Unprocessable
 from service.models import metadata
@@ -57,7 +58,6 @@ DECISION_WINDOW: Final = timedelta(hours=24)
 STRATEGY_DISCUSSION_WINDOW: Final = timedelta(hours=24)
 """A Section 47 outcome needs a strategy discussion this long after receipt."""
 
-READ_ALL_SCOPE: Final = "referrals:read:all"
 RESOURCE_TYPE: Final = "referral"
 
 REFERRAL: Final[Table] = metadata.tables["referral"]
@@ -297,7 +297,7 @@ def referral_to_public(row: RowMapping) -> ReferralPublic:
 
 def _visible_to(caller: Caller) -> Any:
     """WHERE clause: the referrals the caller may read (all of them for the Front Door)."""
-    if caller.has(READ_ALL_SCOPE):
+    if caller.has(READ_ALL_REFERRALS):
         return true()
     return REFERRAL.c.agency_name == caller.agency_name
 
@@ -509,13 +509,7 @@ async def _lock_child_of(session: AsyncSession, caller: Caller, referral_id: uui
     ).one_or_none()
     if child is None:
         return  # `_lock_referral` reports it.
-    keys = ChildIdentity(
-        nhs_number=child.nhs_number,
-        la_child_id=child.la_child_id,
-        upn=child.upn,
-        family_name=child.family_name,
-        date_of_birth=child.date_of_birth,
-    ).lock_keys()
+    keys = ChildIdentity.from_ref(child).lock_keys()
     if keys:
         await session.execute(LOCK_CHILD_KEYS, {"keys": keys})
 

@@ -17,6 +17,10 @@ SCOPES: dict[str, str] = {
 }
 
 
+READ_ALL_REFERRALS = "referrals:read:all"
+"""The Front Door's scope: lifts agency scoping on referrals, assessments and child timelines."""
+
+
 def parse_scopes(raw: str | None) -> list[str]:
     """Scopes from an RFC 6749 space-separated string, in order, without repeats."""
     seen: dict[str, None] = {}

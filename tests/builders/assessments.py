@@ -14,7 +14,7 @@ from typing import Any
 import httpx
 
 from schemas.children import today_in_uk
-from service.assessments import age_in_years
+from service.children import age_in_years
 from service.db import SessionFactory, transaction
 from service.toolkit_definition import ToolkitDefinition
 from service.toolkits import load_demo_toolkit
