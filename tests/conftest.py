@@ -116,6 +116,14 @@ def session_factory(app: FastAPI) -> SessionFactory:
     return factory
 
 
+@pytest.fixture
+async def empty_domain_tables(session_factory: SessionFactory) -> None:
+    """For tests that count whole tables (indicators): no other test's rows."""
+    from tests.builders.indicators import clear_domain_tables
+
+    await clear_domain_tables(session_factory)
+
+
 @dataclass(frozen=True)
 class RegisteredClient:
     client_id: str

@@ -17,7 +17,6 @@ from service.indicators.catalogue import load_catalogue
 from tests.builders.indicators import (
     READ_UNSUPPRESSED,
     IndicatorApi,
-    clear_domain_tables,
     fetch_series,
     figures,
     indicator_api,
@@ -30,9 +29,8 @@ from tests.conftest import ClientMaker
 CATALOGUE = load_catalogue()
 
 
-@pytest.fixture(autouse=True)
-async def _empty_domain_tables(session_factory: SessionFactory) -> None:
-    await clear_domain_tables(session_factory)
+# Indicators count whole tables: each test starts from empty domain tables.
+pytestmark = pytest.mark.usefixtures("empty_domain_tables")
 
 
 async def test_the_catalogue_lists_every_indicator_and_breakdown(

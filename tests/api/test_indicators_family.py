@@ -4,7 +4,6 @@ through POST /v1/case-events."""
 from __future__ import annotations
 
 from datetime import date
-from typing import Any
 
 import httpx
 import pytest
@@ -14,36 +13,19 @@ from tests.builders.case_events import (
     early_help_assessment_completed,
     feedback_received,
     health_appointment,
-    post_case_events_all_stored,
     stepped_up_to_social_care,
 )
 from tests.builders.indicators import (
-    READ_UNSUPPRESSED,
-    KnownChild,
-    clear_domain_tables,
     fetch_series,
     figures,
     insert_child,
+    insert_children,
+    send_as_case_system,
 )
-from tests.conftest import ClientMaker, RegisteredClient
+from tests.conftest import ClientMaker
 
-
-@pytest.fixture(autouse=True)
-async def _empty_domain_tables(session_factory: SessionFactory) -> None:
-    await clear_domain_tables(session_factory)
-
-
-async def send(
-    client: httpx.AsyncClient, make_client: ClientMaker, events: list[dict[str, Any]]
-) -> RegisteredClient:
-    """Send the events as the council's case system, then return a reader of exact figures."""
-    writer = await make_client(["case-events:write"], agency_type="la")
-    await post_case_events_all_stored(client, writer.headers, events)
-    return await make_client(READ_UNSUPPRESSED)
-
-
-async def children(factory: SessionFactory, count: int) -> list[KnownChild]:
-    return [await insert_child(factory) for _ in range(count)]
+# Indicators count whole tables: each test starts from empty domain tables.
+pytestmark = pytest.mark.usefixtures("empty_domain_tables")
 
 
 # --- early_help_neglect_identified ---------------------------------------------------------------
@@ -52,8 +34,8 @@ async def children(factory: SessionFactory, count: int) -> list[KnownChild]:
 async def test_early_help_assessments_that_identified_neglect(
     client: httpx.AsyncClient, make_client: ClientMaker, session_factory: SessionFactory
 ) -> None:
-    a, b, c, d, e = await children(session_factory, 5)
-    reader = await send(
+    a, b, c, d, e = await insert_children(session_factory, 5)
+    reader = await send_as_case_system(
         client,
         make_client,
         [
@@ -88,8 +70,8 @@ async def test_early_help_assessments_that_identified_neglect(
 async def test_early_help_for_neglect_stepped_up_within_12_months(
     client: httpx.AsyncClient, make_client: ClientMaker, session_factory: SessionFactory
 ) -> None:
-    a, b, c, d, e = await children(session_factory, 5)
-    reader = await send(
+    a, b, c, d, e = await insert_children(session_factory, 5)
+    reader = await send_as_case_system(
         client,
         make_client,
         [
@@ -136,7 +118,7 @@ async def test_health_appointment_attendance_by_age_band_follows_adolescents(
 ) -> None:
     sixteen_on_15_feb = await insert_child(session_factory, date_of_birth=date(2008, 2, 15))
     four_year_old = await insert_child(session_factory, date_of_birth=date(2020, 1, 1))
-    reader = await send(
+    reader = await send_as_case_system(
         client,
         make_client,
         [
@@ -183,8 +165,8 @@ async def test_health_appointment_attendance_by_age_band_follows_adolescents(
 async def test_feedback_is_the_mean_rating_to_two_decimal_places(
     client: httpx.AsyncClient, make_client: ClientMaker, session_factory: SessionFactory
 ) -> None:
-    parent, young_person = await children(session_factory, 2)
-    reader = await send(
+    parent, young_person = await insert_children(session_factory, 2)
+    reader = await send_as_case_system(
         client,
         make_client,
         [
@@ -216,8 +198,8 @@ async def test_feedback_is_the_mean_rating_to_two_decimal_places(
 async def test_feedback_from_few_families_is_suppressed_without_the_unsuppressed_scope(
     client: httpx.AsyncClient, make_client: ClientMaker, session_factory: SessionFactory
 ) -> None:
-    [parent] = await children(session_factory, 1)
-    await send(
+    [parent] = await insert_children(session_factory, 1)
+    await send_as_case_system(
         client,
         make_client,
         [feedback_received(parent.ref, date(2024, 1, day), 5) for day in range(1, 9)]

@@ -18,36 +18,19 @@ from tests.builders.case_events import (
     cp_plan_ended,
     cp_plan_started,
     icpc_held,
-    post_case_events_all_stored,
     section47_started,
 )
 from tests.builders.indicators import (
-    READ_UNSUPPRESSED,
-    KnownChild,
-    clear_domain_tables,
     fetch_series,
     figures,
     insert_child,
+    insert_children,
+    send_as_case_system,
 )
-from tests.conftest import ClientMaker, RegisteredClient
+from tests.conftest import ClientMaker
 
-
-@pytest.fixture(autouse=True)
-async def _empty_domain_tables(session_factory: SessionFactory) -> None:
-    await clear_domain_tables(session_factory)
-
-
-async def send(
-    client: httpx.AsyncClient, make_client: ClientMaker, events: list[dict[str, Any]]
-) -> RegisteredClient:
-    """Send the events as the council's case system, then return a reader of exact figures."""
-    writer = await make_client(["case-events:write"], agency_type="la")
-    await post_case_events_all_stored(client, writer.headers, events)
-    return await make_client(READ_UNSUPPRESSED)
-
-
-async def children(factory: SessionFactory, count: int) -> list[KnownChild]:
-    return [await insert_child(factory) for _ in range(count)]
+# Indicators count whole tables: each test starts from empty domain tables.
+pytestmark = pytest.mark.usefixtures("empty_domain_tables")
 
 
 async def cp_plans_in_early_2024(
@@ -55,7 +38,7 @@ async def cp_plans_in_early_2024(
 ) -> list[dict[str, Any]]:
     """A: NEG 10 Jan to 31 Mar. B: PHY from 5 Jan, NEG from 29 Feb. C: NEG from 1 Feb, EMO from
     15 Mar. D: MUL from 1 Dec 2023. E: a CIN plan for neglect, which is not a CP plan."""
-    a, b, c, d, e = await children(factory, 5)
+    a, b, c, d, e = await insert_children(factory, 5)
     return [
         cp_plan_started(a.ref, date(2024, 1, 10), "A"),
         cp_plan_ended(a.ref, date(2024, 3, 31), "A"),
@@ -74,7 +57,9 @@ async def cp_plans_in_early_2024(
 async def test_cp_neglect_share_on_each_month_end_uses_the_category_on_that_day(
     client: httpx.AsyncClient, make_client: ClientMaker, session_factory: SessionFactory
 ) -> None:
-    reader = await send(client, make_client, await cp_plans_in_early_2024(session_factory))
+    reader = await send_as_case_system(
+        client, make_client, await cp_plans_in_early_2024(session_factory)
+    )
 
     series = await fetch_series(
         client,
@@ -95,7 +80,9 @@ async def test_cp_neglect_share_on_each_month_end_uses_the_category_on_that_day(
 async def test_cp_neglect_share_for_a_financial_year_is_taken_on_31_march(
     client: httpx.AsyncClient, make_client: ClientMaker, session_factory: SessionFactory
 ) -> None:
-    reader = await send(client, make_client, await cp_plans_in_early_2024(session_factory))
+    reader = await send_as_case_system(
+        client, make_client, await cp_plans_in_early_2024(session_factory)
+    )
 
     series = await fetch_series(
         client,
@@ -118,7 +105,9 @@ async def test_cp_neglect_share_for_a_financial_year_is_taken_on_31_march(
 async def test_cp_plan_starts_under_neglect_use_the_initial_category(
     client: httpx.AsyncClient, make_client: ClientMaker, session_factory: SessionFactory
 ) -> None:
-    reader = await send(client, make_client, await cp_plans_in_early_2024(session_factory))
+    reader = await send_as_case_system(
+        client, make_client, await cp_plans_in_early_2024(session_factory)
+    )
 
     series = await fetch_series(
         client,
@@ -142,8 +131,8 @@ async def test_cp_plan_starts_under_neglect_use_the_initial_category(
 async def test_children_at_an_icpc_for_neglect_count_once_per_period(
     client: httpx.AsyncClient, make_client: ClientMaker, session_factory: SessionFactory
 ) -> None:
-    a, b, c, d = await children(session_factory, 4)
-    reader = await send(
+    a, b, c, d = await insert_children(session_factory, 4)
+    reader = await send_as_case_system(
         client,
         make_client,
         [
@@ -180,7 +169,7 @@ async def test_children_at_an_icpc_for_neglect_count_once_per_period(
 async def repeat_plans(factory: SessionFactory) -> list[dict[str, Any]]:
     """A: PHY in 2022, NEG from 1 Feb 2024 (a repeat). B: NEG from 1 Mar 2024 (a first plan).
     C: NEG 10 Jan to 10 Feb 2024 (first), NEG again from 10 Mar 2024 (repeat). D: EMO only."""
-    a, b, c, d = await children(factory, 4)
+    a, b, c, d = await insert_children(factory, 4)
     return [
         cp_plan_started(a.ref, date(2022, 1, 1), "A-1", initial_category="PHY"),
         cp_plan_ended(a.ref, date(2022, 6, 1), "A-1"),
@@ -196,7 +185,7 @@ async def repeat_plans(factory: SessionFactory) -> list[dict[str, Any]]:
 async def test_repeat_neglect_plans_by_quarter_count_each_child_once(
     client: httpx.AsyncClient, make_client: ClientMaker, session_factory: SessionFactory
 ) -> None:
-    reader = await send(client, make_client, await repeat_plans(session_factory))
+    reader = await send_as_case_system(client, make_client, await repeat_plans(session_factory))
 
     series = await fetch_series(
         client,
@@ -213,7 +202,7 @@ async def test_repeat_neglect_plans_by_quarter_count_each_child_once(
 async def test_repeat_neglect_plans_by_month(
     client: httpx.AsyncClient, make_client: ClientMaker, session_factory: SessionFactory
 ) -> None:
-    reader = await send(client, make_client, await repeat_plans(session_factory))
+    reader = await send_as_case_system(client, make_client, await repeat_plans(session_factory))
 
     series = await fetch_series(
         client, reader.headers, "repeat_cp_plan_neglect", from_="2024-01-01", to="2024-03-31"
@@ -232,8 +221,8 @@ async def test_repeat_neglect_plans_by_month(
 async def test_neglect_plans_focused_on_domestic_abuse(
     client: httpx.AsyncClient, make_client: ClientMaker, session_factory: SessionFactory
 ) -> None:
-    a, b, c, d = await children(session_factory, 4)
-    reader = await send(
+    a, b, c, d = await insert_children(session_factory, 4)
+    reader = await send_as_case_system(
         client,
         make_client,
         [
@@ -267,7 +256,7 @@ async def test_neglect_plans_focused_on_domestic_abuse(
 async def open_plans(factory: SessionFactory) -> list[dict[str, Any]]:
     """A: CP NEG and CIN neglect from 10 Jan. B: CP PHY from 5 Jan, NEG from 15 Feb. C: CIN not
     for neglect. D: CIN neglect from 20 Jan, ended 29 Feb (so not open on 29 Feb)."""
-    a, b, c, d = await children(factory, 4)
+    a, b, c, d = await insert_children(factory, 4)
     return [
         cp_plan_started(a.ref, date(2024, 1, 10), "A-CP"),
         cin_plan_started(a.ref, date(2024, 1, 10), "A-CIN"),
@@ -282,7 +271,7 @@ async def open_plans(factory: SessionFactory) -> list[dict[str, Any]]:
 async def test_open_neglect_plans_at_each_month_end(
     client: httpx.AsyncClient, make_client: ClientMaker, session_factory: SessionFactory
 ) -> None:
-    reader = await send(client, make_client, await open_plans(session_factory))
+    reader = await send_as_case_system(client, make_client, await open_plans(session_factory))
 
     series = await fetch_series(
         client,
@@ -303,7 +292,7 @@ async def test_open_neglect_plans_at_each_month_end(
 async def test_open_neglect_plans_by_plan_type(
     client: httpx.AsyncClient, make_client: ClientMaker, session_factory: SessionFactory
 ) -> None:
-    reader = await send(client, make_client, await open_plans(session_factory))
+    reader = await send_as_case_system(client, make_client, await open_plans(session_factory))
 
     series = await fetch_series(
         client,
@@ -327,7 +316,7 @@ async def test_open_neglect_plans_by_age_band_on_the_period_end(
 ) -> None:
     five_on_31_march = await insert_child(session_factory, date_of_birth=date(2019, 3, 31))
     five_on_1_april = await insert_child(session_factory, date_of_birth=date(2019, 4, 1))
-    reader = await send(
+    reader = await send_as_case_system(
         client,
         make_client,
         [
@@ -361,8 +350,8 @@ async def test_open_neglect_plans_by_age_band_on_the_period_end(
 async def test_icpcs_within_15_working_days_skip_weekends_and_bank_holidays(
     client: httpx.AsyncClient, make_client: ClientMaker, session_factory: SessionFactory
 ) -> None:
-    a, b, c, d, e = await children(session_factory, 5)
-    reader = await send(
+    a, b, c, d, e = await insert_children(session_factory, 5)
+    reader = await send_as_case_system(
         client,
         make_client,
         [

@@ -15,7 +15,6 @@ from tests.builders.indicators import (
     READ_UNSUPPRESSED,
     IndicatorApi,
     ReferralSpec,
-    clear_domain_tables,
     fetch_series,
     figures,
     indicator_api,
@@ -26,10 +25,8 @@ from tests.builders.indicators import (
 )
 from tests.conftest import ClientMaker
 
-
-@pytest.fixture(autouse=True)
-async def _empty_domain_tables(session_factory: SessionFactory) -> None:
-    await clear_domain_tables(session_factory)
+# Indicators count whole tables: each test starts from empty domain tables.
+pytestmark = pytest.mark.usefixtures("empty_domain_tables")
 
 
 # --- neglect_referral_share ----------------------------------------------------------------------

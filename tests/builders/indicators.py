@@ -377,3 +377,19 @@ def point_for(series: list[dict[str, Any]], label: str, group: str | None = None
     """The one point of `series` with this period label and breakdown group."""
     [found] = [p for p in series if p["label"] == label and p["group"] == group]
     return found
+
+
+async def insert_children(factory: SessionFactory, count: int) -> list[KnownChild]:
+    """`count` children stored directly (see `insert_child`)."""
+    return [await insert_child(factory) for _ in range(count)]
+
+
+async def send_as_case_system(
+    client: httpx.AsyncClient, make_client: ClientMaker, events: list[dict[str, Any]]
+) -> RegisteredClient:
+    """Send the events as the council's case system, then return a reader of exact figures."""
+    from tests.builders.case_events import post_case_events_all_stored
+
+    writer = await make_client(["case-events:write"], agency_type="la")
+    await post_case_events_all_stored(client, writer.headers, events)
+    return await make_client(READ_UNSUPPRESSED)
