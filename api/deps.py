@@ -14,7 +14,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from service.auth.caller import Caller
 from service.auth.clients import get_client_record
 from service.auth.scopes import SCOPES
-from service.auth.tokens import TokenVerifier
+from service.auth.tokens import TokenVerifier, VerifiedToken
 from service.db import SessionFactory
 from service.errors import AuthenticationFailed, InsufficientScope
 from service.logs import request_id_var
@@ -50,6 +50,19 @@ def _access_reason(raw: str | None) -> str | None:
     return cleaned or None
 
 
+async def _verified_bearer(request: Request, authorization: str | None) -> VerifiedToken:
+    scheme, _, token = (authorization or "").partition(" ")
+    if scheme.lower() != "bearer" or not token.strip():
+        raise AuthenticationFailed("send an OAuth 2.0 bearer token")
+    verifier: TokenVerifier = request.app.state.token_verifier
+    return await verifier.verify(token.strip())
+
+
+def access_reason(request: Request) -> str | None:
+    """`X-Access-Reason`, printable and at most 500 characters, for the audit trail."""
+    return _access_reason(request.headers.get("X-Access-Reason"))
+
+
 async def authenticate(
     security_scopes: SecurityScopes,
     request: Request,
@@ -57,11 +70,7 @@ async def authenticate(
     authorization: Annotated[str | None, Depends(oauth2_scheme)],
 ) -> Caller:
     """The registered, enabled client behind a valid bearer token, holding every required scope."""
-    scheme, _, token = (authorization or "").partition(" ")
-    if scheme.lower() != "bearer" or not token.strip():
-        raise AuthenticationFailed("send an OAuth 2.0 bearer token")
-    verifier: TokenVerifier = request.app.state.token_verifier
-    verified = await verifier.verify(token.strip())
+    verified = await _verified_bearer(request, authorization)
     client = await get_client_record(session, verified.client_id)
     if client is None or not client.enabled:
         raise AuthenticationFailed("the client is not registered or is disabled")
@@ -80,8 +89,24 @@ async def authenticate(
         agency_name=client.agency_name,
         scopes=granted,
         request_id=request_id_var.get(),
-        access_reason=_access_reason(request.headers.get("X-Access-Reason")),
+        access_reason=access_reason(request),
     )
+
+
+async def verify_token(
+    security_scopes: SecurityScopes,
+    request: Request,
+    authorization: Annotated[str | None, Depends(oauth2_scheme)],
+) -> VerifiedToken:
+    """A valid bearer token granting every required scope, for a route whose database function
+    checks the registered client itself (in the same round trip as its work)."""
+    verified = await _verified_bearer(request, authorization)
+    missing = [scope for scope in security_scopes.scopes if scope not in verified.scopes]
+    if missing:
+        raise InsufficientScope(
+            f"this needs the scope {' '.join(missing)}", scope=" ".join(security_scopes.scopes)
+        )
+    return verified
 
 
 def require(*scopes: str) -> object:

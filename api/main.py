@@ -12,7 +12,14 @@ from fastapi import FastAPI
 
 from service.auth.keys import KeyRing, ensure_signing_key, load_key_ring
 from service.auth.tokens import JwksCache, TokenVerifier
-from service.db import SessionFactory, create_engine, create_session_factory, transaction
+from service.db import (
+    SessionFactory,
+    create_engine,
+    create_pool,
+    create_session_factory,
+    database_url,
+    transaction,
+)
 from service.logs import configure_logging
 from service.settings import Settings, get_settings
 
@@ -61,10 +68,12 @@ class KeyRingProvider:
 @asynccontextmanager
 async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     settings: Settings = app.state.settings
-    engine = create_engine(settings, app.state.database_url)
+    url = app.state.database_url or database_url(settings)
+    engine = create_engine(settings, url)
     factory = create_session_factory(engine)
     async with transaction(factory) as session:
         await ensure_signing_key(session)
+    pool = await create_pool(settings, url)
     http = httpx.AsyncClient(follow_redirects=False)
     external = (
         JwksCache(settings.external_jwks_url, settings.jwks_refetch_interval_s, http)
@@ -74,12 +83,14 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     key_ring = KeyRingProvider(factory)
     app.state.engine = engine
     app.state.session_factory = factory
+    app.state.pool = pool
     app.state.key_ring = key_ring
     app.state.token_verifier = TokenVerifier(settings, key_ring, external)
     try:
         yield
     finally:
         await http.aclose()
+        await pool.close()
         await engine.dispose()
 
 

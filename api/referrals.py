@@ -5,7 +5,8 @@ from __future__ import annotations
 import uuid
 from typing import Annotated
 
-from fastapi import APIRouter, Query, Security
+import orjson
+from fastapi import APIRouter, Query, Request, Security
 from fastapi.responses import Response
 
 from schemas.common import IsoDateTime, Page
@@ -18,14 +19,26 @@ from schemas.referrals import (
 )
 from service import referrals
 from service.auth.caller import Caller
+from service.auth.scopes import WRITE_REFERRALS
+from service.auth.tokens import VerifiedToken
+from service.db import transaction
+from service.idempotency import check_key
+from service.logs import request_id_var
 
-from .deps import IdempotencyKeyDep, PageDep, SessionDep, authenticate
-from .idempotent import create_idempotently
+from .deps import (
+    IdempotencyKeyDep,
+    PageDep,
+    SessionDep,
+    access_reason,
+    authenticate,
+    verify_token,
+)
 from .responses import problems
 
 router = APIRouter(prefix="/v1", tags=["referrals"])
 
-Writer = Annotated[Caller, Security(authenticate, scopes=["referrals:write"])]
+Writer = Annotated[Caller, Security(authenticate, scopes=[WRITE_REFERRALS])]
+WriterToken = Annotated[VerifiedToken, Security(verify_token, scopes=[WRITE_REFERRALS])]
 Reader = Annotated[Caller, Security(authenticate, scopes=["referrals:read"])]
 Decider = Annotated[Caller, Security(authenticate, scopes=["referrals:decide"])]
 
@@ -38,20 +51,38 @@ Decider = Annotated[Caller, Security(authenticate, scopes=["referrals:decide"])]
 )
 async def create_referral(
     body: ReferralCreate,
-    session: SessionDep,
-    caller: Writer,
+    request: Request,
+    token: WriterToken,
     idempotency_key: IdempotencyKeyDep = None,
 ) -> Response:
     """Send a Request for Support about one child; a same-key retry replays the answer."""
-    return await create_idempotently(
-        session,
-        caller,
-        idempotency_key,
-        "referral.create",
-        body,
-        lambda: referrals.create_referral(session, caller, body),
-        referrals.RESOURCE_TYPE,
+    # The hot path: no session; the database function checks the client behind the token.
+    app_state = request.app.state
+    sender = referrals.Sender(
+        client_id=token.client_id,
+        issuer=token.issuer,
+        default_issuer=app_state.settings.issuer,
+        request_id=request_id_var.get(),
+        access_reason=access_reason(request),
     )
+    created = await referrals.create_referral(
+        app_state.pool, sender, check_key(idempotency_key), body
+    )
+    if isinstance(created, referrals.Replay):
+        async with transaction(app_state.session_factory) as session:
+            status, replayed = await referrals.replay_created(session, created)
+        content = (
+            replayed.model_dump_json()
+            if isinstance(replayed, ReferralPublic)
+            else (orjson.dumps(replayed).decode())
+        )
+        return Response(
+            content,
+            status_code=status,
+            media_type="application/json",
+            headers={"Idempotent-Replayed": "true"},
+        )
+    return Response(created.model_dump_json(), status_code=201, media_type="application/json")
 
 
 @router.get("/referrals", responses=problems(401, 403, 422, 503))

@@ -1,9 +1,10 @@
 """Child matching (SPEC 2.1): NHS number, then LA child id, then UPN, then normalised family
 name + date of birth; otherwise a new child.
 
-Concurrency: the transaction first takes an advisory lock on every key it will match or create
-on, in sorted order, so two requests for the same new child serialise and the second finds the
-first's row; the partial unique indexes are the backstop. The lock is released at commit.
+Matching runs in the database (`neglect_resolve_child`, migration 0005), in the caller's
+transaction. Concurrency: it first takes an advisory lock on every key it will match or create on,
+in one fixed order, so two requests for the same new child serialise and the second finds the
+first's row; the partial unique indexes are the backstop. The locks are released at commit.
 """
 
 from __future__ import annotations
@@ -11,7 +12,7 @@ from __future__ import annotations
 import uuid
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, time
-from typing import Any, Final, Protocol
+from typing import Any, Protocol
 
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -80,177 +81,84 @@ class ChildIdentity:
         key = normalise_family_name(self.family_name) if self.family_name else ""
         return key or None
 
-    def lock_keys(self) -> list[str]:
-        keys = []
-        if self.nhs_number:
-            keys.append(f"child:nhs:{self.nhs_number}")
-        if self.la_child_id:
-            keys.append(f"child:la:{self.la_child_id}")
-        if self.upn:
-            keys.append(f"child:upn:{self.upn}")
-        if self.family_name_key and self.date_of_birth:
-            keys.append(f"child:name:{self.family_name_key}:{self.date_of_birth.isoformat()}")
-        return sorted(keys)
-
-
-_IDENTIFIERS = ("nhs_number", "la_child_id", "upn")
-
-LOCK_CHILD_KEYS = text(
-    "SELECT count(pg_advisory_xact_lock(hashtextextended(k, 0))) "
-    "FROM unnest(CAST(:keys AS text[])) WITH ORDINALITY AS t(k, n)"
-)
-_CANDIDATES = text(
-    "SELECT id, nhs_number, la_child_id, upn, family_name_key, date_of_birth FROM child "
-    "WHERE nhs_number = :nhs_number OR la_child_id = :la_child_id OR upn = :upn "
-    "OR (family_name_key = :family_name_key AND date_of_birth = :date_of_birth)"
-)
-
-
-def _conflicts(row: Any, identity: ChildIdentity, stronger: tuple[str, ...]) -> bool:
-    """Two different values of an identifier that outranks the match mean two different children.
-
-    Matching goes in SPEC 2.1's order, so an NHS number match stands even when the LA child id
-    differs, while twins who share a name and date of birth stay apart by their NHS numbers.
-    """
-    return any(
-        getattr(identity, name)
-        and getattr(row, name)
-        and getattr(identity, name) != getattr(row, name)
-        for name in stronger
-    )
-
-
-def _pick(rows: list[Any], identity: ChildIdentity) -> Any | None:
-    for rank, name in enumerate(_IDENTIFIERS):
-        value = getattr(identity, name)
-        if value:
-            for row in rows:
-                if getattr(row, name) == value and not _conflicts(
-                    row, identity, _IDENTIFIERS[:rank]
-                ):
-                    return row
-    key, dob = identity.family_name_key, identity.date_of_birth
-    if key and dob:
-        for row in rows:
-            if (
-                row.family_name_key == key
-                and row.date_of_birth == dob
-                and not _conflicts(row, identity, _IDENTIFIERS)
-            ):
-                return row
-    return None
-
-
-def _held_elsewhere(rows: list[Any], identity: ChildIdentity) -> set[str]:
-    """The identifiers of `identity` that an existing child already holds (each is unique)."""
-    return {
-        name
-        for name in _IDENTIFIERS
-        if getattr(identity, name)
-        and any(getattr(row, name) == getattr(identity, name) for row in rows)
-    }
-
-
-INSERT_CHILD_SQL: Final = (
-    "INSERT INTO child (id, nhs_number, la_child_id, upn, given_name, family_name, "
-    "family_name_key, date_of_birth, expected_date_of_birth, sex, ethnicity) VALUES "
-    "(:new_child_id, :new_child_nhs_number, :new_child_la_child_id, :new_child_upn, "
-    ":new_child_given_name, :new_child_family_name, :new_child_family_name_key, "
-    ":new_child_date_of_birth, :new_child_expected_date_of_birth, :new_child_sex, "
-    ":new_child_ethnicity)"
-)
-"""Creates the child a `ChildResolution` describes, with its `new_child` parameters.
-
-Callers on a hot path may run it as a data-modifying CTE of their own INSERT, saving a round trip.
-"""
-_INSERT_CHILD = text(INSERT_CHILD_SQL)
-
-
-@dataclass(frozen=True)
-class ChildResolution:
-    """The outcome of matching: a known child, or the parameters to create a new one."""
-
-    child_id: uuid.UUID
-    new_child: dict[str, Any] | None = None
-    """`INSERT_CHILD_SQL` parameters when no child matched; the caller must run it."""
-
-
-async def match_child(session: AsyncSession, identity: ChildIdentity) -> ChildResolution:
-    """Match `identity` to a known child (learning identifiers it lacked), or describe a new one.
-
-    The child's advisory locks are held until commit, so the caller must create a new child in
-    the same transaction (`INSERT_CHILD_SQL`); `resolve_child` does both.
-    """
-    keys = identity.lock_keys()
-    held: set[str] = set()
-    if keys:
-        await session.execute(LOCK_CHILD_KEYS, {"keys": keys})
-        rows = list(
-            await session.execute(
-                _CANDIDATES,
-                {
-                    "nhs_number": identity.nhs_number,
-                    "la_child_id": identity.la_child_id,
-                    "upn": identity.upn,
-                    "family_name_key": identity.family_name_key,
-                    "date_of_birth": identity.date_of_birth,
-                },
-            )
+    def lock_arguments(self) -> tuple[str | None, str | None, str | None, str | None, date | None]:
+        """`neglect_lock_child`'s arguments, in order: the keys this child is matched on."""
+        return (
+            self.nhs_number,
+            self.la_child_id,
+            self.upn,
+            self.family_name_key,
+            self.date_of_birth,
         )
-        match = _pick(rows, identity)
-        if match is not None:
-            await _fill_missing_identifiers(session, match, rows, identity)
-            return ChildResolution(child_id=match.id)
-        # Conflicting identifiers from a sender: the new child goes without the ones another
-        # child holds, rather than breaking a unique index with a 500.
-        held = _held_elsewhere(rows, identity)
-    new_id = uuid.uuid4()
-    return ChildResolution(
-        child_id=new_id,
-        new_child={
-            "new_child_id": new_id,
-            "new_child_nhs_number": None if "nhs_number" in held else identity.nhs_number,
-            "new_child_la_child_id": None if "la_child_id" in held else identity.la_child_id,
-            "new_child_upn": None if "upn" in held else identity.upn,
-            "new_child_given_name": identity.given_name,
-            "new_child_family_name": identity.family_name,
-            "new_child_family_name_key": identity.family_name_key,
-            "new_child_date_of_birth": identity.date_of_birth,
-            "new_child_expected_date_of_birth": identity.expected_date_of_birth,
-            "new_child_sex": identity.sex,
-            "new_child_ethnicity": identity.ethnicity,
-        },
-    )
+
+    def resolve_arguments(self) -> tuple[Any, ...]:
+        """`neglect_resolve_child`'s arguments, in order."""
+        return (
+            self.nhs_number,
+            self.la_child_id,
+            self.upn,
+            self.given_name,
+            self.family_name,
+            self.family_name_key,
+            self.date_of_birth,
+            self.expected_date_of_birth,
+            self.sex,
+            self.ethnicity,
+        )
+
+
+# Matching itself is the database function `neglect_resolve_child` (migration 0005): it takes the
+# child's advisory locks, matches in SPEC 2.1's order, learns identifiers and creates the child,
+# all in the caller's transaction, so every create path shares one definition and one round trip.
+_RESOLVE_ARGUMENTS = (
+    "nhs_number",
+    "la_child_id",
+    "upn",
+    "given_name",
+    "family_name",
+    "family_name_key",
+    "date_of_birth",
+    "expected_date_of_birth",
+    "sex",
+    "ethnicity",
+)
+_RESOLVE_CHILD = text(
+    "SELECT neglect_resolve_child(CAST(:nhs_number AS text), CAST(:la_child_id AS text), "
+    "CAST(:upn AS text), CAST(:given_name AS text), CAST(:family_name AS text), "
+    "CAST(:family_name_key AS text), CAST(:date_of_birth AS date), "
+    "CAST(:expected_date_of_birth AS date), CAST(:sex AS text), CAST(:ethnicity AS text))"
+)
+_LOCK_CHILD = text(
+    "SELECT neglect_lock_child(CAST(:nhs_number AS text), CAST(:la_child_id AS text), "
+    "CAST(:upn AS text), CAST(:family_name_key AS text), CAST(:date_of_birth AS date))"
+)
 
 
 async def resolve_child(session: AsyncSession, identity: ChildIdentity) -> uuid.UUID:
-    """The id of the matching child, creating the child when none matches."""
-    resolution = await match_child(session, identity)
-    if resolution.new_child is not None:
-        await session.execute(_INSERT_CHILD, resolution.new_child)
-    return resolution.child_id
+    """The id of the matching child, creating the child when none matches.
+
+    The child's advisory locks are held until the session's transaction ends.
+    """
+    child_id = await session.scalar(
+        _RESOLVE_CHILD, dict(zip(_RESOLVE_ARGUMENTS, identity.resolve_arguments(), strict=True))
+    )
+    if not isinstance(child_id, uuid.UUID):
+        raise TypeError("neglect_resolve_child returned no child id")
+    return child_id
 
 
-async def _fill_missing_identifiers(
-    session: AsyncSession, match: Any, rows: list[Any], identity: ChildIdentity
-) -> None:
-    """Learn identifiers the matched child lacked, unless another child already holds them."""
-    updates: dict[str, Any] = {}
-    for name in _IDENTIFIERS:
-        value = getattr(identity, name)
-        held_elsewhere = any(getattr(row, name) == value and row.id != match.id for row in rows)
-        if value and getattr(match, name) is None and not held_elsewhere:
-            updates[name] = value
-    if identity.date_of_birth and match.date_of_birth is None:
-        # A child born since an unborn referral: record the birth.
-        updates["date_of_birth"] = identity.date_of_birth
-        updates["sex"] = identity.sex
-    if not updates:
-        return
-    assignments = ", ".join(f"{name} = :{name}" for name in updates)
+async def lock_child(session: AsyncSession, identity: ChildIdentity) -> None:
+    """Take the advisory locks `resolve_child` takes for this child, until the transaction ends."""
+    nhs_number, la_child_id, upn, family_name_key, date_of_birth = identity.lock_arguments()
     await session.execute(
-        text(f"UPDATE child SET {assignments}, updated_at = now() WHERE id = :id"),  # noqa: S608 - names are fixed
-        {**updates, "id": match.id},
+        _LOCK_CHILD,
+        {
+            "nhs_number": nhs_number,
+            "la_child_id": la_child_id,
+            "upn": upn,
+            "family_name_key": family_name_key,
+            "date_of_birth": date_of_birth,
+        },
     )
 
 

@@ -1,4 +1,5 @@
-"""Engine and sessions. Nothing connects at import time: the lifespan calls `create_engine`."""
+"""Engine, sessions and the driver pool. Nothing connects at import time: the lifespan calls
+`create_engine` and `create_pool`."""
 
 from __future__ import annotations
 
@@ -6,6 +7,7 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
 
+import asyncpg
 import orjson
 from sqlalchemy import event
 from sqlalchemy.engine import URL, make_url
@@ -59,17 +61,50 @@ def create_engine(settings: Settings, url: str | None = None) -> AsyncEngine:
         pool_timeout=settings.db_pool_timeout_s,
         json_serializer=_json_dumps,
         json_deserializer=orjson.loads,
-        connect_args={
-            "timeout": 5,
-            "command_timeout": settings.db_statement_timeout_ms / 1000 + 5,
-            "server_settings": {
-                "application_name": "neglect-service",
-                "statement_timeout": str(settings.db_statement_timeout_ms),
-            },
-        },
+        connect_args=_connect_args(settings),
     )
     event.listen(engine.sync_engine, "checkout", _drop_closed_connections)
     return engine
+
+
+def _connect_args(settings: Settings) -> dict[str, Any]:
+    return {
+        "timeout": 5,
+        "command_timeout": settings.db_statement_timeout_ms / 1000 + 5,
+        "server_settings": {
+            "application_name": "neglect-service",
+            "statement_timeout": str(settings.db_statement_timeout_ms),
+        },
+    }
+
+
+async def _keep_session(connection: asyncpg.Connection) -> None:
+    """Pool reset on release: nothing beyond asyncpg's own rollback of an open transaction.
+
+    The driver pool runs single statements in autocommit and sets no session state (no SET,
+    LISTEN, cursor or session-level advisory lock), so asyncpg's default reset query would be a
+    round trip per request for nothing.
+    """
+
+
+async def create_pool(settings: Settings, url: str | None = None) -> asyncpg.Pool:
+    """A plain asyncpg pool for the hot paths that are one database function call.
+
+    asyncpg replaces a connection the server closed when it is next acquired, and a request that
+    meets a dead one answers 503 like the engine's sessions do.
+    """
+    dsn = (
+        async_url(url or database_url(settings))
+        .set(drivername="postgresql")
+        .render_as_string(hide_password=False)
+    )
+    return await asyncpg.create_pool(
+        dsn,
+        min_size=1,
+        max_size=settings.db_pool_size,
+        reset=_keep_session,
+        **_connect_args(settings),
+    )
 
 
 def create_session_factory(engine: AsyncEngine) -> SessionFactory:

@@ -20,6 +20,8 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from service.errors import IdempotencyKeyInFlight, IdempotencyKeyMissing, IdempotencyKeyReused
 
 MAX_KEY_LENGTH = 200
+KEY_REUSED = "this Idempotency-Key was used with a different request; use a new key"
+KEY_IN_FLIGHT = "the first request with this key is still being processed"
 
 
 @dataclass(frozen=True)
@@ -73,11 +75,9 @@ async def claim_key(
     if record is None:  # deleted by retention between the two statements
         raise IdempotencyKeyInFlight("retry the request")
     if record.operation != operation or record.request_sha256 != fingerprint:
-        raise IdempotencyKeyReused(
-            "this Idempotency-Key was used with a different request; use a new key"
-        )
+        raise IdempotencyKeyReused(KEY_REUSED)
     if record.response_status is None or record.response_body is None:
-        raise IdempotencyKeyInFlight("the first request with this key is still being processed")
+        raise IdempotencyKeyInFlight(KEY_IN_FLIGHT)
     body = record.response_body
     return StoredResponse(
         status=record.response_status, body=orjson.loads(body) if isinstance(body, str) else body

@@ -17,10 +17,11 @@ referral was received. Back-loading a referral and withdrawing one both correct 
 referral, under the child's advisory locks, so the re-referral indicator reads it instead of a
 window over every child's referrals.
 
-The create path is written for throughput (round trips are the cost that matters): after the
-child's lock and candidate look-up, one Core statement creates the child when new, counts earlier
-referrals, inserts the referral and appends the audit event; the response is built from what is
-already in memory rather than read back.
+The create path is written for throughput, where round trips are the cost that matters: it is one
+call of the database function `neglect_create_referral` on a plain asyncpg connection in autocommit,
+and the response is built from what is already in memory rather than read back. A retry with the
+same idempotency key is answered by rendering the referral as it was created, so the first answer
+is never stored twice.
 """
 
 from __future__ import annotations
@@ -28,10 +29,12 @@ from __future__ import annotations
 import base64
 import binascii
 import uuid
+from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any, Final
 
+import asyncpg
 import orjson
 from sqlalchemy import RowMapping, Table, and_, func, not_, select, text, true, tuple_, update
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -48,9 +51,19 @@ from schemas.referrals import (
 )
 from service.audit import record_access
 from service.auth.caller import Caller
-from service.auth.scopes import READ_ALL_REFERRALS
-from service.children import INSERT_CHILD_SQL, LOCK_CHILD_KEYS, ChildIdentity, match_child
-from service.errors import Conflict, InvalidTransition, NotFound, Unprocessable
+from service.auth.scopes import READ_ALL_REFERRALS, WRITE_REFERRALS
+from service.children import ChildIdentity, lock_child
+from service.errors import (
+    AuthenticationFailed,
+    Conflict,
+    IdempotencyKeyInFlight,
+    IdempotencyKeyReused,
+    InsufficientScope,
+    InvalidTransition,
+    NotFound,
+    Unprocessable,
+)
+from service.idempotency import KEY_IN_FLIGHT, KEY_REUSED, body_fingerprint
 from service.models import metadata
 
 DECISION_WINDOW: Final = timedelta(hours=24)
@@ -109,73 +122,147 @@ class ReferralFilters:
 
 # --- create --------------------------------------------------------------------------------------
 
-# One statement and one round trip: create the child when it is new, count the child's earlier
-# referrals, insert the referral (or give up quietly on a repeated external reference, which the
-# caller then reports), append the audit event exactly as `service.audit.record_access` would, and
-# keep `previous_received_at` true when the referral is back-loaded: the child's referrals after
-# it whose previous one was before it (only the next ones, since every later one's previous is at
-# or after those) now come after it.
-# VALUES parameters take their types from the target columns. A data-modifying CTE runs even when
-# nothing reads it, and the foreign key to a child created in the same statement is checked at its
-# end.
-_CREATE_REFERRAL_SQL: Final = """
-    {new_child}
-    previous AS (
-        SELECT count(*) AS n FROM referral
-        WHERE child_id = :child_id
-          AND status <> 'withdrawn'
-          AND received_at <= :received_at
-          AND received_at >= :received_at - interval '12 months'
-    ),
-    latest_earlier AS (
-        SELECT max(received_at) AS received_at FROM referral
-        WHERE child_id = :child_id
-          AND status <> 'withdrawn'
-          AND received_at < :received_at
-    ),
-    inserted AS (
-        INSERT INTO referral (
-            id, client_id, agency_type, agency_name, external_reference, child_id, status,
-            urgent, received_at, decision_due_at, referral_source, concern_categories,
-            neglect_forms, risk_factors, vulnerabilities, parents_informed, parental_consent,
-            rereferral, rereferral_count, previous_received_at, body
-        ) VALUES (
-            :id, :client_id, :agency_type, :agency_name, :external_reference, :child_id,
-            'received', :urgent, :received_at, :decision_due_at, :referral_source,
-            :concern_categories, :neglect_forms, :risk_factors, :vulnerabilities,
-            :parents_informed, :parental_consent, (SELECT n > 0 FROM previous),
-            (SELECT n FROM previous), (SELECT received_at FROM latest_earlier), :body
-        )
-        ON CONFLICT ON CONSTRAINT uq_referral_client_external_reference DO NOTHING
-        RETURNING id, child_id, rereferral_count, created_at
-    ),
-    audited AS (
-        INSERT INTO audit_event (
-            client_id, agency_type, agency_name, action, resource_type, resource_id, child_id,
-            request_id, access_reason
-        )
-        SELECT :client_id, :agency_type, :agency_name, 'create', 'referral', CAST(id AS text),
-            child_id, CAST(:request_id AS text), CAST(:access_reason AS text)
-        FROM inserted
-    ),
-    next_relinked AS (
-        UPDATE referral SET previous_received_at = :received_at
-        WHERE child_id = :child_id
-          AND status <> 'withdrawn'
-          AND received_at > :received_at
-          AND (previous_received_at IS NULL OR previous_received_at < :received_at)
-          AND EXISTS (SELECT 1 FROM inserted)
-    )
-    SELECT rereferral_count, created_at FROM inserted
-"""
-_CREATE_REFERRAL = text(_CREATE_REFERRAL_SQL.format(new_child="WITH"))
-_CREATE_REFERRAL_AND_CHILD = text(
-    _CREATE_REFERRAL_SQL.format(new_child=f"WITH new_child AS ({INSERT_CHILD_SQL}),")
-)
+OPERATION: Final = "referral.create"
+"""The idempotency operation name of a referral create."""
 
-_EXISTING_BY_REFERENCE = text(
-    "SELECT id FROM referral WHERE client_id = :client_id AND external_reference = :reference"
+# The whole create is the database function `neglect_create_referral` (migration 0005), run as
+# one statement in autocommit: one round trip does the client check, the key claim, the child,
+# the referral, its audit event and the back-loading links, and either all of it commits or none.
+_CREATE_ARGUMENTS: Final = 32
+_CREATE: Final = "SELECT * FROM neglect_create_referral({})".format(  # noqa: S608 - placeholders
+    ", ".join(f"${n}" for n in range(1, _CREATE_ARGUMENTS + 1))
 )
+_EXISTING_BY_REFERENCE: Final = (
+    "SELECT id FROM referral WHERE client_id = $1 AND external_reference = $2"
+)
+_EXTERNAL_REFERENCE_CONSTRAINT: Final = "uq_referral_client_external_reference"
+
+
+@dataclass(frozen=True)
+class Sender:
+    """Who sends a create, as far as their verified token says.
+
+    The database function checks the registered client behind it, as `authenticate` does for
+    every other route: enabled, registered with this issuer, and allowed the scope.
+    """
+
+    client_id: str
+    issuer: str
+    default_issuer: str
+    """The issuer a client registered without one is expected to present (our own)."""
+    request_id: str | None = None
+    access_reason: str | None = None
+
+
+@dataclass(frozen=True)
+class Replay:
+    """A retry of an earlier create: answer as the first request was answered."""
+
+    caller: Caller
+    referral_id: uuid.UUID | None
+    stored_status: int | None = None
+    stored_body: dict[str, Any] | None = None
+    """Set only for a response stored before migration 0005, replayed as it was stored."""
+
+
+async def create_referral(
+    pool: asyncpg.Pool, sender: Sender, key: str, referral: ReferralCreate
+) -> ReferralPublic | Replay:
+    """Store a referral for the matched (or new) child and audit it, once per idempotency key.
+
+    Raises `AuthenticationFailed` or `InsufficientScope` for a client that may not create
+    referrals, `IdempotencyKeyReused` / `IdempotencyKeyInFlight` for a key used with another body
+    or still in use, and `DuplicateExternalReference` (409, with `existing_id`) when this client
+    already used the external reference. None of these stores anything.
+    """
+    sent = referral.model_dump(mode="json")
+    concerns = sent["concerns"]
+    awareness = sent["parental_awareness"]
+    referral_id = uuid.uuid4()
+    received_at = referral.received_at.astimezone(UTC) if referral.received_at else None
+    arguments = (
+        sender.client_id,
+        sender.issuer,
+        sender.default_issuer,
+        WRITE_REFERRALS,
+        key,
+        OPERATION,
+        body_fingerprint(OPERATION, sent),
+        *_identity_of(referral).resolve_arguments(),
+        referral_id,
+        referral.external_reference,
+        referral.immediate_risk,
+        received_at,
+        DECISION_WINDOW,
+        sent["referrer"]["source_code"],
+        concerns["categories"],
+        concerns["neglect_forms"],
+        concerns["risk_factors"],
+        concerns["vulnerabilities"],
+        awareness["informed"],
+        awareness["consent"],
+        orjson.dumps(sent).decode(),
+        sender.request_id,
+        sender.access_reason,
+    )
+    async with pool.acquire() as connection:
+        try:
+            row = await connection.fetchrow(_CREATE, *arguments)
+        except asyncpg.UniqueViolationError as exc:
+            if exc.constraint_name != _EXTERNAL_REFERENCE_CONSTRAINT:
+                raise
+            existing_id = await connection.fetchval(
+                _EXISTING_BY_REFERENCE, sender.client_id, referral.external_reference
+            )
+            raise DuplicateExternalReference(
+                "this client already sent a referral with this external_reference",
+                existing_id=str(existing_id),
+            ) from None
+    if row is None:
+        raise TypeError("neglect_create_referral returned no row")
+    outcome = row["outcome"]
+    if outcome == "unauthenticated":
+        raise AuthenticationFailed("the client is not registered or is disabled")
+    if outcome == "forbidden":
+        raise InsufficientScope(f"this needs the scope {WRITE_REFERRALS}", scope=WRITE_REFERRALS)
+    if outcome == "key_reused":
+        raise IdempotencyKeyReused(KEY_REUSED)
+    if outcome == "in_flight":
+        raise IdempotencyKeyInFlight(KEY_IN_FLIGHT)
+    caller = Caller(
+        client_id=sender.client_id,
+        agency_type=row["client_agency_type"],
+        agency_name=row["client_agency_name"],
+        scopes=frozenset({WRITE_REFERRALS}),
+        request_id=sender.request_id,
+        access_reason=sender.access_reason,
+    )
+    if outcome == "replay":
+        stored_body = row["replay_body"]
+        return Replay(
+            caller=caller,
+            referral_id=row["referral_id"],
+            stored_status=row["replay_status"],
+            stored_body=orjson.loads(stored_body) if stored_body is not None else None,
+        )
+    count = int(row["referral_rereferral_count"])
+    return ReferralPublic.model_validate(
+        {
+            **sent,
+            "id": referral_id,
+            "status": ReferralStatus.RECEIVED,
+            "urgent": referral.immediate_risk,
+            "received_at": row["referral_received_at"],
+            "decision_due_at": row["referral_decision_due_at"],
+            "child_id": row["referral_child_id"],
+            "rereferral": count > 0,
+            "rereferral_count": count,
+            "agency_type": caller.agency_type,
+            "agency_name": caller.agency_name,
+            "client_id": caller.client_id,
+            "created_at": row["referral_created_at"],
+        }
+    )
 
 
 def _identity_of(referral: ReferralCreate) -> ChildIdentity:
@@ -193,83 +280,46 @@ def _identity_of(referral: ReferralCreate) -> ChildIdentity:
     )
 
 
-async def create_referral(
-    session: AsyncSession, caller: Caller, referral: ReferralCreate
-) -> ReferralPublic:
-    """Store a referral for the matched (or new) child and audit it.
+async def replay_created(
+    session: AsyncSession, replay: Replay
+) -> tuple[int, dict[str, Any] | ReferralPublic]:
+    """The first answer to a create, for its retry: (status, body), audited as a read.
 
-    Raises `DuplicateExternalReference` (409, with `existing_id`) when this client already used
-    the external reference; the request's transaction is then rolled back by the caller.
+    The referral is shown as it was created (received, undecided), whatever happened to it since.
     """
-    child = await match_child(session, _identity_of(referral))
-    # Taken after the child's lock, so referrals for one child get receipt times in the order
-    # they are stored and each counts every earlier one as a previous referral.
-    received_at = (referral.received_at or datetime.now(UTC)).astimezone(UTC)
-    decision_due_at = received_at + DECISION_WINDOW
-    sent = referral.model_dump(mode="json")
-    referral_id = uuid.uuid4()
-    concerns = sent["concerns"]
-    awareness = sent["parental_awareness"]
-    params = {
-        "id": referral_id,
-        "client_id": caller.client_id,
-        "agency_type": caller.agency_type,
-        "agency_name": caller.agency_name,
-        "external_reference": referral.external_reference,
-        "child_id": child.child_id,
-        "urgent": referral.immediate_risk,
-        "received_at": received_at,
-        "decision_due_at": decision_due_at,
-        "referral_source": sent["referrer"]["source_code"],
-        "concern_categories": concerns["categories"],
-        "neglect_forms": concerns["neglect_forms"],
-        "risk_factors": concerns["risk_factors"],
-        "vulnerabilities": concerns["vulnerabilities"],
-        "parents_informed": awareness["informed"],
-        "parental_consent": awareness["consent"],
-        "body": orjson.dumps(sent).decode(),
-        "request_id": caller.request_id,
-        "access_reason": caller.access_reason,
-    }
-    if child.new_child is None:
-        statement = _CREATE_REFERRAL
-    else:
-        statement = _CREATE_REFERRAL_AND_CHILD
-        params.update(child.new_child)
-    inserted = (await session.execute(statement, params)).one_or_none()
-    if inserted is None:
-        existing_id = await session.scalar(
-            _EXISTING_BY_REFERENCE,
-            {"client_id": caller.client_id, "reference": referral.external_reference},
+    caller = replay.caller
+    if replay.stored_body is not None:
+        stored_id = replay.stored_body.get("id")
+        child = replay.stored_body.get("child_id")
+        await record_access(
+            session,
+            caller,
+            "read",
+            RESOURCE_TYPE,
+            stored_id if isinstance(stored_id, str) else None,
+            child_id=uuid.UUID(child) if isinstance(child, str) else None,
         )
-        raise DuplicateExternalReference(
-            "this client already sent a referral with this external_reference",
-            existing_id=str(existing_id),
-        )
-    count = int(inserted.rereferral_count)
-    return ReferralPublic.model_validate(
-        {
-            **sent,
-            "id": referral_id,
-            "status": ReferralStatus.RECEIVED,
-            "urgent": referral.immediate_risk,
-            "received_at": received_at,
-            "decision_due_at": decision_due_at,
-            "child_id": child.child_id,
-            "rereferral": count > 0,
-            "rereferral_count": count,
-            "agency_type": caller.agency_type,
-            "agency_name": caller.agency_name,
-            "client_id": caller.client_id,
-            "created_at": inserted.created_at,
-        }
+        return replay.stored_status or 201, replay.stored_body
+    row = (
+        (await session.execute(select(REFERRAL).where(REFERRAL.c.id == replay.referral_id)))
+        .mappings()
+        .one()
     )
+    await record_access(session, caller, "read", RESOURCE_TYPE, row["id"], row["child_id"])
+    as_created = {
+        **row,
+        "status": ReferralStatus.RECEIVED.value,
+        "decision": None,
+        "withdrawn_at": None,
+        "withdrawal_reason": None,
+    }
+    return 201, referral_to_public(as_created)
 
 
 # --- read ----------------------------------------------------------------------------------------
 
 
-def referral_to_public(row: RowMapping) -> ReferralPublic:
+def referral_to_public(row: Mapping[Any, Any]) -> ReferralPublic:
     """The wire form of a stored referral row: the body as sent plus what the service owns."""
     decision = row["decision"]
     return ReferralPublic.model_validate(
@@ -509,9 +559,7 @@ async def _lock_child_of(session: AsyncSession, caller: Caller, referral_id: uui
     ).one_or_none()
     if child is None:
         return  # `_lock_referral` reports it.
-    keys = ChildIdentity.from_ref(child).lock_keys()
-    if keys:
-        await session.execute(LOCK_CHILD_KEYS, {"keys": keys})
+    await lock_child(session, ChildIdentity.from_ref(child))
 
 
 async def withdraw_referral(

@@ -17,6 +17,8 @@ SCOPES: dict[str, str] = {
 }
 
 
+WRITE_REFERRALS = "referrals:write"
+"""Send referrals (and withdraw your own)."""
 READ_ALL_REFERRALS = "referrals:read:all"
 """The Front Door's scope: lifts agency scoping on referrals, assessments and child timelines."""
 

@@ -30,6 +30,8 @@ logger = logging.getLogger(__name__)
 
 _ACCEPTED_TYPES = {None, "JWT", "at+jwt", "application/at+jwt"}
 _MAX_CACHED_KEYS = 64
+_MAX_CACHED_TOKENS = 4096
+_MAX_CACHED_TOKEN_LENGTH = 4096
 
 
 @dataclass(frozen=True)
@@ -81,6 +83,7 @@ class TokenVerifier:
         self._builtin_ring = builtin_ring
         self._external = external
         self._keys: dict[tuple[str, bytes], Key] = {}
+        self._verified: dict[str, tuple[VerifiedToken, float]] = {}
 
     def _constructed(self, key: dict[str, Any], algorithm: str) -> Key:
         """The key object for a JWK, built once: python-jose would rebuild it on every call.
@@ -95,6 +98,31 @@ class TokenVerifier:
         return constructed
 
     async def verify(self, token: str) -> VerifiedToken:
+        """The verified claims of a bearer token, or `AuthenticationFailed`.
+
+        A machine client sends one token for many requests, so a verified token is remembered,
+        until its `exp` (with no leeway) or for as long as a signing key may be trusted without
+        a re-fetch (`jwks_refetch_interval_s`), whichever ends first.
+        """
+        now = time.time()
+        remembered = self._verified.get(token)
+        if remembered is not None:
+            verified, until = remembered
+            if now < until:
+                return verified
+            del self._verified[token]
+        verified, expires_at = await self._verify(token)
+        if len(token) <= _MAX_CACHED_TOKEN_LENGTH:
+            if len(self._verified) >= _MAX_CACHED_TOKENS:
+                self._verified.clear()
+            self._verified[token] = (
+                verified,
+                min(expires_at, now + self._settings.jwks_refetch_interval_s),
+            )
+        return verified
+
+    async def _verify(self, token: str) -> tuple[VerifiedToken, float]:
+        """Check the token's signature and claims; (claims, `exp`)."""
         settings = self._settings
         try:
             header = jwt.get_unverified_header(token)
@@ -146,9 +174,10 @@ class TokenVerifier:
         raw_scope = claims.get("scope", claims.get("scp", ""))
         scopes = parse_scopes(raw_scope if isinstance(raw_scope, str) else " ".join(raw_scope))
         jti = claims.get("jti")
-        return VerifiedToken(
+        verified = VerifiedToken(
             issuer=issuer,
             client_id=client_id,
             scopes=scopes,
             jti=jti if isinstance(jti, str) else None,
         )
+        return verified, float(claims["exp"])

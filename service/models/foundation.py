@@ -108,4 +108,8 @@ class IdempotencyRecord(SQLModel, table=True):
     response_body: dict[str, Any] | None = Field(
         default=None, sa_column=Column(JSONB, nullable=True)
     )
+    resource_id: uuid.UUID | None = Field(
+        default=None, sa_column=Column(UUID(as_uuid=True), nullable=True)
+    )
+    """What a create made, when its response is rendered from the record rather than stored."""
     created_at: datetime | None = Field(default=None, sa_column=_now_column())

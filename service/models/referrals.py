@@ -40,7 +40,6 @@ class Referral(SQLModel, table=True):
             "id",
             postgresql_include=["status", "referral_source", "agency_type"],
         ),
-        Index("ix_referral_received_at", "received_at"),
         # Indicator series scan the referrals received in a range from this index alone.
         Index(
             "ix_referral_received_at_indicators",

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import json
 import time
@@ -17,7 +18,10 @@ from jose import jwt
 
 from service.auth.clients import disable_client
 from service.auth.keys import KeyRing
+from service.auth.tokens import TokenVerifier
 from service.db import transaction
+from service.errors import AuthenticationFailed
+from service.settings import Settings
 from tests.conftest import TEST_AUDIENCE, TEST_ISSUER, ClientMaker
 
 
@@ -306,3 +310,46 @@ async def test_a_token_scope_the_client_is_no_longer_allowed_is_not_granted(
         ["indicators:read"], token_scopes=["indicators:read", "audit:read"]
     )
     assert (await _call(client, registered.token)).status_code == 403
+
+
+class _CountingRing:
+    """The app's real key ring, counting how often a verification asks for it."""
+
+    def __init__(self, app: FastAPI) -> None:
+        self.app = app
+        self.calls = 0
+
+    async def __call__(self) -> KeyRing:
+        self.calls += 1
+        ring: KeyRing = await self.app.state.key_ring()
+        return ring
+
+
+async def test_a_verified_token_is_remembered_and_not_checked_again(
+    app: FastAPI, settings: Settings, make_client: ClientMaker
+) -> None:
+    registered = await make_client(["audit:read"])
+    token = await _sign(app, await _claims(registered.client_id))
+    ring = _CountingRing(app)
+    verifier = TokenVerifier(settings, ring, None)
+    first = await verifier.verify(token)
+    second = await verifier.verify(token)
+    assert first == second
+    assert first.client_id == registered.client_id
+    assert ring.calls == 1
+
+
+async def test_a_remembered_token_is_refused_once_it_expires(
+    app: FastAPI, settings: Settings, make_client: ClientMaker
+) -> None:
+    registered = await make_client(["audit:read"])
+    now = int(time.time())
+    token = await _sign(app, await _claims(registered.client_id, iat=now, exp=now + 1))
+    verifier = TokenVerifier(
+        settings.model_copy(update={"jwt_leeway_s": 0}), _CountingRing(app), None
+    )
+    assert (await verifier.verify(token)).client_id == registered.client_id
+    # python-jose compares whole seconds: exp is past once the clock reads exp + 1.
+    await asyncio.sleep(now + 2.05 - time.time())
+    with pytest.raises(AuthenticationFailed):
+        await verifier.verify(token)

@@ -13,7 +13,7 @@ import pytest
 from fastapi.dependencies.models import Dependant
 from fastapi.routing import RouteContext, iter_route_contexts
 
-from api.deps import authenticate
+from api.deps import authenticate, verify_token
 from api.main import create_app
 from service.settings import Settings
 from tests.conftest import ClientMaker
@@ -44,13 +44,14 @@ def _routes() -> tuple[RouteContext, ...]:
 
 def _authenticate_dependants(dependant: Dependant) -> Iterator[Dependant]:
     for sub in dependant.dependencies:
-        if sub.call is authenticate:
+        if sub.call is authenticate or sub.call is verify_token:
             yield sub
         yield from _authenticate_dependants(sub)
 
 
 def _required_scopes(route: RouteContext) -> frozenset[str]:
-    """The scopes `authenticate` demands on this route (empty: none, or no authentication)."""
+    """The scopes `authenticate` (or `verify_token`) demands on this route (empty: none, or no
+    authentication)."""
     dependant = getattr(route, "dependant", None)
     if not isinstance(dependant, Dependant):
         return frozenset()
