@@ -10,7 +10,7 @@ request at a time, and prints:
 - the CPU per request of each step of the create path (functions wrapped by name; the steps of
   `create_referral` are nested inside it), and a GET /health/live baseline for what every
   request costs (the in-process client, middleware, logging);
-- the SQL statements (and pool pings) one request sends, from SQLAlchemy's engine events;
+- the SQL statements one request sends, from SQLAlchemy's engine events and at the driver;
 - the functions with the most cumulative time under cProfile, grouped by area.
 """
 
@@ -34,6 +34,7 @@ from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
 from typing import Any
 
+import asyncpg
 import httpx
 from sqlalchemy import event
 
@@ -52,16 +53,10 @@ async def _measure(send: Callable[[], Awaitable[None]], count: int) -> tuple[flo
 
 
 STEPS: tuple[tuple[str, str, str], ...] = (
-    ("service.auth.tokens", "TokenVerifier.verify", "authenticate: verify the JWT"),
-    ("api.deps", "get_client", "authenticate: load the client (+ pool checkout, BEGIN)"),
-    ("api.idempotent", "body_fingerprint", "idempotency: fingerprint the body"),
-    ("api.idempotent", "claim_key", "idempotency: claim the key"),
+    ("service.auth.tokens", "TokenVerifier.verify", "authenticate: the JWT (remembered)"),
+    ("service.referrals", "body_fingerprint", "idempotency: fingerprint the body"),
     ("service.referrals", "create_referral", "create_referral (service), in all"),
-    ("service.referrals", "resolve_child", "  of which: match or create the child"),
-    ("service.referrals", "match_child", "  of which: match the child"),
-    ("service.referrals", "record_access", "  of which: audit"),
-    ("api.idempotent", "store_response", "idempotency: store the response"),
-    ("sqlalchemy.ext.asyncio", "AsyncSession.commit", "COMMIT"),
+    ("asyncpg.connection", "Connection.fetchrow", "  of which: the function call"),
 )
 """(module, attribute, label): what `_wrap_steps` times. Names are patched where they are
 looked up at call time (the importing module, or the class for methods); a name the code no
@@ -218,9 +213,17 @@ async def profile_app(url: str, client: dict[str, str], args: argparse.Namespace
             sql = " ".join(str(event_args[2]).split())
             statements[sql[:90]] += 1
 
-        @event.listens_for(sync_engine, "engine_connect")
-        def count_checkout(*event_args: Any) -> None:
-            statements["(pool checkout: pre-ping round trip)"] += 1
+        # The create path runs on the plain asyncpg pool, which has no engine events: count the
+        # statements it sends at the driver (a private method, for this measurement only).
+        driver_execute = asyncpg.Connection._execute
+
+        async def count_driver_statement(
+            self: asyncpg.Connection, query: str, *rest: Any, **options: Any
+        ) -> Any:
+            statements["(driver) " + " ".join(query.split())[:80]] += 1
+            return await driver_execute(self, query, *rest, **options)
+
+        asyncpg.Connection._execute = count_driver_statement
 
         transport = httpx.ASGITransport(app=app)
         async with httpx.AsyncClient(transport=transport, base_url="http://bench") as http:
@@ -287,7 +290,7 @@ async def profile_app(url: str, client: dict[str, str], args: argparse.Namespace
     print(f"statements per request: {sum(per_request.values()):.1f}")
     for sql, count in sorted(per_request.items(), key=lambda item: -item[1]):
         print(f"  {count:4.1f}  {sql}")
-    print("  (+ BEGIN and COMMIT, which asyncpg sends outside these events)")
+    print("  (engine statements: in a transaction, + BEGIN and COMMIT; driver: autocommit)")
     print(_profile_table(profile, args.requests, args.top))
 
 

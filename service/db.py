@@ -67,13 +67,14 @@ def create_engine(settings: Settings, url: str | None = None) -> AsyncEngine:
     return engine
 
 
-def _connect_args(settings: Settings) -> dict[str, Any]:
+def _connect_args(settings: Settings, **server_settings: str) -> dict[str, Any]:
     return {
         "timeout": 5,
         "command_timeout": settings.db_statement_timeout_ms / 1000 + 5,
         "server_settings": {
             "application_name": "neglect-service",
             "statement_timeout": str(settings.db_statement_timeout_ms),
+            **server_settings,
         },
     }
 
@@ -103,7 +104,9 @@ async def create_pool(settings: Settings, url: str | None = None) -> asyncpg.Poo
         min_size=1,
         max_size=settings.db_pool_size,
         reset=_keep_session,
-        **_connect_args(settings),
+        # The functions this pool calls look rows up by key: a generic plan is always right for
+        # them, and re-planning their statements in every transaction would double their cost.
+        **_connect_args(settings, plan_cache_mode="force_generic_plan"),
     )
 
 

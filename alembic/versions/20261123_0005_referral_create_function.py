@@ -25,37 +25,35 @@ branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
 
-CHILD_LOCK_KEYS = """
-CREATE FUNCTION neglect_child_lock_keys(
-    p_nhs_number text, p_la_child_id text, p_upn text, p_family_name_key text,
-    p_date_of_birth date
-) RETURNS text[] LANGUAGE sql IMMUTABLE AS $$
-    -- Every key a child could be matched or created on, in one fixed (bytewise) order, so two
-    -- transactions locking overlapping keys cannot deadlock.
-    SELECT coalesce(array_agg(k ORDER BY k COLLATE "C"), '{}')
-    FROM unnest(ARRAY[
-        'child:nhs:' || nullif(p_nhs_number, ''),
-        'child:la:' || nullif(p_la_child_id, ''),
-        'child:upn:' || nullif(p_upn, ''),
-        'child:name:' || nullif(p_family_name_key, '') || ':'
-            || to_char(p_date_of_birth, 'YYYY-MM-DD')
-    ]) AS k
-    WHERE k IS NOT NULL
-$$
-"""
-
 LOCK_CHILD = """
 CREATE FUNCTION neglect_lock_child(
     p_nhs_number text, p_la_child_id text, p_upn text, p_family_name_key text,
     p_date_of_birth date
 ) RETURNS void LANGUAGE plpgsql AS $$
+-- An advisory lock, held until the transaction ends, on every key a child could be matched or
+-- created on, taken in one fixed (bytewise) order so that transactions locking overlapping keys
+-- cannot deadlock.
 DECLARE
+    v_keys text[] := '{}';
     v_key text;
 BEGIN
-    -- Held until the transaction ends.
-    FOREACH v_key IN ARRAY neglect_child_lock_keys(
-        p_nhs_number, p_la_child_id, p_upn, p_family_name_key, p_date_of_birth
-    ) LOOP
+    IF p_nhs_number <> '' THEN
+        v_keys := v_keys || ('child:nhs:' || p_nhs_number);
+    END IF;
+    IF p_la_child_id <> '' THEN
+        v_keys := v_keys || ('child:la:' || p_la_child_id);
+    END IF;
+    IF p_upn <> '' THEN
+        v_keys := v_keys || ('child:upn:' || p_upn);
+    END IF;
+    IF p_family_name_key <> '' AND p_date_of_birth IS NOT NULL THEN
+        v_keys := v_keys
+            || ('child:name:' || p_family_name_key || ':' || to_char(p_date_of_birth, 'YYYY-MM-DD'));
+    END IF;
+    IF cardinality(v_keys) > 1 THEN
+        v_keys := ARRAY(SELECT k FROM unnest(v_keys) AS k ORDER BY k COLLATE "C");
+    END IF;
+    FOREACH v_key IN ARRAY v_keys LOOP
         PERFORM pg_advisory_xact_lock(hashtextextended(v_key, 0));
     END LOOP;
 END
@@ -262,34 +260,38 @@ BEGIN
     FROM referral
     WHERE child_id = v_child AND status <> 'withdrawn' AND received_at <= v_received;
 
-    INSERT INTO referral (
-        id, client_id, agency_type, agency_name, external_reference, child_id, status, urgent,
-        received_at, decision_due_at, referral_source, concern_categories, neglect_forms,
-        risk_factors, vulnerabilities, parents_informed, parental_consent, rereferral,
-        rereferral_count, previous_received_at, body
-    ) VALUES (
-        p_id, p_client_id, v_client.agency_type, v_client.agency_name, p_external_reference,
-        v_child, 'received', p_urgent, v_received, v_received + p_decision_window,
-        p_referral_source, p_concern_categories, p_neglect_forms, p_risk_factors,
-        p_vulnerabilities, p_parents_informed, p_parental_consent, v_count > 0, v_count,
-        v_previous, p_body
+    -- One statement: the referral, its audit event, and the child's next referrals relinked
+    -- when this one is back-loaded.
+    WITH inserted AS (
+        INSERT INTO referral (
+            id, client_id, agency_type, agency_name, external_reference, child_id, status, urgent,
+            received_at, decision_due_at, referral_source, concern_categories, neglect_forms,
+            risk_factors, vulnerabilities, parents_informed, parental_consent, rereferral,
+            rereferral_count, previous_received_at, body
+        ) VALUES (
+            p_id, p_client_id, v_client.agency_type, v_client.agency_name, p_external_reference,
+            v_child, 'received', p_urgent, v_received, v_received + p_decision_window,
+            p_referral_source, p_concern_categories, p_neglect_forms, p_risk_factors,
+            p_vulnerabilities, p_parents_informed, p_parental_consent, v_count > 0, v_count,
+            v_previous, p_body
+        )
+        RETURNING created_at
+    ), audited AS (
+        INSERT INTO audit_event (
+            client_id, agency_type, agency_name, action, resource_type, resource_id, child_id,
+            request_id, access_reason
+        ) VALUES (
+            p_client_id, v_client.agency_type, v_client.agency_name, 'create', 'referral',
+            p_id::text, v_child, p_request_id, p_access_reason
+        )
+    ), relinked AS (
+        UPDATE referral SET previous_received_at = v_received
+        WHERE child_id = v_child
+          AND status <> 'withdrawn'
+          AND received_at > v_received
+          AND (previous_received_at IS NULL OR previous_received_at < v_received)
     )
-    RETURNING created_at INTO v_created;
-
-    INSERT INTO audit_event (
-        client_id, agency_type, agency_name, action, resource_type, resource_id, child_id,
-        request_id, access_reason
-    ) VALUES (
-        p_client_id, v_client.agency_type, v_client.agency_name, 'create', 'referral',
-        p_id::text, v_child, p_request_id, p_access_reason
-    );
-
-    -- Back-loaded: the child's next referrals now come after this one.
-    UPDATE referral SET previous_received_at = v_received
-    WHERE child_id = v_child
-      AND status <> 'withdrawn'
-      AND received_at > v_received
-      AND (previous_received_at IS NULL OR previous_received_at < v_received);
+    SELECT created_at INTO v_created FROM inserted;
 
     outcome := 'created';
     referral_id := p_id;
@@ -302,7 +304,7 @@ END
 $$
 """
 
-FUNCTIONS = (CHILD_LOCK_KEYS, LOCK_CHILD, RESOLVE_CHILD, CREATE_REFERRAL)
+FUNCTIONS = (LOCK_CHILD, RESOLVE_CHILD, CREATE_REFERRAL)
 
 
 def upgrade() -> None:
@@ -316,6 +318,5 @@ def downgrade() -> None:
     op.execute("DROP FUNCTION neglect_create_referral")
     op.execute("DROP FUNCTION neglect_resolve_child")
     op.execute("DROP FUNCTION neglect_lock_child")
-    op.execute("DROP FUNCTION neglect_child_lock_keys")
     op.create_index("ix_referral_received_at", "referral", ["received_at"], unique=False)
     op.drop_column("idempotency_record", "resource_id")

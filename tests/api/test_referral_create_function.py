@@ -1,0 +1,129 @@
+"""`POST /v1/referrals` is one call of `neglect_create_referral` (migration 0005): the client check,
+the key claim and the create happen in the database, so each refusal there must store nothing,
+and a retry is answered by rendering the referral as it was created."""
+
+from __future__ import annotations
+
+import uuid
+
+import httpx
+import orjson
+import pytest
+from sqlalchemy import text
+
+from service.auth.clients import disable_client
+from service.db import SessionFactory, transaction
+from tests.bodies import valid_decision_body
+from tests.builders.referrals import (
+    count_audit_events,
+    count_referrals,
+    count_rows,
+    post_referral,
+    referral_body,
+)
+from tests.conftest import ClientMaker, RegisteredClient
+
+PROBLEMS = "https://neglect-service.example/problems/"
+
+
+async def count_keys(factory: SessionFactory, key: str) -> int:
+    return await count_rows(
+        factory, "SELECT count(*) FROM idempotency_record WHERE idempotency_key = :key", key=key
+    )
+
+
+@pytest.fixture
+async def school(make_client: ClientMaker) -> RegisteredClient:
+    return await make_client(["referrals:write", "referrals:read"])
+
+
+async def test_a_disabled_client_with_a_valid_token_is_401_and_stores_nothing(
+    client: httpx.AsyncClient, school: RegisteredClient, session_factory: SessionFactory
+) -> None:
+    async with transaction(session_factory) as session:
+        await disable_client(session, school.client_id)
+    before = await count_referrals(session_factory)
+    key = uuid.uuid4().hex
+    response = await post_referral(client, school, key=key)
+    assert response.status_code == 401
+    assert response.json()["type"] == PROBLEMS + "invalid-token"
+    assert await count_referrals(session_factory) == before
+    assert await count_keys(session_factory, key) == 0
+
+
+async def test_a_token_scope_the_client_is_not_allowed_is_403_and_stores_nothing(
+    client: httpx.AsyncClient, make_client: ClientMaker, session_factory: SessionFactory
+) -> None:
+    # The token claims referrals:write; the client registry does not allow it.
+    reader = await make_client(["referrals:read"], token_scopes=["referrals:write"])
+    before = await count_referrals(session_factory)
+    key = uuid.uuid4().hex
+    response = await post_referral(client, reader, key=key)
+    assert response.status_code == 403
+    assert response.json()["type"] == PROBLEMS + "insufficient-scope"
+    assert await count_referrals(session_factory) == before
+    assert await count_keys(session_factory, key) == 0
+
+
+async def test_a_retry_after_the_decision_replays_the_referral_as_it_was_created(
+    client: httpx.AsyncClient,
+    school: RegisteredClient,
+    make_client: ClientMaker,
+    session_factory: SessionFactory,
+) -> None:
+    front_door = await make_client(["referrals:read", "referrals:read:all", "referrals:decide"])
+    body, key = referral_body(), uuid.uuid4().hex
+    first = await post_referral(client, school, body, key)
+    assert first.status_code == 201
+    created = first.json()
+    decided = await client.post(
+        f"/v1/referrals/{created['id']}/decision",
+        json=valid_decision_body(),
+        headers=front_door.headers,
+    )
+    assert decided.status_code == 200, decided.text
+    assert decided.json()["status"] != "received"
+
+    again = await post_referral(client, school, body, key)
+    assert again.status_code == 201
+    assert again.headers["Idempotent-Replayed"] == "true"
+    assert again.json() == created
+    assert again.json()["status"] == "received"
+    assert again.json()["decision"] is None
+    assert await count_audit_events(session_factory, "create", created["id"]) == 1
+
+
+async def test_a_response_stored_before_migration_0005_is_replayed_as_stored(
+    client: httpx.AsyncClient, school: RegisteredClient, session_factory: SessionFactory
+) -> None:
+    # A key claimed by the earlier create path: the whole answer stored, no resource id.
+    body, key = referral_body(), uuid.uuid4().hex
+    first = await post_referral(client, school, body, key)
+    assert first.status_code == 201
+    stored = {**first.json(), "external_reference": "as stored before"}
+    async with transaction(session_factory) as session:
+        await session.execute(
+            text(
+                "UPDATE idempotency_record SET resource_id = NULL, "
+                "response_body = CAST(:body AS jsonb) "
+                "WHERE client_id = :client_id AND idempotency_key = :key"
+            ),
+            {"body": orjson.dumps(stored).decode(), "client_id": school.client_id, "key": key},
+        )
+    again = await post_referral(client, school, body, key)
+    assert again.status_code == 201
+    assert again.headers["Idempotent-Replayed"] == "true"
+    assert again.json() == stored
+    assert await count_audit_events(session_factory, "read", stored["id"]) == 1
+
+
+async def test_a_back_loaded_referral_keeps_its_received_at_in_the_replay(
+    client: httpx.AsyncClient, school: RegisteredClient
+) -> None:
+    body = referral_body(received_at="2026-03-02T09:15:30.123456+00:00")
+    key = uuid.uuid4().hex
+    first = await post_referral(client, school, body, key)
+    again = await post_referral(client, school, body, key)
+    assert first.status_code == again.status_code == 201
+    assert again.json() == first.json()
+    assert first.json()["received_at"].startswith("2026-03-02T09:15:30.123456")
