@@ -1,13 +1,13 @@
 -- wrk script: POST a distinct referral on every request.
 --
 -- Usage: wrk -t2 -c32 -d20s --latency -H 'Authorization: Bearer T' -s bench/referrals.lua \
---          http://127.0.0.1:PORT/v1/referrals -- BODIES_FILE PHASE RUN_ID THREADS
+--          http://127.0.0.1:PORT/v1/referrals -- BODIES_FILE PHASE RUN_ID THREADS [PHASES]
 --
 -- BODIES_FILE holds one JSON body per line with @@NHS@@ and @@REF@@ placeholders (written by
 -- `python -m bench.harness bodies`). Every request gets its own Idempotency-Key, external
 -- reference and valid 999-range NHS number. Each (PHASE, thread) pair walks its own slice of the
--- 999 range (PHASE 0-3, THREADS as given to wrk -t), so no two runs in one database name the
--- same child.
+-- 999 range (PHASE 0 to PHASES-1, default 4 phases; THREADS as given to wrk -t), so no two runs
+-- in one database name the same child.
 -- done() prints one BENCH_RESULT line of JSON for bench/harness.py to parse.
 
 local threads = {}
@@ -43,7 +43,8 @@ function init(args)
   phase = tonumber(args[2] or "0")
   run_id = args[3] or run_id
   local thread_count = tonumber(args[4] or "2")
-  local slice = math.floor(1000000 / (PHASES * thread_count))
+  local phases = tonumber(args[5] or tostring(PHASES))
+  local slice = math.floor(1000000 / (phases * thread_count))
   cursor = (phase * thread_count + thread_id) * slice
   path = wrk.path
   wrk.headers["Content-Type"] = "application/json"
