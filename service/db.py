@@ -101,7 +101,8 @@ async def create_pool(settings: Settings, url: str | None = None) -> asyncpg.Poo
     )
     return await asyncpg.create_pool(
         dsn,
-        min_size=1,
+        # No floor: asyncpg would otherwise reconnect in the background through an outage.
+        min_size=0,
         max_size=settings.db_pool_size,
         reset=_keep_session,
         # The functions this pool calls look rows up by key: a generic plan is always right for
