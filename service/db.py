@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from dataclasses import dataclass
 from typing import Any
 
 import asyncpg
@@ -88,18 +89,34 @@ async def _keep_session(connection: asyncpg.Connection) -> None:
     """
 
 
-async def create_pool(settings: Settings, url: str | None = None) -> asyncpg.Pool:
+@dataclass(frozen=True)
+class DriverPool:
     """A plain asyncpg pool for the hot paths that are one database function call.
 
     asyncpg replaces a connection the server closed when it is next acquired, and a request that
-    meets a dead one answers 503 like the engine's sessions do.
+    meets a dead one, or waits longer than `acquire_timeout_s` for a free one, answers 503 like
+    the engine's sessions do.
     """
+
+    pool: asyncpg.Pool
+    acquire_timeout_s: float
+
+    def acquire(self) -> Any:
+        """`async with driver_pool.acquire() as connection:`."""
+        return self.pool.acquire(timeout=self.acquire_timeout_s)
+
+    async def close(self) -> None:
+        await self.pool.close()
+
+
+async def create_pool(settings: Settings, url: str | None = None) -> DriverPool:
+    """The driver pool, connected lazily, with the engine's timeouts."""
     dsn = (
         async_url(url or database_url(settings))
         .set(drivername="postgresql")
         .render_as_string(hide_password=False)
     )
-    return await asyncpg.create_pool(
+    pool = await asyncpg.create_pool(
         dsn,
         # No floor: asyncpg would otherwise reconnect in the background through an outage.
         min_size=0,
@@ -109,6 +126,7 @@ async def create_pool(settings: Settings, url: str | None = None) -> asyncpg.Poo
         # them, and re-planning their statements in every transaction would double their cost.
         **_connect_args(settings, plan_cache_mode="force_generic_plan"),
     )
+    return DriverPool(pool, settings.db_pool_timeout_s)
 
 
 def create_session_factory(engine: AsyncEngine) -> SessionFactory:

@@ -53,6 +53,7 @@ from service.audit import record_access
 from service.auth.caller import Caller
 from service.auth.scopes import READ_ALL_REFERRALS, WRITE_REFERRALS
 from service.children import ChildIdentity, lock_child
+from service.db import DriverPool
 from service.errors import (
     AuthenticationFailed,
     Conflict,
@@ -166,7 +167,7 @@ class Replay:
 
 
 async def create_referral(
-    pool: asyncpg.Pool, sender: Sender, key: str, referral: ReferralCreate
+    pool: DriverPool, sender: Sender, key: str, referral: ReferralCreate
 ) -> ReferralPublic | Replay:
     """Store a referral for the matched (or new) child and audit it, once per idempotency key.
 

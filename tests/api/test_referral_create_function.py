@@ -9,10 +9,12 @@ import uuid
 import httpx
 import orjson
 import pytest
+from fastapi import FastAPI
 from sqlalchemy import text
 
 from service.auth.clients import disable_client
-from service.db import SessionFactory, transaction
+from service.db import SessionFactory, create_pool, transaction
+from service.settings import Settings
 from tests.bodies import valid_decision_body
 from tests.builders.referrals import (
     count_audit_events,
@@ -127,3 +129,31 @@ async def test_a_back_loaded_referral_keeps_its_received_at_in_the_replay(
     assert first.status_code == again.status_code == 201
     assert again.json() == first.json()
     assert first.json()["received_at"].startswith("2026-03-02T09:15:30.123456")
+
+
+async def test_no_free_driver_connection_within_the_pool_timeout_is_503_and_stores_nothing(
+    app: FastAPI,
+    client: httpx.AsyncClient,
+    school: RegisteredClient,
+    settings: Settings,
+    database_url: str,
+    session_factory: SessionFactory,
+) -> None:
+    small = await create_pool(
+        settings.model_copy(update={"db_pool_size": 1, "db_pool_timeout_s": 0.2}), database_url
+    )
+    # Set and put back by hand: pytest's monkeypatch cannot restore an attribute of Starlette's
+    # `State`, and the app is shared by the whole session.
+    pool = app.state.pool
+    app.state.pool = small
+    try:
+        before = await count_referrals(session_factory)
+        async with small.acquire():
+            response = await post_referral(client, school)
+        assert response.status_code == 503
+        assert response.headers["Retry-After"]
+        assert response.json()["type"] == PROBLEMS + "database-unavailable"
+        assert await count_referrals(session_factory) == before
+    finally:
+        app.state.pool = pool
+        await small.close()
