@@ -69,7 +69,11 @@ async def authenticate(
     session: SessionDep,
     authorization: Annotated[str | None, Depends(oauth2_scheme)],
 ) -> Caller:
-    """The registered, enabled client behind a valid bearer token, holding every required scope."""
+    """The registered, enabled client behind a valid bearer token, holding every required scope.
+
+    `POST /v1/referrals` makes the same client check inside `neglect_create_referral` (migration
+    0005), in the round trip of its work: a change to the rule here belongs there too.
+    """
     verified = await _verified_bearer(request, authorization)
     client = await get_client_record(session, verified.client_id)
     if client is None or not client.enabled:

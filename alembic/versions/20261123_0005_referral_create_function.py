@@ -185,7 +185,8 @@ CREATE FUNCTION neglect_create_referral(
     OUT referral_decision_due_at timestamptz, OUT referral_rereferral_count integer,
     OUT referral_created_at timestamptz, OUT replay_status integer, OUT replay_body jsonb
 ) LANGUAGE plpgsql AS $$
--- POST /v1/referrals after the token's signature and the body are checked (SPEC 2.2).
+-- POST /v1/referrals after the token's signature and the body are checked (SPEC 2.2). The
+-- client check is `api.deps.authenticate`'s, made here to save its round trip: keep them alike.
 -- `outcome` is one of:
 --   created          the referral_* values describe the new referral;
 --   unauthenticated  no enabled client with this id registered with this issuer;

@@ -12,7 +12,8 @@ import pytest
 from fastapi import FastAPI
 from sqlalchemy import text
 
-from service.auth.clients import disable_client
+from service.auth.clients import create_client, disable_client
+from service.auth.keys import KeyRing, issue_access_token
 from service.db import SessionFactory, create_pool, transaction
 from service.settings import Settings
 from tests.bodies import valid_decision_body
@@ -23,7 +24,7 @@ from tests.builders.referrals import (
     post_referral,
     referral_body,
 )
-from tests.conftest import ClientMaker, RegisteredClient
+from tests.conftest import TEST_AUDIENCE, TEST_ISSUER, ClientMaker, RegisteredClient
 
 PROBLEMS = "https://neglect-service.example/problems/"
 
@@ -157,3 +158,38 @@ async def test_no_free_driver_connection_within_the_pool_timeout_is_503_and_stor
     finally:
         app.state.pool = pool
         await small.close()
+
+
+async def test_a_client_registered_with_another_issuer_is_401_for_our_token_and_stores_nothing(
+    app: FastAPI, client: httpx.AsyncClient, session_factory: SessionFactory
+) -> None:
+    # Registered for the council's identity provider; the token names the client but comes from
+    # the built-in issuer, as in `api.deps.authenticate`'s issuer check.
+    client_id = f"idp-{uuid.uuid4().hex[:12]}"
+    async with transaction(session_factory) as session:
+        await create_client(
+            session,
+            name="IdP client",
+            agency_type="school",
+            agency_name=f"Agency {uuid.uuid4().hex[:8]}",
+            scopes=["referrals:write"],
+            issuer="https://idp.example.org",
+            client_id=client_id,
+        )
+    ring: KeyRing = await app.state.key_ring()
+    token = issue_access_token(
+        ring,
+        issuer=TEST_ISSUER,
+        audience=TEST_AUDIENCE,
+        client_id=client_id,
+        scopes=["referrals:write"],
+        ttl_s=300,
+    )
+    before = await count_referrals(session_factory)
+    response = await client.post(
+        "/v1/referrals",
+        json=referral_body(),
+        headers={"Authorization": f"Bearer {token}", "Idempotency-Key": uuid.uuid4().hex},
+    )
+    assert response.status_code == 401
+    assert await count_referrals(session_factory) == before
