@@ -234,11 +234,12 @@ BEGIN
         INTO v_stored
         FROM idempotency_record
         WHERE client_id = p_client_id AND idempotency_key = p_idempotency_key;
-        IF NOT FOUND
-                OR (v_stored.resource_id IS NULL AND v_stored.response_body IS NULL) THEN
-            outcome := 'in_flight';  -- or purged by retention since the INSERT
+        IF NOT FOUND THEN
+            outcome := 'in_flight';  -- purged by retention since the INSERT: retry
         ELSIF v_stored.operation <> p_operation OR v_stored.request_sha256 <> p_fingerprint THEN
             outcome := 'key_reused';
+        ELSIF v_stored.resource_id IS NULL AND v_stored.response_body IS NULL THEN
+            outcome := 'in_flight';
         ELSE
             outcome := 'replay';
             referral_id := v_stored.resource_id;
