@@ -5,12 +5,13 @@ and a retry is answered by rendering the referral as it was created."""
 from __future__ import annotations
 
 import uuid
+from typing import Any
 
 import httpx
 import orjson
 import pytest
 from fastapi import FastAPI
-from sqlalchemy import text
+from sqlalchemy import event, text
 
 from service.auth.clients import create_client, disable_client
 from service.auth.keys import KeyRing, issue_access_token
@@ -193,3 +194,36 @@ async def test_a_client_registered_with_another_issuer_is_401_for_our_token_and_
     )
     assert response.status_code == 401
     assert await count_referrals(session_factory) == before
+
+
+async def test_a_create_is_one_statement_in_one_round_trip(
+    app: FastAPI,
+    client: httpx.AsyncClient,
+    school: RegisteredClient,
+    settings: Settings,
+    database_url: str,
+) -> None:
+    # The architecture the benchmark depends on: one call of the database function on the
+    # driver pool, and nothing through the engine (no session, no BEGIN/COMMIT).
+    single = await create_pool(settings.model_copy(update={"db_pool_size": 1}), database_url)
+    driver_statements: list[str] = []
+    engine_statements: list[str] = []
+
+    def engine_statement(*args: Any) -> None:
+        engine_statements.append(str(args[2]))
+
+    async with single.acquire() as connection:
+        connection.add_query_logger(lambda record: driver_statements.append(record.query))
+    pool = app.state.pool
+    app.state.pool = single
+    event.listen(app.state.engine.sync_engine, "before_cursor_execute", engine_statement)
+    try:
+        response = await post_referral(client, school)
+    finally:
+        event.remove(app.state.engine.sync_engine, "before_cursor_execute", engine_statement)
+        app.state.pool = pool
+        await single.close()
+    assert response.status_code == 201, response.text
+    assert engine_statements == []
+    assert len(driver_statements) == 1
+    assert driver_statements[0].startswith("SELECT * FROM neglect_create_referral(")
