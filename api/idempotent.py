@@ -2,23 +2,15 @@
 
 from __future__ import annotations
 
-import uuid
 from collections.abc import Awaitable, Callable
 
 from fastapi.responses import JSONResponse, Response
 from pydantic import BaseModel
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from service.audit import record_access
+from service.audit import record_replay
 from service.auth.caller import Caller
 from service.idempotency import body_fingerprint, check_key, claim_key, store_response
-
-
-def _uuid_or_none(value: object) -> uuid.UUID | None:
-    try:
-        return uuid.UUID(str(value)) if value is not None else None
-    except ValueError:
-        return None
 
 
 async def create_idempotently(
@@ -40,14 +32,7 @@ async def create_idempotently(
     fingerprint = body_fingerprint(operation, body.model_dump(mode="json"))
     stored = await claim_key(session, caller.client_id, valid_key, operation, fingerprint)
     if stored is not None:
-        await record_access(
-            session,
-            caller,
-            "read",
-            resource_type,
-            stored.body.get("id") if isinstance(stored.body.get("id"), str) else None,
-            child_id=_uuid_or_none(stored.body.get("child_id")),
-        )
+        await record_replay(session, caller, resource_type, stored.body)
         return JSONResponse(
             stored.body, status_code=stored.status, headers={"Idempotent-Replayed": "true"}
         )

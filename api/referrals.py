@@ -5,7 +5,6 @@ from __future__ import annotations
 import uuid
 from typing import Annotated
 
-import orjson
 from fastapi import APIRouter, Query, Request, Security
 from fastapi.responses import Response
 
@@ -70,12 +69,7 @@ async def create_referral(
     )
     if isinstance(created, referrals.Replay):
         async with transaction(app_state.session_factory) as session:
-            status, replayed = await referrals.replay_created(session, created)
-        content = (
-            replayed.model_dump_json()
-            if isinstance(replayed, ReferralPublic)
-            else (orjson.dumps(replayed).decode())
-        )
+            status, content = await referrals.replay_created(session, created)
         return Response(
             content,
             status_code=status,

@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import uuid
-from typing import Literal
+from collections.abc import Mapping
+from typing import Any, Literal
 
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -42,4 +43,26 @@ async def record_access(
             "request_id": caller.request_id,
             "access_reason": caller.access_reason,
         },
+    )
+
+
+def _uuid_or_none(value: object) -> uuid.UUID | None:
+    try:
+        return uuid.UUID(str(value)) if value is not None else None
+    except ValueError:
+        return None
+
+
+async def record_replay(
+    session: AsyncSession, caller: Caller, resource_type: str, stored_body: Mapping[str, Any]
+) -> None:
+    """Audit a replayed stored answer as a read of the record it names (its `id`, `child_id`)."""
+    stored_id = stored_body.get("id")
+    await record_access(
+        session,
+        caller,
+        "read",
+        resource_type,
+        stored_id if isinstance(stored_id, str) else None,
+        child_id=_uuid_or_none(stored_body.get("child_id")),
     )

@@ -49,7 +49,7 @@ from schemas.referrals import (
     ReferralStatus,
     WithdrawCreate,
 )
-from service.audit import record_access
+from service.audit import record_access, record_replay
 from service.auth.caller import Caller
 from service.auth.scopes import READ_ALL_REFERRALS, WRITE_REFERRALS
 from service.children import ChildIdentity, lock_child
@@ -281,32 +281,20 @@ def _identity_of(referral: ReferralCreate) -> ChildIdentity:
     )
 
 
-async def replay_created(
-    session: AsyncSession, replay: Replay
-) -> tuple[int, dict[str, Any] | ReferralPublic]:
-    """The first answer to a create, for its retry: (status, body), audited as a read.
+async def replay_created(session: AsyncSession, replay: Replay) -> tuple[int, str]:
+    """The first answer to a create, for its retry: (status, JSON body), audited as a read.
 
     The referral is shown as it was created (received, undecided), whatever happened to it since.
     """
-    caller = replay.caller
     if replay.stored_body is not None:
-        stored_id = replay.stored_body.get("id")
-        child = replay.stored_body.get("child_id")
-        await record_access(
-            session,
-            caller,
-            "read",
-            RESOURCE_TYPE,
-            stored_id if isinstance(stored_id, str) else None,
-            child_id=uuid.UUID(child) if isinstance(child, str) else None,
-        )
-        return replay.stored_status or 201, replay.stored_body
+        await record_replay(session, replay.caller, RESOURCE_TYPE, replay.stored_body)
+        return replay.stored_status or 201, orjson.dumps(replay.stored_body).decode()
     row = (
         (await session.execute(select(REFERRAL).where(REFERRAL.c.id == replay.referral_id)))
         .mappings()
         .one()
     )
-    await record_access(session, caller, "read", RESOURCE_TYPE, row["id"], row["child_id"])
+    await record_access(session, replay.caller, "read", RESOURCE_TYPE, row["id"], row["child_id"])
     as_created = {
         **row,
         "status": ReferralStatus.RECEIVED.value,
@@ -314,7 +302,7 @@ async def replay_created(
         "withdrawn_at": None,
         "withdrawal_reason": None,
     }
-    return 201, referral_to_public(as_created)
+    return 201, referral_to_public(as_created).model_dump_json()
 
 
 # --- read ----------------------------------------------------------------------------------------
