@@ -12,7 +12,7 @@ from __future__ import annotations
 import uuid
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, time
-from typing import Any, Protocol
+from typing import Any, Final, Protocol
 
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -81,36 +81,15 @@ class ChildIdentity:
         key = normalise_family_name(self.family_name) if self.family_name else ""
         return key or None
 
-    def lock_arguments(self) -> tuple[str | None, str | None, str | None, str | None, date | None]:
-        """`neglect_lock_child`'s arguments, in order: the keys this child is matched on."""
-        return (
-            self.nhs_number,
-            self.la_child_id,
-            self.upn,
-            self.family_name_key,
-            self.date_of_birth,
-        )
-
-    def resolve_arguments(self) -> tuple[Any, ...]:
-        """`neglect_resolve_child`'s arguments, in order."""
-        return (
-            self.nhs_number,
-            self.la_child_id,
-            self.upn,
-            self.given_name,
-            self.family_name,
-            self.family_name_key,
-            self.date_of_birth,
-            self.expected_date_of_birth,
-            self.sex,
-            self.ethnicity,
-        )
+    def arguments(self, names: tuple[str, ...]) -> dict[str, Any]:
+        """These fields (`family_name_key` included) by name, as statement parameters."""
+        return {name: getattr(self, name) for name in names}
 
 
 # Matching itself is the database function `neglect_resolve_child` (migration 0005): it takes the
 # child's advisory locks, matches in SPEC 2.1's order, learns identifiers and creates the child,
 # all in the caller's transaction, so every create path shares one definition and one round trip.
-_RESOLVE_ARGUMENTS = (
+RESOLVE_ARGUMENTS: Final = (
     "nhs_number",
     "la_child_id",
     "upn",
@@ -122,6 +101,10 @@ _RESOLVE_ARGUMENTS = (
     "sex",
     "ethnicity",
 )
+"""`neglect_resolve_child`'s parameters, in order."""
+_LOCK_ARGUMENTS: Final = ("nhs_number", "la_child_id", "upn", "family_name_key", "date_of_birth")
+"""`neglect_lock_child`'s parameters, in order: the keys a child is matched on."""
+
 _RESOLVE_CHILD = text(
     "SELECT neglect_resolve_child(CAST(:nhs_number AS text), CAST(:la_child_id AS text), "
     "CAST(:upn AS text), CAST(:given_name AS text), CAST(:family_name AS text), "
@@ -139,9 +122,7 @@ async def resolve_child(session: AsyncSession, identity: ChildIdentity) -> uuid.
 
     The child's advisory locks are held until the session's transaction ends.
     """
-    child_id = await session.scalar(
-        _RESOLVE_CHILD, dict(zip(_RESOLVE_ARGUMENTS, identity.resolve_arguments(), strict=True))
-    )
+    child_id = await session.scalar(_RESOLVE_CHILD, identity.arguments(RESOLVE_ARGUMENTS))
     if not isinstance(child_id, uuid.UUID):
         raise TypeError("neglect_resolve_child returned no child id")
     return child_id
@@ -149,17 +130,7 @@ async def resolve_child(session: AsyncSession, identity: ChildIdentity) -> uuid.
 
 async def lock_child(session: AsyncSession, identity: ChildIdentity) -> None:
     """Take the advisory locks `resolve_child` takes for this child, until the transaction ends."""
-    nhs_number, la_child_id, upn, family_name_key, date_of_birth = identity.lock_arguments()
-    await session.execute(
-        _LOCK_CHILD,
-        {
-            "nhs_number": nhs_number,
-            "la_child_id": la_child_id,
-            "upn": upn,
-            "family_name_key": family_name_key,
-            "date_of_birth": date_of_birth,
-        },
-    )
+    await session.execute(_LOCK_CHILD, identity.arguments(_LOCK_ARGUMENTS))
 
 
 async def get_child(session: AsyncSession, child_id: uuid.UUID) -> Child:

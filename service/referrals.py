@@ -52,7 +52,7 @@ from schemas.referrals import (
 from service.audit import record_access, record_replay
 from service.auth.caller import Caller
 from service.auth.scopes import READ_ALL_REFERRALS, WRITE_REFERRALS
-from service.children import ChildIdentity, lock_child
+from service.children import RESOLVE_ARGUMENTS, ChildIdentity, lock_child
 from service.db import DriverPool
 from service.errors import (
     AuthenticationFailed,
@@ -189,7 +189,7 @@ async def create_referral(
         key,
         OPERATION,
         body_fingerprint(OPERATION, sent),
-        *_identity_of(referral).resolve_arguments(),
+        *_identity_of(referral).arguments(RESOLVE_ARGUMENTS).values(),
         referral_id,
         referral.external_reference,
         referral.immediate_risk,
