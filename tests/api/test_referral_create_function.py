@@ -5,6 +5,8 @@ and a retry is answered by rendering the referral as it was created."""
 from __future__ import annotations
 
 import uuid
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from typing import Any
 
 import httpx
@@ -15,10 +17,11 @@ from sqlalchemy import event, text
 
 from service.auth.clients import create_client, disable_client
 from service.auth.keys import KeyRing, issue_access_token
-from service.db import SessionFactory, create_pool, transaction
+from service.db import DriverPool, SessionFactory, create_pool, transaction
 from service.settings import Settings
 from tests.bodies import valid_decision_body
 from tests.builders.referrals import (
+    PROBLEMS,
     count_audit_events,
     count_referrals,
     count_rows,
@@ -27,7 +30,21 @@ from tests.builders.referrals import (
 )
 from tests.conftest import TEST_AUDIENCE, TEST_ISSUER, ClientMaker, RegisteredClient
 
-PROBLEMS = "https://neglect-service.example/problems/"
+
+@asynccontextmanager
+async def driver_pool(app: FastAPI, pool: DriverPool) -> AsyncIterator[DriverPool]:
+    """Serve the app's referral creates from `pool` for a while, then close it.
+
+    Set and put back by hand: pytest's monkeypatch cannot restore an attribute of Starlette's
+    `State`, and the app is shared by the whole session.
+    """
+    shared = app.state.pool
+    app.state.pool = pool
+    try:
+        yield pool
+    finally:
+        app.state.pool = shared
+        await pool.close()
 
 
 async def count_keys(factory: SessionFactory, key: str) -> int:
@@ -144,11 +161,7 @@ async def test_no_free_driver_connection_within_the_pool_timeout_is_503_and_stor
     small = await create_pool(
         settings.model_copy(update={"db_pool_size": 1, "db_pool_timeout_s": 0.2}), database_url
     )
-    # Set and put back by hand: pytest's monkeypatch cannot restore an attribute of Starlette's
-    # `State`, and the app is shared by the whole session.
-    pool = app.state.pool
-    app.state.pool = small
-    try:
+    async with driver_pool(app, small):
         before = await count_referrals(session_factory)
         async with small.acquire():
             response = await post_referral(client, school)
@@ -156,9 +169,6 @@ async def test_no_free_driver_connection_within_the_pool_timeout_is_503_and_stor
         assert response.headers["Retry-After"]
         assert response.json()["type"] == PROBLEMS + "database-unavailable"
         assert await count_referrals(session_factory) == before
-    finally:
-        app.state.pool = pool
-        await small.close()
 
 
 async def test_a_client_registered_with_another_issuer_is_401_for_our_token_and_stores_nothing(
@@ -214,15 +224,12 @@ async def test_a_create_is_one_statement_in_one_round_trip(
 
     async with single.acquire() as connection:
         connection.add_query_logger(lambda record: driver_statements.append(record.query))
-    pool = app.state.pool
-    app.state.pool = single
-    event.listen(app.state.engine.sync_engine, "before_cursor_execute", engine_statement)
-    try:
-        response = await post_referral(client, school)
-    finally:
-        event.remove(app.state.engine.sync_engine, "before_cursor_execute", engine_statement)
-        app.state.pool = pool
-        await single.close()
+    async with driver_pool(app, single):
+        event.listen(app.state.engine.sync_engine, "before_cursor_execute", engine_statement)
+        try:
+            response = await post_referral(client, school)
+        finally:
+            event.remove(app.state.engine.sync_engine, "before_cursor_execute", engine_statement)
     assert response.status_code == 201, response.text
     assert engine_statements == []
     assert len(driver_statements) == 1

@@ -14,6 +14,7 @@ from schemas.referrals import IMMEDIATE_RISK_GUIDANCE
 from service.db import SessionFactory
 from tests.bodies import valid_decision_body, valid_withdraw_body
 from tests.builders.referrals import (
+    PROBLEMS,
     count_audit_events,
     count_referrals,
     count_rows,
@@ -26,7 +27,6 @@ from tests.conftest import ClientMaker, RegisteredClient
 
 REFERRER_SCOPES = ["referrals:write", "referrals:read"]
 FRONT_DOOR_SCOPES = ["referrals:read", "referrals:read:all", "referrals:decide"]
-PROBLEMS = "https://neglect-service.example/problems/"
 
 
 @pytest.fixture

@@ -20,6 +20,9 @@ from service.identifiers import SYNTHETIC_NHS_PREFIX, compute_nhs_check_digit
 from tests.bodies import valid_referral_body
 from tests.conftest import RegisteredClient
 
+PROBLEMS = "https://neglect-service.example/problems/"
+"""The start of every problem `type` URI (SPEC 3), spelled out so a change to it fails a test."""
+
 _NHS_SERIALS = itertools.count(random.SystemRandom().randrange(1_000_000))
 
 
