@@ -39,9 +39,10 @@ test: lint typecheck ## Lint, type-check, then the whole suite (DATABASE_URL or 
 pytest: venv ## Only the test suite; pass options with PYTEST_ARGS='-k name'
 	$(PYTEST)
 
-lint: venv ## ruff check and ruff format --check
+lint: venv ## ruff check, ruff format --check and the import-linter layer contracts
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
+	$(BIN)/lint-imports
 
 typecheck: venv ## mypy --strict (configured in pyproject.toml) over the whole tree
 	$(BIN)/mypy $(MYPY_PATHS)

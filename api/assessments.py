@@ -20,7 +20,7 @@ from service.assessments import (
 from service.auth.caller import Caller
 
 from .deps import IdempotencyKeyDep, SessionDep, authenticate
-from .idempotent import create_idempotently
+from .idempotency import create_idempotently
 from .responses import problems
 
 router = APIRouter(prefix="/v1", tags=["assessments"])

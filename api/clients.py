@@ -1,25 +1,19 @@
-"""Client registry (scope `admin`) and the audit trail (scope `audit:read`)."""
+"""Client registry (scope `admin`)."""
 
 from __future__ import annotations
 
-import uuid
 from typing import Annotated
 
-from fastapi import APIRouter, Path, Query, Security
+from fastapi import APIRouter, Path
 
-from schemas.clients import AuditEventPublic, ClientCreate, ClientCreated, ClientPublic
-from schemas.common import IsoDateTime, Page
-from service.audit_trail import list_audit_events
+from schemas.clients import ClientCreate, ClientCreated, ClientPublic
 from service.auth import clients as registry
-from service.auth.caller import Caller
 from service.errors import Unprocessable
 
-from .deps import AdminDep, PageDep, SessionDep, authenticate
+from .deps import AdminDep, SessionDep
 from .responses import problems
 
 router = APIRouter(prefix="/v1", tags=["administration"])
-
-AuditReader = Annotated[Caller, Security(authenticate, scopes=["audit:read"])]
 
 
 @router.post("/clients", status_code=201, responses=problems(401, 403, 409, 422))
@@ -52,33 +46,3 @@ async def disable_client(
 ) -> ClientPublic:
     """Disable a client: its tokens are refused from the next request on."""
     return ClientPublic.model_validate(await registry.disable_client(session, client_id))
-
-
-@router.get("/audit-events", responses=problems(401, 403, 422))
-async def list_audit(
-    session: SessionDep,
-    caller: AuditReader,
-    page: PageDep,
-    child_id: uuid.UUID | None = None,
-    client_id: Annotated[str | None, Query(max_length=64)] = None,
-    occurred_from: IsoDateTime | None = None,
-    occurred_to: IsoDateTime | None = None,
-) -> Page[AuditEventPublic]:
-    """The audit trail, oldest first."""
-    after_id = None
-    if page.cursor is not None:
-        if not page.cursor.isdigit() or len(page.cursor) > 18:
-            raise Unprocessable("the cursor is not one this service issued")
-        after_id = int(page.cursor)
-    events = await list_audit_events(
-        session,
-        limit=page.limit + 1,
-        after_id=after_id,
-        child_id=child_id,
-        client_id=client_id,
-        occurred_from=occurred_from,
-        occurred_to=occurred_to,
-    )
-    items = [AuditEventPublic.model_validate(event) for event in events[: page.limit]]
-    next_cursor = str(items[-1].id) if len(events) > page.limit and items else None
-    return Page[AuditEventPublic](items=items, next_cursor=next_cursor)

@@ -27,22 +27,18 @@ from api.responses import problems
 from schemas.children import today_in_uk
 from schemas.common import IsoDate
 from schemas.indicators import (
+    Breakdown,
     BreakdownPublic,
     IndicatorCatalogue,
     IndicatorPublic,
     IndicatorSeriesPublic,
+    Period,
     SeriesPointPublic,
 )
 from service.audit import record_access
 from service.auth.caller import Caller
-from service.indicators.catalogue import (
-    Breakdown,
-    IndicatorMeta,
-    load_breakdown_definitions,
-    load_catalogue,
-)
+from service.indicators.catalogue import IndicatorMeta, load_breakdown_definitions, load_catalogue
 from service.indicators.compute import IndicatorSeries, compute_series, get_indicator
-from service.indicators.periods import Period
 
 router = APIRouter(prefix="/v1", tags=["indicators"])
 

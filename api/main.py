@@ -26,6 +26,7 @@ from service.settings import Settings, get_settings
 
 from . import (
     assessments,
+    audit,
     case_events,
     children,
     clients,
@@ -114,7 +115,16 @@ def create_app(settings: Settings | None = None, database_url: str | None = None
     app.add_middleware(RequestContextMiddleware, max_body_bytes=settings.max_body_bytes)
     app.include_router(health.router)
     app.include_router(oauth.router)
-    for module in (referrals, children, toolkits, assessments, case_events, indicators, clients):
+    for module in (
+        referrals,
+        children,
+        toolkits,
+        assessments,
+        case_events,
+        indicators,
+        clients,
+        audit,
+    ):
         app.include_router(module.router)
     install_openapi(app)
     return app

@@ -14,8 +14,8 @@ from schemas.toolkits import ToolkitVersionPublic, ToolkitVersionSummary
 from service.assessments import score_without_storing
 from service.audit import record_access
 from service.auth.caller import Caller
-from service.toolkit_definition import definition_json_schema
-from service.toolkits_registry import (
+from service.toolkits.definition import definition_json_schema
+from service.toolkits.versions import (
     get_toolkit_version,
     list_toolkit_versions,
     publish_toolkit_version,

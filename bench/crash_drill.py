@@ -51,7 +51,7 @@ from bench.harness import (
     make_body_templates,
     wait_until_ready,
 )
-from service.identifiers import compute_nhs_check_digit
+from schemas.identifiers import compute_nhs_check_digit
 
 ROOT: Final = Path(__file__).resolve().parent.parent
 PG_SYSTEM_USER: Final = "embedded_postgres"
@@ -63,7 +63,7 @@ def _service_command() -> list[str]:
     installed = ROOT / ".venv" / "bin" / "neglect-service"
     if installed.exists():
         return [str(installed)]
-    return [sys.executable, "-c", "import sys; from service.cli import app; sys.exit(app())"]
+    return [sys.executable, "-c", "import sys; from service.cli.main import app; sys.exit(app())"]
 
 
 class PrivatePostgres:

@@ -7,8 +7,8 @@ a plain `SELECT count(*) FROM referral` measured in the same run.
     bash bench/indicators.sh --database-url URL    # time an already loaded database only
 
 Steps: pick the PostgreSQL server (`DATABASE_URL`, else 127.0.0.1:5432, else the embedded one),
-create a fresh database, migrate it, load the demo partnership (`service.demo_data`, the code behind
-`neglect-service demo-data`) with enough children for the target number of referrals, then
+create a fresh database, migrate it, load the demo partnership (`service.demo.generator`, the code
+behind `neglect-service demo-data`) with enough children for the target number of referrals, then
 `VACUUM (ANALYZE)` (what autovacuum would have done after such a load) and a `CHECKPOINT` (so the
 load's writes are not flushed while queries are timed). The app runs in process
 (httpx over ASGI, the real routes, authentication and suppression): each series is requested as a
@@ -47,13 +47,13 @@ from api.main import create_app
 from bench.harness import find_server_url, plain_url, quote_identifier
 from service.auth.clients import create_client
 from service.auth.keys import issue_access_token
-from service.cli import migrate_database
 from service.db import create_engine, create_session_factory, transaction
-from service.demo_data import DemoGenerator, DemoOptions, DemoToolkit, load_demo_data
+from service.demo.generator import DemoGenerator, DemoOptions, DemoToolkit, load_demo_data
 from service.indicators.catalogue import load_catalogue
+from service.migrations import migrate_database
 from service.settings import Settings
-from service.toolkit_definition import canonical_sha256
-from service.toolkits import load_demo_toolkit
+from service.toolkits.definition import canonical_sha256
+from service.toolkits.demo import load_demo_toolkit
 
 RESULTS: Final = Path(__file__).resolve().parent / "results"
 ISSUER: Final = "http://bench"

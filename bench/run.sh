@@ -30,7 +30,7 @@ fi
 if [[ -x .venv/bin/neglect-service ]]; then
     NS=(.venv/bin/neglect-service)
 else
-    NS=("$PY" -c 'import sys; from service.cli import app; sys.exit(app())')
+    NS=("$PY" -c 'import sys; from service.cli.main import app; sys.exit(app())')
 fi
 
 if ! command -v wrk >/dev/null 2>&1; then

@@ -18,8 +18,8 @@ from pydantic import (
 )
 
 from schemas.common import LongText, PublicModel, ShortText, StrictModel
+from schemas.identifiers import is_valid_la_child_id, is_valid_nhs_number, is_valid_upn
 from schemas.vocabulary import DisabilityCode, EthnicityCode, Sex, UniqueList
-from service.identifiers import is_valid_la_child_id, is_valid_nhs_number, is_valid_upn
 
 UK_TIME_ZONE: Final = ZoneInfo("Europe/London")
 ADULT_AGE_YEARS: Final = 18

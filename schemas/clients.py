@@ -1,10 +1,9 @@
-"""API clients (machine callers) and the audit trail."""
+"""API clients (machine callers)."""
 
 from __future__ import annotations
 
 from datetime import datetime
 from typing import Annotated, Literal
-from uuid import UUID
 
 from pydantic import Field, StringConstraints
 
@@ -69,17 +68,3 @@ class ClientPublic(PublicModel):
 
 class ClientCreated(ClientPublic):
     client_secret: str | None = Field(description="Shown once; store it now")
-
-
-class AuditEventPublic(PublicModel):
-    id: int
-    occurred_at: datetime
-    client_id: str
-    agency_type: str
-    agency_name: str
-    action: str
-    resource_type: str
-    resource_id: str | None
-    child_id: UUID | None
-    request_id: str | None
-    access_reason: str | None

@@ -3,12 +3,23 @@
 from __future__ import annotations
 
 from datetime import date
+from typing import Final, Literal, get_args
 
 from pydantic import Field
 
 from schemas.common import PublicModel
-from service.indicators.catalogue import Breakdown, Polarity, Timing, Unit
-from service.indicators.periods import Period
+
+Breakdown = Literal[
+    "age_band", "sex", "ethnicity", "referral_source", "agency_type", "neglect_form", "plan_type"
+]
+BREAKDOWNS: Final[tuple[Breakdown, ...]] = get_args(Breakdown)
+
+Unit = Literal["percent", "count", "mean"]
+Polarity = Literal["higher_is_better", "lower_is_better", "neutral"]
+Timing = Literal["in_period", "at_period_end"]
+
+Period = Literal["month", "quarter", "year", "financial_year", "snapshot"]
+PERIODS: Final[tuple[Period, ...]] = get_args(Period)
 
 
 class IndicatorPublic(PublicModel):

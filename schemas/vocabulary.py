@@ -1,7 +1,7 @@
 """Vocabulary shared by referrals, toolkits, assessments and case events (SPEC section 1 and 5).
 
 Fixed vocabularies are StrEnums so that the OpenAPI document lists their values. CIN census code
-lists change between census years, so they are data in `service.reference_data`; the annotated
+lists change between census years, so they are data in `schemas.reference_data`; the annotated
 types below validate against the current census year and publish its codes as the JSON schema enum.
 """
 
@@ -13,8 +13,8 @@ from typing import Annotated, TypeVar
 
 from pydantic import AfterValidator, Field
 
-from service import reference_data
-from service.reference_data import CURRENT_CENSUS_YEAR
+from schemas import reference_data
+from schemas.reference_data import CURRENT_CENSUS_YEAR
 
 
 class Sex(StrEnum):

@@ -45,8 +45,8 @@ from service.children import ChildIdentity, age_in_years, resolve_child
 from service.errors import NotFound, Unprocessable
 from service.models import Assessment, Child
 from service.scoring import ResponsesInvalid, ResponseValue, ScoreResult, score_assessment
-from service.toolkit_definition import ToolkitDefinition
-from service.toolkits_registry import definition_of, find_toolkit_version, get_toolkit_version
+from service.toolkits.definition import ToolkitDefinition
+from service.toolkits.versions import definition_of, find_toolkit_version, get_toolkit_version
 
 RESOURCE_TYPE = "assessment"
 

@@ -1,15 +1,19 @@
-"""The audit trail. Every create, read, list and export of personal data calls `record_access`."""
+"""The audit trail: every create, read, list and export of personal data calls `record_access`;
+`audit:read` callers page through it with `list_audit_events`."""
 
 from __future__ import annotations
 
 import uuid
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
+from datetime import datetime
 from typing import Any, Literal
 
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncSession
+from sqlmodel import col, select
 
 from service.auth.caller import Caller
+from service.models import AuditEvent
 
 AuditAction = Literal["create", "read", "list", "export", "update"]
 
@@ -66,3 +70,28 @@ async def record_replay(
         stored_id if isinstance(stored_id, str) else None,
         child_id=_uuid_or_none(stored_body.get("child_id")),
     )
+
+
+async def list_audit_events(
+    session: AsyncSession,
+    *,
+    limit: int,
+    after_id: int | None = None,
+    child_id: uuid.UUID | None = None,
+    client_id: str | None = None,
+    occurred_from: datetime | None = None,
+    occurred_to: datetime | None = None,
+) -> Sequence[AuditEvent]:
+    """Oldest first, keyset-paginated on the identity column."""
+    query = select(AuditEvent).order_by(col(AuditEvent.id)).limit(limit)
+    if after_id is not None:
+        query = query.where(col(AuditEvent.id) > after_id)
+    if child_id is not None:
+        query = query.where(col(AuditEvent.child_id) == child_id)
+    if client_id is not None:
+        query = query.where(col(AuditEvent.client_id) == client_id)
+    if occurred_from is not None:
+        query = query.where(col(AuditEvent.occurred_at) >= occurred_from)
+    if occurred_to is not None:
+        query = query.where(col(AuditEvent.occurred_at) < occurred_to)
+    return (await session.scalars(query)).all()

@@ -18,11 +18,11 @@ from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from schemas.children import ChildTimelineEntry, ChildWithTimeline
+from schemas.identifiers import normalise_family_name
 from service.audit import record_access
 from service.auth.caller import Caller
 from service.auth.scopes import READ_ALL_REFERRALS
 from service.errors import NotFound
-from service.identifiers import normalise_family_name
 from service.models import Child
 
 

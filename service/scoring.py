@@ -13,7 +13,7 @@ from typing import Final, Literal
 
 from pydantic import BaseModel, ConfigDict
 
-from service.toolkit_definition import (
+from service.toolkits.definition import (
     NEGLECT_FORMS,
     AggregationMethod,
     Item,

@@ -12,7 +12,7 @@ from datetime import date, timedelta
 from typing import Any
 
 from schemas.children import today_in_uk
-from service.identifiers import synthetic_nhs_number
+from schemas.identifiers import synthetic_nhs_number
 
 _GIVEN_NAMES = ("Amelia", "Oliver", "Isla", "Noah", "Ava", "Leo", "Mia", "Arthur", "Zara", "Idris")
 _FAMILY_NAMES = ("Testerton", "Samplewood", "Fictora", "Demoford", "Exampleby", "Mockridge")

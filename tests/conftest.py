@@ -27,9 +27,9 @@ from sqlalchemy.engine import make_url
 from api.main import create_app
 from service.auth.clients import create_client
 from service.auth.keys import KeyRing, issue_access_token
-from service.cli import migrate_database
 from service.db import SessionFactory, transaction
 from service.logs import JsonFormatter
+from service.migrations import migrate_database
 from service.settings import Settings
 
 TEST_ISSUER = "http://test"

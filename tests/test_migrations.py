@@ -24,7 +24,7 @@ PROJECT_ROOT = Path(__file__).resolve().parent.parent
 
 
 def _alembic_config(url: str) -> Config:
-    # The same wiring as `service.cli.migrate_database`, and no logging set-up of Alembic's own.
+    # The same wiring as `service.migrations.migrate_database`, without Alembic's logging set-up.
     config = Config(str(PROJECT_ROOT / "alembic.ini"))
     config.set_main_option("script_location", str(PROJECT_ROOT / "alembic"))
     config.attributes["database_url"] = url

@@ -8,21 +8,12 @@ from __future__ import annotations
 
 import functools
 from importlib import resources
-from typing import Annotated, Any, Final, Literal, Self, get_args
+from typing import Annotated, Any, Self
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints, model_validator
 
-from service.indicators.periods import Period
-
-Breakdown = Literal[
-    "age_band", "sex", "ethnicity", "referral_source", "agency_type", "neglect_form", "plan_type"
-]
-BREAKDOWNS: Final[tuple[Breakdown, ...]] = get_args(Breakdown)
-
-Unit = Literal["percent", "count", "mean"]
-Polarity = Literal["higher_is_better", "lower_is_better", "neutral"]
-Timing = Literal["in_period", "at_period_end"]
+from schemas.indicators import BREAKDOWNS, Breakdown, Period, Polarity, Timing, Unit
 
 _Text = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=2000)]
 

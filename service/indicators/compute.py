@@ -18,9 +18,10 @@ from typing import Final
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from schemas.indicators import Breakdown, Period
 from service.errors import NotFound, Unprocessable
-from service.indicators.catalogue import Breakdown, IndicatorMeta, load_catalogue
-from service.indicators.periods import Bucket, Period, period_bounds
+from service.indicators.catalogue import IndicatorMeta, load_catalogue
+from service.indicators.periods import Bucket, period_bounds
 from service.indicators.sql import FIXED_GROUPS, NEEDS_HOLIDAYS, STEPS, build_series_sql
 from service.indicators.suppression import Cell, apply_primary_suppression, suppress
 from service.working_days import bank_holidays

@@ -8,10 +8,9 @@ whole first month, because a part-month figure would not be comparable with its 
 from __future__ import annotations
 
 from datetime import date, timedelta
-from typing import Final, Literal, get_args
+from typing import Final
 
-Period = Literal["month", "quarter", "year", "financial_year", "snapshot"]
-PERIODS: Final[tuple[Period, ...]] = get_args(Period)
+from schemas.indicators import PERIODS, Period
 
 Bucket = tuple[date, date, str]
 """(start, end, label): the days `start <= day < end`, labelled for display."""

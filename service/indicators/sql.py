@@ -48,8 +48,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Final
 
-from service.indicators.catalogue import Breakdown, Unit
-from service.indicators.periods import Period
+from schemas.indicators import Breakdown, Period, Unit
 
 UK_ZONE: Final = "Europe/London"
 

@@ -1,14 +1,18 @@
-"""Database tables, one module per resource. Wire schemas live in `schemas/`.
+"""Database tables, one module per concept. Wire schemas live in `schemas/`.
 
 Importing this package registers every table on `metadata` (Alembic autogenerate needs them all).
 """
 
 from . import case_events as case_events
-from .assessments import Assessment, ToolkitVersion
+from .assessments import Assessment
+from .audit import AuditEvent
 from .base import metadata
 from .children import Child
-from .foundation import ApiClient, AuditEvent, IdempotencyRecord, SigningKey
+from .clients import ApiClient
+from .idempotency import IdempotencyRecord
+from .keys import SigningKey
 from .referrals import Referral
+from .toolkits import ToolkitVersion
 
 __all__ = [
     "ApiClient",

@@ -15,8 +15,8 @@ from sqlmodel import col
 from schemas.children import today_in_uk
 from service.db import SessionFactory
 from service.models import AuditEvent
-from service.toolkit_definition import validate_definition
-from service.toolkits import load_demo_toolkit
+from service.toolkits.definition import validate_definition
+from service.toolkits.demo import load_demo_toolkit
 from tests.builders.assessments import (
     assessment_body,
     child_ref,

@@ -10,8 +10,9 @@ import httpx
 import pytest
 from fastapi import FastAPI
 
-from service.indicators.catalogue import Breakdown, load_catalogue
-from service.indicators.periods import Period, period_bounds
+from schemas.indicators import Breakdown, Period
+from service.indicators.catalogue import load_catalogue
+from service.indicators.periods import period_bounds
 from service.indicators.sql import FIXED_GROUPS
 from tests.builders.indicators import fetch_series
 from tests.conftest import ClientMaker, RegisteredClient

@@ -17,12 +17,12 @@ from sqlalchemy import func, select
 from sqlmodel import col
 from typer.testing import CliRunner
 
-from service.cli import app as cli_app
+from service.cli.main import app as cli_app
 from service.db import SessionFactory
 from service.models import Assessment, AuditEvent
 from service.settings import get_settings
-from service.toolkit_definition import canonical_sha256, validate_definition
-from service.toolkits import read_demo_toolkit_document
+from service.toolkits.definition import canonical_sha256, validate_definition
+from service.toolkits.demo import read_demo_toolkit_document
 from tests.builders.assessments import (
     child_ref,
     publish_demo,

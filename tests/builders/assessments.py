@@ -16,9 +16,9 @@ import httpx
 from schemas.children import today_in_uk
 from service.children import age_in_years
 from service.db import SessionFactory, transaction
-from service.toolkit_definition import ToolkitDefinition
-from service.toolkits import load_demo_toolkit
-from service.toolkits_registry import publish_demo_toolkit
+from service.toolkits.definition import ToolkitDefinition
+from service.toolkits.demo import load_demo_toolkit
+from service.toolkits.versions import publish_demo_toolkit
 from tests.conftest import RegisteredClient
 
 DESCRIPTORS = ["all met", "mostly met", "partly met", "largely unmet", "entirely unmet"]

@@ -32,8 +32,8 @@ from sqlalchemy import insert, text
 from schemas.children import today_in_uk
 from service.db import SessionFactory, transaction
 from service.models import Child
-from service.toolkit_definition import ToolkitDefinition, validate_definition
-from service.toolkits import load_demo_toolkit
+from service.toolkits.definition import ToolkitDefinition, validate_definition
+from service.toolkits.demo import load_demo_toolkit
 from tests.bodies import valid_child_body, valid_decision_body, valid_withdraw_body
 from tests.builders.assessments import (
     assessment_body,

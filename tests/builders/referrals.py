@@ -15,8 +15,8 @@ from typing import Any
 import httpx
 from sqlalchemy import text
 
+from schemas.identifiers import SYNTHETIC_NHS_PREFIX, compute_nhs_check_digit
 from service.db import SessionFactory
-from service.identifiers import SYNTHETIC_NHS_PREFIX, compute_nhs_check_digit
 from tests.bodies import valid_referral_body
 from tests.conftest import RegisteredClient
 

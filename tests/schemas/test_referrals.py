@@ -15,7 +15,9 @@ import pytest
 from pydantic import BaseModel, ValidationError
 from pydantic_core import ErrorDetails
 
+from schemas import reference_data
 from schemas.children import ChildDetailsPublic, ChildIn, ChildRef, add_months, today_in_uk
+from schemas.reference_data import CURRENT_CENSUS_YEAR, UnknownCodeListError, code_list
 from schemas.referrals import (
     DEFAULT_DECISION_OUTCOMES,
     IMMEDIATE_RISK_GUIDANCE,
@@ -24,8 +26,6 @@ from schemas.referrals import (
     ReferralPublic,
     WithdrawCreate,
 )
-from service import reference_data
-from service.reference_data import CURRENT_CENSUS_YEAR, UnknownCodeListError, code_list
 from tests.bodies import (
     synthetic_nhs_number_for,
     valid_child_body,

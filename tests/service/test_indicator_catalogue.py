@@ -5,8 +5,8 @@ from typing import Any
 import pytest
 from pydantic import ValidationError
 
+from schemas.indicators import BREAKDOWNS
 from service.indicators.catalogue import (
-    BREAKDOWNS,
     IndicatorMeta,
     load_breakdown_definitions,
     load_catalogue,

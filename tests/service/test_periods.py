@@ -7,7 +7,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from service.indicators.periods import PERIODS, Period, period_bounds
+from schemas.indicators import PERIODS, Period
+from service.indicators.periods import period_bounds
 
 
 def bucket_holding(day: date, period: Period) -> tuple[date, date, str]:

@@ -17,14 +17,14 @@ from service.scoring import (
     aggregate_grades,
     score_assessment,
 )
-from service.toolkit_definition import (
+from service.toolkits.definition import (
     AGGREGATION_METHODS,
     NEGLECT_FORMS,
     AggregationMethod,
     ToolkitDefinition,
     validate_definition,
 )
-from service.toolkits import load_demo_toolkit
+from service.toolkits.demo import load_demo_toolkit
 
 NK: Literal["not_known"] = NOT_KNOWN
 DESCRIPTORS = ["all met", "mostly met", "partly met", "largely unmet", "entirely unmet"]

@@ -24,11 +24,11 @@ from typer.testing import CliRunner
 
 from schemas.assessments import AssessmentCreate
 from schemas.case_events import parse_case_event
+from schemas.identifiers import is_valid_nhs_number
 from service.case_events import _fingerprint as api_fingerprint
-from service.cli import app as cli_app
-from service.cli import migrate_database
+from service.cli.main import app as cli_app
 from service.db import SessionFactory, transaction
-from service.demo_data import (
+from service.demo.generator import (
     LOAD_ORDER,
     DemoOptions,
     DemoSummary,
@@ -36,11 +36,11 @@ from service.demo_data import (
     generate_rows,
     load_demo_data,
 )
-from service.identifiers import is_valid_nhs_number
 from service.indicators.catalogue import load_catalogue
+from service.migrations import migrate_database
 from service.settings import get_settings
-from service.toolkit_definition import canonical_sha256
-from service.toolkits import load_demo_toolkit
+from service.toolkits.definition import canonical_sha256
+from service.toolkits.demo import load_demo_toolkit
 from tests.builders.indicators import READ_UNSUPPRESSED, clear_domain_tables, fetch_series
 from tests.conftest import ClientMaker
 

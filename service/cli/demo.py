@@ -1,8 +1,4 @@
-"""`neglect-service demo-data`: load a synthetic partnership (see `service/demo_data.py`).
-
-Mounted by `service/cli.py` with `app.command("demo-data")(demo_data)`. The CLI helpers are
-imported inside the command, because `service.cli` imports this module while it is still loading.
-"""
+"""`neglect-service demo-data`: load a synthetic partnership (see `service/demo/`)."""
 
 from __future__ import annotations
 
@@ -11,13 +7,13 @@ from datetime import date
 from typing import Annotated
 
 import typer
-from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from schemas.children import today_in_uk
-from service.demo_data import (
+from service.cli.common import console, err_console, resolved_url, with_session
+from service.demo.generator import (
     DEFAULT_END,
     DEFAULT_SEED,
     DEFAULT_START,
@@ -41,7 +37,7 @@ def _summary_json(summary: DemoSummary) -> str:
     )
 
 
-def _print_summary(console: Console, summary: DemoSummary) -> None:
+def _print_summary(summary: DemoSummary) -> None:
     table = Table(title=f"Demo data loaded (seed {summary.seed})")
     table.add_column("table")
     table.add_column("rows", justify="right")
@@ -70,8 +66,6 @@ def demo_data(
 ) -> None:
     """Load a synthetic partnership: children, referrals and decisions, toolkit assessments and
     case events with realistic proportions (all made up; NHS numbers from the 999 range)."""
-    from service import cli
-
     try:
         first, last = date.fromisoformat(start), date.fromisoformat(end)
     except ValueError as exc:
@@ -82,14 +76,14 @@ def demo_data(
         options = DemoOptions(children=children, seed=seed, start=first, end=last)
     except ValueError as exc:
         raise typer.BadParameter(str(exc)) from exc
-    cli._resolved_url()
+    resolved_url()
     # The bar goes to stderr so that `--json` output stays clean.
     progress = Progress(
         TextColumn("children"),
         BarColumn(),
         MofNCompleteColumn(),
         TimeElapsedColumn(),
-        console=cli.err_console,
+        console=err_console,
         transient=as_json,
     )
     task = progress.add_task("children", total=children)
@@ -104,11 +98,11 @@ def demo_data(
 
     try:
         with progress:
-            summary = cli._with_session(load)
+            summary = with_session(load)
     except DemoDataConflict as exc:
-        cli.err_console.print(f"[red]error:[/red] {exc}")
+        err_console.print(f"[red]error:[/red] {exc}")
         raise typer.Exit(2) from exc
     if as_json:
         typer.echo(_summary_json(summary))
     else:
-        _print_summary(cli.console, summary)
+        _print_summary(summary)

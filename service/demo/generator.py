@@ -90,12 +90,12 @@ import orjson
 from sqlalchemy import Index, text
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from schemas.identifiers import SYNTHETIC_NHS_PREFIX, compute_nhs_check_digit
 from service.children import age_in_years
-from service.identifiers import SYNTHETIC_NHS_PREFIX, compute_nhs_check_digit
 from service.models import metadata
 from service.scoring import ResponseValue, ScoreResult, score_assessment
-from service.toolkit_definition import ToolkitDefinition
-from service.toolkits_registry import definition_of, publish_demo_toolkit
+from service.toolkits.definition import ToolkitDefinition
+from service.toolkits.versions import definition_of, publish_demo_toolkit
 from service.working_days import add_working_days, bank_holidays
 
 UK: Final = ZoneInfo("Europe/London")

@@ -10,7 +10,7 @@ from typing import Any
 import jsonschema
 import pytest
 
-from service.toolkit_definition import (
+from service.toolkits.definition import (
     NEGLECT_FORMS,
     DefinitionInvalid,
     Item,
@@ -18,7 +18,7 @@ from service.toolkit_definition import (
     definition_json_schema,
     validate_definition,
 )
-from service.toolkits import DEMO_TOOLKIT_PATH, load_demo_toolkit, read_demo_toolkit_document
+from service.toolkits.demo import DEMO_TOOLKIT_PATH, load_demo_toolkit, read_demo_toolkit_document
 
 DESCRIPTORS = ["all met", "mostly met", "partly met", "largely unmet", "entirely unmet"]
 

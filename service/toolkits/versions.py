@@ -21,13 +21,13 @@ from sqlmodel import col
 
 from service.errors import Conflict, NotFound, Unprocessable
 from service.models import ToolkitVersion
-from service.toolkit_definition import (
+from service.toolkits.definition import (
     DefinitionInvalid,
     ToolkitDefinition,
     canonical_sha256,
     validate_definition,
 )
-from service.toolkits import read_demo_toolkit_document
+from service.toolkits.demo import read_demo_toolkit_document
 
 
 class DefinitionRefused(Unprocessable):

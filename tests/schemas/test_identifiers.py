@@ -6,7 +6,7 @@ import random
 
 import pytest
 
-from service.identifiers import (
+from schemas.identifiers import (
     compute_nhs_check_digit,
     is_valid_la_child_id,
     is_valid_nhs_number,

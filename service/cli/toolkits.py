@@ -1,7 +1,7 @@
 """`neglect-service toolkits ...`: publish and list toolkit versions, load the demonstration one.
 
-Mounted by `service/cli.py`, which imports this module after defining `_DEV_SETUP_STEPS`, so
-that `neglect-service dev` (and `make run`) loads the demonstration toolkit too.
+`neglect-service dev` (and so `make run`) calls `toolkits_load_demo` to load the demonstration
+toolkit too.
 """
 
 from __future__ import annotations
@@ -14,21 +14,18 @@ import typer
 import yaml
 from rich.table import Table
 
-from service.toolkit_definition import DefinitionInvalid, validate_definition
-from service.toolkits_registry import (
+from service.cli.common import console, err_console, resolved_url, with_session
+from service.toolkits.definition import DefinitionInvalid, validate_definition
+from service.toolkits.versions import (
     PublishedVersion,
     list_toolkit_versions,
     publish_demo_toolkit,
     publish_toolkit_version,
 )
 
-# Defined before `service.cli` is imported: when this module is imported first, service.cli
-# imports it back and needs `toolkits_app` to exist already.
 toolkits_app = typer.Typer(
     help="Publish and list toolkit definitions (versions are immutable).", no_args_is_help=True
 )
-
-from service import cli  # noqa: E402 - see above
 
 PUBLISHER = "neglect-service CLI"
 LIST_LIMIT = 10_000
@@ -60,9 +57,9 @@ def _print_published(published: PublishedVersion, as_json: bool) -> None:
         typer.echo(json.dumps(summary))
         return
     verb = "published" if published.created else "already published (identical; nothing changed)"
-    cli.console.print(f"toolkit {summary['toolkit_id']} {summary['version']} {verb}")
-    cli.console.print(f"  {summary['title']}")
-    cli.console.print(f"  sha256 {summary['sha256']}")
+    console.print(f"toolkit {summary['toolkit_id']} {summary['version']} {verb}")
+    console.print(f"  {summary['title']}")
+    console.print(f"  sha256 {summary['sha256']}")
 
 
 @toolkits_app.command("publish")
@@ -74,17 +71,17 @@ def toolkits_publish(
     try:
         document = _read_document(file)
     except (OSError, ValueError, yaml.YAMLError) as exc:
-        cli.err_console.print(f"[red]error:[/red] cannot read {file}: {type(exc).__name__}")
+        err_console.print(f"[red]error:[/red] cannot read {file}: {type(exc).__name__}")
         raise typer.Exit(2) from exc
     try:
         validate_definition(document)
     except DefinitionInvalid as exc:
-        cli.err_console.print(f"[red]error:[/red] {file} is not a valid toolkit definition:")
+        err_console.print(f"[red]error:[/red] {file} is not a valid toolkit definition:")
         for problem in exc.problems:
-            cli.err_console.print(f"  - {problem}", markup=False, highlight=False, soft_wrap=True)
+            err_console.print(f"  - {problem}", markup=False, highlight=False, soft_wrap=True)
         raise typer.Exit(2) from exc
-    cli._resolved_url()
-    published = cli._with_session(
+    resolved_url()
+    published = with_session(
         lambda session: publish_toolkit_version(session, document, published_by=PUBLISHER)
     )
     _print_published(published, as_json)
@@ -95,10 +92,8 @@ def toolkits_load_demo(
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON for scripts")] = False,
 ) -> None:
     """Publish the shipped demonstration toolkit (a no-op when it is already published)."""
-    cli._resolved_url()
-    published = cli._with_session(
-        lambda session: publish_demo_toolkit(session, published_by=PUBLISHER)
-    )
+    resolved_url()
+    published = with_session(lambda session: publish_demo_toolkit(session, published_by=PUBLISHER))
     _print_published(published, as_json)
 
 
@@ -107,8 +102,8 @@ def toolkits_list(
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON for scripts")] = False,
 ) -> None:
     """List published toolkit versions."""
-    cli._resolved_url()
-    versions = cli._with_session(lambda session: list_toolkit_versions(session, limit=LIST_LIMIT))
+    resolved_url()
+    versions = with_session(lambda session: list_toolkit_versions(session, limit=LIST_LIMIT))
     if as_json:
         rows = [
             {
@@ -138,18 +133,4 @@ def toolkits_list(
             f"{version.published_at:%Y-%m-%d %H:%M}" if version.published_at else "",
             version.sha256[:12],
         )
-    cli.console.print(table)
-
-
-def load_demo_toolkit_for_dev() -> None:
-    """`neglect-service dev` step: publish the demonstration toolkit unless it is there already."""
-    published = cli._with_session(
-        lambda session: publish_demo_toolkit(session, published_by=PUBLISHER)
-    )
-    version = published.version
-    state = "loaded" if published.created else "already loaded"
-    cli.console.print(f"demonstration toolkit {version.toolkit_id} {version.version} {state}")
-
-
-if load_demo_toolkit_for_dev not in cli._DEV_SETUP_STEPS:
-    cli._DEV_SETUP_STEPS.append(load_demo_toolkit_for_dev)
+    console.print(table)

@@ -1,0 +1,51 @@
+"""The audit trail (scope `audit:read`)."""
+
+from __future__ import annotations
+
+import uuid
+from typing import Annotated
+
+from fastapi import APIRouter, Query, Security
+
+from schemas.audit import AuditEventPublic
+from schemas.common import IsoDateTime, Page
+from service.audit import list_audit_events
+from service.auth.caller import Caller
+from service.errors import Unprocessable
+
+from .deps import PageDep, SessionDep, authenticate
+from .responses import problems
+
+router = APIRouter(prefix="/v1", tags=["administration"])
+
+AuditReader = Annotated[Caller, Security(authenticate, scopes=["audit:read"])]
+
+
+@router.get("/audit-events", responses=problems(401, 403, 422))
+async def list_audit(
+    session: SessionDep,
+    caller: AuditReader,
+    page: PageDep,
+    child_id: uuid.UUID | None = None,
+    client_id: Annotated[str | None, Query(max_length=64)] = None,
+    occurred_from: IsoDateTime | None = None,
+    occurred_to: IsoDateTime | None = None,
+) -> Page[AuditEventPublic]:
+    """The audit trail, oldest first."""
+    after_id = None
+    if page.cursor is not None:
+        if not page.cursor.isdigit() or len(page.cursor) > 18:
+            raise Unprocessable("the cursor is not one this service issued")
+        after_id = int(page.cursor)
+    events = await list_audit_events(
+        session,
+        limit=page.limit + 1,
+        after_id=after_id,
+        child_id=child_id,
+        client_id=client_id,
+        occurred_from=occurred_from,
+        occurred_to=occurred_to,
+    )
+    items = [AuditEventPublic.model_validate(event) for event in events[: page.limit]]
+    next_cursor = str(items[-1].id) if len(events) > page.limit and items else None
+    return Page[AuditEventPublic](items=items, next_cursor=next_cursor)

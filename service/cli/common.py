@@ -1,0 +1,47 @@
+"""What every command shares: the consoles, the database URL in use and a session to work in."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+from collections.abc import Awaitable, Callable
+from typing import TypeVar
+
+import typer
+from rich.console import Console
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from service.db import create_engine, create_session_factory, database_url, transaction
+from service.errors import DomainError
+from service.settings import get_settings
+
+console = Console()
+err_console = Console(stderr=True)
+T = TypeVar("T")
+
+
+def with_session(work: Callable[[AsyncSession], Awaitable[T]]) -> T:
+    """Run `work` in one committed transaction; a domain error ends the command with exit 2."""
+
+    async def run() -> T:
+        engine = create_engine(get_settings())
+        try:
+            async with transaction(create_session_factory(engine)) as session:
+                return await work(session)
+        finally:
+            await engine.dispose()
+
+    try:
+        return asyncio.run(run())
+    except DomainError as exc:
+        err_console.print(f"[red]error:[/red] {exc.detail}")
+        raise typer.Exit(2) from exc
+
+
+def resolved_url() -> str:
+    """The database URL in use (starting the embedded server if none is configured)."""
+    url = database_url(get_settings())
+    # Child processes (alembic, uvicorn workers) must reach the same server.
+    os.environ["DATABASE_URL"] = url
+    get_settings.cache_clear()
+    return url

@@ -1,0 +1,121 @@
+"""`neglect-service`: serve, migrate, manage clients and toolkits, generate demo data."""
+
+from __future__ import annotations
+
+import sys
+from typing import Annotated
+
+import typer
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from service.auth import clients as registry
+from service.auth.scopes import SCOPES
+from service.cli.clients import clients_app, print_client
+from service.cli.common import console, resolved_url, with_session
+from service.cli.db import db_app
+from service.cli.demo import demo_data
+from service.cli.toolkits import toolkits_app, toolkits_load_demo
+from service.migrations import MigrationsNotFound, migrate_database
+from service.settings import get_settings
+
+app = typer.Typer(help=__doc__, no_args_is_help=True, pretty_exceptions_enable=False)
+app.add_typer(clients_app, name="clients")
+app.add_typer(toolkits_app, name="toolkits")
+app.add_typer(db_app, name="db")
+app.command("demo-data")(demo_data)
+
+DEMO_CLIENT_NAME = "Demonstration client"
+
+
+def _migrate(url: str) -> None:
+    try:
+        migrate_database(url)
+    except MigrationsNotFound as exc:
+        raise typer.BadParameter(str(exc)) from exc
+
+
+@app.command()
+def migrate() -> None:
+    """Apply every database migration (`alembic upgrade head`)."""
+    _migrate(resolved_url())
+    console.print("[green]database migrated to head[/green]")
+
+
+@app.command()
+def serve(
+    host: Annotated[str, typer.Option(help="Address to listen on")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="Port")] = 8000,
+    workers: Annotated[int | None, typer.Option(help="Worker processes")] = None,
+) -> None:
+    """Serve the API with uvicorn."""
+    import uvicorn
+
+    resolved_url()
+    uvicorn.run(
+        "api.main:create_app",
+        factory=True,
+        host=host,
+        port=port,
+        workers=workers or get_settings().workers,
+        access_log=False,
+        log_config=None,
+        proxy_headers=True,
+    )
+
+
+@app.command()
+def dev(
+    port: Annotated[int, typer.Option(help="Port")] = 8000,
+    no_serve: Annotated[bool, typer.Option("--no-serve", help="Prepare, then stop")] = False,
+) -> None:
+    """What `make run` does: database, migrations, demo toolkit, a demo client, then serve."""
+    _migrate(resolved_url())
+    toolkits_load_demo(as_json=False)
+
+    async def ensure_demo_client(session: AsyncSession) -> registry.CreatedClient | None:
+        existing = [c for c in await registry.list_clients(session) if c.name == DEMO_CLIENT_NAME]
+        if existing:
+            return None
+        return await registry.create_client(
+            session,
+            name=DEMO_CLIENT_NAME,
+            agency_type="front_door",
+            agency_name="Demonstration Children's Front Door",
+            scopes=list(SCOPES),
+        )
+
+    created = with_session(ensure_demo_client)
+    base = f"http://127.0.0.1:{port}"
+    if created is not None:
+        print_client(created, as_json=False)
+        console.print("Get a token:")
+        console.print(
+            f"  curl -s -u '{created.client.client_id}:{created.secret}' "
+            f"-d grant_type=client_credentials {base}/oauth/token",
+            soft_wrap=True,
+        )
+    else:
+        console.print(
+            "The demonstration client exists already (`neglect-service clients list`); its"
+            " secret was shown when it was created. Register another with"
+            " `neglect-service clients create`."
+        )
+    console.print(f"Then call the API with `-H 'Authorization: Bearer TOKEN'`; docs at {base}/docs")
+    if not no_serve:
+        serve(host="127.0.0.1", port=port, workers=None)
+
+
+@app.command("purge-idempotency-keys")
+def purge_idempotency_keys(
+    older_than_hours: Annotated[int, typer.Option(min=24, help="Age in hours (at least 24)")] = 48,
+) -> None:
+    """Delete stored Idempotency-Key responses older than the given age (run it daily)."""
+    from service.idempotency import purge_expired
+
+    resolved_url()
+    deleted = with_session(lambda session: purge_expired(session, older_than_hours))
+    console.print(f"deleted {deleted} idempotency records older than {older_than_hours} h")
+
+
+def main() -> None:  # pragma: no cover - console entry point
+    sys.exit(app())

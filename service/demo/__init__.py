@@ -1,0 +1,1 @@
+"""The synthetic partnership behind `neglect-service demo-data` (`generator`)."""
