@@ -24,7 +24,6 @@ projections are the backstop and are reported as rejections too.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import uuid
 from collections.abc import Mapping, Sequence
@@ -55,6 +54,7 @@ from service.audit import record_access
 from service.auth.caller import Caller
 from service.children import ChildIdentity, resolve_child
 from service.errors import DomainError
+from service.fingerprint import ascii_escaped_fingerprint, fingerprint
 from service.models.case_events import CarePlan, CarePlanCategoryChange, Icpc, Section47Enquiry
 
 _MAX_EVENT_ID_CHARS: Final = 100
@@ -124,12 +124,6 @@ def _usable_event_id(raw: Mapping[str, Any]) -> str | None:
     return None
 
 
-def _fingerprint(event: CaseEvent) -> str:
-    """A hash of the event as validated, so key order or letter case in a UPN do not matter."""
-    canonical = json.dumps(event.model_dump(mode="json"), sort_keys=True, separators=(",", ":"))
-    return hashlib.sha256(canonical.encode()).hexdigest()
-
-
 def _rejected(index: int, event_id: str | None, reason: str) -> CaseEventResult:
     return CaseEventResult(index=index, event_id=event_id, status="rejected", reason=reason)
 
@@ -142,13 +136,15 @@ async def _record_event(
         event = parse_case_event(raw)
     except ValidationError as error:
         return _rejected(index, event_id, summarise_validation_error(error))
-    fingerprint = _fingerprint(event)
+    # The event as validated, so key order or letter case in a UPN do not matter.
+    payload = event.model_dump(mode="json")
+    payload_sha256 = fingerprint(payload)
     stored = await _find_stored(session, caller.client_id, event.event_id)
     if stored is not None:
-        return _repeat_result(index, event.event_id, stored, fingerprint)
+        return _repeat_result(index, event.event_id, stored, payload)
     try:
         async with session.begin_nested():
-            row_id = await _store(session, caller, event, fingerprint)
+            row_id = await _store(session, caller, event, payload_sha256)
     except _Rejected as rejection:
         return _rejected(index, event.event_id, rejection.reason)
     except _AlreadyStored:
@@ -156,7 +152,7 @@ async def _record_event(
         if stored is None:
             # ON CONFLICT only skips a row another transaction committed, so it is there now.
             raise
-        return _repeat_result(index, event.event_id, stored, fingerprint)
+        return _repeat_result(index, event.event_id, stored, payload)
     except IntegrityError as error:
         reason = _CONSTRAINT_REASONS.get(_constraint_name(error) or "")
         if reason is None:
@@ -187,11 +183,19 @@ async def _find_stored(
     return None if row is None else (row.id, row.payload_sha256)
 
 
+def _same_payload(stored_sha256: str, payload: Mapping[str, Any]) -> bool:
+    if stored_sha256 == fingerprint(payload):
+        return True
+    # Events stored before the one canonical JSON carry an ASCII-escaped fingerprint, which
+    # differs only for payloads holding characters from DEL up (an accented name, say).
+    return stored_sha256 == ascii_escaped_fingerprint(payload)
+
+
 def _repeat_result(
-    index: int, event_id: str, stored: tuple[uuid.UUID, str], fingerprint: str
+    index: int, event_id: str, stored: tuple[uuid.UUID, str], payload: Mapping[str, Any]
 ) -> CaseEventResult:
-    stored_id, stored_fingerprint = stored
-    if stored_fingerprint != fingerprint:
+    stored_id, stored_sha256 = stored
+    if not _same_payload(stored_sha256, payload):
         return _rejected(
             index,
             event_id,
@@ -218,7 +222,7 @@ def _sqlstate(error: DBAPIError) -> str | None:
 
 
 async def _store(
-    session: AsyncSession, caller: Caller, event: CaseEvent, fingerprint: str
+    session: AsyncSession, caller: Caller, event: CaseEvent, payload_sha256: str
 ) -> uuid.UUID:
     """Store one event and its projection; raises `_Rejected` when it breaks a rule."""
     child_id = await resolve_child(session, ChildIdentity.from_ref(event.child))
@@ -241,7 +245,7 @@ async def _store(
             "agency_type": caller.agency_type,
             "agency_name": caller.agency_name,
             "event_id": event.event_id,
-            "payload_sha256": fingerprint,
+            "payload_sha256": payload_sha256,
             "child_id": child_id,
             "event_type": event.type,
             "occurred_on": event.occurred_on,

@@ -8,7 +8,6 @@ proceeds as the first. No check-then-insert window exists.
 
 from __future__ import annotations
 
-import hashlib
 import uuid
 from dataclasses import dataclass
 from typing import Any
@@ -18,6 +17,7 @@ from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from service.errors import IdempotencyKeyInFlight, IdempotencyKeyMissing, IdempotencyKeyReused
+from service.fingerprint import fingerprint
 
 MAX_KEY_LENGTH = 200
 KEY_REUSED = "this Idempotency-Key was used with a different request; use a new key"
@@ -31,8 +31,9 @@ class StoredResponse:
 
 
 def body_fingerprint(operation: str, body: object) -> str:
-    canonical = orjson.dumps(body, option=orjson.OPT_SORT_KEYS)
-    return hashlib.sha256(operation.encode() + b"\x00" + canonical).hexdigest()
+    """The request fingerprint a key is claimed with: the same body sent to another operation
+    under the same key is a different request."""
+    return fingerprint(body, scope=operation)
 
 
 def check_key(key: str | None) -> str:

@@ -71,7 +71,6 @@ collide on these: load demo data into a database without any.
 from __future__ import annotations
 
 import asyncio
-import hashlib
 import queue
 import threading
 import uuid
@@ -92,6 +91,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from schemas.identifiers import SYNTHETIC_NHS_PREFIX, compute_nhs_check_digit
 from service.children import age_in_years
+from service.fingerprint import fingerprint
 from service.models import metadata
 from service.scoring import ResponseValue, ScoreResult, score_assessment
 from service.toolkits.definition import ToolkitDefinition
@@ -495,9 +495,23 @@ def _uk_moment(day: date, hour: int, minute: int) -> datetime:
     return datetime.combine(day, time(hour, minute), tzinfo=UK).astimezone(UTC)
 
 
-def _fingerprint(canonical: dict[str, Any]) -> str:
-    """`service.case_events`' payload fingerprint: sha256 of the validated event's sorted JSON."""
-    return hashlib.sha256(orjson.dumps(canonical, option=orjson.OPT_SORT_KEYS)).hexdigest()
+def case_event_fingerprint(
+    event_id: str,
+    child_ref: dict[str, Any],
+    event_type: str,
+    occurred_on: date,
+    fields: dict[str, Any],
+) -> str:
+    """The `payload_sha256` the case-events API stores for this event: the fingerprint of the
+    event as validated (`child_ref` and `fields` with every key validation fills in)."""
+    event = {
+        "event_id": event_id,
+        "child": child_ref,
+        "occurred_on": occurred_on.isoformat(),
+        "type": event_type,
+        **fields,
+    }
+    return fingerprint(event)
 
 
 # --- Options, tallies and batches ---------------------------------------------------------------
@@ -1032,13 +1046,6 @@ class DemoGenerator:
         rng = self.rng
         row_id = _new_id(rng)
         event_id = f"DEMO-{rng.getrandbits(128):032x}"
-        canonical = {
-            "event_id": event_id,
-            "child": child.ref,
-            "occurred_on": occurred_on.isoformat(),
-            "type": event_type,
-            **fields,
-        }
         client_id, agency_type, agency_name = CASE_SYSTEM_CLIENT
         self._rows["case_event"].append(
             (
@@ -1047,7 +1054,7 @@ class DemoGenerator:
                 agency_type,
                 agency_name,
                 event_id,
-                _fingerprint(canonical),
+                case_event_fingerprint(event_id, child.ref, event_type, occurred_on, fields),
                 child.id,
                 event_type,
                 occurred_on,

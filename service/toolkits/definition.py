@@ -9,8 +9,6 @@ areas, no default rule...).
 
 from __future__ import annotations
 
-import hashlib
-import json
 from collections.abc import Iterator, Mapping
 from typing import Annotated, Any, Literal, get_args
 
@@ -24,6 +22,7 @@ from pydantic import (
 )
 
 from schemas.common import LongText, ShortText
+from service.fingerprint import fingerprint
 
 NeglectForm = Literal[
     "medical", "nutritional", "emotional", "educational", "physical", "supervision"
@@ -246,7 +245,8 @@ def validate_definition(document: object) -> ToolkitDefinition:
 
 
 def canonical_sha256(document: object) -> str:
-    """Hex sha256 of the canonical JSON of a document (sorted keys, compact separators, UTF-8).
+    """`service.fingerprint.fingerprint` of a document (canonical JSON: sorted keys, compact,
+    UTF-8).
 
     Given a `ToolkitDefinition`, hashes its full normalised form (defaults filled in), so two
     documents that differ only in spelled-out defaults or key order hash the same. Hash the
@@ -254,8 +254,7 @@ def canonical_sha256(document: object) -> str:
     """
     if isinstance(document, BaseModel):
         document = document.model_dump(mode="json")
-    canonical = json.dumps(document, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
-    return hashlib.sha256(canonical.encode("utf-8")).hexdigest()
+    return fingerprint(document)
 
 
 # --- schema problems ---------------------------------------------------------------------------

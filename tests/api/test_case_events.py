@@ -11,6 +11,8 @@ import httpx
 from sqlalchemy import text
 
 from service.db import SessionFactory, transaction
+from service.demo.generator import case_event_fingerprint
+from service.fingerprint import ascii_escaped_fingerprint, fingerprint
 from tests.builders.case_events import (
     child_ref,
     cin_plan_ended,
@@ -271,6 +273,91 @@ async def test_an_event_resent_with_its_fields_in_another_order_is_a_duplicate(
     result = await post_one(client, registered, reordered)
 
     assert result["status"] == "duplicate"
+
+
+NON_ASCII_ABOUT = "L'aide à domicile — très appréciée"
+
+
+def non_ascii_feedback(nhs_number: str) -> dict[str, Any]:
+    event = feedback_received(child_ref(nhs_number), date(2024, 5, 1), 4)
+    return event | {"about": NON_ASCII_ABOUT}
+
+
+async def stored_fingerprint(factory: SessionFactory, event_id: str) -> str:
+    async with transaction(factory) as session:
+        stored = await session.scalar(
+            text("SELECT payload_sha256 FROM case_event WHERE event_id = :event_id"),
+            {"event_id": event_id},
+        )
+    assert isinstance(stored, str)
+    return stored
+
+
+async def test_a_non_ascii_event_has_the_demo_fingerprint_and_a_resend_is_a_duplicate(
+    client: httpx.AsyncClient, make_client: ClientMaker, session_factory: SessionFactory
+) -> None:
+    registered = await writer(make_client)
+    nhs_number = fresh_nhs_number()
+    event = non_ascii_feedback(nhs_number)
+    first = await post_one(client, registered, event)
+    validated_child = {
+        "nhs_number": nhs_number,
+        "la_child_id": None,
+        "upn": None,
+        "family_name": None,
+        "date_of_birth": None,
+    }
+    demo = case_event_fingerprint(
+        event["event_id"],
+        validated_child,
+        "feedback_received",
+        date(2024, 5, 1),
+        {"from_whom": "parent_carer", "rating": 4, "about": NON_ASCII_ABOUT},
+    )
+
+    again = await post_one(client, registered, event)
+
+    assert first["status"] == "stored"
+    assert await stored_fingerprint(session_factory, event["event_id"]) == demo
+    assert (again["status"], again["id"]) == ("duplicate", first["id"])
+
+
+async def test_an_event_stored_with_the_old_ascii_fingerprint_is_a_duplicate_when_resent(
+    client: httpx.AsyncClient, make_client: ClientMaker, session_factory: SessionFactory
+) -> None:
+    registered = await writer(make_client)
+    event = non_ascii_feedback(fresh_nhs_number())
+    first = await post_one(client, registered, event)
+    stored = await stored_fingerprint(session_factory, event["event_id"])
+    async with transaction(session_factory) as session:
+        payload = (
+            await session.execute(
+                text("SELECT details FROM case_event WHERE event_id = :event_id"),
+                {"event_id": event["event_id"]},
+            )
+        ).scalar_one()
+        validated = {
+            "event_id": event["event_id"],
+            "child": {
+                "nhs_number": event["child"]["nhs_number"],
+                "la_child_id": None,
+                "upn": None,
+                "family_name": None,
+                "date_of_birth": None,
+            },
+            "occurred_on": event["occurred_on"],
+            "type": event["type"],
+            **payload,
+        }
+        await session.execute(
+            text("UPDATE case_event SET payload_sha256 = :old WHERE event_id = :event_id"),
+            {"old": ascii_escaped_fingerprint(validated), "event_id": event["event_id"]},
+        )
+
+    again = await post_one(client, registered, event)
+
+    assert stored == fingerprint(validated) != ascii_escaped_fingerprint(validated)
+    assert (again["status"], again["id"]) == ("duplicate", first["id"])
 
 
 async def test_an_invalid_event_is_rejected_naming_the_field(

@@ -25,7 +25,6 @@ from typer.testing import CliRunner
 from schemas.assessments import AssessmentCreate
 from schemas.case_events import parse_case_event
 from schemas.identifiers import is_valid_nhs_number
-from service.case_events import _fingerprint as api_fingerprint
 from service.cli.main import app as cli_app
 from service.db import SessionFactory, transaction
 from service.demo.generator import (
@@ -36,6 +35,7 @@ from service.demo.generator import (
     generate_rows,
     load_demo_data,
 )
+from service.fingerprint import fingerprint
 from service.indicators.catalogue import load_catalogue
 from service.migrations import migrate_database
 from service.settings import get_settings
@@ -252,7 +252,7 @@ async def test_stored_case_events_validate_and_carry_the_api_fingerprint(
                 **row.details,
             }
         )
-        assert api_fingerprint(event) == row.payload_sha256
+        assert fingerprint(event.model_dump(mode="json")) == row.payload_sha256
         types.add(row.event_type)
 
     assert len(types) >= 10
