@@ -6,7 +6,7 @@ from __future__ import annotations
 import uuid
 from typing import Annotated
 
-from fastapi import APIRouter, Query, Security
+from fastapi import APIRouter, Security
 from fastapi.responses import Response
 
 from schemas.assessments import AssessmentCreate, AssessmentPublic, AssessmentSummary
@@ -19,7 +19,7 @@ from service.assessments import (
 )
 from service.auth.caller import Caller
 
-from .deps import IdempotencyKeyDep, SessionDep, authenticate
+from .deps import IdempotencyKeyDep, PageDep, SessionDep, authenticate
 from .idempotency import create_idempotently
 from .responses import problems
 
@@ -27,9 +27,6 @@ router = APIRouter(prefix="/v1", tags=["assessments"])
 
 AssessmentWriter = Annotated[Caller, Security(authenticate, scopes=["assessments:write"])]
 AssessmentReader = Annotated[Caller, Security(authenticate, scopes=["assessments:read"])]
-
-LimitQuery = Annotated[int, Query(ge=1, le=100, description="Items per page (at most 100)")]
-CursorQuery = Annotated[uuid.UUID | None, Query(description="`next_cursor` of the previous page")]
 
 
 @router.post(
@@ -75,13 +72,7 @@ async def list_assessments_of_child(
     child_id: uuid.UUID,
     session: SessionDep,
     caller: AssessmentReader,
-    limit: LimitQuery = 50,
-    cursor: CursorQuery = None,
+    page: PageDep,
 ) -> Page[AssessmentSummary]:
     """The child's assessment trajectory that the caller may see, oldest first."""
-    summaries = await list_child_assessments(
-        session, caller, child_id, limit=limit + 1, after_id=cursor
-    )
-    items = list(summaries[:limit])
-    next_cursor = str(items[-1].id) if len(summaries) > limit else None
-    return Page[AssessmentSummary](items=items, next_cursor=next_cursor)
+    return await list_child_assessments(session, caller, child_id, page)

@@ -11,7 +11,6 @@ from schemas.audit import AuditEventPublic
 from schemas.common import IsoDateTime, Page
 from service.audit import list_audit_events
 from service.auth.caller import Caller
-from service.errors import Unprocessable
 
 from .deps import PageDep, SessionDep, authenticate
 from .responses import problems
@@ -32,20 +31,11 @@ async def list_audit(
     occurred_to: IsoDateTime | None = None,
 ) -> Page[AuditEventPublic]:
     """The audit trail, oldest first."""
-    after_id = None
-    if page.cursor is not None:
-        if not page.cursor.isdigit() or len(page.cursor) > 18:
-            raise Unprocessable("the cursor is not one this service issued")
-        after_id = int(page.cursor)
-    events = await list_audit_events(
+    return await list_audit_events(
         session,
-        limit=page.limit + 1,
-        after_id=after_id,
+        page,
         child_id=child_id,
         client_id=client_id,
         occurred_from=occurred_from,
         occurred_to=occurred_to,
     )
-    items = [AuditEventPublic.model_validate(event) for event in events[: page.limit]]
-    next_cursor = str(items[-1].id) if len(events) > page.limit and items else None
-    return Page[AuditEventPublic](items=items, next_cursor=next_cursor)

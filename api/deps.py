@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
-from dataclasses import dataclass
 from typing import Annotated
 
 from fastapi import Depends, Header, Query, Request, Security
@@ -18,6 +17,7 @@ from service.auth.tokens import TokenVerifier, VerifiedToken
 from service.db import SessionFactory
 from service.errors import AuthenticationFailed, InsufficientScope
 from service.logs import request_id_var
+from service.pagination import DEFAULT_LIMIT, MAX_CURSOR_LENGTH, MAX_LIMIT, PageRequest
 
 
 async def get_session(request: Request) -> AsyncIterator[AsyncSession]:
@@ -130,19 +130,17 @@ IdempotencyKeyDep = Annotated[
 ]
 
 
-@dataclass(frozen=True)
-class PageParams:
-    limit: int
-    cursor: str | None
-
-
-def page_params(
-    limit: Annotated[int, Query(ge=1, le=100, description="Items per page (at most 100)")] = 50,
+def _page_request(
+    limit: Annotated[
+        int, Query(ge=1, le=MAX_LIMIT, description=f"Items per page (at most {MAX_LIMIT})")
+    ] = DEFAULT_LIMIT,
     cursor: Annotated[
-        str | None, Query(max_length=200, description="`next_cursor` of the previous page")
+        str | None,
+        Query(max_length=MAX_CURSOR_LENGTH, description="`next_cursor` of the previous page"),
     ] = None,
-) -> PageParams:
-    return PageParams(limit=limit, cursor=cursor)
+) -> PageRequest:
+    return PageRequest(limit=limit, cursor=cursor)
 
 
-PageDep = Annotated[PageParams, Depends(page_params)]
+PageDep = Annotated[PageRequest, Depends(_page_request)]
+"""`limit` and `cursor` of every list route."""

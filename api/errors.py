@@ -15,7 +15,13 @@ from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
 from sqlalchemy.exc import TimeoutError as PoolTimeoutError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from service.errors import PROBLEM_BASE, DatabaseUnavailable, DomainError, OAuthError
+from service.errors import (
+    DatabaseUnavailable,
+    DomainError,
+    OAuthError,
+    ValidationFailed,
+    field_problem,
+)
 from service.logs import request_id_var
 
 logger = logging.getLogger("neglect_service.errors")
@@ -55,17 +61,6 @@ def problem_response(
         body["request_id"] = request_id
     body.update(extra)
     return JSONResponse(body, status_code=status, headers=headers, media_type=PROBLEM_JSON)
-
-
-def _validation_errors(exc: RequestValidationError) -> list[dict[str, Any]]:
-    # Never echo `input`: it may be a child's name or NHS number.
-    errors = []
-    for error in exc.errors():
-        loc = [str(part) for part in error.get("loc", ())]
-        errors.append(
-            {"field": ".".join(loc), "message": error.get("msg", ""), "code": error.get("type")}
-        )
-    return errors
 
 
 def _is_connection_failure(exc: BaseException) -> bool:
@@ -127,13 +122,17 @@ async def _domain_error(request: Request, exc: Exception) -> JSONResponse:
 
 async def _validation_error(request: Request, exc: Exception) -> JSONResponse:
     exc = cast(RequestValidationError, exc)
-    return problem_response(
-        422,
-        "Validation failed",
-        "the request does not match the schema; see `errors`",
-        PROBLEM_BASE + "validation",
-        errors=_validation_errors(exc),
-    )
+    # Never echo `input`: it may be a child's name or NHS number.
+    problems = [
+        field_problem(
+            ".".join(str(part) for part in error.get("loc", ())),
+            error.get("msg", ""),
+            error.get("type", ""),
+        )
+        for error in exc.errors()
+    ]
+    refused = ValidationFailed("the request does not match the schema; see `errors`", problems)
+    return await _domain_error(request, refused)
 
 
 def _allowed_methods(request: Request) -> str:
@@ -162,13 +161,10 @@ async def _unexpected_error(request: Request, exc: Exception) -> JSONResponse:
     if _is_unstorable_text(exc):
         # A value that slipped past validation with a NUL or an invalid character: the
         # transaction is rolled back, so nothing changed; the caller must fix the input.
-        return problem_response(
-            422,
-            "Validation failed",
-            "a text value contains a character that cannot be stored (such as NUL)",
-            PROBLEM_BASE + "validation",
-            errors=[],
+        unstorable = ValidationFailed(
+            "a text value contains a character that cannot be stored (such as NUL)", []
         )
+        return await _domain_error(request, unstorable)
     if _is_connection_failure(exc):
         logger.warning("database unavailable", extra={"error": type(exc).__name__})
         unavailable = DatabaseUnavailable("the database cannot be reached; retry shortly")

@@ -106,7 +106,7 @@ async def list_referrals(
         overdue=overdue,
         urgent=urgent,
     )
-    return await referrals.list_referrals(session, caller, filters, page.limit, page.cursor)
+    return await referrals.list_referrals(session, caller, filters, page)
 
 
 @router.get("/referrals/{referral_id}", responses=problems(401, 403, 404, 422, 503))

@@ -3,7 +3,6 @@ scoring a body against one without storing it."""
 
 from __future__ import annotations
 
-import uuid
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Body, Path, Query, Response, Security
@@ -21,7 +20,7 @@ from service.toolkits.versions import (
     publish_toolkit_version,
 )
 
-from .deps import AdminDep, SessionDep, authenticate
+from .deps import AdminDep, PageDep, SessionDep, authenticate
 from .responses import problems
 
 router = APIRouter(prefix="/v1", tags=["toolkits"])
@@ -29,8 +28,6 @@ router = APIRouter(prefix="/v1", tags=["toolkits"])
 ToolkitReader = Annotated[Caller, Security(authenticate, scopes=["assessments:read"])]
 AssessmentWriter = Annotated[Caller, Security(authenticate, scopes=["assessments:write"])]
 
-LimitQuery = Annotated[int, Query(ge=1, le=100, description="Items per page (at most 100)")]
-CursorQuery = Annotated[uuid.UUID | None, Query(description="`next_cursor` of the previous page")]
 ToolkitIdPath = Annotated[
     str, Path(pattern=r"^[a-z0-9][a-z0-9_.-]{0,79}$", description="The toolkit's id")
 ]
@@ -87,19 +84,13 @@ async def publish_toolkit(
 async def list_toolkits(
     session: SessionDep,
     caller: ToolkitReader,
-    limit: LimitQuery = 50,
-    cursor: CursorQuery = None,
+    page: PageDep,
     toolkit_id: Annotated[
         str | None, Query(pattern=r"^[a-z0-9][a-z0-9_.-]{0,79}$", description="Only this toolkit")
     ] = None,
 ) -> Page[ToolkitVersionSummary]:
     """Published toolkit versions, by toolkit id and then oldest first."""
-    versions = await list_toolkit_versions(
-        session, limit=limit + 1, after_id=cursor, toolkit_id=toolkit_id
-    )
-    items = [ToolkitVersionSummary.model_validate(version) for version in versions[:limit]]
-    next_cursor = str(versions[limit - 1].id) if len(versions) > limit else None
-    return Page[ToolkitVersionSummary](items=items, next_cursor=next_cursor)
+    return await list_toolkit_versions(session, page, toolkit_id=toolkit_id)
 
 
 @router.get("/toolkits/{toolkit_id}/versions/{version}", responses=problems(401, 403, 404, 422))

@@ -12,11 +12,10 @@ optional, as the scoring engine defines.
 from __future__ import annotations
 
 import uuid
-from collections.abc import Sequence
 from datetime import date
-from typing import Any
+from typing import Any, Final
 
-from sqlalchemy import ColumnElement, select, true, tuple_
+from sqlalchemy import ColumnElement, Row, select, true, tuple_
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlmodel import col
 
@@ -38,12 +37,14 @@ from schemas.assessments import (
     TargetPublic,
 )
 from schemas.children import today_in_uk
+from schemas.common import Page
 from service.audit import record_access
 from service.auth.caller import Caller
 from service.auth.scopes import READ_ALL_REFERRALS
 from service.children import ChildIdentity, age_in_years, resolve_child
-from service.errors import NotFound, Unprocessable
+from service.errors import FieldProblem, NotFound, Unprocessable, field_problem, problem_count
 from service.models import Assessment, Child
+from service.pagination import Keyset, PageRequest
 from service.scoring import ResponsesInvalid, ResponseValue, ScoreResult, score_assessment
 from service.toolkits.definition import ToolkitDefinition
 from service.toolkits.versions import definition_of, find_toolkit_version, get_toolkit_version
@@ -59,18 +60,9 @@ class AssessmentRefused(Unprocessable):
     title = "The assessment does not fit its toolkit"
 
 
-Problem = dict[str, str]
-
-
-def _problem(field: str, code: str, message: str) -> Problem:
-    return {"field": field, "code": code, "message": message}
-
-
-def _refuse(problems: list[Problem]) -> AssessmentRefused:
-    count = len(problems)
+def _refuse(problems: list[FieldProblem]) -> AssessmentRefused:
     return AssessmentRefused(
-        f"{count} problem{'s' if count != 1 else ''} with the assessment; see `errors`",
-        errors=problems,
+        f"{problem_count(problems)} with the assessment; see `errors`", problems
     )
 
 
@@ -127,7 +119,7 @@ async def _previous_assessment(
     child_id: uuid.UUID | None,
     toolkit_id: str,
     completed_on: date,
-    problems: list[Problem],
+    problems: list[FieldProblem],
 ) -> Assessment | None:
     """The earlier assessment a re-assessment builds on, or None with a problem recorded."""
     if previous_id is None:
@@ -136,10 +128,10 @@ async def _previous_assessment(
     if previous is None:
         # Someone else's assessment reads exactly like a missing one.
         problems.append(
-            _problem(
+            field_problem(
                 _PREVIOUS_FIELD,
-                "unknown_previous_assessment",
-                "no assessment you can see has this id",
+                code="unknown_previous_assessment",
+                message="no assessment you can see has this id",
             )
         )
         return None
@@ -157,7 +149,9 @@ async def _previous_assessment(
         faults.append(
             ("previous_completed_later", "the previous assessment was completed after this one")
         )
-    problems.extend(_problem(_PREVIOUS_FIELD, code, message) for code, message in faults)
+    problems.extend(
+        field_problem(_PREVIOUS_FIELD, code=code, message=message) for code, message in faults
+    )
     return None if faults else previous
 
 
@@ -171,7 +165,7 @@ def _score(
     body: AssessmentCreate | ScoreRequest,
     child_age_years: int | None,
     previous: Assessment | None,
-    problems: list[Problem],
+    problems: list[FieldProblem],
 ) -> ScoreResult | None:
     responses: dict[str, ResponseValue] = {
         response.item_id: response.grade for response in body.responses
@@ -192,7 +186,7 @@ def _score(
                 field = f"body.responses.{found['item_id']}"
             else:
                 field = f"body.overrides.{found['area_id']}"
-            problems.append(_problem(field, found["code"], found["message"]))
+            problems.append(field_problem(field, code=found["code"], message=found["message"]))
         return None
 
 
@@ -200,7 +194,7 @@ def _check_targets(
     definition: ToolkitDefinition,
     body: AssessmentCreate,
     child_age_years: int | None,
-    problems: list[Problem],
+    problems: list[FieldProblem],
 ) -> None:
     items = {item.id: item for _, _, item in definition.iter_items()}
     scale = definition.grade_scale
@@ -209,29 +203,35 @@ def _check_targets(
         item = items.get(target.item_id)
         if item is None:
             problems.append(
-                _problem(
+                field_problem(
                     f"{field}.item_id",
-                    "unknown_item",
-                    f"item '{target.item_id}': not an item of toolkit {definition.id} "
-                    f"{definition.version}",
+                    code="unknown_item",
+                    message=(
+                        f"item '{target.item_id}': not an item of toolkit {definition.id} "
+                        f"{definition.version}"
+                    ),
                 )
             )
         elif child_age_years is not None and not item.covers_age(child_age_years):
             problems.append(
-                _problem(
+                field_problem(
                     f"{field}.item_id",
-                    "out_of_age_band",
-                    f"item '{target.item_id}': a child aged {child_age_years} is outside the "
-                    "item's age band",
+                    code="out_of_age_band",
+                    message=(
+                        f"item '{target.item_id}': a child aged {child_age_years} is outside the "
+                        "item's age band"
+                    ),
                 )
             )
         if not scale.contains(target.target_grade):
             problems.append(
-                _problem(
+                field_problem(
                     f"{field}.target_grade",
-                    "out_of_scale",
-                    f"target grade {target.target_grade} is outside the grade scale "
-                    f"{scale.min_grade}-{scale.max_grade}",
+                    code="out_of_scale",
+                    message=(
+                        f"target grade {target.target_grade} is outside the grade scale "
+                        f"{scale.min_grade}-{scale.max_grade}"
+                    ),
                 )
             )
 
@@ -313,10 +313,12 @@ async def create_assessment(
     if toolkit is None:
         raise _refuse(
             [
-                _problem(
+                field_problem(
                     "body.toolkit_version",
-                    "unknown_toolkit_version",
-                    f"no toolkit {body.toolkit_id} version {body.toolkit_version} is published",
+                    code="unknown_toolkit_version",
+                    message=(
+                        f"no toolkit {body.toolkit_id} version {body.toolkit_version} is published"
+                    ),
                 )
             ]
         )
@@ -327,7 +329,7 @@ async def create_assessment(
         ChildIdentity.from_ref(ref),
     )
     child_age_years = await _child_age(session, child_id, ref.date_of_birth, body.completed_on)
-    problems: list[Problem] = []
+    problems: list[FieldProblem] = []
     previous = await _previous_assessment(
         session,
         caller,
@@ -383,6 +385,9 @@ async def read_assessment(
     return _to_public(assessment)
 
 
+_KEYSET: Final = Keyset[tuple[uuid.UUID]](tuple[uuid.UUID])
+"""The trajectory pages after the assessment with this id."""
+
 _TRAJECTORY_ORDER = (
     col(Assessment.completed_on),
     col(Assessment.created_at),
@@ -394,12 +399,11 @@ async def list_child_assessments(
     session: AsyncSession,
     caller: Caller,
     child_id: uuid.UUID,
-    *,
-    limit: int,
-    after_id: uuid.UUID | None = None,
-) -> Sequence[AssessmentSummary]:
-    """The child's assessments the caller may see, oldest first (keyset after `after_id`; nothing
-    when the child has no assessment with that id)."""
+    page: PageRequest,
+) -> Page[AssessmentSummary]:
+    """The child's assessments the caller may see, oldest first, one page at a time (an empty
+    page after a cursor naming none of the child's assessments)."""
+    after = _KEYSET.after(page)
     if await session.scalar(select(col(Child.id)).where(col(Child.id) == child_id)) is None:
         raise NotFound("no such child")
     columns = (
@@ -419,48 +423,46 @@ async def list_child_assessments(
         select(*columns)
         .where(col(Assessment.child_id) == child_id, assessment_visible_to(caller))
         .order_by(*_TRAJECTORY_ORDER)
-        .limit(limit)
+        .limit(page.fetch)
     )
-    if after_id is not None:
+    if after is not None:
         last = (
             await session.execute(
                 select(*_TRAJECTORY_ORDER).where(
-                    col(Assessment.id) == after_id, col(Assessment.child_id) == child_id
+                    col(Assessment.id) == after[0], col(Assessment.child_id) == child_id
                 )
             )
         ).one_or_none()
         if last is None:
             # Assessments are never deleted, so only a cursor we never issued names nothing.
-            return []
+            return Page[AssessmentSummary](items=[])
         query = query.where(tuple_(*_TRAJECTORY_ORDER) > tuple_(*last))
     rows = (await session.execute(query)).all()
     await record_access(session, caller, "list", RESOURCE_TYPE, None, child_id)
-    summaries = []
-    for row in rows:
-        result = ScoreResult.model_validate(row.result)
-        outcome = _outcome(result, None)
-        summaries.append(
-            AssessmentSummary(
-                id=row.id,
-                child_id=row.child_id,
-                agency_name=row.agency_name,
-                toolkit_id=row.toolkit_id,
-                toolkit_version=row.toolkit_version,
-                toolkit_sha256=row.toolkit_sha256,
-                completed_on=row.completed_on,
-                child_age_years=row.child_age_years,
-                previous_assessment_id=row.previous_assessment_id,
-                household_ref=row.household_ref,
-                area_grades=outcome.area_grades,
-                neglect_form_profile=outcome.neglect_form_profile,
-                highest_area_grade=outcome.highest_area_grade,
-                areas_at_concern=outcome.areas_at_concern,
-                areas_at_significant_concern=outcome.areas_at_significant_concern,
-                level_of_need=outcome.level_of_need,
-                distance_travelled=outcome.distance_travelled,
-            )
-        )
-    return summaries
+    return _KEYSET.page(rows, page, lambda row: (row.id,), _summary)
+
+
+def _summary(row: Row[Any]) -> AssessmentSummary:
+    outcome = _outcome(ScoreResult.model_validate(row.result), None)
+    return AssessmentSummary(
+        id=row.id,
+        child_id=row.child_id,
+        agency_name=row.agency_name,
+        toolkit_id=row.toolkit_id,
+        toolkit_version=row.toolkit_version,
+        toolkit_sha256=row.toolkit_sha256,
+        completed_on=row.completed_on,
+        child_age_years=row.child_age_years,
+        previous_assessment_id=row.previous_assessment_id,
+        household_ref=row.household_ref,
+        area_grades=outcome.area_grades,
+        neglect_form_profile=outcome.neglect_form_profile,
+        highest_area_grade=outcome.highest_area_grade,
+        areas_at_concern=outcome.areas_at_concern,
+        areas_at_significant_concern=outcome.areas_at_significant_concern,
+        level_of_need=outcome.level_of_need,
+        distance_travelled=outcome.distance_travelled,
+    )
 
 
 async def score_without_storing(
@@ -479,7 +481,7 @@ async def score_without_storing(
         if body.child_date_of_birth is not None
         else None
     )
-    problems: list[Problem] = []
+    problems: list[FieldProblem] = []
     previous = await _previous_assessment(
         session,
         caller,

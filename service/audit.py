@@ -4,16 +4,20 @@
 from __future__ import annotations
 
 import uuid
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from datetime import datetime
-from typing import Any, Literal
+from typing import Annotated, Any, Final, Literal
 
+from pydantic import Field
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlmodel import col, select
 
+from schemas.audit import AuditEventPublic
+from schemas.common import Page
 from service.auth.caller import Caller
 from service.models import AuditEvent
+from service.pagination import Keyset, PageRequest
 
 AuditAction = Literal["create", "read", "list", "export", "update"]
 
@@ -72,20 +76,24 @@ async def record_replay(
     )
 
 
+_KEYSET: Final = Keyset[tuple[int]](tuple[Annotated[int, Field(ge=0, le=2**63 - 1)]])
+"""Oldest first: a page starts after the identity (a bigint) of the last one before."""
+
+
 async def list_audit_events(
     session: AsyncSession,
+    page: PageRequest,
     *,
-    limit: int,
-    after_id: int | None = None,
     child_id: uuid.UUID | None = None,
     client_id: str | None = None,
     occurred_from: datetime | None = None,
     occurred_to: datetime | None = None,
-) -> Sequence[AuditEvent]:
+) -> Page[AuditEventPublic]:
     """Oldest first, keyset-paginated on the identity column."""
-    query = select(AuditEvent).order_by(col(AuditEvent.id)).limit(limit)
-    if after_id is not None:
-        query = query.where(col(AuditEvent.id) > after_id)
+    query = select(AuditEvent).order_by(col(AuditEvent.id)).limit(page.fetch)
+    after = _KEYSET.after(page)
+    if after is not None:
+        query = query.where(col(AuditEvent.id) > after[0])
     if child_id is not None:
         query = query.where(col(AuditEvent.child_id) == child_id)
     if client_id is not None:
@@ -94,4 +102,5 @@ async def list_audit_events(
         query = query.where(col(AuditEvent.occurred_at) >= occurred_from)
     if occurred_to is not None:
         query = query.where(col(AuditEvent.occurred_at) < occurred_to)
-    return (await session.scalars(query)).all()
+    events = [AuditEventPublic.model_validate(event) for event in await session.scalars(query)]
+    return _KEYSET.page(events, page, lambda event: (event.id,), lambda event: event)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import ClassVar
 
 PROBLEM_BASE = "https://neglect-service.example/problems/"
@@ -58,12 +59,52 @@ class IdempotencyKeyInFlight(Conflict):
     title = "A request with this Idempotency-Key is still being processed"
 
 
+FieldProblem = dict[str, str]
+"""One entry of a 422's `errors`: `field` (spelled like `body.child.date_of_birth` or
+`query.cursor`), `message` and `code`."""
+
+
+def field_problem(field: str, message: str, code: str) -> FieldProblem:
+    """An entry of `Unprocessable.errors`."""
+    return {"field": field, "message": message, "code": code}
+
+
+def problem_count(problems: Sequence[object]) -> str:
+    """ "1 problem", "3 problems": for a detail that sends the reader to `errors`."""
+    return f"{len(problems)} problem{'s' if len(problems) != 1 else ''}"
+
+
 class Unprocessable(DomainError):
-    """A body that is well-formed but refers to things that do not fit (unknown toolkit item...)."""
+    """A body that is well-formed but refers to things that do not fit (unknown toolkit item...).
+
+    Every 422 is one of these; with `errors`, the problem lists each field at fault.
+    """
 
     status = 422
     problem = "unprocessable"
     title = "The request cannot be processed"
+
+    def __init__(
+        self, detail: str, errors: Sequence[FieldProblem] | None = None, **extra: object
+    ) -> None:
+        if errors is not None:
+            extra["errors"] = list(errors)
+        super().__init__(detail, **extra)
+
+
+class ValidationFailed(Unprocessable):
+    """A request the schema refuses, or a field that passed the schema but not a check that
+    needs the database; rendered alike, with `errors` naming each field."""
+
+    problem = "validation"
+    title = "Validation failed"
+
+
+class FieldInvalid(ValidationFailed):
+    """One field at fault."""
+
+    def __init__(self, field: str, message: str, code: str) -> None:
+        super().__init__(f"{field}: {message}", [field_problem(field, message, code)])
 
 
 class AuthenticationFailed(DomainError):

@@ -26,8 +26,6 @@ is never stored twice.
 
 from __future__ import annotations
 
-import base64
-import binascii
 import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -36,6 +34,7 @@ from typing import Any, Final
 
 import asyncpg
 import orjson
+from pydantic import AwareDatetime
 from sqlalchemy import RowMapping, Table, and_, func, not_, select, text, true, tuple_, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -57,15 +56,16 @@ from service.db import DriverPool
 from service.errors import (
     AuthenticationFailed,
     Conflict,
+    FieldInvalid,
     IdempotencyKeyInFlight,
     IdempotencyKeyReused,
     InsufficientScope,
     InvalidTransition,
     NotFound,
-    Unprocessable,
 )
 from service.idempotency import KEY_IN_FLIGHT, KEY_REUSED, body_fingerprint
 from service.models import metadata
+from service.pagination import Keyset, PageRequest
 
 DECISION_WINDOW: Final = timedelta(hours=24)
 """Front Door decision due this long after receipt (SPEC 5: one working day, 24 h locally)."""
@@ -89,21 +89,6 @@ class ParentalAwarenessRequired(Conflict):
 
     problem = "parental-awareness-required"
     title = "This outcome needs the parents informed or their consent given"
-
-
-class FieldInvalid(Unprocessable):
-    """A parameter or body field that passed the schema but not a check needing the database.
-
-    Rendered like a schema validation error, with `errors` naming the field.
-    """
-
-    problem = "validation"
-    title = "Validation failed"
-
-    def __init__(self, field: str, message: str, code: str) -> None:
-        super().__init__(
-            f"{field}: {message}", errors=[{"field": field, "message": message, "code": code}]
-        )
 
 
 @dataclass(frozen=True)
@@ -360,26 +345,8 @@ async def get_referral(
     return referral_to_public(row)
 
 
-def encode_cursor(received_at: datetime, referral_id: uuid.UUID) -> str:
-    """An opaque cursor naming the last referral of a page."""
-    raw = orjson.dumps([received_at.isoformat(), str(referral_id)])
-    return base64.urlsafe_b64encode(raw).decode().rstrip("=")
-
-
-def decode_cursor(cursor: str) -> tuple[datetime, uuid.UUID]:
-    """The position a cursor names; `FieldInvalid` (422 naming `query.cursor`) if it is not ours."""
-    try:
-        raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4))
-        received_text, id_text = orjson.loads(raw)
-        received_at = datetime.fromisoformat(received_text)
-        referral_id = uuid.UUID(id_text)
-    except (binascii.Error, orjson.JSONDecodeError, ValueError, TypeError, AttributeError) as exc:
-        raise FieldInvalid(
-            "query.cursor", "not a cursor from this list; start again without one", "cursor"
-        ) from exc
-    if received_at.tzinfo is None:
-        raise FieldInvalid("query.cursor", "not a cursor from this list", "cursor")
-    return received_at, referral_id
+_KEYSET: Final = Keyset[tuple[datetime, uuid.UUID]](tuple[AwareDatetime, uuid.UUID])
+"""Newest received first: a page starts after the (received_at, id) of the last one before."""
 
 
 def _filter_clauses(filters: ReferralFilters) -> list[Any]:
@@ -404,31 +371,17 @@ def _filter_clauses(filters: ReferralFilters) -> list[Any]:
 
 
 async def list_referrals(
-    session: AsyncSession,
-    caller: Caller,
-    filters: ReferralFilters,
-    limit: int,
-    cursor: str | None = None,
+    session: AsyncSession, caller: Caller, filters: ReferralFilters, page: PageRequest
 ) -> Page[ReferralPublic]:
     """Referrals the caller may see, newest received first, one page at a time (keyset)."""
     query = select(REFERRAL).where(_visible_to(caller), *_filter_clauses(filters))
-    if cursor is not None:
-        after_received_at, after_id = decode_cursor(cursor)
-        query = query.where(
-            tuple_(REFERRAL.c.received_at, REFERRAL.c.id) < tuple_(after_received_at, after_id)
-        )
-    query = query.order_by(REFERRAL.c.received_at.desc(), REFERRAL.c.id.desc()).limit(limit + 1)
+    after = _KEYSET.after(page)
+    if after is not None:
+        query = query.where(tuple_(REFERRAL.c.received_at, REFERRAL.c.id) < tuple_(*after))
+    query = query.order_by(REFERRAL.c.received_at.desc(), REFERRAL.c.id.desc()).limit(page.fetch)
     rows = list((await session.execute(query)).mappings())
     await record_access(session, caller, "list", RESOURCE_TYPE, None, filters.child_id)
-    page_rows = rows[:limit]
-    next_cursor = (
-        encode_cursor(page_rows[-1]["received_at"], page_rows[-1]["id"])
-        if len(rows) > limit
-        else None
-    )
-    return Page[ReferralPublic](
-        items=[referral_to_public(row) for row in page_rows], next_cursor=next_cursor
-    )
+    return _KEYSET.page(rows, page, lambda row: (row["received_at"], row["id"]), referral_to_public)
 
 
 # --- lifecycle -----------------------------------------------------------------------------------
@@ -587,13 +540,10 @@ async def withdraw_referral(
 
 __all__ = [
     "DuplicateExternalReference",
-    "FieldInvalid",
     "ParentalAwarenessRequired",
     "ReferralFilters",
     "create_referral",
     "decide_referral",
-    "decode_cursor",
-    "encode_cursor",
     "get_referral",
     "list_referrals",
     "parents_aware",

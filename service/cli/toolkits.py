@@ -15,6 +15,7 @@ import yaml
 from rich.table import Table
 
 from service.cli.common import console, err_console, resolved_url, with_session
+from service.pagination import PageRequest
 from service.toolkits.definition import DefinitionInvalid, validate_definition
 from service.toolkits.versions import (
     PublishedVersion,
@@ -103,7 +104,8 @@ def toolkits_list(
 ) -> None:
     """List published toolkit versions."""
     resolved_url()
-    versions = with_session(lambda session: list_toolkit_versions(session, limit=LIST_LIMIT))
+    page = with_session(lambda session: list_toolkit_versions(session, PageRequest(LIST_LIMIT)))
+    versions = page.items
     if as_json:
         rows = [
             {

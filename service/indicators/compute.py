@@ -19,7 +19,7 @@ from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from schemas.indicators import Breakdown, Period
-from service.errors import NotFound, Unprocessable
+from service.errors import NotFound, Unprocessable, field_problem
 from service.indicators.catalogue import IndicatorMeta, load_catalogue
 from service.indicators.periods import Bucket, period_bounds
 from service.indicators.sql import FIXED_GROUPS, NEEDS_HOLIDAYS, STEPS, build_series_sql
@@ -37,9 +37,7 @@ class IndicatorParameterInvalid(Unprocessable):
     title = "The indicator cannot be computed with these parameters"
 
     def __init__(self, field: str, message: str) -> None:
-        super().__init__(
-            message, errors=[{"field": f"query.{field}", "message": message, "code": "invalid"}]
-        )
+        super().__init__(message, [field_problem(f"query.{field}", message, "invalid")])
 
 
 @dataclass(frozen=True, slots=True)

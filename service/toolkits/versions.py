@@ -19,8 +19,18 @@ from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlmodel import col
 
-from service.errors import Conflict, NotFound, Unprocessable
+from schemas.common import Page
+from schemas.toolkits import ToolkitVersionSummary
+from service.errors import (
+    Conflict,
+    FieldProblem,
+    NotFound,
+    Unprocessable,
+    field_problem,
+    problem_count,
+)
 from service.models import ToolkitVersion
+from service.pagination import Keyset, PageRequest
 from service.toolkits.definition import (
     DefinitionInvalid,
     ToolkitDefinition,
@@ -46,7 +56,7 @@ _PROBLEM_PATH = re.compile(r"^(?P<path>[A-Za-z0-9_.\[\]]+): (?P<message>.+)$", r
 _INDEX = re.compile(r"\[(\d+)\]")
 
 
-def describe_definition_problems(problems: Sequence[str]) -> list[dict[str, str]]:
+def describe_definition_problems(problems: Sequence[str]) -> list[FieldProblem]:
     """`errors` entries (`field`, `message`, `code`) for `DefinitionInvalid.problems`.
 
     Fields are spelled like request validation errors: `body.areas.0.sub_areas.1.id`.
@@ -61,7 +71,7 @@ def describe_definition_problems(problems: Sequence[str]) -> list[dict[str, str]
         else:
             field = "body." + _INDEX.sub(r".\1", match["path"]).lstrip(".")
             message = match["message"]
-        errors.append({"field": field, "message": message, "code": "invalid_definition"})
+        errors.append(field_problem(field, message, "invalid_definition"))
     return errors
 
 
@@ -70,10 +80,9 @@ def check_definition(document: object) -> ToolkitDefinition:
     try:
         return validate_definition(document)
     except DefinitionInvalid as exc:
-        count = len(exc.problems)
         raise DefinitionRefused(
-            f"the definition has {count} problem{'s' if count != 1 else ''}; see `errors`",
-            errors=describe_definition_problems(exc.problems),
+            f"the definition has {problem_count(exc.problems)}; see `errors`",
+            describe_definition_problems(exc.problems),
         ) from exc
 
 
@@ -148,32 +157,36 @@ async def get_toolkit_version(
     return found
 
 
+_KEYSET: Final = Keyset[tuple[uuid.UUID]](tuple[uuid.UUID])
+"""By toolkit id, then publication: a page starts after the version with this id."""
+
+
 async def list_toolkit_versions(
-    session: AsyncSession,
-    *,
-    limit: int,
-    after_id: uuid.UUID | None = None,
-    toolkit_id: str | None = None,
-) -> Sequence[ToolkitVersion]:
-    """Ordered by toolkit id, then publication (oldest first); keyset-paginated after `after_id`
-    (nothing when no version has that id)."""
+    session: AsyncSession, page: PageRequest, *, toolkit_id: str | None = None
+) -> Page[ToolkitVersionSummary]:
+    """Ordered by toolkit id, then publication (oldest first), one page at a time (an empty
+    page after a cursor naming no version)."""
     order = (
         col(ToolkitVersion.toolkit_id),
         col(ToolkitVersion.published_at),
         col(ToolkitVersion.id),
     )
-    query = select(ToolkitVersion).order_by(*order).limit(limit)
+    query = select(ToolkitVersion).order_by(*order).limit(page.fetch)
     if toolkit_id is not None:
         query = query.where(col(ToolkitVersion.toolkit_id) == toolkit_id)
-    if after_id is not None:
+    after = _KEYSET.after(page)
+    if after is not None:
         last = (
-            await session.execute(select(*order).where(col(ToolkitVersion.id) == after_id))
+            await session.execute(select(*order).where(col(ToolkitVersion.id) == after[0]))
         ).one_or_none()
         if last is None:
             # Versions are never deleted, so only a cursor we never issued names nothing.
-            return []
+            return Page[ToolkitVersionSummary](items=[])
         query = query.where(tuple_(*order) > tuple_(*last))
-    return (await session.scalars(query)).all()
+    versions = (await session.scalars(query)).all()
+    return _KEYSET.page(
+        versions, page, lambda version: (version.id,), ToolkitVersionSummary.model_validate
+    )
 
 
 _DEFINITIONS: Final[dict[str, ToolkitDefinition]] = {}

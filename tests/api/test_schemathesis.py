@@ -42,6 +42,8 @@ BUSINESS_RULE_422 = {
     ("GET", "/v1/referrals"): "a cursor must be one this service issued",
     ("POST", "/v1/referrals/{referral_id}/decision"): "decided_at not before received_at",
     ("GET", "/v1/audit-events"): "a cursor must be one this service issued",
+    ("GET", "/v1/toolkits"): "a cursor must be one this service issued",
+    ("GET", "/v1/children/{child_id}/assessments"): "a cursor must be one this service issued",
     ("POST", "/v1/clients"): "client_id may only be chosen for an external issuer's client",
     ("POST", "/v1/toolkits"): "a definition's ids must be unique and resolve",
     ("POST", "/v1/assessments"): "responses must match the toolkit's items; child voice rules",

@@ -3,6 +3,7 @@ scoring without storing, and the `toolkits` CLI."""
 
 from __future__ import annotations
 
+import base64
 import copy
 import json
 import uuid
@@ -336,8 +337,10 @@ def test_the_cli_refuses_an_invalid_file_listing_its_problems(tmp_path: Path) ->
 async def test_a_cursor_naming_no_version_gives_an_empty_page(
     client: httpx.AsyncClient, admin: RegisteredClient
 ) -> None:
+    # The documented cursor format (base64url of a JSON array) naming an id no version has.
+    cursor = base64.urlsafe_b64encode(json.dumps([str(uuid.uuid4())]).encode()).decode()
     response = await client.get(
-        "/v1/toolkits", params={"cursor": str(uuid.uuid4())}, headers=admin.headers
+        "/v1/toolkits", params={"cursor": cursor.rstrip("=")}, headers=admin.headers
     )
     assert response.status_code == 200
     assert response.json() == {"items": [], "next_cursor": None}
