@@ -24,8 +24,7 @@ from fastapi import APIRouter, Header, Path, Query, Response, Security
 
 from api.deps import SessionDep, authenticate
 from api.responses import problems
-from schemas.children import today_in_uk
-from schemas.common import IsoDate
+from schemas.common import IsoDate, today_in_uk
 from schemas.indicators import (
     Breakdown,
     BreakdownPublic,

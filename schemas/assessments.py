@@ -14,8 +14,8 @@ from uuid import UUID
 
 from pydantic import AfterValidator, Field, Strict, StringConstraints, model_validator
 
-from .children import ChildRef, today_in_uk
-from .common import LongText, PublicModel, ShortText, StrictModel
+from .children import ChildRef
+from .common import LongText, PastDate, PublicModel, ShortText, StrictModel, refuse_nul
 from .toolkits import ToolkitId, ToolkitVersionText
 
 NeglectFormName = Literal[
@@ -31,12 +31,6 @@ Grade = Annotated[int, Strict(), Field(ge=0, le=10, description="A grade of the 
 """Strict: `"3"` or `true` for a grade is a mistake worth reporting, not something to coerce."""
 
 
-def _refuse_nul(value: str) -> str:
-    if "\x00" in value:
-        raise ValueError("must not contain NUL characters")
-    return value
-
-
 HouseholdRef = Annotated[
     str,
     StringConstraints(strip_whitespace=True, pattern=r"^[A-Za-z0-9][A-Za-z0-9 _.:/#-]{0,99}$"),
@@ -45,22 +39,13 @@ HouseholdRef = Annotated[
 Reason = Annotated[
     str,
     StringConstraints(strip_whitespace=True, min_length=1, max_length=10_000),
-    AfterValidator(_refuse_nul),
+    AfterValidator(refuse_nul),
 ]
 """Free text that must say something (an override's reason)."""
 
 
 def _has_text(value: str | None) -> bool:
     return value is not None and value.strip() != ""
-
-
-def _refuse_future(value: date) -> date:
-    if value > today_in_uk():
-        raise ValueError("must not be in the future")
-    return value
-
-
-PastDate = Annotated[date, AfterValidator(_refuse_future)]
 
 
 # --- inputs --------------------------------------------------------------------------------------

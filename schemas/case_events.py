@@ -11,11 +11,9 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Sequence
-from datetime import date
 from typing import Annotated, Any, Final, Literal, Self, get_args
 
 from pydantic import (
-    AfterValidator,
     Field,
     GetJsonSchemaHandler,
     StrictBool,
@@ -27,21 +25,12 @@ from pydantic import (
 from pydantic.json_schema import JsonSchemaValue
 from pydantic_core import core_schema as cs
 
-from schemas.children import ChildRef, today_in_uk
-from schemas.common import PublicModel, ShortText, StrictModel
+from schemas.children import ChildRef
+from schemas.common import PastDate, PublicModel, ShortText, StrictModel
 
 MAX_EVENTS_PER_BATCH: Final = 1000
 _MAX_REASON_CHARS: Final = 1000
 
-
-def _refuse_future(value: date) -> date:
-    if value > today_in_uk():
-        raise ValueError("must not be in the future")
-    return value
-
-
-PastDate = Annotated[date, AfterValidator(_refuse_future)]
-"""A calendar date no later than today in England."""
 
 EventRef = Annotated[
     str,

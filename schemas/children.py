@@ -6,7 +6,6 @@ import calendar
 from datetime import date, datetime
 from typing import Annotated, Final, Literal
 from uuid import UUID
-from zoneinfo import ZoneInfo
 
 from pydantic import (
     AfterValidator,
@@ -17,21 +16,22 @@ from pydantic import (
     model_validator,
 )
 
-from schemas.common import LongText, PublicModel, ShortText, StrictModel
+from schemas.common import (
+    LongText,
+    PublicModel,
+    ShortText,
+    StrictModel,
+    not_in_future,
+    today_in_uk,
+)
 from schemas.identifiers import is_valid_la_child_id, is_valid_nhs_number, is_valid_upn
 from schemas.vocabulary import DisabilityCode, EthnicityCode, Sex, UniqueList
 
-UK_TIME_ZONE: Final = ZoneInfo("Europe/London")
 ADULT_AGE_YEARS: Final = 18
 EXPECTED_BIRTH_GRACE_DAYS: Final = 31
 """How long after the expected date a child may still be referred as unborn."""
 EXPECTED_BIRTH_HORIZON_MONTHS: Final = 10
 """How far ahead an expected date of birth may lie: a pregnancy lasts about nine months."""
-
-
-def today_in_uk() -> date:
-    """Today's date in England, which is what a date of birth means to the people sending it."""
-    return datetime.now(UK_TIME_ZONE).date()
 
 
 def add_months(start: date, months: int) -> date:
@@ -100,10 +100,9 @@ UkPostcode = Annotated[
 ]
 
 
-def _refuse_future_date_of_birth(value: date | None) -> date | None:
-    if value is not None and value > today_in_uk():
-        raise ValueError("date_of_birth must not be in the future")
-    return value
+_DateOfBirth = Annotated[
+    date | None, AfterValidator(not_in_future("date_of_birth must not be in the future"))
+]
 
 
 class AddressIn(StrictModel):
@@ -122,7 +121,7 @@ class ChildIn(StrictModel):
     aliases: list[ShortText] = Field(
         default_factory=list, max_length=20, description="Other names the child is known by"
     )
-    date_of_birth: Annotated[date | None, AfterValidator(_refuse_future_date_of_birth)] = None
+    date_of_birth: _DateOfBirth = None
     expected_date_of_birth: date | None = Field(
         default=None,
         validate_default=True,
@@ -236,7 +235,7 @@ class ChildRef(StrictModel):
     la_child_id: LaChildId | None = None
     upn: Upn | None = None
     family_name: ShortText | None = None
-    date_of_birth: Annotated[date | None, AfterValidator(_refuse_future_date_of_birth)] = None
+    date_of_birth: _DateOfBirth = None
 
     @model_validator(mode="after")
     def _require_something_to_match_on(self) -> ChildRef:

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import re
-from datetime import date
-from typing import Annotated, Generic, TypeVar
+from collections.abc import Callable
+from datetime import UTC, date, datetime, timedelta
+from typing import Annotated, Final, Generic, TypeVar
+from zoneinfo import ZoneInfo
 
 from pydantic import (
     AfterValidator,
@@ -16,22 +18,57 @@ from pydantic import (
     StringConstraints,
 )
 
+UK_TIME_ZONE: Final = ZoneInfo("Europe/London")
+CLOCK_SKEW: Final = timedelta(seconds=60)
+"""How far ahead of our clock a sender's timestamp may be before it counts as in the future."""
 
-def _refuse_nul(value: str) -> str:
-    # PostgreSQL cannot store NUL in text; refuse it at the edge with a 422.
+
+def today_in_uk() -> date:
+    """Today's date in England, which is what a date of birth means to the people sending it."""
+    return datetime.now(UK_TIME_ZONE).date()
+
+
+def refuse_nul(value: str) -> str:
+    """PostgreSQL cannot store NUL in text (nor in JSONB): refuse it at the edge with a 422."""
     if "\x00" in value:
         raise ValueError("must not contain NUL characters")
     return value
 
 
+D = TypeVar("D", bound=date)
+
+
+def not_in_future(message: str = "must not be in the future") -> Callable[[D | None], D | None]:
+    """A validator refusing a date after today in England, or an instant more than `CLOCK_SKEW`
+    ahead of now, with `message`; None passes."""
+
+    def refuse_future(value: D | None) -> D | None:
+        if isinstance(value, datetime):
+            future = value > datetime.now(UTC) + CLOCK_SKEW
+        else:
+            future = value is not None and value > today_in_uk()
+        if future:
+            raise ValueError(message)
+        return value
+
+    return refuse_future
+
+
+PastDate = Annotated[date, AfterValidator(not_in_future())]
+"""A calendar date no later than today in England."""
+
+PastInstant = Annotated[AwareDatetime, AfterValidator(not_in_future())]
+"""A timestamp with a UTC offset, not in the future (60 s of clock skew allowed)."""
+
+
 ShortText = Annotated[
     str,
     StringConstraints(strip_whitespace=True, min_length=1, max_length=200),
-    AfterValidator(_refuse_nul),
+    AfterValidator(refuse_nul),
 ]
 """A name, role or label: 1-200 characters, no NUL."""
 
-LongText = Annotated[str, StringConstraints(max_length=10_000), AfterValidator(_refuse_nul)]
+LongText = Annotated[str, StringConstraints(max_length=10_000), AfterValidator(refuse_nul)]
 """Free text written by a practitioner: at most 10,000 characters, no NUL."""
 
 

@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-from datetime import UTC, date, datetime, timedelta
+from datetime import date, datetime
 from enum import StrEnum
 from typing import Annotated, Final
 from uuid import UUID
 
 from pydantic import (
     AfterValidator,
-    AwareDatetime,
     Field,
     StringConstraints,
     ValidationInfo,
@@ -17,8 +16,15 @@ from pydantic import (
     field_validator,
 )
 
-from schemas.children import ChildDetailsPublic, ChildIn, today_in_uk
-from schemas.common import LongText, PublicModel, ShortText, StrictModel
+from schemas.children import ChildDetailsPublic, ChildIn
+from schemas.common import (
+    LongText,
+    PastDate,
+    PastInstant,
+    PublicModel,
+    ShortText,
+    StrictModel,
+)
 from schemas.vocabulary import (
     AgencyType,
     ConcernCategory,
@@ -28,9 +34,6 @@ from schemas.vocabulary import (
     UniqueList,
     Vulnerability,
 )
-
-CLOCK_SKEW: Final = timedelta(seconds=60)
-"""How far ahead of our clock a sender's timestamp may be before it counts as in the future."""
 
 SECTION47_OUTCOME: Final = "section47_strategy_discussion"
 DEFAULT_DECISION_OUTCOMES: Final[tuple[str, ...]] = (
@@ -61,18 +64,6 @@ def _refuse_blank(value: str) -> str:
     return value
 
 
-def _refuse_future_instant(value: datetime | None) -> datetime | None:
-    if value is not None and value > datetime.now(UTC) + CLOCK_SKEW:
-        raise ValueError("must not be in the future")
-    return value
-
-
-def _refuse_future_date(value: date | None) -> date | None:
-    if value is not None and value > today_in_uk():
-        raise ValueError("must not be in the future")
-    return value
-
-
 def _check_decision_outcome(value: str) -> str:
     if value not in DEFAULT_DECISION_OUTCOMES:
         raise ValueError(f"outcome: must be one of {', '.join(DEFAULT_DECISION_OUTCOMES)}")
@@ -83,9 +74,6 @@ RequiredLongText = Annotated[
     LongText, StringConstraints(min_length=1), AfterValidator(_refuse_blank)
 ]
 """Free text that must say something: 1-10,000 characters, not only whitespace."""
-
-PastInstant = Annotated[AwareDatetime, AfterValidator(_refuse_future_instant)]
-"""A timestamp with a UTC offset, not in the future (60 s of clock skew allowed)."""
 
 ExternalReference = Annotated[ShortText, StringConstraints(max_length=100)]
 Email = Annotated[str, StringConstraints(max_length=254, pattern=EMAIL_PATTERN)]
@@ -144,7 +132,7 @@ class HouseholdMemberIn(StrictModel):
     relationship: ShortText = Field(description="To the child, e.g. mother, stepfather, lodger")
     has_parental_responsibility: bool
     lives_with_child: bool
-    date_of_birth: Annotated[date | None, AfterValidator(_refuse_future_date)] = None
+    date_of_birth: PastDate | None = None
 
 
 class ConcernsIn(StrictModel):

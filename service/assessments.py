@@ -36,8 +36,7 @@ from schemas.assessments import (
     TargetMetPublic,
     TargetPublic,
 )
-from schemas.children import today_in_uk
-from schemas.common import Page
+from schemas.common import Page, today_in_uk
 from service.audit import record_access
 from service.auth.caller import Caller
 from service.auth.scopes import READ_ALL_REFERRALS

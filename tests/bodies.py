@@ -11,7 +11,7 @@ import random
 from datetime import date, timedelta
 from typing import Any
 
-from schemas.children import today_in_uk
+from schemas.common import today_in_uk
 from schemas.identifiers import synthetic_nhs_number
 
 _GIVEN_NAMES = ("Amelia", "Oliver", "Isla", "Noah", "Ava", "Leo", "Mia", "Arthur", "Zara", "Idris")

@@ -11,7 +11,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from schemas.children import today_in_uk
+from schemas.common import today_in_uk
 from service.cli.common import console, err_console, resolved_url, with_session
 from service.demo.generator import (
     DEFAULT_END,

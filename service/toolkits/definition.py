@@ -21,7 +21,7 @@ from pydantic import (
     ValidationError,
 )
 
-from schemas.common import LongText, ShortText
+from schemas.common import LongText, ShortText, refuse_nul
 from service.fingerprint import fingerprint
 
 NeglectForm = Literal[
@@ -36,13 +36,6 @@ MIN_LEVEL = 1
 MAX_LEVEL = 4
 
 
-def _refuse_nul(value: str) -> str:
-    # PostgreSQL cannot store NUL in text, and definitions are stored as JSONB.
-    if "\x00" in value:
-        raise ValueError("must not contain NUL characters")
-    return value
-
-
 Identifier = Annotated[str, StringConstraints(pattern=r"^[a-z0-9][a-z0-9_.-]{0,79}$")]
 """An id of a toolkit, area, sub-area or item: lower case letters, digits, `_`, `.`, `-`."""
 
@@ -54,7 +47,7 @@ VersionText = Annotated[
 ItemText = Annotated[
     str,
     StringConstraints(strip_whitespace=True, min_length=1, max_length=2_000),
-    AfterValidator(_refuse_nul),
+    AfterValidator(refuse_nul),
 ]
 """An item's question or one graded descriptor."""
 

@@ -12,7 +12,7 @@ import pytest
 from sqlalchemy import select
 from sqlmodel import col
 
-from schemas.children import today_in_uk
+from schemas.common import today_in_uk
 from service.db import SessionFactory
 from service.models import AuditEvent
 from service.toolkits.definition import validate_definition

@@ -15,7 +15,8 @@ from typing import Any
 import httpx
 import pytest
 
-from schemas.children import add_months, today_in_uk
+from schemas.children import add_months
+from schemas.common import today_in_uk
 from service.db import SessionFactory
 from tests.bodies import valid_unborn_child_body
 from tests.builders.referrals import (

@@ -13,7 +13,7 @@ from typing import Any
 
 import httpx
 
-from schemas.children import today_in_uk
+from schemas.common import today_in_uk
 from service.children import age_in_years
 from service.db import SessionFactory, transaction
 from service.toolkits.definition import ToolkitDefinition

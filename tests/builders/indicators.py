@@ -29,7 +29,7 @@ from zoneinfo import ZoneInfo
 import httpx
 from sqlalchemy import insert, text
 
-from schemas.children import today_in_uk
+from schemas.common import today_in_uk
 from service.db import SessionFactory, transaction
 from service.models import Child
 from service.toolkits.definition import ToolkitDefinition, validate_definition

@@ -16,7 +16,8 @@ from pydantic import BaseModel, ValidationError
 from pydantic_core import ErrorDetails
 
 from schemas import reference_data
-from schemas.children import ChildDetailsPublic, ChildIn, ChildRef, add_months, today_in_uk
+from schemas.children import ChildDetailsPublic, ChildIn, ChildRef, add_months
+from schemas.common import today_in_uk
 from schemas.reference_data import CURRENT_CENSUS_YEAR, UnknownCodeListError, code_list
 from schemas.referrals import (
     DEFAULT_DECISION_OUTCOMES,

@@ -9,7 +9,7 @@ from typing import Any
 
 from sqlalchemy import text
 
-from schemas.children import today_in_uk
+from schemas.common import today_in_uk
 from service.children import ChildIdentity, resolve_child
 from service.db import SessionFactory, transaction
 from tests.builders.referrals import (
