@@ -17,10 +17,7 @@ from pydantic import AfterValidator, Field, Strict, StringConstraints, model_val
 from .children import ChildRef
 from .common import LongText, PastDate, PublicModel, ShortText, StrictModel, refuse_nul
 from .toolkits import ToolkitId, ToolkitVersionText
-
-NeglectFormName = Literal[
-    "medical", "nutritional", "emotional", "educational", "physical", "supervision"
-]
+from .vocabulary import NeglectFormName
 
 ToolkitPartId = Annotated[
     str,

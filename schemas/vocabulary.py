@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Hashable
 from enum import StrEnum
-from typing import Annotated, TypeVar
+from typing import TYPE_CHECKING, Annotated, Final, Literal, TypeVar
 
 from pydantic import AfterValidator, Field
 
@@ -46,6 +46,18 @@ class NeglectForm(StrEnum):
     PHYSICAL = "physical"
     SUPERVISION = "supervision"
     """Lack of supervision and guidance."""
+
+
+NEGLECT_FORMS: Final[tuple[str, ...]] = tuple(form.value for form in NeglectForm)
+"""The six forms as text, in `NeglectForm`'s order."""
+
+if TYPE_CHECKING:
+    NeglectFormName = str
+else:
+    NeglectFormName = Literal[NEGLECT_FORMS]
+"""A form of neglect as plain text (a `Literal` of `NeglectForm`'s values): for types whose
+values must stay `str`, such as the keys of a score's neglect-form profile, which orjson
+serialises and which an enum member as a key would break."""
 
 
 class RiskFactor(StrEnum):

@@ -13,14 +13,8 @@ from typing import Final, Literal
 
 from pydantic import BaseModel, ConfigDict
 
-from service.toolkits.definition import (
-    NEGLECT_FORMS,
-    AggregationMethod,
-    Item,
-    LevelRule,
-    NeglectForm,
-    ToolkitDefinition,
-)
+from schemas.vocabulary import NEGLECT_FORMS, NeglectFormName
+from service.toolkits.definition import AggregationMethod, Item, LevelRule, ToolkitDefinition
 
 NOT_KNOWN: Final[Literal["not_known"]] = "not_known"
 
@@ -92,7 +86,7 @@ class ScoreResult(_ResultModel):
     computed_area_grades: dict[str, int | None]
     area_grades: dict[str, int | None]
     overridden_area_ids: list[str]
-    neglect_form_profile: dict[NeglectForm, int | None]
+    neglect_form_profile: dict[NeglectFormName, int | None]
     highest_area_grade: int | None
     areas_at_concern: int
     areas_at_significant_concern: int
@@ -334,7 +328,7 @@ def score_assessment(
     insufficient_areas: list[str] = []
     not_applicable_sub_areas: list[str] = []
     not_applicable_areas: list[str] = []
-    profile_grades: dict[NeglectForm, list[int]] = {form: [] for form in NEGLECT_FORMS}
+    profile_grades: dict[NeglectFormName, list[int]] = {form: [] for form in NEGLECT_FORMS}
 
     for area in definition.areas:
         scored_sub_area_grades: list[int] = []

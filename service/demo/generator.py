@@ -90,6 +90,7 @@ from sqlalchemy import Index, text
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from schemas.identifiers import SYNTHETIC_NHS_PREFIX, compute_nhs_check_digit
+from schemas.vocabulary import NeglectForm
 from service.children import age_in_years
 from service.fingerprint import fingerprint
 from service.models import metadata
@@ -359,13 +360,18 @@ _HEALTH_VISITING: Final = next(
     agency for agency in _AGENCIES.values if agency.client_id == "demo-health-visiting"
 )
 
-_NEGLECT_FORMS: Final = Weighted(
-    ("physical", 30),
-    ("supervision", 25),
-    ("emotional", 15),
-    ("nutritional", 12),
-    ("medical", 10),
-    ("educational", 8),
+_NEGLECT_FORMS: Final = Weighted[str](
+    *(
+        (form.value, weight)
+        for form, weight in (
+            (NeglectForm.PHYSICAL, 30),
+            (NeglectForm.SUPERVISION, 25),
+            (NeglectForm.EMOTIONAL, 15),
+            (NeglectForm.NUTRITIONAL, 12),
+            (NeglectForm.MEDICAL, 10),
+            (NeglectForm.EDUCATIONAL, 8),
+        )
+    )
 )
 _OTHER_CATEGORIES: Final = Weighted(
     ("emotional_abuse", 34),

@@ -49,6 +49,7 @@ from dataclasses import dataclass
 from typing import Final
 
 from schemas.indicators import Breakdown, Period, Unit
+from schemas.vocabulary import NEGLECT_FORMS
 
 UK_ZONE: Final = "Europe/London"
 
@@ -58,14 +59,7 @@ AGE_NOT_KNOWN: Final = "not known"
 FIXED_GROUPS: Final[dict[Breakdown, tuple[str, ...]]] = {
     "age_band": AGE_BANDS,
     "sex": ("M", "F", "U"),
-    "neglect_form": (
-        "medical",
-        "nutritional",
-        "emotional",
-        "educational",
-        "physical",
-        "supervision",
-    ),
+    "neglect_form": NEGLECT_FORMS,
     "plan_type": ("cp", "cin"),
     "ethnicity": (),
     "referral_source": (),

@@ -22,12 +22,8 @@ from pydantic import (
 )
 
 from schemas.common import LongText, ShortText, refuse_nul
+from schemas.vocabulary import NeglectFormName
 from service.fingerprint import fingerprint
-
-NeglectForm = Literal[
-    "medical", "nutritional", "emotional", "educational", "physical", "supervision"
-]
-NEGLECT_FORMS: tuple[NeglectForm, ...] = get_args(NeglectForm)
 
 AggregationMethod = Literal["worst", "mode_worst_tie", "mean_round_up"]
 AGGREGATION_METHODS: tuple[AggregationMethod, ...] = get_args(AggregationMethod)
@@ -113,7 +109,7 @@ class Item(_DefinitionModel):
 class SubArea(_DefinitionModel):
     id: Identifier
     title: ShortText
-    neglect_form: NeglectForm
+    neglect_form: NeglectFormName
     items: list[Item] = Field(min_length=1)
 
 

@@ -9,6 +9,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from schemas.vocabulary import NEGLECT_FORMS
 from service.scoring import (
     NOT_KNOWN,
     ResponsesInvalid,
@@ -19,7 +20,6 @@ from service.scoring import (
 )
 from service.toolkits.definition import (
     AGGREGATION_METHODS,
-    NEGLECT_FORMS,
     AggregationMethod,
     ToolkitDefinition,
     validate_definition,

@@ -10,8 +10,8 @@ from typing import Any
 import jsonschema
 import pytest
 
+from schemas.vocabulary import NEGLECT_FORMS
 from service.toolkits.definition import (
-    NEGLECT_FORMS,
     DefinitionInvalid,
     Item,
     canonical_sha256,
