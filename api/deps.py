@@ -113,11 +113,6 @@ async def verify_token(
     return verified
 
 
-def require(*scopes: str) -> object:
-    """`Security` marker for a route needing every scope given."""
-    return Security(authenticate, scopes=list(scopes))
-
-
 AdminDep = Annotated[Caller, Security(authenticate, scopes=["admin"])]
 
 IdempotencyKeyDep = Annotated[

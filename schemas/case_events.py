@@ -4,7 +4,7 @@ Each event is one member of a union discriminated on `type`. The route accepts t
 `CaseEventBatchIn` (a list of JSON objects) and validates each event on its own with
 `parse_case_event`, so that one bad event is rejected with its reason while the rest of the batch is
 stored. `CaseEventBatchIn` still documents every item as the union in OpenAPI, so clients see the
-real contract; `CaseEventBatch` is the fully typed batch for code that builds events itself.
+real contract.
 """
 
 from __future__ import annotations
@@ -247,12 +247,6 @@ class _DocumentedAsCaseEvent:
         self, core_schema: cs.CoreSchema, handler: GetJsonSchemaHandler
     ) -> JsonSchemaValue:
         return handler(_CASE_EVENT_ADAPTER.core_schema)
-
-
-class CaseEventBatch(StrictModel):
-    """A batch of fully validated case events (one bad event fails the whole model)."""
-
-    events: list[CaseEvent] = Field(min_length=1, max_length=MAX_EVENTS_PER_BATCH)
 
 
 class CaseEventBatchIn(StrictModel):

@@ -23,7 +23,6 @@ from service.audit import record_access
 from service.auth.caller import Caller
 from service.auth.scopes import READ_ALL_REFERRALS
 from service.errors import NotFound
-from service.models import Child
 
 
 class ChildRefLike(Protocol):
@@ -131,13 +130,6 @@ async def resolve_child(session: AsyncSession, identity: ChildIdentity) -> uuid.
 async def lock_child(session: AsyncSession, identity: ChildIdentity) -> None:
     """Take the advisory locks `resolve_child` takes for this child, until the transaction ends."""
     await session.execute(_LOCK_CHILD, identity.arguments(_LOCK_ARGUMENTS))
-
-
-async def get_child(session: AsyncSession, child_id: uuid.UUID) -> Child:
-    child = await session.get(Child, child_id)
-    if child is None:
-        raise NotFound("no such child")
-    return child
 
 
 # --- the child as a caller sees it ---------------------------------------------------------------

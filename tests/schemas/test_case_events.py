@@ -10,7 +10,6 @@ from pydantic import ValidationError
 from schemas.case_events import (
     CASE_EVENT_TYPES,
     MAX_EVENTS_PER_BATCH,
-    CaseEventBatch,
     CaseEventBatchIn,
     CaseEventBatchResult,
     CaseEventResult,
@@ -274,19 +273,6 @@ def test_step_up_needs_no_reference_or_reason() -> None:
 
     assert isinstance(parsed, SteppedUpToSocialCareEvent)
     assert parsed.from_ref is None
-
-
-def test_typed_batch_parses_mixed_event_types() -> None:
-    batch = CaseEventBatch.model_validate(
-        {"events": [make_event("cp_plan_started"), make_event("health_appointment")]}
-    )
-
-    assert [type(event) for event in batch.events] == [CpPlanStartedEvent, HealthAppointmentEvent]
-
-
-def test_typed_batch_refuses_a_bad_event() -> None:
-    with pytest.raises(ValidationError):
-        CaseEventBatch.model_validate({"events": [make_event(), {"type": "unknown"}]})
 
 
 def test_permissive_batch_keeps_a_bad_event_for_per_event_rejection() -> None:
