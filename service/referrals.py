@@ -27,7 +27,7 @@ is never stored twice.
 from __future__ import annotations
 
 import uuid
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any, Final
@@ -38,6 +38,7 @@ from pydantic import AwareDatetime
 from sqlalchemy import RowMapping, Table, and_, func, not_, select, text, true, tuple_, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from schemas.children import add_months
 from schemas.common import Page
 from schemas.referrals import (
     SECTION47_OUTCOME,
@@ -71,6 +72,8 @@ DECISION_WINDOW: Final = timedelta(hours=24)
 """Front Door decision due this long after receipt (SPEC 5: one working day, 24 h locally)."""
 STRATEGY_DISCUSSION_WINDOW: Final = timedelta(hours=24)
 """A Section 47 outcome needs a strategy discussion this long after receipt."""
+REREFERRAL_MONTHS: Final = 12
+"""A referral is a re-referral when the child had another in this many months before it."""
 
 RESOURCE_TYPE: Final = "referral"
 
@@ -413,13 +416,72 @@ def parents_aware(parents_informed: bool, parental_consent: str) -> bool:
     return parents_informed or parental_consent == ParentalConsent.GIVEN.value
 
 
+def rereferral_count(earlier_received: Iterable[datetime], received_at: datetime) -> int:
+    """How many of the child's earlier non-withdrawn referrals, received at `earlier_received`,
+    make one received at `received_at` a re-referral: those in the `REREFERRAL_MONTHS` up to
+    and including `received_at` (the same calendar date and time, or the end of a shorter
+    month, as PostgreSQL's `received_at - interval '12 months'` in UTC).
+
+    `neglect_create_referral` counts the stored referrals this way in SQL; bulk loaders that
+    build referrals without it call this.
+    """
+    utc = received_at.astimezone(UTC)
+    window_start = datetime.combine(add_months(utc.date(), -REREFERRAL_MONTHS), utc.timetz())
+    return sum(1 for moment in earlier_received if window_start <= moment <= received_at)
+
+
+@dataclass(frozen=True)
+class DecisionRecord:
+    """A Front Door decision as stored on its referral."""
+
+    decided_at: datetime
+    strategy_discussion_due_at: datetime | None
+    """Received + 24 h for a Section 47 outcome, None for any other."""
+    stored: dict[str, Any]
+    """The referral's `decision` column."""
+
+
+def decision_record(
+    *,
+    received_at: datetime,
+    parents_informed: bool,
+    parental_consent: str,
+    outcome: str,
+    rationale: str,
+    decided_by: str,
+    decided_at: datetime,
+) -> DecisionRecord:
+    """The decision on a referral received at `received_at`, by the rules of SPEC 2.2.
+
+    A Section 47 outcome needs a strategy discussion within `STRATEGY_DISCUSSION_WINDOW`; any
+    other outcome needs the parents informed or consenting (`ParentalAwarenessRequired`).
+    """
+    section47 = outcome == SECTION47_OUTCOME
+    if not section47 and not parents_aware(parents_informed, parental_consent):
+        raise ParentalAwarenessRequired(
+            "the parents were not informed and did not consent; only "
+            f"{SECTION47_OUTCOME} can be decided without that"
+        )
+    strategy_due_at = received_at + STRATEGY_DISCUSSION_WINDOW if section47 else None
+    return DecisionRecord(
+        decided_at=decided_at,
+        strategy_discussion_due_at=strategy_due_at,
+        stored={
+            "outcome": outcome,
+            "rationale": rationale,
+            "decided_by": decided_by,
+            "decided_at": decided_at.isoformat(),
+            "strategy_discussion_due_at": strategy_due_at.isoformat() if strategy_due_at else None,
+        },
+    )
+
+
 async def decide_referral(
     session: AsyncSession, caller: Caller, referral_id: uuid.UUID, decision: DecisionCreate
 ) -> ReferralPublic:
     """Record the Front Door's decision on a received referral (any agency's) and audit it.
 
-    A Section 47 outcome sets `strategy_discussion_due_at` = received + 24 h. Any other outcome
-    needs the parents informed or consenting (`ParentalAwarenessRequired` otherwise).
+    The outcome follows `decision_record`'s rules.
     """
     row = await _lock_referral(session, referral_id)
     received_at: datetime = row["received_at"]
@@ -428,20 +490,15 @@ async def decide_referral(
         raise FieldInvalid(
             "body.decided_at", "must not be before the referral's received_at", "before_received"
         )
-    section47 = decision.outcome == SECTION47_OUTCOME
-    if not section47 and not parents_aware(row["parents_informed"], row["parental_consent"]):
-        raise ParentalAwarenessRequired(
-            "the parents were not informed and did not consent; only "
-            f"{SECTION47_OUTCOME} can be decided without that"
-        )
-    strategy_due_at = received_at + STRATEGY_DISCUSSION_WINDOW if section47 else None
-    stored_decision = {
-        "outcome": decision.outcome,
-        "rationale": decision.rationale,
-        "decided_by": decision.decided_by,
-        "decided_at": decided_at.isoformat(),
-        "strategy_discussion_due_at": strategy_due_at.isoformat() if strategy_due_at else None,
-    }
+    record = decision_record(
+        received_at=received_at,
+        parents_informed=row["parents_informed"],
+        parental_consent=row["parental_consent"],
+        outcome=decision.outcome,
+        rationale=decision.rationale,
+        decided_by=decision.decided_by,
+        decided_at=decided_at,
+    )
     updated = (
         (
             await session.execute(
@@ -449,10 +506,10 @@ async def decide_referral(
                 .where(REFERRAL.c.id == referral_id)
                 .values(
                     status=ReferralStatus.DECIDED.value,
-                    decision=stored_decision,
+                    decision=record.stored,
                     decision_outcome=decision.outcome,
                     decided_at=decided_at,
-                    strategy_discussion_due_at=strategy_due_at,
+                    strategy_discussion_due_at=record.strategy_discussion_due_at,
                 )
                 .returning(*REFERRAL.c)
             )
@@ -544,9 +601,11 @@ __all__ = [
     "ReferralFilters",
     "create_referral",
     "decide_referral",
+    "decision_record",
     "get_referral",
     "list_referrals",
     "parents_aware",
     "referral_to_public",
+    "rereferral_count",
     "withdraw_referral",
 ]

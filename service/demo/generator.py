@@ -22,7 +22,11 @@ category change falls while its plan is open; one Section 47 start and at most o
 enquiry, the ICPC on or after the start; every non-Section-47 decision has the parents informed
 or consenting; `neglect_forms` is non-empty exactly when neglect is a concern; re-referral flags
 and counts follow the stored-referral rule (earlier non-withdrawn referrals of the child in the
-12 months up to receipt). No audit events are written: the data is synthetic and no caller reads it.
+12 months up to receipt). The decision window, the decision rules and the re-referral count are
+`service.referrals`' own (`DECISION_WINDOW`, `decision_record`, `rereferral_count`), and each
+table's columns are read from the models' metadata. The agencies, vocabulary and weights are in
+`service.demo.vocabulary`. No audit events are written: the data is synthetic and no caller reads
+it.
 
 Proportions (as generated with the defaults; each run's figures are printed in its summary):
 - Referrals per child about 1.35: after each referral another follows within 12 months with
@@ -74,32 +78,67 @@ import asyncio
 import queue
 import threading
 import uuid
-from bisect import bisect_right
 from collections import Counter
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, time, timedelta
-from itertools import accumulate
 from random import Random
-from typing import Any, Final, Generic, TypeVar
-from zoneinfo import ZoneInfo
+from typing import Any, Final
 
 import asyncpg
 import orjson
 from sqlalchemy import Index, text
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from schemas.identifiers import SYNTHETIC_NHS_PREFIX, compute_nhs_check_digit
-from schemas.vocabulary import NeglectForm
+from schemas.common import UK_TIME_ZONE
+from schemas.identifiers import (
+    SYNTHETIC_NHS_PREFIX,
+    compute_nhs_check_digit,
+    normalise_family_name,
+)
+from schemas.referrals import SECTION47_OUTCOME
 from service.children import age_in_years
+from service.demo.vocabulary import (
+    AGENCIES,
+    ALL_CATEGORIES,
+    ASSESSING_TYPES,
+    CIN_ASSESSMENT,
+    CONSENT,
+    CP_CATEGORIES_NEGLECT,
+    CP_CATEGORIES_OTHER,
+    EARLY_HELP_OUTCOMES,
+    ETHNICITIES,
+    FAMILY_HUBS,
+    FAMILY_NAMES,
+    GIVEN_NAMES,
+    HEALTH_VISITING,
+    NEGLECT_FORM_WEIGHTS,
+    OTHER_CATEGORIES,
+    OUTCOMES_NEGLECT,
+    OUTCOMES_OTHER,
+    RATINGS_CHILD,
+    RATINGS_PARENT,
+    RATIONALES,
+    RISK_FACTORS,
+    SCHOOLS,
+    SEVERITY,
+    SUMMARIES,
+    TREND,
+    Agency,
+)
 from service.fingerprint import fingerprint
 from service.models import metadata
+from service.referrals import (
+    DECISION_WINDOW,
+    decision_record,
+    parents_aware,
+    rereferral_count,
+)
 from service.scoring import ResponseValue, ScoreResult, score_assessment
 from service.toolkits.definition import ToolkitDefinition
 from service.toolkits.versions import definition_of, publish_demo_toolkit
 from service.working_days import add_working_days, bank_holidays
 
-UK: Final = ZoneInfo("Europe/London")
 DEFAULT_SEED: Final = 2024
 DEFAULT_START: Final = date(2021, 1, 1)
 DEFAULT_END: Final = date(2025, 12, 31)
@@ -115,373 +154,30 @@ EXPECTED_REFERRALS_PER_CHILD: Final = 1.35
 
 # --- Tables, in the order their foreign keys allow loading ---------------------------------------
 
+_LOADED_TABLES: Final = frozenset(
+    {
+        "child",
+        "referral",
+        "assessment",
+        "case_event",
+        "care_plan",
+        "care_plan_category_change",
+        "section47_enquiry",
+        "icpc",
+    }
+)
+LOAD_ORDER: Final[tuple[str, ...]] = tuple(
+    table.name for table in metadata.sorted_tables if table.name in _LOADED_TABLES
+)
 TABLE_COLUMNS: Final[dict[str, tuple[str, ...]]] = {
-    "child": (
-        "id",
-        "nhs_number",
-        "la_child_id",
-        "upn",
-        "given_name",
-        "family_name",
-        "family_name_key",
-        "date_of_birth",
-        "expected_date_of_birth",
-        "sex",
-        "ethnicity",
-        "created_at",
-        "updated_at",
-    ),
-    "referral": (
-        "id",
-        "client_id",
-        "agency_type",
-        "agency_name",
-        "external_reference",
-        "child_id",
-        "status",
-        "urgent",
-        "received_at",
-        "decision_due_at",
-        "referral_source",
-        "concern_categories",
-        "neglect_forms",
-        "risk_factors",
-        "vulnerabilities",
-        "parents_informed",
-        "parental_consent",
-        "rereferral",
-        "rereferral_count",
-        "previous_received_at",
-        "body",
-        "decision_outcome",
-        "decision",
-        "decided_at",
-        "strategy_discussion_due_at",
-        "withdrawn_at",
-        "withdrawal_reason",
-        "created_at",
-    ),
-    "assessment": (
-        "id",
-        "client_id",
-        "agency_type",
-        "agency_name",
-        "child_id",
-        "toolkit_id",
-        "toolkit_version",
-        "toolkit_sha256",
-        "started_on",
-        "completed_on",
-        "child_age_years",
-        "household_ref",
-        "previous_assessment_id",
-        "highest_area_grade",
-        "areas_at_concern",
-        "areas_at_significant_concern",
-        "level_of_need",
-        "body",
-        "result",
-        "created_at",
-    ),
-    "case_event": (
-        "id",
-        "client_id",
-        "agency_type",
-        "agency_name",
-        "event_id",
-        "payload_sha256",
-        "child_id",
-        "event_type",
-        "occurred_on",
-        "details",
-        "created_at",
-    ),
-    "care_plan": (
-        "id",
-        "child_id",
-        "plan_type",
-        "plan_ref",
-        "started_on",
-        "ended_on",
-        "initial_category",
-        "latest_category",
-        "domestic_abuse_focus",
-        "neglect",
-        "started_event_id",
-        "ended_event_id",
-        "created_at",
-    ),
-    # `id` is an identity column generated by the database.
-    "care_plan_category_change": ("care_plan_id", "changed_on", "category", "case_event_id"),
-    "section47_enquiry": (
-        "id",
-        "child_id",
-        "enquiry_ref",
-        "started_on",
-        "strategy_discussion_on",
-        "case_event_id",
-    ),
-    "icpc": ("id", "child_id", "enquiry_ref", "held_on", "outcome", "categories", "case_event_id"),
+    name: tuple(column.name for column in metadata.tables[name].columns if column.identity is None)
+    for name in LOAD_ORDER
 }
-LOAD_ORDER: Final[tuple[str, ...]] = tuple(TABLE_COLUMNS)
+"""Every column a row of each table gives, in the table's order: the generator's row tuples
+follow it. Identity columns are generated by the database."""
 
 Row = tuple[Any, ...]
 
-T = TypeVar("T")
-
-
-class Weighted(Generic[T]):
-    """Values with relative weights, drawn with one `rng.random()` and a bisection."""
-
-    def __init__(self, *pairs: tuple[T, float]) -> None:
-        self.values = tuple(value for value, _ in pairs)
-        self.cumulative = list(accumulate(weight for _, weight in pairs))
-        self.total = self.cumulative[-1]
-
-    def pick(self, rng: Random) -> T:
-        return self.values[bisect_right(self.cumulative, rng.random() * self.total)]
-
-    def sample(self, rng: Random, k: int) -> list[T]:
-        """`k` distinct values (at most all of them), each drawn by weight among the rest."""
-        chosen: list[T] = []
-        while len(chosen) < min(k, len(self.values)):
-            value = self.pick(rng)
-            if value not in chosen:
-                chosen.append(value)
-        return chosen
-
-
-# --- Vocabulary and weights ---------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class Agency:
-    """A sending agency: the API client its records come from and what it refers about."""
-
-    client_id: str
-    agency_type: str
-    agency_name: str
-    sources: tuple[str, ...]
-    neglect_share: float
-    referrer_role: str
-
-
-_AGENCIES: Final = Weighted(
-    (Agency("demo-police", "police", "Demo Constabulary", ("6",), 0.21, "Police officer"), 0.27),
-    (
-        Agency("demo-school-1", "school", "Northtown Academy", ("2A",), 0.44, "Designated lead"),
-        0.07,
-    ),
-    (
-        Agency(
-            "demo-school-2", "school", "Riverside Primary School", ("2A",), 0.46, "Head teacher"
-        ),
-        0.07,
-    ),
-    (
-        Agency(
-            "demo-school-3", "school", "Hillcrest High School", ("2A",), 0.42, "Designated lead"
-        ),
-        0.06,
-    ),
-    (
-        Agency(
-            "demo-health-visiting",
-            "health",
-            "Demo Community Health Services",
-            ("3B", "3C"),
-            0.45,
-            "Health visitor",
-        ),
-        0.06,
-    ),
-    (
-        Agency("demo-primary-care", "health", "Demo Primary Care Network", ("3A", "3D"), 0.4, "GP"),
-        0.05,
-    ),
-    (
-        Agency("demo-hospital", "health", "Demo Hospitals NHS Trust", ("3E", "3F"), 0.36, "Nurse"),
-        0.04,
-    ),
-    (
-        Agency(
-            "demo-contact-centre",
-            "other",
-            "Demo Front Door contact centre",
-            ("1A", "1B", "1C", "1D", "9", "10", "7"),
-            0.33,
-            "Contact officer",
-        ),
-        0.12,
-    ),
-    (
-        Agency(
-            "demo-council",
-            "local_authority",
-            "Demo Council services",
-            ("5A", "5B", "5C"),
-            0.36,
-            "Social worker",
-        ),
-        0.07,
-    ),
-    (
-        Agency(
-            "demo-family-hubs", "early_help", "Demo Family Hubs", ("5D",), 0.48, "Family worker"
-        ),
-        0.07,
-    ),
-    (
-        Agency(
-            "demo-charity",
-            "voluntary_sector",
-            "Demo Children's Charity",
-            ("8",),
-            0.38,
-            "Project worker",
-        ),
-        0.05,
-    ),
-    (
-        Agency("demo-housing", "housing", "Demo Housing Options", ("4",), 0.47, "Housing officer"),
-        0.04,
-    ),
-    (
-        Agency("demo-nursery", "early_years", "Little Acorns Nursery", ("8",), 0.5, "Manager"),
-        0.03,
-    ),
-)
-_ASSESSING_TYPES: Final = frozenset({"school", "health", "early_help"})
-_FAMILY_HUBS: Final = next(
-    agency for agency in _AGENCIES.values if agency.agency_type == "early_help"
-)
-_SCHOOLS: Final = tuple(agency for agency in _AGENCIES.values if agency.agency_type == "school")
-_HEALTH_VISITING: Final = next(
-    agency for agency in _AGENCIES.values if agency.client_id == "demo-health-visiting"
-)
-
-_NEGLECT_FORMS: Final = Weighted[str](
-    *(
-        (form.value, weight)
-        for form, weight in (
-            (NeglectForm.PHYSICAL, 30),
-            (NeglectForm.SUPERVISION, 25),
-            (NeglectForm.EMOTIONAL, 15),
-            (NeglectForm.NUTRITIONAL, 12),
-            (NeglectForm.MEDICAL, 10),
-            (NeglectForm.EDUCATIONAL, 8),
-        )
-    )
-)
-_OTHER_CATEGORIES: Final = Weighted(
-    ("emotional_abuse", 34),
-    ("physical_abuse", 28),
-    ("exploitation", 12),
-    ("sexual_abuse", 9),
-    ("other", 17),
-)
-_RISK_FACTORS: Final = Weighted(
-    ("domestic_abuse", 24),
-    ("parental_mental_health", 20),
-    ("substance_misuse", 15),
-    ("poverty", 12),
-    ("poor_social_support", 6),
-    ("send", 6),
-    ("behavioural_problems", 5),
-    ("unemployment", 3),
-    ("parent_experienced_maltreatment", 3),
-    ("parental_learning_difficulty", 2),
-    ("chronic_ill_health", 1),
-    ("young_carer", 1),
-    ("no_positive_parenting_experience", 1),
-    ("harmful_online_exposure", 1),
-)
-_ETHNICITIES: Final = Weighted(
-    ("WBRI", 70),
-    ("WOTH", 5),
-    ("MWBC", 3),
-    ("MOTH", 2),
-    ("MWBA", 1),
-    ("MWAS", 1),
-    ("APKN", 3),
-    ("AIND", 2),
-    ("ABAN", 1),
-    ("AOTH", 1),
-    ("BAFR", 3),
-    ("BCRB", 1),
-    ("BOTH", 1),
-    ("CHNE", 1),
-    ("WROM", 1),
-    ("WIRT", 1),
-    ("OOTH", 2),
-    ("REFU", 1),
-)
-_GIVEN_NAMES: Final = (
-    "Alex", "Amara", "Ben", "Chloe", "Daniel", "Ella", "Finley", "Grace", "Harry", "Isla", "Jack",
-    "Kai", "Layla", "Leo", "Mia", "Noah", "Olivia", "Oscar", "Poppy", "Reuben", "Ruby", "Sam",
-    "Sofia", "Theo", "Zara", "Yusuf", "Maya", "Logan", "Evie", "Ibrahim",
-)  # fmt: skip
-_FAMILY_NAMES: Final = (
-    "Ashdown", "Brackley", "Carrow", "Dunmore", "Elstree", "Fenwick", "Garside", "Holloway",
-    "Ingram", "Jessop", "Kettering", "Lowther", "Marlow", "Northcott", "Oakley", "Pennick",
-    "Quarrie", "Redfern", "Stanway", "Thursby", "Upton", "Varley", "Whitmore", "Yardley",
-    "Ahmed", "Begum", "Okafor", "Nowak", "Kowalski", "Mensah", "Chen", "Patel",
-)  # fmt: skip
-
-_SECTION47: Final = "section47_strategy_discussion"
-_CIN_ASSESSMENT: Final = "child_in_need_assessment"
-_EARLY_HELP_OUTCOMES: Final = frozenset(
-    {"family_wellbeing_intensive_support", "parenting_support", "family_hub_support", "early_help"}
-)
-_OUTCOMES_NEGLECT: Final = Weighted(
-    (_SECTION47, 9),
-    (_CIN_ASSESSMENT, 28),
-    ("family_wellbeing_intensive_support", 10),
-    ("parenting_support", 8),
-    ("family_hub_support", 10),
-    ("early_help", 15),
-    ("signposted_universal", 6),
-    ("no_further_action", 8),
-)
-_OUTCOMES_OTHER: Final = Weighted(
-    (_SECTION47, 7),
-    (_CIN_ASSESSMENT, 22),
-    ("family_wellbeing_intensive_support", 6),
-    ("parenting_support", 6),
-    ("family_hub_support", 9),
-    ("early_help", 14),
-    ("signposted_universal", 12),
-    ("no_further_action", 19),
-)
-_RATIONALES: Final = {
-    _SECTION47: "Reasonable cause to suspect significant harm; strategy discussion convened.",
-    _CIN_ASSESSMENT: "Needs appear complex; a social work assessment is needed.",
-    "family_wellbeing_intensive_support": "Multiple needs; intensive family support offered.",
-    "parenting_support": "Parenting support should meet the needs identified.",
-    "family_hub_support": "Family hub can coordinate support with the family's agreement.",
-    "early_help": "Needs can be met through an early help assessment and plan.",
-    "signposted_universal": "Universal services can meet the needs; family signposted.",
-    "no_further_action": "Information does not indicate unmet needs requiring a service.",
-}
-_SUMMARIES: Final = {
-    "neglect": "Concerns about the child's basic care: {forms}.",
-    "emotional_abuse": "Concerns about emotional harm in the home.",
-    "physical_abuse": "Unexplained injury or reported physical chastisement.",
-    "exploitation": "Concerns the child is being exploited outside the home.",
-    "sexual_abuse": "Disclosure or indicators of sexual harm.",
-    "other": "Concerns about the child's welfare that need a view from the Front Door.",
-}
-_CP_CATEGORIES_NEGLECT: Final = Weighted(("NEG", 80), ("MUL", 8), ("EMO", 9), ("PHY", 3))
-_CP_CATEGORIES_OTHER: Final = Weighted(
-    ("EMO", 45), ("PHY", 16), ("SAB", 10), ("NEG", 20), ("MUL", 9)
-)
-_ALL_CATEGORIES: Final = ("NEG", "PHY", "EMO", "SAB")
-_RATINGS_PARENT: Final = Weighted((1, 8), (2, 12), (3, 25), (4, 35), (5, 20))
-_RATINGS_CHILD: Final = Weighted((1, 5), (2, 10), (3, 25), (4, 35), (5, 25))
-
-_CONSENT: Final = Weighted(("given", 80), ("refused", 12), ("not_sought", 8))
-_SEVERITY: Final = Weighted((2, 25), (3, 45), (4, 25), (5, 5))
-_TREND: Final = Weighted((-1, 55), (0, 30), (1, 15))
 _NHS_PREFIXES: Final = 10**6
 _UPN_SPACE: Final = 10**12
 
@@ -490,15 +186,8 @@ def _new_id(rng: Random) -> uuid.UUID:
     return uuid.UUID(int=rng.getrandbits(128), version=4)
 
 
-def _a_year_before(moment: datetime) -> datetime:
-    try:
-        return moment.replace(year=moment.year - 1)
-    except ValueError:  # 29 February
-        return moment.replace(year=moment.year - 1, day=28)
-
-
 def _uk_moment(day: date, hour: int, minute: int) -> datetime:
-    return datetime.combine(day, time(hour, minute), tzinfo=UK).astimezone(UTC)
+    return datetime.combine(day, time(hour, minute), tzinfo=UK_TIME_ZONE).astimezone(UTC)
 
 
 def case_event_fingerprint(
@@ -647,7 +336,7 @@ class DemoGenerator:
         self.tally = DemoTally()
         self._span_days = (options.end - options.start).days + 1
         self._last_moment = datetime.combine(
-            options.end + timedelta(days=1), time(0, 0), tzinfo=UK
+            options.end + timedelta(days=1), time(0, 0), tzinfo=UK_TIME_ZONE
         ).astimezone(UTC)
         self._holidays = frozenset(bank_holidays(options.start.year - 1, options.end.year + 1))
         self._nhs_next = self.rng.randrange(_NHS_PREFIXES)
@@ -744,7 +433,7 @@ class DemoGenerator:
         school_age = date_of_birth is not None and age_in_years(date_of_birth, first_day) >= 4
         upn = self._upn() if school_age and rng.random() < 0.5 else None
         la_child_id = f"DM{rng.getrandbits(72):018X}"
-        ethnicity = None if rng.random() < 0.04 else _ETHNICITIES.pick(rng)
+        ethnicity = None if rng.random() < 0.04 else ETHNICITIES.pick(rng)
         child = _Child(
             id=_new_id(rng),
             ref={
@@ -754,8 +443,8 @@ class DemoGenerator:
                 "family_name": None,
                 "date_of_birth": None,
             },
-            given_name=rng.choice(_GIVEN_NAMES),
-            family_name=rng.choice(_FAMILY_NAMES),
+            given_name=rng.choice(GIVEN_NAMES),
+            family_name=rng.choice(FAMILY_NAMES),
             date_of_birth=date_of_birth,
             expected_date_of_birth=expected,
             sex=sex,
@@ -775,7 +464,7 @@ class DemoGenerator:
                 upn,
                 child.given_name if not unborn else None,
                 child.family_name,
-                child.family_name.casefold(),
+                normalise_family_name(child.family_name),
                 date_of_birth,
                 expected,
                 sex,
@@ -786,7 +475,7 @@ class DemoGenerator:
         )
 
     def _pick_agency(self) -> Agency:
-        return _AGENCIES.pick(self.rng)
+        return AGENCIES.pick(self.rng)
 
     def _referral_chain(self, child: _Child, first_day: date) -> datetime:
         """The child's referrals, oldest first; returns when the first was received."""
@@ -834,12 +523,12 @@ class DemoGenerator:
         forms: list[str] = []
         if neglect:
             categories.append("neglect")
-            forms = _NEGLECT_FORMS.sample(rng, 1 + int(rng.random() ** 2 * 3))
+            forms = NEGLECT_FORM_WEIGHTS.sample(rng, 1 + int(rng.random() ** 2 * 3))
             if rng.random() < 0.3:
-                categories.append(_OTHER_CATEGORIES.pick(rng))
+                categories.append(OTHER_CATEGORIES.pick(rng))
         else:
-            categories = _OTHER_CATEGORIES.sample(rng, 1 + int(rng.random() < 0.25))
-        risk_factors = _RISK_FACTORS.sample(rng, int(rng.random() * 3.2))
+            categories = OTHER_CATEGORIES.sample(rng, 1 + int(rng.random() < 0.25))
+        risk_factors = RISK_FACTORS.sample(rng, int(rng.random() * 3.2))
         age = age_in_years(child.birth, day) if child.date_of_birth else 0
         vulnerabilities: list[str] = []
         if child.date_of_birth is None or age < 1:
@@ -853,13 +542,12 @@ class DemoGenerator:
         urgent = rng.random() < 0.04
         informed = rng.random() < 0.92
         if informed:
-            consent = _CONSENT.pick(rng)
+            consent = CONSENT.pick(rng)
         else:
             consent = "not_sought"
-        aware = informed or consent == "given"
-        decision_due_at = received_at + timedelta(hours=24)
-        year_before = _a_year_before(received_at)
-        earlier = sum(1 for moment in history if year_before <= moment <= received_at)
+        aware = parents_aware(informed, consent)
+        decision_due_at = received_at + DECISION_WINDOW
+        earlier = rereferral_count(history, received_at)
         previous_received_at = max((m for m in history if m < received_at), default=None)
         source = rng.choice(agency.sources)
         external_reference = f"RFS-{rng.getrandbits(64):016x}"
@@ -895,23 +583,21 @@ class DemoGenerator:
                     or (urgent and rng.random() < 0.6)
                     or (after_plan and rng.random() < 0.4)
                 ):
-                    outcome = _SECTION47
+                    outcome = SECTION47_OUTCOME
                 else:
-                    outcome = (_OUTCOMES_NEGLECT if neglect else _OUTCOMES_OTHER).pick(rng)
+                    outcome = (OUTCOMES_NEGLECT if neglect else OUTCOMES_OTHER).pick(rng)
                 status = "decided"
-                if outcome == _SECTION47:
-                    strategy_due = received_at + timedelta(hours=24)
-                decision = orjson.dumps(
-                    {
-                        "outcome": outcome,
-                        "rationale": _RATIONALES[outcome],
-                        "decided_by": "Front Door team manager",
-                        "decided_at": decided_at.isoformat(),
-                        "strategy_discussion_due_at": (
-                            strategy_due.isoformat() if strategy_due else None
-                        ),
-                    }
-                ).decode()
+                record = decision_record(
+                    received_at=received_at,
+                    parents_informed=informed,
+                    parental_consent=consent,
+                    outcome=outcome,
+                    rationale=RATIONALES[outcome],
+                    decided_by="Front Door team manager",
+                    decided_at=decided_at,
+                )
+                strategy_due = record.strategy_discussion_due_at
+                decision = orjson.dumps(record.stored).decode()
                 tally.decided += 1
                 if decided_at <= decision_due_at:
                     tally.decided_within_24h += 1
@@ -920,7 +606,7 @@ class DemoGenerator:
             tally.referrals_neglect += neglect
             tally.rereferrals += earlier > 0
 
-        summary = _SUMMARIES[categories[0]].format(forms=", ".join(forms))
+        summary = SUMMARIES[categories[0]].format(forms=", ".join(forms))
         body: dict[str, Any] = {
             "external_reference": external_reference,
             "received_at": received_at.isoformat(),
@@ -998,12 +684,12 @@ class DemoGenerator:
         )
         referral = _Referral(
             received_at=received_at,
-            received_on=received_at.astimezone(UK).date(),
+            received_on=received_at.astimezone(UK_TIME_ZONE).date(),
             agency=agency,
             neglect=neglect,
             forms=forms,
             risk_factors=risk_factors,
-            decided_on=decided_at.astimezone(UK).date() if decided_at else None,
+            decided_on=decided_at.astimezone(UK_TIME_ZONE).date() if decided_at else None,
             outcome=outcome,
         )
         self._follow_up(child, referral)
@@ -1015,7 +701,7 @@ class DemoGenerator:
         rng = self.rng
         if (
             referral.neglect
-            and referral.agency.agency_type in _ASSESSING_TYPES
+            and referral.agency.agency_type in ASSESSING_TYPES
             and child.date_of_birth is not None
             and rng.random() < 0.10
         ):
@@ -1024,25 +710,25 @@ class DemoGenerator:
                 self._toolkit_assessments(child, referral, referral.agency, before)
         if referral.outcome is None or referral.decided_on is None:
             return
-        if referral.outcome == _SECTION47:
+        if referral.outcome == SECTION47_OUTCOME:
             self._section47(child, referral, referral.decided_on)
-        elif referral.outcome == _CIN_ASSESSMENT:
+        elif referral.outcome == CIN_ASSESSMENT:
             if rng.random() < 0.45:
                 starts = referral.decided_on + timedelta(days=30 + rng.randrange(34))
                 self._cin_plan(
                     child, starts, neglect=rng.random() < (0.9 if referral.neglect else 0.1)
                 )
-        elif referral.outcome in _EARLY_HELP_OUTCOMES and rng.random() < 0.6:
+        elif referral.outcome in EARLY_HELP_OUTCOMES and rng.random() < 0.6:
             self._early_help(child, referral)
-        assessable = referral.outcome == _CIN_ASSESSMENT or referral.outcome in _EARLY_HELP_OUTCOMES
+        assessable = referral.outcome == CIN_ASSESSMENT or referral.outcome in EARLY_HELP_OUTCOMES
         if referral.neglect and assessable and child.date_of_birth and rng.random() < 0.35:
             roll = rng.random()
             if roll < 0.6:
-                agency = _FAMILY_HUBS
+                agency = FAMILY_HUBS
             elif roll < 0.85:
-                agency = rng.choice(_SCHOOLS)
+                agency = rng.choice(SCHOOLS)
             else:
-                agency = _HEALTH_VISITING
+                agency = HEALTH_VISITING
             completed = referral.decided_on + timedelta(days=7 + rng.randrange(39))
             self._toolkit_assessments(child, referral, agency, completed)
 
@@ -1095,11 +781,11 @@ class DemoGenerator:
         held_on = add_working_days(started_on, working_days, self._holidays)
         if not self._in_range(held_on):
             return
-        category = (_CP_CATEGORIES_NEGLECT if referral.neglect else _CP_CATEGORIES_OTHER).pick(rng)
+        category = (CP_CATEGORIES_NEGLECT if referral.neglect else CP_CATEGORIES_OTHER).pick(rng)
         if category == "MUL":
-            considered = sorted(rng.sample(_ALL_CATEGORIES, 2))
+            considered = sorted(rng.sample(ALL_CATEGORIES, 2))
         elif rng.random() < 0.2:
-            considered = sorted({category, rng.choice(_ALL_CATEGORIES)})
+            considered = sorted({category, rng.choice(ALL_CATEGORIES)})
         else:
             considered = [category]
         free = child.cp_busy_until is None or child.cp_busy_until <= held_on
@@ -1158,7 +844,7 @@ class DemoGenerator:
             changed_on = starts + timedelta(
                 days=30 + rng.randrange((last_open_day - starts).days - 29)
             )
-            latest = rng.choice([c for c in (*_ALL_CATEGORIES, "MUL") if c != category])
+            latest = rng.choice([c for c in (*ALL_CATEGORIES, "MUL") if c != category])
             change_event = self._event(
                 child,
                 "cp_plan_category_changed",
@@ -1300,7 +986,7 @@ class DemoGenerator:
             on,
             {
                 "from_whom": "child" if from_child else "parent_carer",
-                "rating": (_RATINGS_CHILD if from_child else _RATINGS_PARENT).pick(rng),
+                "rating": (RATINGS_CHILD if from_child else RATINGS_PARENT).pick(rng),
                 "about": about,
             },
         )
@@ -1312,11 +998,11 @@ class DemoGenerator:
     ) -> None:
         """A first assessment on `completed`, then possibly one or two re-assessments."""
         rng = self.rng
-        severity = _SEVERITY.pick(rng)
+        severity = SEVERITY.pick(rng)
         featured = set(referral.forms)
         bases = {
             form: (severity if form in featured else 1 + int(rng.random() < 0.3))
-            for form in _NEGLECT_FORMS.values
+            for form in NEGLECT_FORM_WEIGHTS.values
         }
         previous: tuple[uuid.UUID, ScoreResult, list[tuple[str, int]]] | None = None
         household_ref = f"HH-{child.id.hex[:12]}" if rng.random() < 0.3 else None
@@ -1328,7 +1014,7 @@ class DemoGenerator:
             )
             if rng.random() >= (0.5 if round_number == 0 else 0.3):
                 return
-            trend = _TREND.pick(rng)
+            trend = TREND.pick(rng)
             bases = {form: min(5, max(1, grade + trend)) for form, grade in bases.items()}
             completed = completed + timedelta(days=56 + rng.randrange(57))
 
@@ -1451,7 +1137,7 @@ class DemoDataConflict(Exception):
     """The database already holds records the demo data would clash with."""
 
 
-_DEMO_CLIENTS: Final = tuple(sorted({agency.client_id for agency in _AGENCIES.values}))
+_DEMO_CLIENTS: Final = tuple(sorted({agency.client_id for agency in AGENCIES.values}))
 
 
 async def _raw_connection(session: AsyncSession) -> Any:

@@ -12,6 +12,7 @@ import pytest
 from schemas.children import add_months
 from schemas.referrals import IMMEDIATE_RISK_GUIDANCE
 from service.db import SessionFactory
+from service.referrals import rereferral_count
 from tests.bodies import valid_decision_body, valid_withdraw_body
 from tests.builders.referrals import (
     PROBLEMS,
@@ -333,6 +334,28 @@ async def test_rereferral_count_holds_every_referral_of_the_previous_12_months(
         await create_referral(client, sender, body)
     created = await create_referral(client, school, referral_body(nhs_number=nhs))
     assert (created["rereferral"], created["rereferral_count"]) == (True, 2)
+
+
+async def test_the_create_function_counts_rereferrals_as_rereferral_count_does_at_the_edges(
+    client: httpx.AsyncClient, school: RegisteredClient
+) -> None:
+    nhs = next_nhs_number()
+    received = [
+        datetime(2024, 2, 28, 9, 59, 59, tzinfo=UTC),
+        datetime(2024, 2, 28, 10, 0, tzinfo=UTC),
+        datetime(2024, 2, 29, 10, 0, tzinfo=UTC),
+        datetime(2025, 2, 28, 10, 0, tzinfo=UTC),
+        datetime(2025, 3, 1, 10, 0, tzinfo=UTC),
+    ]
+    counts = []
+    for moment in received:
+        body = referral_body(nhs_number=nhs, received_at=moment.isoformat())
+        counts.append((await create_referral(client, school, body))["rereferral_count"])
+
+    assert counts == [
+        rereferral_count(received[:index], moment) for index, moment in enumerate(received)
+    ]
+    assert counts[3:] == [2, 1]
 
 
 async def test_a_referral_for_another_child_does_not_make_a_rereferral(

@@ -29,6 +29,7 @@ from service.cli.main import app as cli_app
 from service.db import SessionFactory, transaction
 from service.demo.generator import (
     LOAD_ORDER,
+    TABLE_COLUMNS,
     DemoOptions,
     DemoSummary,
     DemoToolkit,
@@ -104,6 +105,17 @@ def test_children_have_valid_999_range_nhs_numbers_or_an_la_child_id() -> None:
     assert all(number.startswith("999") and is_valid_nhs_number(number) for number in nhs_numbers)
     assert len(set(nhs_numbers)) == len(nhs_numbers)
     assert all(row[2] for row in rows["child"])
+
+
+def test_every_generated_row_gives_each_column_its_table_has() -> None:
+    rows, _ = generate_rows(OPTIONS, _toolkit())
+
+    widths = {
+        table: {len(row) for row in rows[table]} or {len(TABLE_COLUMNS[table])} for table in rows
+    }
+    assert widths == {table: {len(TABLE_COLUMNS[table])} for table in LOAD_ORDER}
+    assert sum(bool(rows[table]) for table in LOAD_ORDER) >= len(LOAD_ORDER) - 1
+    assert TABLE_COLUMNS["care_plan_category_change"][0] == "care_plan_id"
 
 
 # --- loading -------------------------------------------------------------------------------------
