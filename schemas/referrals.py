@@ -9,7 +9,6 @@ from uuid import UUID
 
 from pydantic import (
     AfterValidator,
-    AwareDatetime,
     Field,
     StringConstraints,
     ValidationInfo,
@@ -18,7 +17,7 @@ from pydantic import (
 )
 
 from schemas.children import ChildDetailsPublic, ChildIn, today_in_uk
-from schemas.common import LongText, PublicModel, ShortText, StrictModel
+from schemas.common import Instant, LongText, PublicModel, ShortText, StrictModel
 from schemas.vocabulary import (
     AgencyType,
     ConcernCategory,
@@ -84,7 +83,7 @@ RequiredLongText = Annotated[
 ]
 """Free text that must say something: 1-10,000 characters, not only whitespace."""
 
-PastInstant = Annotated[AwareDatetime, AfterValidator(_refuse_future_instant)]
+PastInstant = Annotated[Instant, AfterValidator(_refuse_future_instant)]
 """A timestamp with a UTC offset, not in the future (60 s of clock skew allowed)."""
 
 ExternalReference = Annotated[ShortText, StringConstraints(max_length=100)]
