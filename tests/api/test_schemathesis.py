@@ -39,12 +39,9 @@ NEGATIVE_DATA_REJECTION_STATUSES = "400 401 403 404 405 406 409 413 415 422 428 
 # check (no 5xx, documented statuses and content types, response schemas...) still applies.
 BUSINESS_RULE_422 = {
     ("POST", "/v1/referrals"): "dates relative to today; date of birth xor expected date, sex U",
-    ("GET", "/v1/referrals"): "a cursor this service issued; instants within years 1-9999 in UTC",
+    ("GET", "/v1/referrals"): "a cursor this service issued; instants in years 1-9999 in UTC",
     ("POST", "/v1/referrals/{referral_id}/decision"): "decided_at not before received_at",
-    (
-        "GET",
-        "/v1/audit-events",
-    ): "a cursor this service issued; instants within years 1-9999 in UTC",
+    ("GET", "/v1/audit-events"): "a cursor this service issued; instants in years 1-9999 in UTC",
     ("GET", "/v1/indicators/{indicator_id}"): "that indicator's breakdowns and periods; from <= to",
     ("POST", "/v1/clients"): "client_id may only be chosen for an external issuer's client",
     ("POST", "/v1/toolkits"): "a definition's ids must be unique and resolve",
