@@ -243,6 +243,8 @@ async def get_indicator_series(
 
 def _a_year_before(day: date) -> date:
     """The day after the same date a year earlier, so the default range is exactly a year."""
+    if day.year == 1:  # no year before it; the range check refuses a `to` this early
+        return day
     try:
         return day.replace(year=day.year - 1) + timedelta(days=1)
     except ValueError:  # 29 February
