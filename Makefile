@@ -12,6 +12,8 @@ STAMP := $(VENV)/.installed
 # each) were slower, not faster. `make test PYTEST_WORKERS=2` (or `auto`) where cores are idle.
 PYTEST_WORKERS ?= 0
 PYTEST_ARGS ?=
+# Options of `neglect-service dev`, e.g. RUN_ARGS=--allow-all-scopes-demo-client.
+RUN_ARGS ?=
 PYTEST := $(BIN)/python -m pytest -n $(PYTEST_WORKERS) $(PYTEST_ARGS)
 MYPY_PATHS := $(wildcard service api schemas tests alembic bench)
 PGDATA := $(or $(NEGLECT_EMBEDDED_PGDATA),.pgdata)
@@ -31,7 +33,7 @@ $(STAMP): pyproject.toml | $(BIN)/python
 venv: $(STAMP) ## Create .venv and install the package with its dev tools
 
 run: venv ## Serve on :8000 (embedded PostgreSQL unless DATABASE_URL is set) with a demo client
-	$(BIN)/neglect-service dev
+	$(BIN)/neglect-service dev $(RUN_ARGS)
 
 test: lint typecheck ## Lint, type-check, then the whole suite (DATABASE_URL or embedded server)
 	$(PYTEST)

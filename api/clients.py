@@ -6,7 +6,7 @@ from typing import Annotated
 
 from fastapi import APIRouter, Path
 
-from schemas.clients import ClientCreate, ClientCreated, ClientPublic
+from schemas.clients import ClientCreate, ClientCreated, ClientPublic, ClientSecretRotated
 from service.auth import clients as registry
 from service.errors import Unprocessable
 
@@ -40,9 +40,33 @@ async def list_clients(session: SessionDep, caller: AdminDep) -> list[ClientPubl
     return [ClientPublic.model_validate(client) for client in await registry.list_clients(session)]
 
 
-@router.post("/clients/{client_id}/disable", responses=problems(401, 403, 404))
+ClientIdPath = Annotated[str, Path(max_length=64)]
+
+
+@router.post("/clients/{client_id}/disable", responses=problems(401, 403, 404, 409))
 async def disable_client(
-    client_id: Annotated[str, Path(max_length=64)], session: SessionDep, caller: AdminDep
+    client_id: ClientIdPath, session: SessionDep, caller: AdminDep
 ) -> ClientPublic:
-    """Disable a client: its tokens are refused from the next request on."""
-    return ClientPublic.model_validate(await registry.disable_client(session, client_id))
+    """Disable a client: its tokens are refused from the next request on. A client cannot
+    disable itself (409)."""
+    disabled = await registry.disable_client(session, client_id, acting_client_id=caller.client_id)
+    return ClientPublic.model_validate(disabled)
+
+
+@router.post("/clients/{client_id}/enable", responses=problems(401, 403, 404))
+async def enable_client(
+    client_id: ClientIdPath, session: SessionDep, caller: AdminDep
+) -> ClientPublic:
+    """Enable a disabled client again, with the secret it had."""
+    return ClientPublic.model_validate(await registry.enable_client(session, client_id))
+
+
+@router.post("/clients/{client_id}/secret", responses=problems(401, 403, 404, 409))
+async def rotate_client_secret(
+    client_id: ClientIdPath, session: SessionDep, caller: AdminDep
+) -> ClientSecretRotated:
+    """Issue a new secret, shown once in this response; the old one stops working at once, and
+    tokens already issued run until they expire. 409 for an external issuer's client."""
+    rotated = await registry.rotate_client_secret(session, client_id)
+    public = ClientPublic.model_validate(rotated.client)
+    return ClientSecretRotated(**public.model_dump(), client_secret=rotated.secret)

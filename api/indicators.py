@@ -56,8 +56,11 @@ CSV_COLUMNS: Final = (
     "value",
     "suppressed",
 )
-# Spreadsheets run a cell starting with one of these as a formula.
-_FORMULA_PREFIXES: Final = ("=", "+", "-", "@", "\t", "\r")
+# Spreadsheets run a cell starting with one of these as a formula, also after leading spaces or
+# line breaks, and some (Excel in East Asian locales) read the full-width forms as the ASCII ones.
+_FORMULA_STARTS: Final = frozenset("=+-@\uff1d\uff0b\uff0d\uff20")
+# OWASP's list also has these two at the very start: they can hide what follows.
+_CONTROL_STARTS: Final = ("\t", "\r")
 
 _SERIES_RESPONSES: Final = {
     **problems(401, 403, 404, 422, 503),
@@ -128,10 +131,14 @@ def _series_public(series: IndicatorSeries) -> IndicatorSeriesPublic:
     )
 
 
-def _csv_text(cell: str | None) -> str:
+def neutralise_csv_cell(cell: str | None) -> str:
+    """A text cell a spreadsheet shows as text: one that could start a formula gets a leading
+    apostrophe, which spreadsheets hide and treat as "this is text"."""
     if cell is None:
         return ""
-    return "'" + cell if cell.startswith(_FORMULA_PREFIXES) else cell
+    if cell.startswith(_CONTROL_STARTS) or cell.lstrip()[:1] in _FORMULA_STARTS:
+        return "'" + cell
+    return cell
 
 
 def _csv_number(number: int | float | None) -> str:
@@ -149,8 +156,8 @@ def render_csv(body: IndicatorSeriesPublic) -> str:
                 body.indicator.id,
                 point.period_start.isoformat(),
                 point.period_end.isoformat(),
-                _csv_text(point.label),
-                _csv_text(point.group),
+                neutralise_csv_cell(point.label),
+                neutralise_csv_cell(point.group),
                 _csv_number(point.numerator),
                 _csv_number(point.denominator),
                 _csv_number(point.value),
@@ -235,6 +242,8 @@ async def get_indicator_series(
 
 def _a_year_before(day: date) -> date:
     """The day after the same date a year earlier, so the default range is exactly a year."""
+    if day.year == 1:  # no year before it; the range check refuses a `to` this early
+        return day
     try:
         return day.replace(year=day.year - 1) + timedelta(days=1)
     except ValueError:  # 29 February

@@ -108,6 +108,10 @@ def create_app(settings: Settings | None = None, database_url: str | None = None
         version="0.1.0",
         description=API_DESCRIPTION,
         lifespan=lifespan,
+        # Off, these answer 404 like any unknown path; `make openapi` does not need them.
+        docs_url="/docs" if settings.docs_enabled else None,
+        redoc_url="/redoc" if settings.docs_enabled else None,
+        openapi_url="/openapi.json" if settings.docs_enabled else None,
     )
     app.state.settings = settings
     app.state.database_url = database_url

@@ -16,10 +16,29 @@ from service.logs import request_id_var
 logger = logging.getLogger("neglect_service.access")
 
 _SAFE_REQUEST_ID = re.compile(r"^[A-Za-z0-9._\-]{1,64}$")
+# Logged instead of the path when no route took the request (unknown paths, bodies refused
+# before routing): the raw path may hold anything a caller typed, an NHS number included.
+UNROUTED_PATH = "(no route)"
+
+
+def route_template(scope: Scope) -> str:
+    """The matched route's path template (`/v1/children/{child_id}`), never the raw path, whose
+    identifiers would put personal data in the access log."""
+    template = getattr(scope.get("route"), "path_format", None)
+    return template if isinstance(template, str) else UNROUTED_PATH
+
+
+def add_response_headers(headers: MutableHeaders, path: str) -> None:
+    """Headers every response carries. `/v1` answers hold personal data: nothing may store them,
+    unless the route chose its own policy (indicators, which are aggregates, revalidate with an
+    ETag). `nosniff` stops a browser from reading a JSON or CSV answer as HTML or script."""
+    headers["X-Content-Type-Options"] = "nosniff"
+    if path.startswith("/v1/") and "cache-control" not in headers:
+        headers["Cache-Control"] = "no-store"
 
 
 def _problem(
-    status: int, title: str, detail: str, request_id: str
+    status: int, title: str, detail: str, request_id: str, path: str
 ) -> tuple[list[tuple[bytes, bytes]], bytes]:
     body = orjson.dumps(
         {
@@ -36,12 +55,14 @@ def _problem(
         (b"x-request-id", request_id.encode()),
         (b"connection", b"close"),
     ]
+    add_response_headers(MutableHeaders(raw=headers), path)
     return headers, body
 
 
 class RequestContextMiddleware:
     """Gives every request an id (kept from `X-Request-ID` when safe), logs one line per request
-    without query strings or bodies, and refuses bodies over the limit with 413."""
+    with the route template (no raw path, query string or body), adds the headers of
+    `add_response_headers`, and refuses bodies over the limit with 413."""
 
     def __init__(self, app: ASGIApp, max_body_bytes: int) -> None:
         self.app = app
@@ -69,18 +90,20 @@ class RequestContextMiddleware:
                 # The framework turned our refusal into its own error; answer 413 instead.
                 if message["type"] == "http.response.start" and not responded:
                     responded = True
-                    await self._too_large(send, request_id, status_holder)
+                    await self._too_large(send, request_id, status_holder, scope["path"])
                 return
             if message["type"] == "http.response.start":
                 responded = True
                 status_holder["status"] = message["status"]
-                MutableHeaders(scope=message).append("X-Request-ID", request_id)
+                response_headers = MutableHeaders(scope=message)
+                response_headers.append("X-Request-ID", request_id)
+                add_response_headers(response_headers, scope["path"])
             await send(message)
 
         try:
             declared = headers.get(b"content-length")
             if declared is not None and declared.isdigit() and int(declared) > limit:
-                await self._too_large(send, request_id, status_holder)
+                await self._too_large(send, request_id, status_holder, scope["path"])
                 return
 
             async def receive_limited() -> Message:
@@ -98,26 +121,29 @@ class RequestContextMiddleware:
             except _BodyTooLarge:
                 if not responded:
                     responded = True
-                    await self._too_large(send, request_id, status_holder)
+                    await self._too_large(send, request_id, status_holder, scope["path"])
         finally:
             logger.info(
                 "request",
                 extra={
                     "method": scope["method"],
-                    "path": scope["path"],
+                    "path": route_template(scope),
                     "status": status_holder["status"],
                     "duration_ms": round((time.perf_counter() - started) * 1000, 2),
                 },
             )
             request_id_var.reset(token)
 
-    async def _too_large(self, send: Send, request_id: str, status_holder: dict[str, int]) -> None:
+    async def _too_large(
+        self, send: Send, request_id: str, status_holder: dict[str, int], path: str
+    ) -> None:
         status_holder["status"] = 413
         headers, body = _problem(
             413,
             "Request body too large",
             f"bodies are limited to {self.max_body_bytes} bytes",
             request_id,
+            path,
         )
         await send({"type": "http.response.start", "status": 413, "headers": headers})
         await send({"type": "http.response.body", "body": body})

@@ -68,3 +68,9 @@ class ClientPublic(PublicModel):
 
 class ClientCreated(ClientPublic):
     client_secret: str | None = Field(description="Shown once; store it now")
+
+
+class ClientSecretRotated(ClientPublic):
+    client_secret: str = Field(
+        description="The new secret, shown once; the old one no longer works"
+    )

@@ -57,9 +57,6 @@ def not_in_future(message: str = "must not be in the future") -> Callable[[D | N
 PastDate = Annotated[date, AfterValidator(not_in_future())]
 """A calendar date no later than today in England."""
 
-PastInstant = Annotated[AwareDatetime, AfterValidator(not_in_future())]
-"""A timestamp with a UTC offset, not in the future (60 s of clock skew allowed)."""
-
 
 ShortText = Annotated[
     str,
@@ -85,7 +82,37 @@ def _iso_text(value: object) -> object:
 IsoDate = Annotated[date, BeforeValidator(_iso_text)]
 """A date given as ISO 8601 text (query parameters)."""
 
-IsoDateTime = Annotated[AwareDatetime, BeforeValidator(_iso_text)]
+
+_FIRST_INSTANT = datetime.min.replace(tzinfo=UTC)
+_LAST_INSTANT = datetime.max.replace(tzinfo=UTC)
+
+
+def _refuse_unrepresentable_instant(value: datetime) -> datetime:
+    # 9999-12-31T23:59:59-14:00 parses, but is in the year 10000 once converted to UTC, which
+    # Python cannot hold: comparing it with a stored instant, or sending it to the database, fails
+    # with an OverflowError (a 500). The driver (asyncpg) sends Python's first and last instants
+    # in UTC as -infinity and infinity, and reads them back as naive datetimes, so those two are
+    # refused as well. PostgreSQL's timestamptz holds every instant in between.
+    try:
+        inside = _FIRST_INSTANT < value.astimezone(UTC) < _LAST_INSTANT
+    except OverflowError:
+        inside = False
+    if not inside:
+        raise ValueError(
+            "must lie after 0001-01-01T00:00:00Z and before 9999-12-31T23:59:59.999999Z "
+            "once converted to UTC"
+        )
+    return value
+
+
+Instant = Annotated[AwareDatetime, AfterValidator(_refuse_unrepresentable_instant)]
+"""An instant with a UTC offset strictly inside years 1 to 9999 once converted to UTC; every
+instant the API reads, in a body or a query, is one of these."""
+
+PastInstant = Annotated[Instant, AfterValidator(not_in_future())]
+"""A timestamp with a UTC offset, not in the future (60 s of clock skew allowed)."""
+
+IsoDateTime = Annotated[Instant, BeforeValidator(_iso_text)]
 """An instant with a UTC offset, given as ISO 8601 text (query parameters)."""
 
 

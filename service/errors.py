@@ -42,6 +42,14 @@ class InvalidTransition(Conflict):
     title = "This change is not allowed in the record's current state"
 
 
+class SelfDisable(Conflict):
+    """409, not 422: the request is well-formed and names a real client; it conflicts with who
+    is asking, since a client that disabled itself could not undo it."""
+
+    problem = "self-disable"
+    title = "A client cannot disable itself"
+
+
 class IdempotencyKeyMissing(DomainError):
     status = 400
     problem = "idempotency-key-missing"

@@ -15,7 +15,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from sqlmodel import col, select
 
 from service.auth.scopes import unknown_scopes
-from service.errors import Conflict, NotFound, Unprocessable
+from service.errors import Conflict, NotFound, SelfDisable, Unprocessable
 from service.models import ApiClient
 
 # Secrets are 256 random bits, so scrypt's cost here is defence in depth, not password stretching.
@@ -126,7 +126,16 @@ async def list_clients(session: AsyncSession) -> list[ApiClient]:
     return list(rows)
 
 
-async def disable_client(session: AsyncSession, client_id: str) -> ApiClient:
+async def disable_client(
+    session: AsyncSession, client_id: str, *, acting_client_id: str | None = None
+) -> ApiClient:
+    """Disable a client. `acting_client_id` is the client asking (none from the command line):
+    a client may not disable itself, or an only admin client would lock every admin out."""
+    if acting_client_id is not None and acting_client_id == client_id:
+        raise SelfDisable(
+            "a client cannot disable itself; disable it with another admin client or "
+            "`neglect-service clients disable`"
+        )
     client = await session.get(ApiClient, client_id, with_for_update=True)
     if client is None:
         raise NotFound(f"no client {client_id}")
@@ -134,3 +143,41 @@ async def disable_client(session: AsyncSession, client_id: str) -> ApiClient:
     client.disabled_at = datetime.now(UTC)
     await session.flush()
     return client
+
+
+async def _locked_client(session: AsyncSession, client_id: str) -> ApiClient:
+    client = await session.get(ApiClient, client_id, with_for_update=True)
+    if client is None:
+        raise NotFound(f"no client {client_id}")
+    return client
+
+
+async def enable_client(session: AsyncSession, client_id: str) -> ApiClient:
+    """Enable a client again (enabling an enabled one changes nothing); its secret is unchanged,
+    so rotate it too if the client was disabled because the secret leaked."""
+    client = await _locked_client(session, client_id)
+    client.enabled = True
+    client.disabled_at = None
+    await session.flush()
+    return client
+
+
+@dataclass(frozen=True)
+class RotatedSecret:
+    client: ApiClient
+    secret: str
+    """Shown once; only its hash is stored."""
+
+
+async def rotate_client_secret(session: AsyncSession, client_id: str) -> RotatedSecret:
+    """Give a client a new secret, returned once; the old one stops working at once. Tokens
+    already issued stay valid until they expire: disable the client to refuse them sooner."""
+    client = await _locked_client(session, client_id)
+    if client.issuer is not None:
+        raise Conflict(
+            f"client {client_id} gets its tokens from {client.issuer}; it has no secret here"
+        )
+    secret = secrets.token_urlsafe(32)
+    client.secret_hash = hash_secret(secret)
+    await session.flush()
+    return RotatedSecret(client=client, secret=secret)

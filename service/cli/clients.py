@@ -1,4 +1,5 @@
-"""`neglect-service clients ...`: register, list and disable API clients."""
+"""`neglect-service clients ...`: register, list, disable and enable API clients, and rotate
+their secrets."""
 
 from __future__ import annotations
 
@@ -12,7 +13,10 @@ from service.auth import clients as registry
 from service.auth.scopes import SCOPES, parse_scopes
 from service.cli.common import console, resolved_url, with_session
 
-clients_app = typer.Typer(help="Register, list and disable API clients.", no_args_is_help=True)
+clients_app = typer.Typer(
+    help="Register, list, disable and enable API clients; rotate their secrets.",
+    no_args_is_help=True,
+)
 
 
 def print_client(created: registry.CreatedClient, as_json: bool) -> None:
@@ -113,3 +117,26 @@ def clients_disable(client_id: str) -> None:
     resolved_url()
     with_session(lambda session: registry.disable_client(session, client_id))
     console.print(f"client {client_id} disabled")
+
+
+@clients_app.command("enable")
+def clients_enable(client_id: str) -> None:
+    """Enable a disabled client again, with the secret it had (rotate it if it leaked)."""
+    resolved_url()
+    with_session(lambda session: registry.enable_client(session, client_id))
+    console.print(f"client {client_id} enabled")
+
+
+@clients_app.command("rotate-secret")
+def clients_rotate_secret(
+    client_id: str,
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON for scripts")] = False,
+) -> None:
+    """Give a client a new secret, printed once; the old one stops working at once."""
+    resolved_url()
+    rotated = with_session(lambda session: registry.rotate_client_secret(session, client_id))
+    if as_json:
+        typer.echo(json.dumps({"client_id": client_id, "client_secret": rotated.secret}))
+        return
+    console.print(f"client {client_id} has a new secret (shown once: store it now):")
+    console.print(f"[bold]{rotated.secret}[/bold]", soft_wrap=True)

@@ -67,10 +67,41 @@ def serve(
 def dev(
     port: Annotated[int, typer.Option(help="Port")] = 8000,
     no_serve: Annotated[bool, typer.Option("--no-serve", help="Prepare, then stop")] = False,
+    allow_all_scopes_demo_client: Annotated[
+        bool,
+        typer.Option(
+            "--allow-all-scopes-demo-client",
+            help="Create the demo client (every scope, admin included) on a database set by "
+            "DATABASE_URL too; without it, only on the embedded one",
+        ),
+    ] = False,
 ) -> None:
     """What `make run` does: database, migrations, demo toolkit, a demo client, then serve."""
+    # The demo client can do everything, admin included, and its secret goes to the terminal:
+    # harmless on the embedded server only this machine reaches, a full-access credential made
+    # as a side effect on a shared or production database. Read before resolved_url() sets
+    # DATABASE_URL for the embedded server too.
+    embedded = get_settings().database_url is None
     _migrate(resolved_url())
     toolkits_load_demo(as_json=False)
+    base = f"http://127.0.0.1:{port}"
+    if embedded or allow_all_scopes_demo_client:
+        _print_demo_client(base)
+    else:
+        console.print(
+            "[yellow]No demonstration client made:[/yellow] DATABASE_URL names a database other"
+            " than the embedded one, and that client would hold every scope, admin included."
+            " Register a client with the scopes you need (`neglect-service clients create`),"
+            " or pass --allow-all-scopes-demo-client if this database is yours to test on.",
+            soft_wrap=True,
+        )
+    console.print(f"Then call the API with `-H 'Authorization: Bearer TOKEN'`; docs at {base}/docs")
+    if not no_serve:
+        serve(host="127.0.0.1", port=port, workers=None)
+
+
+def _print_demo_client(base: str) -> None:
+    """Create the demonstration client unless it exists, and say how to get a token."""
 
     async def ensure_demo_client(session: AsyncSession) -> registry.CreatedClient | None:
         existing = [c for c in await registry.list_clients(session) if c.name == DEMO_CLIENT_NAME]
@@ -85,7 +116,6 @@ def dev(
         )
 
     created = with_session(ensure_demo_client)
-    base = f"http://127.0.0.1:{port}"
     if created is not None:
         print_client(created, as_json=False)
         console.print("Get a token:")
@@ -100,9 +130,6 @@ def dev(
             " secret was shown when it was created. Register another with"
             " `neglect-service clients create`."
         )
-    console.print(f"Then call the API with `-H 'Authorization: Bearer TOKEN'`; docs at {base}/docs")
-    if not no_serve:
-        serve(host="127.0.0.1", port=port, workers=None)
 
 
 @app.command("purge-idempotency-keys")

@@ -21,7 +21,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from schemas.indicators import Breakdown, Period
 from service.errors import NotFound, Unprocessable, field_problem
 from service.indicators.catalogue import IndicatorMeta, load_catalogue
-from service.indicators.periods import Bucket, period_bounds
+from service.indicators.periods import EARLIEST_START, Bucket, period_bounds
 from service.indicators.sql import FIXED_GROUPS, NEEDS_HOLIDAYS, STEPS, build_series_sql
 from service.indicators.suppression import Cell, apply_primary_suppression, suppress
 from service.working_days import bank_holidays
@@ -83,6 +83,11 @@ def _check_request(
         raise IndicatorParameterInvalid(
             "breakdown", f"this indicator offers the breakdowns {offered}"
         )
+    for name, day in (("to", end), ("from", start)):
+        if day < EARLIEST_START:
+            raise IndicatorParameterInvalid(
+                name, f"{name} must be on or after {EARLIEST_START.isoformat()}"
+            )
     if start > end:
         raise IndicatorParameterInvalid("from", "from must be on or before to")
     try:

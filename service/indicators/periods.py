@@ -17,6 +17,9 @@ Bucket = tuple[date, date, str]
 
 # The first day after a bucket must still be a representable date.
 _LATEST_END: Final = date(9998, 12, 31)
+EARLIEST_START: Final = date(2, 1, 1)
+"""No bucket may start on 0001-01-01 (a financial year from this date starts on 0001-04-01): the
+driver sends the first representable date as -infinity, which the series SQL cannot step from."""
 
 
 def _add_months(first_of_month: date, months: int) -> date:
@@ -62,10 +65,12 @@ def period_bounds(start: date, end: date, period: Period) -> list[Bucket]:
     that month's last day and labelled with it ("2023-04-30"). For every period the point in time
     an open-at-period-end indicator counts is the bucket's last day, `end - 1 day`.
 
-    Raises ValueError when `start` is after `end` or the range runs past year 9998.
+    Raises ValueError when `start` is after `end`, before year 2, or the range runs past year 9998.
     """
     if start > end:
         raise ValueError("start must be on or before end")
+    if start < EARLIEST_START:
+        raise ValueError(f"start must be on or after {EARLIEST_START.isoformat()}")
     if end > _LATEST_END:
         raise ValueError(f"end must be on or before {_LATEST_END.isoformat()}")
     if period not in PERIODS:

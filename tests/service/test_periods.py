@@ -85,6 +85,17 @@ def test_range_ending_in_the_last_representable_year_is_refused() -> None:
         period_bounds(date(9999, 1, 1), date(9999, 12, 31), "month")
 
 
+def test_range_starting_in_the_first_representable_year_is_refused() -> None:
+    with pytest.raises(ValueError, match="start"):
+        period_bounds(date(1, 12, 1), date(2, 1, 31), "month")
+
+
+@pytest.mark.parametrize("period", PERIODS)
+def test_the_earliest_start_gives_buckets_after_the_first_date(period: Period) -> None:
+    buckets = period_bounds(date(2, 1, 1), date(2, 1, 1), period)
+    assert buckets[0][0] > date.min
+
+
 @given(
     start=st.dates(min_value=date(1990, 1, 1), max_value=date(2060, 1, 1)),
     length=st.integers(min_value=0, max_value=800),
