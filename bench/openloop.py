@@ -329,7 +329,9 @@ class OpenLoop:
             "answered": answered,
             "ok": ok,
             "achieved_rate": ok / span if span > 0 else 0.0,
-            "elapsed_s": ended - t0,
+            # From the first instant to the last answer or timeout. Not `elapsed_s`: the report
+            # adds that key from `bench.harness measure` (the process's wall time).
+            "run_s": ended - t0,
             "pacer_overrun_s": max(0.0, schedule_end - (t0 + (self.count - 1) / self.rate)),
             "p50_ms": ms(percentile(latencies, 0.50)),
             "p90_ms": ms(percentile(latencies, 0.90)),
