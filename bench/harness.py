@@ -37,7 +37,7 @@ RATIO_TARGET: Final = 0.4
 OPEN_LOOP_P99_TARGET_MS: Final = 25.0
 """Referral p99 at the fixed offered rate of the open-loop phase (median of rounds)."""
 LATE_SEND_MS: Final = 5.0
-"""Above this p99 lateness of the open-loop generator's sends, a run is flagged."""
+"""Above this p99 lateness of the open-loop generator's own starts, a run is flagged."""
 NOISY_SHARE: Final = 0.10
 """Above this share of the machine used by other processes, a run's figures are flagged."""
 RESULT_PREFIX: Final = "BENCH_RESULT "
@@ -392,7 +392,7 @@ def _saturation_row(label: str, figures: dict[str, Any]) -> str:
 def _open_loop_row(label: str, figures: dict[str, Any]) -> str:
     return (
         f"{label:<22}{figures['requests_per_s']:>11.1f}{figures['p50_ms']:>9.2f}"
-        f"{figures['p99_ms']:>9.2f}{figures['max_ms']:>9.2f}{figures['send_lag_p99_ms']:>9.2f}"
+        f"{figures['p99_ms']:>9.2f}{figures['max_ms']:>9.2f}{figures['start_lag_p99_ms']:>9.2f}"
         f"{figures['non_2xx']:>9}{figures['socket_errors']:>9}{figures['requests']:>10}"
         f"{_cpu_columns(figures)}"
     )
@@ -429,8 +429,9 @@ def build_report(measured: dict[str, dict[str, Any]], settings: dict[str, str]) 
         "app CPU, PG CPU: CPU ms per request used by the server's processes and by the PostgreSQL"
         " backends serving the bench database; other: share of the machine's CPU used by"
         " everything else (not the load generator) during the run; late p99: how late the"
-        " open-loop generator wrote a request after its scheduled instant (its own lag, which the"
-        " latency includes); errors: connect, read, write, timeout, unsent",
+        " open-loop generator started a request after its scheduled instant (its own lag on a"
+        " busy machine, which the latency includes); errors: connect, read, write, timeout,"
+        " unsent",
         f"ratio referral/ceiling at saturation: {ratio:.1%}",
         *_cpu_bound_lines(referral, ceiling),
         "status codes: referrals "
@@ -455,11 +456,18 @@ def build_report(measured: dict[str, dict[str, Any]], settings: dict[str, str]) 
                 f" the {label} run; its figures are noisy (the CPU ms columns hold)."
                 f" Busiest: {figures.get('busiest_others')}"
             )
-        if figures.get("send_lag_p99_ms", 0.0) > LATE_SEND_MS:
+        if figures.get("start_lag_p99_ms", 0.0) > LATE_SEND_MS:
             lines.append(
-                f"WARNING: in the {label} run the load generator wrote 1% of its requests"
-                f" {figures['send_lag_p99_ms']:.1f} ms or more after their instant (the machine"
-                " was too busy to send on time); its latencies include that"
+                f"WARNING: in the {label} run the load generator started 1% of its requests"
+                f" {figures['start_lag_p99_ms']:.1f} ms or more after their instant (the machine"
+                " was too busy for it to send on time); their latencies include that"
+            )
+        if figures.get("waited_for_connection"):
+            lines.append(
+                f"WARNING: in the {label} run {figures['waited_for_connection']} requests found"
+                f" all {figures['max_connections']} connections busy (at most"
+                f" {figures['max_in_flight']} requests outstanding): the server did not keep up"
+                " with the offered rate; the wait is in their latencies"
             )
         if figures["sample_failure"]:
             lines.append(f"first failing {label} answer: {figures['sample_failure']}")

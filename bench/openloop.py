@@ -12,7 +12,10 @@ closed loop is the opposite: a slow answer delays that connection's next request
 real client would have had is never measured (coordinated omission). Here latency runs from the
 scheduled instant to the last byte of the answer: time spent waiting for a free connection, or for
 this process to get round to sending, counts too. So that such time can be told apart from the
-server's, the report also gives how late each request was written (`send_lag`).
+server's, the report also gives how late each request's task started (`start_lag`: this process's
+own lateness, a busy machine), how late it was written (`send_lag`: also waiting for one of the
+--max-connections or for a new connection), and how many requests found every one of those
+connections busy (`waited_for_connection`: the server was not keeping up).
 
 No packaged open-loop tool was available (Debian 12 has neither wrk2 nor vegeta nor k6; on PyPI
 locust and molotov are closed loops per user), hence this small client: raw HTTP/1.1 over asyncio
@@ -100,6 +103,7 @@ class Connection:
 @dataclass
 class Tally:
     latencies: list[float] = field(default_factory=list)
+    start_lags: list[float] = field(default_factory=list)
     send_lags: list[float] = field(default_factory=list)
     statuses: dict[int, int] = field(default_factory=dict)
     errors: dict[str, int] = field(
@@ -111,6 +115,7 @@ class Tally:
     stale_retries: int = 0
     in_flight: int = 0
     max_in_flight: int = 0
+    waited_for_connection: int = 0
     last_answer: float = 0.0
 
 
@@ -163,6 +168,7 @@ class OpenLoop:
             raise SystemExit(f"openloop: at most {MAX_SCHEDULE_S:.0f} s of schedule")
         self.timeout_s = parse_seconds(args.timeout)
         self.warm_connections: int = args.connections
+        self.max_connections: int = args.max_connections
         self.semaphore = asyncio.Semaphore(args.max_connections)
         self.idle: deque[Connection] = deque()
         self.tally = Tally()
@@ -254,6 +260,7 @@ class OpenLoop:
 
     async def send(self, number: int, due: float) -> None:
         tally = self.tally
+        tally.start_lags.append(time.perf_counter() - due)
         request = self.build_request(number)
         tally.sent += 1
         tally.in_flight += 1
@@ -261,6 +268,8 @@ class OpenLoop:
         deadline = asyncio.timeout(max(0.0, due + self.timeout_s - time.perf_counter()))
         try:
             async with deadline:
+                if self.semaphore.locked():
+                    tally.waited_for_connection += 1
                 async with self.semaphore:
                     status, body, written = await self.exchange(request)
         except Exception as exc:
@@ -312,6 +321,7 @@ class OpenLoop:
         tally = self.tally
         latencies = sorted(tally.latencies)
         lags = sorted(tally.send_lags)
+        start_lags = sorted(tally.start_lags)
         answered = len(latencies)
         ok = sum(count for status, count in tally.statuses.items() if 200 <= status < 300)
         # From the first instant to the last answer, or to the end of the schedule if later.
@@ -339,6 +349,9 @@ class OpenLoop:
             "p999_ms": ms(percentile(latencies, 0.999)),
             "max_ms": ms(latencies[-1] if latencies else 0.0),
             "mean_ms": ms(sum(latencies) / answered if answered else 0.0),
+            "start_lag_p50_ms": ms(percentile(start_lags, 0.50)),
+            "start_lag_p99_ms": ms(percentile(start_lags, 0.99)),
+            "start_lag_max_ms": ms(start_lags[-1] if start_lags else 0.0),
             "send_lag_p50_ms": ms(percentile(lags, 0.50)),
             "send_lag_p99_ms": ms(percentile(lags, 0.99)),
             "send_lag_max_ms": ms(lags[-1] if lags else 0.0),
@@ -353,6 +366,8 @@ class OpenLoop:
             "connections_opened": tally.connections_opened,
             "stale_retries": tally.stale_retries,
             "max_in_flight": tally.max_in_flight,
+            "max_connections": self.max_connections,
+            "waited_for_connection": tally.waited_for_connection,
         }
 
 
