@@ -7,7 +7,8 @@
 -- `python -m bench.harness bodies`). Every request gets its own Idempotency-Key, external
 -- reference and valid 999-range NHS number. Each (PHASE, thread) pair walks its own slice of the
 -- 999 range (PHASE 0 to PHASES-1, default 4 phases; THREADS as given to wrk -t), so no two runs
--- in one database name the same child.
+-- in one database name the same child. bench/openloop.py builds its requests the same way for
+-- the fixed-rate phase; keep the two in step.
 -- done() prints one BENCH_RESULT line of JSON for bench/harness.py to parse.
 
 local threads = {}

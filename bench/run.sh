@@ -1,14 +1,17 @@
 #!/usr/bin/env bash
 # `make bench`: POST /v1/referrals (the service, 2 workers) against the machine's ceiling for a
-# durable POST (bench/ceiling_app.py: FastAPI + asyncpg, one INSERT), same wrk load and bodies,
-# one fresh database; then the crash drill (bench/drill.sh) unless BENCH_SKIP_DRILL=1.
+# durable POST (bench/ceiling_app.py: FastAPI + asyncpg, one INSERT), same loads and bodies, one
+# fresh database; then the crash drill (bench/drill.sh) unless BENCH_SKIP_DRILL=1. Each server is
+# driven at saturation (wrk, closed loop) and then at a fixed offered rate (bench/openloop.py,
+# open loop, latency from each request's scheduled instant).
 #
 # Database server: DATABASE_URL if set, else PostgreSQL on 127.0.0.1:5432 if it answers, else the
 # embedded server. A fresh database is created there and dropped at the end.
 # Knobs: BENCH_DURATION (20s), BENCH_WARMUP (5s), BENCH_CONNECTIONS (32), BENCH_THREADS (2),
-# BENCH_WORKERS (2), BENCH_ROUNDS (3: alternating ceiling and service rounds), BENCH_SKIP_DRILL=1,
-# BENCH_PROFILE=1 (py-spy the service during the run),
-# BENCH_TARGETS=advisory (a missed throughput or p99 target is reported but does not fail).
+# BENCH_WORKERS (2), BENCH_ROUNDS (3: alternating ceiling and service rounds), BENCH_RATE (200
+# requests/s offered in the open-loop phase), BENCH_RATE_DURATION (20s), BENCH_SKIP_DRILL=1,
+# BENCH_PROFILE=1 (py-spy the service during the saturation run),
+# BENCH_TARGETS=advisory (a missed throughput or latency target is reported but does not fail).
 set -euo pipefail
 
 ROOT="$(cd "$(dirname "$0")/.." && pwd)"
@@ -21,6 +24,11 @@ CONNECTIONS="${BENCH_CONNECTIONS:-32}"
 THREADS="${BENCH_THREADS:-2}"
 WORKERS="${BENCH_WORKERS:-2}"
 ROUNDS="${BENCH_ROUNDS:-3}"
+RATE="${BENCH_RATE:-200}"
+RATE_DURATION="${BENCH_RATE_DURATION:-20s}"
+# Phases per round, each with its own slice of the 999 NHS range: per server a warm-up, the
+# saturation run and the fixed-rate run.
+PHASES_PER_ROUND=6
 RUN_ID="$(date +%s)"
 
 if [[ ! -x "$PY" ]]; then
@@ -76,7 +84,21 @@ wrk_run() {
     "$PY" -m bench.harness measure "$SERVER_PID" "$DB_NAME" "$out" -- \
         wrk -t"$THREADS" -c"$CONNECTIONS" -d"$duration" --latency --timeout 10s \
         -H "Authorization: Bearer $TOKEN" -s bench/referrals.lua "$url" \
-        -- "$WORK/bodies.jsonl" "$phase" "$RUN_ID" "$THREADS" "$((ROUNDS * 4))"
+        -- "$WORK/bodies.jsonl" "$phase" "$RUN_ID" "$THREADS" "$((ROUNDS * PHASES_PER_ROUND))"
+}
+
+# open_loop_run LABEL PHASE URL OUTFILE: RATE requests/s for RATE_DURATION on a schedule that does
+# not wait for answers (bench/openloop.py), output and CPU use as wrk_run's
+open_loop_run() {
+    local label=$1 phase=$2 url=$3 out=$4
+    echo "bench: $label: open loop, $RATE requests/s for $RATE_DURATION" >&2
+    # The closed loop's last requests finish first; the fixed rate starts on a quiet server.
+    sleep 1
+    "$PY" -m bench.harness measure "$SERVER_PID" "$DB_NAME" "$out" -- \
+        "$PY" -m bench.openloop "$url" "$WORK/bodies.jsonl" "$phase" "$RUN_ID" "$THREADS" \
+        "$((ROUNDS * PHASES_PER_ROUND))" --rate "$RATE" --duration "$RATE_DURATION" \
+        --timeout 10s --connections "$CONNECTIONS" \
+        --max-connections "$(( CONNECTIONS > 256 ? CONNECTIONS : 256 ))" --token "$TOKEN"
 }
 
 IDLE="$("$PY" -m bench.harness idle-cpu)"
@@ -98,9 +120,10 @@ CLIENT_JSON="$(DATABASE_URL="$BENCH_URL" "${NS[@]}" clients create --json \
 
 # Alternating rounds (ceiling, then service): on a shared virtual machine the cores' speed drifts
 # over minutes, so the targets are judged on the medians of several rounds.
-OUTPUTS=()
+ROUND_ARGS=()
 for round in $(seq "$ROUNDS"); do
-    # 1. The ceiling: same bodies, same load, one INSERT per request.
+    first_phase=$((round * PHASES_PER_ROUND - PHASES_PER_ROUND))
+    # 1. The ceiling: same bodies, same loads, one INSERT per request.
     PORT="$("$PY" -m bench.harness free-port)"
     BENCH_CEILING_DSN="$BENCH_URL" "$PY" -m uvicorn bench.ceiling_app:app --host 127.0.0.1 \
         --port "$PORT" --workers "$WORKERS" --no-access-log --log-level warning \
@@ -108,10 +131,12 @@ for round in $(seq "$ROUNDS"); do
     SERVER_PID=$!
     "$PY" -m bench.harness wait-ready "http://127.0.0.1:$PORT/health" --pid "$SERVER_PID"
     TOKEN="unused-by-the-ceiling"
-    wrk_run "round $round: ceiling warm-up" "$((round * 4 - 4))" "$WARMUP" \
+    wrk_run "round $round: ceiling warm-up" "$first_phase" "$WARMUP" \
         "http://127.0.0.1:$PORT/v1/referrals" "$WORK/ceiling-warmup-$round.txt"
-    wrk_run "round $round: ceiling" "$((round * 4 - 3))" "$DURATION" \
+    wrk_run "round $round: ceiling" "$((first_phase + 1))" "$DURATION" \
         "http://127.0.0.1:$PORT/v1/referrals" "$WORK/ceiling-$round.txt"
+    open_loop_run "round $round: ceiling at a fixed rate" "$((first_phase + 2))" \
+        "http://127.0.0.1:$PORT/v1/referrals" "$WORK/ceiling-open-$round.txt"
     stop_server
 
     # 2. The service.
@@ -121,7 +146,7 @@ for round in $(seq "$ROUNDS"); do
     SERVER_PID=$!
     "$PY" -m bench.harness wait-ready "http://127.0.0.1:$PORT/health/ready" --pid "$SERVER_PID"
     TOKEN="$("$PY" -m bench.harness token "http://127.0.0.1:$PORT" "$CLIENT_JSON")"
-    wrk_run "round $round: referrals warm-up" "$((round * 4 - 2))" "$WARMUP" \
+    wrk_run "round $round: referrals warm-up" "$((first_phase + 3))" "$WARMUP" \
         "http://127.0.0.1:$PORT/v1/referrals" "$WORK/referrals-warmup-$round.txt"
     PROFILE_PIDS=()
     if [[ "${BENCH_PROFILE:-0}" == 1 ]]; then
@@ -134,11 +159,14 @@ for round in $(seq "$ROUNDS"); do
             PROFILE_PIDS+=($!)
         done
     fi
-    wrk_run "round $round: referrals" "$((round * 4 - 1))" "$DURATION" \
+    wrk_run "round $round: referrals" "$((first_phase + 4))" "$DURATION" \
         "http://127.0.0.1:$PORT/v1/referrals" "$WORK/referrals-$round.txt"
     for pid in "${PROFILE_PIDS[@]}"; do wait "$pid" || true; done
+    open_loop_run "round $round: referrals at a fixed rate" "$((first_phase + 5))" \
+        "http://127.0.0.1:$PORT/v1/referrals" "$WORK/referrals-open-$round.txt"
     stop_server
-    OUTPUTS+=("$WORK/referrals-$round.txt" "$WORK/ceiling-$round.txt")
+    ROUND_ARGS+=(--round "$WORK/referrals-$round.txt" "$WORK/ceiling-$round.txt"
+        "$WORK/referrals-open-$round.txt" "$WORK/ceiling-open-$round.txt")
 done
 if grep -qE "Traceback|unexpected error" "$WORK/service.log"; then
     echo "bench: the service logged errors:" >&2
@@ -148,9 +176,10 @@ fi
 bench_status=0
 REPORT_FLAGS=()
 [[ "${BENCH_TARGETS:-enforce}" == advisory ]] && REPORT_FLAGS+=(--advisory-targets)
-"$PY" -m bench.harness report "${OUTPUTS[@]}" "${REPORT_FLAGS[@]}" \
+"$PY" -m bench.harness report "${ROUND_ARGS[@]}" "${REPORT_FLAGS[@]}" \
     --setting "threads=$THREADS" --setting "connections=$CONNECTIONS" \
     --setting "duration=$DURATION" --setting "workers=$WORKERS" --setting "rounds=$ROUNDS" \
+    --setting "rate=$RATE" --setting "rate_duration=$RATE_DURATION" \
     --setting "cpus=$(nproc)" --setting "idle_before=${IDLE}%" || bench_status=$?
 
 drill_status=0
