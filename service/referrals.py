@@ -34,12 +34,11 @@ from typing import Any, Final
 
 import asyncpg
 import orjson
-from pydantic import AwareDatetime
 from sqlalchemy import RowMapping, Table, and_, func, not_, select, text, true, tuple_, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from schemas.children import add_months
-from schemas.common import Page
+from schemas.common import Instant, Page
 from schemas.referrals import (
     SECTION47_OUTCOME,
     DecisionCreate,
@@ -348,7 +347,7 @@ async def get_referral(
     return referral_to_public(row)
 
 
-_KEYSET: Final = Keyset[tuple[datetime, uuid.UUID]](tuple[AwareDatetime, uuid.UUID])
+_KEYSET: Final = Keyset[tuple[datetime, uuid.UUID]](tuple[Instant, uuid.UUID])
 """Newest received first: a page starts after the (received_at, id) of the last one before."""
 
 

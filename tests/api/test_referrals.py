@@ -601,7 +601,16 @@ async def test_list_pages_keep_referrals_received_at_the_same_instant_apart(
     assert sorted(seen) == sorted(ids)
 
 
-@pytest.mark.parametrize("cursor", ["not-a-cursor", "W10", "WyJ4IiwgInkiXQ"])
+# The last: a well-formed position whose instant is past year 9999 once in UTC.
+@pytest.mark.parametrize(
+    "cursor",
+    [
+        "not-a-cursor",
+        "W10",
+        "WyJ4IiwgInkiXQ",
+        "WyI5OTk5LTEyLTMxVDIzOjU5OjU5LTE0OjAwIiwgIjAwMDAwMDAwLTAwMDAtNDAwMC04MDAwLTAwMDAwMDAwMDAwMCJd",
+    ],
+)
 async def test_list_with_a_cursor_it_did_not_issue_is_422_naming_the_cursor(
     client: httpx.AsyncClient, school: RegisteredClient, cursor: str
 ) -> None:
