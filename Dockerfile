@@ -1,11 +1,14 @@
 # The service image: the API under uvicorn. Run `alembic upgrade head` from the same image as a
-# release step before starting new replicas; the database comes from DATABASE_URL.
+# release step before starting new replicas; the database comes from DATABASE_URL. The signing
+# keys' key-encryption key comes from NEGLECT_KEY_ENCRYPTION_KEY or a secret file named by
+# NEGLECT_KEY_ENCRYPTION_KEY_FILE: the image is production and does not start without one.
 FROM python:3.11-slim
 
 ENV PYTHONDONTWRITEBYTECODE=1 \
     PYTHONUNBUFFERED=1 \
     PIP_NO_CACHE_DIR=1 \
     PIP_DISABLE_PIP_VERSION_CHECK=1 \
+    NEGLECT_ENV=production \
     NEGLECT_WORKERS=2
 
 RUN useradd --system --uid 10001 --user-group --no-create-home --home-dir /app \

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import gc
 import logging
 from collections.abc import AsyncIterator
@@ -11,10 +10,10 @@ from contextlib import asynccontextmanager
 import httpx
 from fastapi import FastAPI
 
-from service.auth.keys import KeyRing, ensure_signing_key, load_key_ring
+from service.auth.key_encryption import SigningKeyError, key_encryption_key
+from service.auth.keys import KeyRingProvider, ensure_signing_key
 from service.auth.tokens import JwksCache, TokenVerifier
 from service.db import (
-    SessionFactory,
     create_engine,
     create_pool,
     create_session_factory,
@@ -50,31 +49,29 @@ client-credentials token from `/oauth/token`.
 """
 
 
-class KeyRingProvider:
-    """The built-in issuer's keys, loaded once and reloaded at most once a minute on demand."""
-
-    def __init__(self, factory: SessionFactory) -> None:
-        self._factory = factory
-        self._ring: KeyRing | None = None
-        self._lock = asyncio.Lock()
-
-    async def __call__(self) -> KeyRing:
-        if self._ring is None:
-            async with self._lock:
-                if self._ring is None:
-                    async with transaction(self._factory) as session:
-                        self._ring = await load_key_ring(session)
-        return self._ring
-
-
 @asynccontextmanager
 async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     settings: Settings = app.state.settings
+    try:
+        # Before any connection: without its key-encryption key the service cannot sign.
+        kek = key_encryption_key(settings)
+    except SigningKeyError as exc:
+        logger.critical("cannot start: %s", exc)
+        raise
     url = app.state.database_url or database_url(settings)
     engine = create_engine(settings, url)
     factory = create_session_factory(engine)
-    async with transaction(factory) as session:
-        await ensure_signing_key(session)
+    key_ring = KeyRingProvider(factory, kek, settings)
+    try:
+        async with transaction(factory) as session:
+            await ensure_signing_key(session, kek)
+        # Loaded now, so that a key this KEK cannot decrypt stops the start, not the first token.
+        await key_ring()
+    except BaseException as exc:
+        if isinstance(exc, SigningKeyError):
+            logger.critical("cannot start: %s", exc)
+        await engine.dispose()
+        raise
     pool = await create_pool(settings, url)
     http = httpx.AsyncClient(follow_redirects=False)
     external = (
@@ -82,7 +79,6 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         if settings.external_issuer and settings.external_jwks_url
         else None
     )
-    key_ring = KeyRingProvider(factory)
     app.state.engine = engine
     app.state.session_factory = factory
     app.state.pool = pool

@@ -2,22 +2,52 @@
 
 from __future__ import annotations
 
+import base64
+import binascii
 from functools import cache
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal, Self
 
-from pydantic import AliasChoices, Field, field_validator
+from pydantic import AliasChoices, Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError
 
 ASYMMETRIC_ALGORITHMS = frozenset({"RS256", "RS384", "RS512", "ES256", "ES384", "ES512"})
+KEY_ENCRYPTION_KEY_BYTES = 32
+
+
+def decode_key_encryption_key(encoded: str) -> bytes:
+    """The key-encryption key from its text form: 32 bytes in base64 (standard or URL-safe
+    alphabet), as `openssl rand -base64 32` prints them. The error never repeats the value."""
+    try:
+        raw = base64.b64decode(encoded.strip().replace("-", "+").replace("_", "/"), validate=True)
+    except (binascii.Error, ValueError):
+        raw = b""
+    if len(raw) != KEY_ENCRYPTION_KEY_BYTES:
+        raise ValueError(
+            "the key-encryption key must be 32 random bytes in base64; "
+            "make one with `openssl rand -base64 32`"
+        )
+    return raw
+
+
+Environment = Literal["development", "production"]
+
+
+def _default_env(data: dict[str, Any]) -> Environment:
+    # Without a database URL the service runs on the embedded server, which only a developer's
+    # checkout has (the image leaves it out); any real database means production unless told.
+    return "development" if data.get("database_url") is None else "production"
 
 
 class Settings(BaseSettings):
     """Every setting is `NEGLECT_<NAME>`; the database URL is also read from `DATABASE_URL`."""
 
-    model_config = SettingsConfigDict(env_prefix="NEGLECT_", extra="ignore")
+    # A rejected value is not echoed: it may be a key or a URL with a password in it.
+    model_config = SettingsConfigDict(
+        env_prefix="NEGLECT_", extra="ignore", hide_input_in_errors=True
+    )
 
     database_url: str | None = Field(
         default=None,
@@ -27,6 +57,18 @@ class Settings(BaseSettings):
     embedded_pgdata: Path = Field(
         default=Path(".pgdata"),
         description="Data folder of the embedded PostgreSQL; keep its path short (unix socket).",
+    )
+    env: Environment = Field(
+        default_factory=_default_env,
+        description="`development` may make its own key-encryption key; `production` needs one. "
+        "Defaults to `development` on the embedded server, else `production`.",
+    )
+    key_encryption_key: SecretStr | None = Field(
+        default=None,
+        description="Encrypts the signing keys in the database: 32 random bytes, base64.",
+    )
+    key_encryption_key_file: Path | None = Field(
+        default=None, description="A file holding the key-encryption key (a secret mount)."
     )
     db_pool_size: int = Field(default=10, ge=1, le=200)
     db_max_overflow: int = Field(default=10, ge=0, le=200)
@@ -43,6 +85,12 @@ class Settings(BaseSettings):
     )
     external_jwks_url: str | None = Field(default=None, description="JWKS URL of that provider")
     jwks_refetch_interval_s: float = Field(default=60.0, ge=1.0)
+    signing_key_reload_interval_s: float = Field(
+        default=60.0,
+        ge=1.0,
+        le=3600.0,
+        description="Each process reloads the signing keys this often (sees `keys rotate`).",
+    )
 
     max_body_bytes: int = Field(default=1024 * 1024, ge=1024)
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
@@ -66,6 +114,21 @@ class Settings(BaseSettings):
         if not url.drivername.startswith("postgresql"):
             raise ValueError("must be a PostgreSQL URL")
         return value
+
+    @field_validator("key_encryption_key")
+    @classmethod
+    def _key_encryption_key(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is not None:
+            decode_key_encryption_key(value.get_secret_value())
+        return value
+
+    @model_validator(mode="after")
+    def _one_key_encryption_key(self) -> Self:
+        if self.key_encryption_key is not None and self.key_encryption_key_file is not None:
+            raise ValueError(
+                "set NEGLECT_KEY_ENCRYPTION_KEY or NEGLECT_KEY_ENCRYPTION_KEY_FILE, not both"
+            )
+        return self
 
     @field_validator("jwt_algorithms")
     @classmethod

@@ -9,6 +9,7 @@ count across tables (indicators) clear the domain tables first.
 from __future__ import annotations
 
 import asyncio
+import base64
 import logging
 import os
 import re
@@ -34,6 +35,8 @@ from service.settings import Settings
 
 TEST_ISSUER = "http://test"
 TEST_AUDIENCE = "neglect-service"
+# Made afresh for every run, like the database it protects; never a key written in the source.
+TEST_KEY_ENCRYPTION_KEY = base64.b64encode(os.urandom(32)).decode()
 
 
 def _server_url() -> str:
@@ -79,7 +82,15 @@ def worker_id(request: pytest.FixtureRequest) -> str:
 
 @pytest.fixture(scope="session")
 def settings() -> Settings:
-    return Settings(issuer=TEST_ISSUER, audience=TEST_AUDIENCE, database_url=None)
+    # Production, as deployed: the key-encryption key is given, none is made on disk.
+    return Settings(
+        issuer=TEST_ISSUER,
+        audience=TEST_AUDIENCE,
+        database_url=None,
+        env="production",
+        key_encryption_key=TEST_KEY_ENCRYPTION_KEY,
+        key_encryption_key_file=None,
+    )
 
 
 @pytest.fixture(scope="session")

@@ -1,16 +1,22 @@
-"""The Alembic scripts build exactly the schema the models describe, run both ways, and make the
-audit trail append-only for the application's own database role."""
+"""The Alembic scripts build exactly the schema the models describe, run both ways, make the
+audit trail append-only for the application's own database role, and leave no plaintext signing
+key behind."""
 
 from __future__ import annotations
 
 import asyncio
+import base64
+import secrets
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import asyncpg
 import pytest
 from alembic.config import Config
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import rsa
 from sqlalchemy import text
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import DBAPIError
@@ -18,7 +24,9 @@ from sqlalchemy.exc import DBAPIError
 from alembic import command
 from service.audit import record_access
 from service.auth.caller import Caller
+from service.auth.key_encryption import KeyEncryptionKey, decrypt_private_key
 from service.db import SessionFactory, transaction
+from tests.conftest import TEST_KEY_ENCRYPTION_KEY
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 
@@ -151,3 +159,97 @@ async def test_the_application_cannot_truncate_the_audit_trail(
     # The bound parameter is unused by TRUNCATE; a plain string keeps the helper uniform.
     error = await _refusal(session_factory, "TRUNCATE audit_event", event_id)
     _assert_append_only_refusal(error, "TRUNCATE")
+
+
+# --- 0007: signing keys encrypted at rest --------------------------------------------------------
+
+
+def _plaintext_key() -> tuple[str, bytes]:
+    private = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    pem = private.private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+    )
+    return secrets.token_hex(8), pem
+
+
+async def _insert_plaintext_key(url: str, kid: str, pem: bytes) -> None:
+    connection = await asyncpg.connect(_plain(url))
+    try:
+        await connection.execute(
+            "INSERT INTO signing_key (kid, algorithm, private_pem, public_jwk)"
+            " VALUES ($1, 'RS256', $2, '{}'::jsonb)",
+            kid,
+            pem,
+        )
+    finally:
+        await connection.close()
+
+
+async def _signing_keys(url: str) -> list[dict[str, Any]]:
+    connection = await asyncpg.connect(_plain(url))
+    try:
+        return [dict(row) for row in await connection.fetch("SELECT * FROM signing_key")]
+    finally:
+        await connection.close()
+
+
+@pytest.fixture
+def no_kek_in_environment(monkeypatch: pytest.MonkeyPatch) -> pytest.MonkeyPatch:
+    monkeypatch.delenv("NEGLECT_KEY_ENCRYPTION_KEY", raising=False)
+    monkeypatch.delenv("NEGLECT_KEY_ENCRYPTION_KEY_FILE", raising=False)
+    return monkeypatch
+
+
+def test_the_migration_encrypts_plaintext_keys_with_the_kek_in_the_environment(
+    scratch_database_url: str, no_kek_in_environment: pytest.MonkeyPatch
+) -> None:
+    config = _alembic_config(scratch_database_url)
+    command.upgrade(config, "0005")
+    kid, pem = _plaintext_key()
+    asyncio.run(_insert_plaintext_key(scratch_database_url, kid, pem))
+    no_kek_in_environment.setenv("NEGLECT_KEY_ENCRYPTION_KEY", TEST_KEY_ENCRYPTION_KEY)
+
+    command.upgrade(config, "heads")
+
+    [row] = asyncio.run(_signing_keys(scratch_database_url))
+    kek = KeyEncryptionKey(base64.b64decode(TEST_KEY_ENCRYPTION_KEY))
+    assert "private_pem" not in row
+    assert b"PRIVATE KEY" not in row["encrypted_private_key"]
+    assert row["kek_id"] == kek.kek_id
+    assert decrypt_private_key(kek, kid, row["kek_id"], row["encrypted_private_key"]) == pem
+
+    command.downgrade(config, "0005")
+
+    [restored] = asyncio.run(_signing_keys(scratch_database_url))
+    assert restored["kid"] == kid
+    assert restored["private_pem"] == pem
+    assert "encrypted_private_key" not in restored
+
+
+def test_without_a_kek_the_migration_deletes_plaintext_keys(
+    scratch_database_url: str, no_kek_in_environment: pytest.MonkeyPatch
+) -> None:
+    config = _alembic_config(scratch_database_url)
+    command.upgrade(config, "0005")
+    kid, pem = _plaintext_key()
+    asyncio.run(_insert_plaintext_key(scratch_database_url, kid, pem))
+
+    command.upgrade(config, "heads")
+
+    assert asyncio.run(_signing_keys(scratch_database_url)) == []
+
+
+def test_a_malformed_kek_stops_the_migration_without_deleting_keys(
+    scratch_database_url: str, no_kek_in_environment: pytest.MonkeyPatch
+) -> None:
+    config = _alembic_config(scratch_database_url)
+    command.upgrade(config, "0005")
+    kid, pem = _plaintext_key()
+    asyncio.run(_insert_plaintext_key(scratch_database_url, kid, pem))
+    no_kek_in_environment.setenv("NEGLECT_KEY_ENCRYPTION_KEY", "too-short")
+
+    with pytest.raises(RuntimeError, match="32 random bytes in base64"):
+        command.upgrade(config, "heads")
+
+    [row] = asyncio.run(_signing_keys(scratch_database_url))
+    assert row["private_pem"] == pem

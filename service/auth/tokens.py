@@ -2,9 +2,9 @@
 
 python-jose verifies whatever algorithm a token names unless told otherwise and requires no claim
 by default, so this module pins the algorithms to the configured asymmetric ones and requires
-`iss`, `aud`, `exp`, `iat` and `sub`. Keys come from the built-in issuer's key ring or from an
-external issuer's JWKS, fetched with httpx, cached, and re-fetched on an unknown `kid` at most once
-a minute. Any doubt fails closed.
+`iss`, `aud`, `exp`, `iat` and `sub`. Keys come from the built-in issuer's key ring (reloaded from
+the database, `service.auth.keys.KeyRingProvider`) or from an external issuer's JWKS, fetched with
+httpx, cached, and re-fetched on an unknown `kid` at most once a minute. Any doubt fails closed.
 """
 
 from __future__ import annotations
@@ -12,16 +12,14 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
 import httpx
 import orjson
 from jose import JWTError, jwk, jwt
 from jose.backends.base import Key
 
-from service.auth.keys import KeyRing
 from service.auth.scopes import parse_scopes
 from service.errors import AuthenticationFailed
 from service.settings import Settings
@@ -32,6 +30,12 @@ _ACCEPTED_TYPES = {None, "JWT", "at+jwt", "application/at+jwt"}
 _MAX_CACHED_KEYS = 64
 _MAX_CACHED_TOKENS = 4096
 _MAX_CACHED_TOKEN_LENGTH = 4096
+
+
+class KeySource(Protocol):
+    """An issuer's public keys: the JWK for a kid, or None when the issuer publishes none."""
+
+    async def key(self, kid: str) -> dict[str, Any] | None: ...
 
 
 @dataclass(frozen=True)
@@ -76,11 +80,11 @@ class TokenVerifier:
     def __init__(
         self,
         settings: Settings,
-        builtin_ring: Callable[[], Awaitable[KeyRing]],
-        external: JwksCache | None,
+        builtin: KeySource,
+        external: KeySource | None,
     ) -> None:
         self._settings = settings
-        self._builtin_ring = builtin_ring
+        self._builtin = builtin
         self._external = external
         self._keys: dict[tuple[str, bytes], Key] = {}
         self._verified: dict[str, tuple[VerifiedToken, float]] = {}
@@ -139,7 +143,7 @@ class TokenVerifier:
             raise AuthenticationFailed("the token names no key")
         key: dict[str, Any] | None
         if issuer == settings.issuer:
-            key = (await self._builtin_ring()).public_jwks.get(kid)
+            key = await self._builtin.key(kid)
         elif issuer is not None and issuer == settings.external_issuer and self._external:
             key = await self._external.key(kid)
         else:

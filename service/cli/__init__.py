@@ -1,2 +1,2 @@
 """`neglect-service`, the command-line tool: `main` assembles the commands of `clients`,
-`toolkits`, `demo` and `db`, which share `common`. The domain never imports this package."""
+`toolkits`, `keys`, `demo` and `db`, which share `common`. The domain never imports this package."""

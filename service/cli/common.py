@@ -40,8 +40,12 @@ def with_session(work: Callable[[AsyncSession], Awaitable[T]]) -> T:
 
 def resolved_url() -> str:
     """The database URL in use (starting the embedded server if none is configured)."""
-    url = database_url(get_settings())
+    settings = get_settings()
+    url = database_url(settings)
     # Child processes (alembic, uvicorn workers) must reach the same server.
     os.environ["DATABASE_URL"] = url
+    if settings.database_url is None:
+        # ...and stay a development run, although they now see a DATABASE_URL.
+        os.environ.setdefault("NEGLECT_ENV", settings.env)
     get_settings.cache_clear()
     return url

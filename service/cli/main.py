@@ -1,7 +1,9 @@
-"""`neglect-service`: serve, migrate, manage clients and toolkits, generate demo data."""
+"""`neglect-service`: serve, migrate, manage clients, toolkits and signing keys, generate demo
+data."""
 
 from __future__ import annotations
 
+import os
 import sys
 from typing import Annotated
 
@@ -14,6 +16,7 @@ from service.cli.clients import clients_app, print_client
 from service.cli.common import console, resolved_url, with_session
 from service.cli.db import db_app
 from service.cli.demo import demo_data
+from service.cli.keys import keys_app
 from service.cli.toolkits import toolkits_app, toolkits_load_demo
 from service.migrations import MigrationsNotFound, migrate_database
 from service.settings import get_settings
@@ -22,6 +25,7 @@ app = typer.Typer(help=__doc__, no_args_is_help=True, pretty_exceptions_enable=F
 app.add_typer(clients_app, name="clients")
 app.add_typer(toolkits_app, name="toolkits")
 app.add_typer(db_app, name="db")
+app.add_typer(keys_app, name="keys")
 app.command("demo-data")(demo_data)
 
 DEMO_CLIENT_NAME = "Demonstration client"
@@ -82,6 +86,10 @@ def dev(
     # as a side effect on a shared or production database. Read before resolved_url() sets
     # DATABASE_URL for the embedded server too.
     embedded = get_settings().database_url is None
+    # A development run even against a DATABASE_URL: the checkout's own key-encryption key
+    # (.secrets/) is used unless one is configured. An explicit NEGLECT_ENV still wins.
+    os.environ.setdefault("NEGLECT_ENV", "development")
+    get_settings.cache_clear()
     _migrate(resolved_url())
     toolkits_load_demo(as_json=False)
     base = f"http://127.0.0.1:{port}"

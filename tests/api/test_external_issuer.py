@@ -21,7 +21,12 @@ from api.main import create_app
 from service.auth.clients import create_client
 from service.db import transaction
 from service.settings import Settings
-from tests.conftest import TEST_AUDIENCE, TEST_ISSUER, assert_errors_are_problems
+from tests.conftest import (
+    TEST_AUDIENCE,
+    TEST_ISSUER,
+    TEST_KEY_ENCRYPTION_KEY,
+    assert_errors_are_problems,
+)
 
 EXTERNAL_ISSUER = "https://idp.council.example"
 
@@ -84,6 +89,7 @@ async def external_app(jwks_server: JwksServer, database_url: str) -> AsyncItera
         external_issuer=EXTERNAL_ISSUER,
         external_jwks_url=jwks_server.url,
         jwks_refetch_interval_s=60,
+        key_encryption_key=TEST_KEY_ENCRYPTION_KEY,
     )
     application = create_app(settings, database_url)
     async with application.router.lifespan_context(application):

@@ -313,16 +313,16 @@ async def test_a_token_scope_the_client_is_no_longer_allowed_is_not_granted(
 
 
 class _CountingRing:
-    """The app's real key ring, counting how often a verification asks for it."""
+    """The app's real key ring, counting how often a verification asks it for a key."""
 
     def __init__(self, app: FastAPI) -> None:
         self.app = app
         self.calls = 0
 
-    async def __call__(self) -> KeyRing:
+    async def key(self, kid: str) -> dict[str, Any] | None:
         self.calls += 1
-        ring: KeyRing = await self.app.state.key_ring()
-        return ring
+        key: dict[str, Any] | None = await self.app.state.key_ring.key(kid)
+        return key
 
 
 async def test_a_verified_token_is_remembered_and_not_checked_again(
