@@ -51,7 +51,7 @@ async def _sign(app: FastAPI, claims: dict[str, Any], **headers: Any) -> str:
         claims,
         ring.active_private_pem,
         algorithm="RS256",
-        headers={"kid": ring.active_kid, **headers},
+        headers={"kid": ring.active_kid, "typ": "at+jwt", **headers},
     )
     return token
 
@@ -244,6 +244,53 @@ async def test_a_token_with_bad_claims_is_rejected(
     await _assert_rejected(client, token)
 
 
+@pytest.mark.parametrize("typ", ["JWT", "jwt", "application/jwt", None])
+async def test_a_token_of_our_issuer_that_is_not_typed_at_jwt_is_rejected(
+    app: FastAPI, client: httpx.AsyncClient, make_client: ClientMaker, typ: str | None
+) -> None:
+    registered = await make_client(["audit:read"])
+    token = await _sign(app, await _claims(registered.client_id), typ=typ)
+    await _assert_rejected(client, token)
+
+
+@pytest.mark.parametrize("typ", ["application/at+jwt", "AT+JWT"])
+async def test_the_at_jwt_type_is_matched_as_a_media_type(
+    app: FastAPI, client: httpx.AsyncClient, make_client: ClientMaker, typ: str
+) -> None:
+    registered = await make_client(["audit:read"])
+    token = await _sign(app, await _claims(registered.client_id), typ=typ)
+    assert (await _call(client, token)).status_code == 200
+
+
+async def test_a_token_with_a_crit_header_is_rejected(
+    app: FastAPI, client: httpx.AsyncClient, make_client: ClientMaker
+) -> None:
+    registered = await make_client(["audit:read"])
+    token = await _sign(app, await _claims(registered.client_id), crit=["exp"])
+    await _assert_rejected(client, token)
+
+
+@pytest.mark.parametrize(
+    ("claim", "value"),
+    [
+        ("exp", str(int(time.time()) + 300)),
+        ("iat", str(int(time.time()))),
+        ("nbf", str(int(time.time()) - 10)),
+        ("exp", True),
+    ],
+)
+async def test_a_token_whose_times_are_not_numbers_is_rejected(
+    app: FastAPI,
+    client: httpx.AsyncClient,
+    make_client: ClientMaker,
+    claim: str,
+    value: object,
+) -> None:
+    registered = await make_client(["audit:read"])
+    token = await _sign(app, await _claims(registered.client_id, **{claim: value}))
+    await _assert_rejected(client, token)
+
+
 async def test_a_token_naming_an_unknown_kid_is_rejected(
     app: FastAPI, client: httpx.AsyncClient, make_client: ClientMaker
 ) -> None:
@@ -253,7 +300,7 @@ async def test_a_token_naming_an_unknown_kid_is_rejected(
         await _claims(registered.client_id),
         ring.active_private_pem,
         algorithm="RS256",
-        headers={"kid": "no-such-key"},
+        headers={"kid": "no-such-key", "typ": "at+jwt"},
     )
     await _assert_rejected(client, token)
 
@@ -267,7 +314,7 @@ async def test_a_token_signed_by_another_key_is_rejected(
         await _claims(registered.client_id),
         _other_private_pem(),
         algorithm="RS256",
-        headers={"kid": ring.active_kid},
+        headers={"kid": ring.active_kid, "typ": "at+jwt"},
     )
     await _assert_rejected(client, token)
 
