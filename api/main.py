@@ -9,7 +9,7 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
 import httpx
-from fastapi import FastAPI
+from fastapi import Depends, FastAPI
 
 from service.auth.keys import KeyRing, ensure_signing_key, load_key_ring
 from service.auth.tokens import JwksCache, TokenVerifier
@@ -22,6 +22,7 @@ from service.db import (
     transaction,
 )
 from service.logs import configure_logging
+from service.rate_limits import RateLimits
 from service.settings import Settings, get_settings
 
 from . import (
@@ -36,9 +37,11 @@ from . import (
     referrals,
     toolkits,
 )
+from .deps import enforce_api_quota
 from .errors import install_error_handlers
 from .middleware import RequestContextMiddleware
 from .openapi import install_openapi
+from .responses import problems
 
 logger = logging.getLogger("neglect_service")
 
@@ -83,10 +86,13 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         else None
     )
     key_ring = KeyRingProvider(factory)
+    rate_limits = RateLimits(pool, settings)
+    rate_limits.start()
     app.state.engine = engine
     app.state.session_factory = factory
     app.state.pool = pool
     app.state.key_ring = key_ring
+    app.state.rate_limits = rate_limits
     app.state.token_verifier = TokenVerifier(settings, key_ring, external)
     # Objects built at startup (routes, models, schemas) live as long as the process: moved out
     # of the collector's way, so its full passes stay short under load.
@@ -95,6 +101,7 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     try:
         yield
     finally:
+        await rate_limits.close()
         await http.aclose()
         await pool.close()
         await engine.dispose()
@@ -125,6 +132,8 @@ def create_app(settings: Settings | None = None, database_url: str | None = None
         clients,
         audit,
     ):
-        app.include_router(module.router)
+        app.include_router(
+            module.router, dependencies=[Depends(enforce_api_quota)], responses=problems(429)
+        )
     install_openapi(app)
     return app

@@ -155,6 +155,57 @@ async def test_a_disabled_client_gets_no_token(
     assert response.status_code == 401
 
 
+async def test_unknown_disabled_and_wrong_secret_clients_get_the_same_answer(
+    app: FastAPI, client: httpx.AsyncClient, make_client: ClientMaker
+) -> None:
+    wrong = await make_client(["indicators:read"])
+    disabled = await make_client(["indicators:read"])
+    async with transaction(app.state.session_factory) as session:
+        await disable_client(session, disabled.client_id)
+    answers = []
+    for client_id, secret in [
+        ("nsc_never_registered", "whatever"),
+        (disabled.client_id, disabled.secret or ""),
+        (wrong.client_id, "not-the-secret"),
+    ]:
+        response = await client.post(
+            "/oauth/token", data={"grant_type": "client_credentials"}, auth=(client_id, secret)
+        )
+        body = response.json()
+        answers.append((response.status_code, body["error"], body["error_description"]))
+    assert (
+        answers == [(401, "invalid_client", "unknown client, wrong secret or disabled client")] * 3
+    )
+
+
+async def test_a_missing_grant_type_is_an_rfc_6749_invalid_request(
+    client: httpx.AsyncClient, make_client: ClientMaker
+) -> None:
+    registered = await make_client(["indicators:read"])
+    response = await client.post(
+        "/oauth/token", data={}, auth=(registered.client_id, registered.secret or "")
+    )
+    assert response.status_code == 400
+    body = response.json()
+    assert body["error"] == "invalid_request"
+    assert "grant_type" in body["error_description"]
+    assert response.headers["cache-control"] == "no-store"
+
+
+async def test_a_token_request_parameter_over_its_length_is_an_invalid_request(
+    client: httpx.AsyncClient, make_client: ClientMaker
+) -> None:
+    registered = await make_client(["indicators:read"])
+    response = await client.post(
+        "/oauth/token",
+        data={"grant_type": "client_credentials", "scope": "x" * 2001},
+        auth=(registered.client_id, registered.secret or ""),
+    )
+    assert response.status_code == 400
+    assert response.json()["error"] == "invalid_request"
+    assert "x" * 50 not in response.text
+
+
 async def test_jwks_and_metadata_describe_the_issuer(client: httpx.AsyncClient) -> None:
     jwks = (await client.get("/.well-known/jwks.json")).json()
     metadata = (await client.get("/.well-known/oauth-authorization-server")).json()
