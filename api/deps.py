@@ -15,9 +15,10 @@ from service.auth.clients import get_client_record
 from service.auth.scopes import SCOPES
 from service.auth.tokens import TokenVerifier, VerifiedToken
 from service.db import SessionFactory
-from service.errors import AuthenticationFailed, InsufficientScope
+from service.errors import AuthenticationFailed, InsufficientScope, RateLimited
 from service.logs import request_id_var
 from service.pagination import DEFAULT_LIMIT, MAX_CURSOR_LENGTH, MAX_LIMIT, PageRequest
+from service.rate_limits import RateLimits
 
 
 async def get_session(request: Request) -> AsyncIterator[AsyncSession]:
@@ -111,6 +112,23 @@ async def verify_token(
             f"this needs the scope {' '.join(missing)}", scope=" ".join(security_scopes.scopes)
         )
     return verified
+
+
+async def enforce_api_quota(request: Request) -> None:
+    """Spend one request of the calling client's quota; 429 with `Retry-After` once it is used up.
+
+    Every `/v1` route runs this before its own authentication, keyed by the token's client: a
+    request without a valid token is left to that authentication (401). A verified token is
+    remembered by the verifier, so the second look at it costs a dictionary lookup.
+    """
+    try:
+        verified = await _verified_bearer(request, request.headers.get("Authorization"))
+    except AuthenticationFailed:
+        return
+    limits: RateLimits = request.app.state.rate_limits
+    refusal = await limits.api_refusal(verified.client_id)
+    if refusal is not None:
+        raise RateLimited(refusal.reason, refusal.retry_after_s)
 
 
 AdminDep = Annotated[Caller, Security(authenticate, scopes=["admin"])]

@@ -117,6 +117,8 @@ async def _domain_error(request: Request, exc: Exception) -> JSONResponse:
         headers["WWW-Authenticate"] = f'Bearer error="insufficient_scope", scope="{scope}"'
     elif exc.status == 503:
         headers["Retry-After"] = RETRY_AFTER_S
+    if exc.retry_after_s is not None:
+        headers["Retry-After"] = str(exc.retry_after_s)
     return problem_response(status, exc.title, exc.detail, exc.type_uri, headers, **exc.extra)
 
 

@@ -8,7 +8,7 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
 import httpx
-from fastapi import FastAPI
+from fastapi import Depends, FastAPI
 
 from service.auth.key_encryption import SigningKeyError, key_encryption_key
 from service.auth.keys import KeyRingProvider, ensure_signing_key
@@ -21,6 +21,7 @@ from service.db import (
     transaction,
 )
 from service.logs import configure_logging
+from service.rate_limits import RateLimits
 from service.settings import Settings, get_settings
 
 from . import (
@@ -35,9 +36,11 @@ from . import (
     referrals,
     toolkits,
 )
+from .deps import enforce_api_quota
 from .errors import install_error_handlers
 from .middleware import RequestContextMiddleware
 from .openapi import install_openapi
+from .responses import problems
 
 logger = logging.getLogger("neglect_service")
 
@@ -79,10 +82,13 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         if settings.external_issuer and settings.external_jwks_url
         else None
     )
+    rate_limits = RateLimits(pool, settings)
+    rate_limits.start()
     app.state.engine = engine
     app.state.session_factory = factory
     app.state.pool = pool
     app.state.key_ring = key_ring
+    app.state.rate_limits = rate_limits
     app.state.token_verifier = TokenVerifier(settings, key_ring, external)
     # Objects built at startup (routes, models, schemas) live as long as the process: moved out
     # of the collector's way, so its full passes stay short under load.
@@ -91,6 +97,7 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     try:
         yield
     finally:
+        await rate_limits.close()
         await http.aclose()
         await pool.close()
         await engine.dispose()
@@ -125,6 +132,8 @@ def create_app(settings: Settings | None = None, database_url: str | None = None
         clients,
         audit,
     ):
-        app.include_router(module.router)
+        app.include_router(
+            module.router, dependencies=[Depends(enforce_api_quota)], responses=problems(429)
+        )
     install_openapi(app)
     return app

@@ -5,32 +5,65 @@ from __future__ import annotations
 import asyncio
 import base64
 import binascii
+from collections.abc import Callable, Coroutine
 from typing import Annotated, Any
 from urllib.parse import unquote
 
 from fastapi import APIRouter, Form, Request
-from fastapi.responses import JSONResponse
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse, Response
+from fastapi.routing import APIRoute
 
-from service.auth.clients import get_client, verify_secret
+from service.auth.clients import client_secret_matches, get_client
 from service.auth.keys import ALGORITHM, KeyRing, issue_access_token
 from service.auth.scopes import SCOPES, parse_scopes
 from service.errors import OAuthError
+from service.rate_limits import RateLimits
 from service.settings import Settings
 
 from .deps import SessionDep
 
-router = APIRouter(tags=["oauth"])
+
+class _OAuthRoute(APIRoute):
+    """RFC 6749 section 5.2: a malformed token request (a missing `grant_type`, a parameter over
+    its length) is `invalid_request` with the `error` member, not a 422."""
+
+    def get_route_handler(self) -> Callable[[Request], Coroutine[Any, Any, Response]]:
+        handler = super().get_route_handler()
+
+        async def handle(request: Request) -> Response:
+            try:
+                return await handler(request)
+            except RequestValidationError as exc:
+                # Field names and messages only: never the input, which may be a secret.
+                fields = "; ".join(
+                    f"{error['loc'][-1]}: {error['msg']}" for error in exc.errors() if error["loc"]
+                )
+                raise OAuthError("invalid_request", fields or "malformed request") from exc
+
+        return handle
+
+
+router = APIRouter(tags=["oauth"], route_class=_OAuthRoute)
 
 _OAUTH_ERRORS: dict[int | str, dict[str, Any]] = {
     400: {
-        "description": "RFC 6749 error (`error` member)",
+        "description": "RFC 6749 error (`error` member), `invalid_request` for a malformed request",
         "content": {"application/problem+json": {}},
     },
     401: {
         "description": "Client authentication failed",
         "content": {"application/problem+json": {}},
     },
+    429: {
+        "description": "Too many failed token requests from this client id or address "
+        "(`error`: `temporarily_unavailable`); retry after `Retry-After` seconds",
+        "content": {"application/problem+json": {}},
+    },
 }
+
+# Longer than any client id we issue or register (64): not worth a counter of its own.
+_MAX_CLIENT_ID = 100
 
 
 def _basic_credentials(header: str | None) -> tuple[str, str] | None:
@@ -44,7 +77,18 @@ def _basic_credentials(header: str | None) -> tuple[str, str] | None:
     if not sep:
         raise OAuthError("invalid_client", "malformed Basic credentials", 401)
     # RFC 6749 2.3.1: both parts are form-urlencoded before base64.
-    return unquote(client_id.replace("+", " ")), unquote(secret.replace("+", " "))
+    client_id = unquote(client_id.replace("+", " "))
+    if len(client_id) > _MAX_CLIENT_ID:
+        raise OAuthError("invalid_client", "malformed Basic credentials", 401)
+    return client_id, unquote(secret.replace("+", " "))
+
+
+async def _refuse_when_limited(limits: RateLimits, client_id: str | None, address: str) -> None:
+    refusal = await limits.token_refusal(client_id, address)
+    if refusal is not None:
+        raise OAuthError(
+            "temporarily_unavailable", refusal.reason, 429, retry_after_s=refusal.retry_after_s
+        )
 
 
 @router.post("/oauth/token", responses=_OAUTH_ERRORS)
@@ -53,27 +97,34 @@ async def issue_token(
     session: SessionDep,
     grant_type: Annotated[str, Form(max_length=100)],
     scope: Annotated[str | None, Form(max_length=2000)] = None,
-    client_id: Annotated[str | None, Form(max_length=100)] = None,
+    client_id: Annotated[str | None, Form(max_length=_MAX_CLIENT_ID)] = None,
     client_secret: Annotated[str | None, Form(max_length=200)] = None,
 ) -> JSONResponse:
     """Issue a 15-minute access token for a client-credentials grant."""
-    basic = _basic_credentials(request.headers.get("Authorization"))
+    limits: RateLimits = request.app.state.rate_limits
+    # The peer, or the client a trusted proxy names (uvicorn's FORWARDED_ALLOW_IPS).
+    address = request.client.host if request.client else "unknown"
+    try:
+        basic = _basic_credentials(request.headers.get("Authorization"))
+    except OAuthError:
+        await _refuse_when_limited(limits, None, address)
+        await limits.record_token_failure(None, address)
+        raise
     if basic and (client_secret is not None):
         raise OAuthError("invalid_request", "use one client authentication method, not two")
     if basic:
         client_id, client_secret = basic
+    await _refuse_when_limited(limits, client_id, address)
     if not client_id or client_secret is None:
+        await limits.record_token_failure(client_id, address)
         raise OAuthError("invalid_client", "client authentication is required", 401)
     if grant_type != "client_credentials":
         raise OAuthError("unsupported_grant_type", "only client_credentials is supported")
     client = await get_client(session, client_id)
-    if (
-        client is None
-        or not client.enabled
-        or client.secret_hash is None
-        # scrypt takes milliseconds of CPU: keep it off the event loop.
-        or not await asyncio.to_thread(verify_secret, client_secret, client.secret_hash)
-    ):
+    # scrypt takes milliseconds of CPU: keep it off the event loop.
+    matched = await asyncio.to_thread(client_secret_matches, client, client_secret)
+    if client is None or not matched:
+        await limits.record_token_failure(client_id, address)
         raise OAuthError("invalid_client", "unknown client, wrong secret or disabled client", 401)
     requested = parse_scopes(scope) if scope is not None else list(client.allowed_scopes)
     refused = [item for item in requested if item not in client.allowed_scopes]

@@ -20,9 +20,12 @@ _DESCRIPTIONS = {
     "403": "The token lacks the required scope",
     "413": "Body over the size limit (1 MiB)",
     "422": "The body or parameters are invalid; `errors` names each field",
+    "429": "The client's API quota is used up; retry after `Retry-After` seconds",
     "503": "The database is unavailable; retry after `Retry-After` seconds",
 }
 _PUBLIC_WITHOUT_DATABASE = {"/health/live", "/.well-known/oauth-authorization-server"}
+# RFC 6749 5.2: the token endpoint answers a malformed request 400 `invalid_request`.
+_NO_VALIDATION_PROBLEM = {"/oauth/token"}
 
 
 def _problem_response(description: str) -> dict[str, Any]:
@@ -45,6 +48,9 @@ def _complete(path: str, operation: dict[str, Any]) -> None:
             }
     responses: dict[str, Any] = operation.setdefault("responses", {})
     wanted = ["422"]
+    if path in _NO_VALIDATION_PROBLEM:
+        responses.pop("422", None)
+        wanted = []
     if "requestBody" in operation:
         wanted += ["400", "413"]
     if operation.get("security"):

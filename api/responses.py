@@ -14,6 +14,7 @@ _DESCRIPTIONS = {
     409: "Conflicts with the record's current state",
     413: "Body over 1 MiB",
     422: "The body or parameters are invalid; `errors` names each field",
+    429: "The client's API quota is used up; retry after `Retry-After` seconds",
     503: "The database is unavailable; retry after `Retry-After` seconds",
 }
 

@@ -49,7 +49,7 @@ from typing import Any, Final
 from urllib.parse import urlsplit
 
 from bench.harness import NHS_PLACEHOLDER, REFERENCE_PLACEHOLDER
-from service.identifiers import SYNTHETIC_NHS_PREFIX, compute_nhs_check_digit
+from schemas.identifiers import SYNTHETIC_NHS_PREFIX, compute_nhs_check_digit
 
 MAX_REQUESTS: Final = 100_000
 MAX_SCHEDULE_S: Final = 600.0

@@ -14,6 +14,8 @@ class DomainError(Exception):
     status: ClassVar[int] = 400
     problem: ClassVar[str] = "bad-request"
     title: ClassVar[str] = "Bad request"
+    retry_after_s: int | None = None
+    """Seconds for `Retry-After`, when trying again later can succeed."""
 
     def __init__(self, detail: str, **extra: object) -> None:
         super().__init__(detail)
@@ -127,6 +129,16 @@ class InsufficientScope(DomainError):
     title = "The token lacks a required scope"
 
 
+class RateLimited(DomainError):
+    status = 429
+    problem = "rate-limited"
+    title = "Too many requests"
+
+    def __init__(self, detail: str, retry_after_s: int) -> None:
+        super().__init__(detail)
+        self.retry_after_s = retry_after_s
+
+
 class DatabaseUnavailable(DomainError):
     status = 503
     problem = "database-unavailable"
@@ -139,7 +151,10 @@ class OAuthError(DomainError):
     problem = "oauth"
     title = "The token request was refused"
 
-    def __init__(self, error: str, detail: str, status: int = 400) -> None:
+    def __init__(
+        self, error: str, detail: str, status: int = 400, retry_after_s: int | None = None
+    ) -> None:
         super().__init__(detail, error=error, error_description=detail)
         self.error = error
         self.http_status = status
+        self.retry_after_s = retry_after_s

@@ -92,6 +92,21 @@ class Settings(BaseSettings):
         description="Each process reloads the signing keys this often (sees `keys rotate`).",
     )
 
+    token_failures_per_client: int = Field(
+        default=10,
+        ge=1,
+        description="Failed token requests naming one client id per window before 429",
+    )
+    token_failures_per_address: int = Field(
+        default=100,
+        ge=1,
+        description="Failed token requests from one address per window before 429",
+    )
+    token_failure_window_s: int = Field(default=60, ge=1, le=86_400)
+    # Far above what one client drives through `make bench` (about 1,000 a second): a safety net
+    # against a runaway client, not a tariff. 0 turns the quota off.
+    api_requests_per_minute: int = Field(default=120_000, ge=0)
+
     max_body_bytes: int = Field(default=1024 * 1024, ge=1024)
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
     workers: int = Field(default=1, ge=1, le=64)

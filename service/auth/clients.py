@@ -8,6 +8,7 @@ import hmac
 import secrets
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from functools import cache
 
 from sqlalchemy import text
 from sqlalchemy.exc import IntegrityError
@@ -45,6 +46,26 @@ def verify_secret(secret: str, stored: str) -> bool:
         p=int(p),
     )
     return hmac.compare_digest(candidate, base64.urlsafe_b64decode(digest))
+
+
+@cache
+def _stand_in_hash() -> str:
+    """A hash of a secret nobody knows, with the current parameters, made once per process."""
+    return hash_secret(secrets.token_urlsafe(32))
+
+
+def client_secret_matches(client: ApiClient | None, secret: str) -> bool:
+    """Whether `client` exists, is enabled, has a secret, and `secret` is it.
+
+    Every case hashes the presented secret once with the same parameters: an unknown, disabled or
+    secretless client checks it against a stand-in hash, so the answer takes as long as a wrong
+    secret does and the time tells nobody which client ids exist. CPU-bound (milliseconds): call
+    it off the event loop.
+    """
+    if client is not None and client.enabled and client.secret_hash is not None:
+        return verify_secret(secret, client.secret_hash)
+    verify_secret(secret, _stand_in_hash())
+    return False
 
 
 @dataclass(frozen=True)

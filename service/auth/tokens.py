@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import math
 import time
 from dataclasses import dataclass
 from typing import Any, Protocol
@@ -26,7 +27,12 @@ from service.settings import Settings
 
 logger = logging.getLogger(__name__)
 
-_ACCEPTED_TYPES = {None, "JWT", "at+jwt", "application/at+jwt"}
+# RFC 9068 section 4: our own tokens are `at+jwt` (the `application/` prefix may be left out,
+# RFC 7515 4.1.9, and media types compare case-insensitively). An external provider's may be plain
+# JWTs (Entra ID's say `JWT`, some say nothing), but never another kind of JWT (an ID token...).
+_BUILTIN_TYPES = {"at+jwt", "application/at+jwt"}
+_EXTERNAL_TYPES = {None, "jwt", "application/jwt", *_BUILTIN_TYPES}
+_TIME_CLAIMS = ("exp", "iat", "nbf")
 _MAX_CACHED_KEYS = 64
 _MAX_CACHED_TOKENS = 4096
 _MAX_CACHED_TOKEN_LENGTH = 4096
@@ -135,16 +141,34 @@ class TokenVerifier:
             raise AuthenticationFailed("the token is malformed") from exc
         if header.get("alg") not in settings.jwt_algorithms:
             raise AuthenticationFailed("the token's algorithm is not accepted")
-        if header.get("typ") not in _ACCEPTED_TYPES:
+        if "crit" in header:
+            # RFC 7515 4.1.11 and RFC 8725: we understand no extension, so none may be critical.
+            raise AuthenticationFailed("the token has critical header parameters")
+        raw_type = header.get("typ")
+        if raw_type is not None and not isinstance(raw_type, str):
             raise AuthenticationFailed("the token is not an access token")
+        token_type = raw_type.lower() if raw_type is not None else None
+        for name in _TIME_CLAIMS:
+            value = unverified.get(name)
+            # python-jose would take "1767225600" (a string) as a time, and JSON's Infinity too.
+            if name in unverified and (
+                isinstance(value, bool)
+                or not isinstance(value, int | float)
+                or not math.isfinite(value)
+            ):
+                raise AuthenticationFailed(f"the token's {name} is not a number")
         issuer = unverified.get("iss")
         kid = header.get("kid")
         if not isinstance(kid, str):
             raise AuthenticationFailed("the token names no key")
         key: dict[str, Any] | None
         if issuer == settings.issuer:
+            if token_type not in _BUILTIN_TYPES:
+                raise AuthenticationFailed("the token is not an at+jwt access token")
             key = await self._builtin.key(kid)
         elif issuer is not None and issuer == settings.external_issuer and self._external:
+            if token_type not in _EXTERNAL_TYPES:
+                raise AuthenticationFailed("the token is not an access token")
             key = await self._external.key(kid)
         else:
             raise AuthenticationFailed("the token's issuer is not trusted")

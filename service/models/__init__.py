@@ -11,6 +11,7 @@ from .children import Child
 from .clients import ApiClient
 from .idempotency import IdempotencyRecord
 from .keys import SigningKey
+from .rate_limits import RateLimitCounter
 from .referrals import Referral
 from .toolkits import ToolkitVersion
 
@@ -20,6 +21,7 @@ __all__ = [
     "AuditEvent",
     "Child",
     "IdempotencyRecord",
+    "RateLimitCounter",
     "Referral",
     "SigningKey",
     "ToolkitVersion",

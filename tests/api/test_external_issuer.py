@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import json
 import threading
 import time
@@ -12,8 +13,8 @@ from typing import Any
 
 import httpx
 import pytest
-from cryptography.hazmat.primitives import serialization
-from cryptography.hazmat.primitives.asymmetric import rsa
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import padding, rsa
 from fastapi import FastAPI
 from jose import jwk, jwt
 
@@ -109,7 +110,7 @@ async def _register_external_client(app: FastAPI, client_id: str) -> None:
         )
 
 
-def _token(pem: str, kid: str, client_id: str) -> str:
+def _token(pem: str, kid: str, client_id: str, **headers: Any) -> str:
     now = int(time.time())
     claims = {
         "iss": EXTERNAL_ISSUER,
@@ -120,7 +121,7 @@ def _token(pem: str, kid: str, client_id: str) -> str:
         "iat": now,
         "exp": now + 300,
     }
-    token: str = jwt.encode(claims, pem, algorithm="RS256", headers={"kid": kid})
+    token: str = jwt.encode(claims, pem, algorithm="RS256", headers={"kid": kid, **headers})
     return token
 
 
@@ -190,4 +191,46 @@ async def test_an_external_token_for_a_client_registered_with_our_issuer_is_refu
             scopes=["audit:read"],
         )
     response = await _get(external_app, _token(pem, "ext-4", created.client.client_id))
+    assert response.status_code == 401
+
+
+def _without_typ(token: str, pem: str) -> str:
+    """The same token signed again with a header that has no `typ` (python-jose always adds one),
+    as some providers send it."""
+    header_part, payload_part, _ = token.split(".")
+    header = json.loads(base64.urlsafe_b64decode(header_part + "=" * (-len(header_part) % 4)))
+    del header["typ"]
+    encoded = base64.urlsafe_b64encode(json.dumps(header).encode()).rstrip(b"=").decode()
+    signing_input = f"{encoded}.{payload_part}".encode()
+    key = serialization.load_pem_private_key(pem.encode(), password=None)
+    assert isinstance(key, rsa.RSAPrivateKey)
+    signature = key.sign(signing_input, padding.PKCS1v15(), hashes.SHA256())
+    return f"{encoded}.{payload_part}.{base64.urlsafe_b64encode(signature).rstrip(b'=').decode()}"
+
+
+@pytest.mark.parametrize("typ", ["JWT", "at+jwt", "absent"])
+async def test_an_external_access_token_need_not_be_an_at_jwt(
+    external_app: FastAPI, jwks_server: JwksServer, typ: str
+) -> None:
+    # Entra ID's access tokens say `typ: JWT`; the at+jwt rule is for the built-in issuer.
+    pem, public = _key_pair("ext-5")
+    jwks_server.keys = [public]
+    client_id = f"ext-{time.time_ns()}"
+    await _register_external_client(external_app, client_id)
+    token = _token(pem, "ext-5", client_id, typ="JWT" if typ == "absent" else typ)
+    if typ == "absent":
+        token = _without_typ(token, pem)
+        assert "typ" not in jwt.get_unverified_header(token)
+    response = await _get(external_app, token)
+    assert response.status_code == 200, response.text
+
+
+async def test_an_external_token_with_a_crit_header_is_refused(
+    external_app: FastAPI, jwks_server: JwksServer
+) -> None:
+    pem, public = _key_pair("ext-6")
+    jwks_server.keys = [public]
+    client_id = f"ext-{time.time_ns()}"
+    await _register_external_client(external_app, client_id)
+    response = await _get(external_app, _token(pem, "ext-6", client_id, crit=["exp"]))
     assert response.status_code == 401

@@ -51,7 +51,7 @@ async def _sign(app: FastAPI, claims: dict[str, Any], **headers: Any) -> str:
         claims,
         ring.active_private_pem,
         algorithm="RS256",
-        headers={"kid": ring.active_kid, **headers},
+        headers={"kid": ring.active_kid, "typ": "at+jwt", **headers},
     )
     return token
 
@@ -155,6 +155,57 @@ async def test_a_disabled_client_gets_no_token(
     assert response.status_code == 401
 
 
+async def test_unknown_disabled_and_wrong_secret_clients_get_the_same_answer(
+    app: FastAPI, client: httpx.AsyncClient, make_client: ClientMaker
+) -> None:
+    wrong = await make_client(["indicators:read"])
+    disabled = await make_client(["indicators:read"])
+    async with transaction(app.state.session_factory) as session:
+        await disable_client(session, disabled.client_id)
+    answers = []
+    for client_id, secret in [
+        ("nsc_never_registered", "whatever"),
+        (disabled.client_id, disabled.secret or ""),
+        (wrong.client_id, "not-the-secret"),
+    ]:
+        response = await client.post(
+            "/oauth/token", data={"grant_type": "client_credentials"}, auth=(client_id, secret)
+        )
+        body = response.json()
+        answers.append((response.status_code, body["error"], body["error_description"]))
+    assert (
+        answers == [(401, "invalid_client", "unknown client, wrong secret or disabled client")] * 3
+    )
+
+
+async def test_a_missing_grant_type_is_an_rfc_6749_invalid_request(
+    client: httpx.AsyncClient, make_client: ClientMaker
+) -> None:
+    registered = await make_client(["indicators:read"])
+    response = await client.post(
+        "/oauth/token", data={}, auth=(registered.client_id, registered.secret or "")
+    )
+    assert response.status_code == 400
+    body = response.json()
+    assert body["error"] == "invalid_request"
+    assert "grant_type" in body["error_description"]
+    assert response.headers["cache-control"] == "no-store"
+
+
+async def test_a_token_request_parameter_over_its_length_is_an_invalid_request(
+    client: httpx.AsyncClient, make_client: ClientMaker
+) -> None:
+    registered = await make_client(["indicators:read"])
+    response = await client.post(
+        "/oauth/token",
+        data={"grant_type": "client_credentials", "scope": "x" * 2001},
+        auth=(registered.client_id, registered.secret or ""),
+    )
+    assert response.status_code == 400
+    assert response.json()["error"] == "invalid_request"
+    assert "x" * 50 not in response.text
+
+
 async def test_jwks_and_metadata_describe_the_issuer(client: httpx.AsyncClient) -> None:
     jwks = (await client.get("/.well-known/jwks.json")).json()
     metadata = (await client.get("/.well-known/oauth-authorization-server")).json()
@@ -244,6 +295,53 @@ async def test_a_token_with_bad_claims_is_rejected(
     await _assert_rejected(client, token)
 
 
+@pytest.mark.parametrize("typ", ["JWT", "jwt", "application/jwt", None])
+async def test_a_token_of_our_issuer_that_is_not_typed_at_jwt_is_rejected(
+    app: FastAPI, client: httpx.AsyncClient, make_client: ClientMaker, typ: str | None
+) -> None:
+    registered = await make_client(["audit:read"])
+    token = await _sign(app, await _claims(registered.client_id), typ=typ)
+    await _assert_rejected(client, token)
+
+
+@pytest.mark.parametrize("typ", ["application/at+jwt", "AT+JWT"])
+async def test_the_at_jwt_type_is_matched_as_a_media_type(
+    app: FastAPI, client: httpx.AsyncClient, make_client: ClientMaker, typ: str
+) -> None:
+    registered = await make_client(["audit:read"])
+    token = await _sign(app, await _claims(registered.client_id), typ=typ)
+    assert (await _call(client, token)).status_code == 200
+
+
+async def test_a_token_with_a_crit_header_is_rejected(
+    app: FastAPI, client: httpx.AsyncClient, make_client: ClientMaker
+) -> None:
+    registered = await make_client(["audit:read"])
+    token = await _sign(app, await _claims(registered.client_id), crit=["exp"])
+    await _assert_rejected(client, token)
+
+
+@pytest.mark.parametrize(
+    ("claim", "value"),
+    [
+        ("exp", str(int(time.time()) + 300)),
+        ("iat", str(int(time.time()))),
+        ("nbf", str(int(time.time()) - 10)),
+        ("exp", True),
+    ],
+)
+async def test_a_token_whose_times_are_not_numbers_is_rejected(
+    app: FastAPI,
+    client: httpx.AsyncClient,
+    make_client: ClientMaker,
+    claim: str,
+    value: object,
+) -> None:
+    registered = await make_client(["audit:read"])
+    token = await _sign(app, await _claims(registered.client_id, **{claim: value}))
+    await _assert_rejected(client, token)
+
+
 async def test_a_token_naming_an_unknown_kid_is_rejected(
     app: FastAPI, client: httpx.AsyncClient, make_client: ClientMaker
 ) -> None:
@@ -253,7 +351,7 @@ async def test_a_token_naming_an_unknown_kid_is_rejected(
         await _claims(registered.client_id),
         ring.active_private_pem,
         algorithm="RS256",
-        headers={"kid": "no-such-key"},
+        headers={"kid": "no-such-key", "typ": "at+jwt"},
     )
     await _assert_rejected(client, token)
 
@@ -267,7 +365,7 @@ async def test_a_token_signed_by_another_key_is_rejected(
         await _claims(registered.client_id),
         _other_private_pem(),
         algorithm="RS256",
-        headers={"kid": ring.active_kid},
+        headers={"kid": ring.active_kid, "typ": "at+jwt"},
     )
     await _assert_rejected(client, token)
 
