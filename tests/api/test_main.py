@@ -10,17 +10,15 @@ import pytest
 
 from api.main import create_app
 from service.settings import Settings
-from tests.conftest import TEST_AUDIENCE, TEST_ISSUER
 
 DOCUMENTATION_PATHS = ["/docs", "/redoc", "/openapi.json"]
 
 
 @pytest.fixture
-async def client_without_docs(database_url: str) -> AsyncIterator[httpx.AsyncClient]:
-    settings = Settings(
-        issuer=TEST_ISSUER, audience=TEST_AUDIENCE, database_url=None, docs_enabled=False
-    )
-    app = create_app(settings, database_url)
+async def client_without_docs(
+    settings: Settings, database_url: str
+) -> AsyncIterator[httpx.AsyncClient]:
+    app = create_app(settings.model_copy(update={"docs_enabled": False}), database_url)
     async with (
         app.router.lifespan_context(app),
         httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://test") as http,
