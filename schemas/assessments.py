@@ -12,10 +12,10 @@ from datetime import date, datetime
 from typing import Annotated, Literal
 from uuid import UUID
 
-from pydantic import AfterValidator, Field, Strict, StringConstraints, model_validator
+from pydantic import Field, Strict, StringConstraints, model_validator
 
 from .children import ChildRef
-from .common import LongText, PastDate, PublicModel, ShortText, StrictModel, refuse_nul
+from .common import NUL_FREE, LongText, PastDate, PublicModel, ShortText, StrictModel
 from .toolkits import ToolkitId, ToolkitVersionText
 from .vocabulary import NeglectFormName
 
@@ -36,7 +36,7 @@ HouseholdRef = Annotated[
 Reason = Annotated[
     str,
     StringConstraints(strip_whitespace=True, min_length=1, max_length=10_000),
-    AfterValidator(refuse_nul),
+    *NUL_FREE,
 ]
 """Free text that must say something (an override's reason)."""
 

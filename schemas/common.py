@@ -15,8 +15,11 @@ from pydantic import (
     BeforeValidator,
     ConfigDict,
     Field,
+    GetJsonSchemaHandler,
     StringConstraints,
 )
+from pydantic.json_schema import JsonSchemaValue
+from pydantic_core import CoreSchema
 
 UK_TIME_ZONE: Final = ZoneInfo("Europe/London")
 CLOCK_SKEW: Final = timedelta(seconds=60)
@@ -33,6 +36,22 @@ def refuse_nul(value: str) -> str:
     if "\x00" in value:
         raise ValueError("must not contain NUL characters")
     return value
+
+
+class NulFreeInSchema:
+    """Says in the JSON schema what `refuse_nul` enforces (a pattern without NUL), so that a
+    client generating valid data from the OpenAPI document never sends a NUL."""
+
+    def __get_pydantic_json_schema__(
+        self, core_schema: CoreSchema, handler: GetJsonSchemaHandler
+    ) -> JsonSchemaValue:
+        schema = handler(core_schema)
+        schema.setdefault("pattern", "^[^\\u0000]*$")
+        return schema
+
+
+NUL_FREE: Final = (AfterValidator(refuse_nul), NulFreeInSchema())
+"""Annotated metadata for text that PostgreSQL will store: refused with NUL, and documented so."""
 
 
 D = TypeVar("D", bound=date)
@@ -61,11 +80,11 @@ PastDate = Annotated[date, AfterValidator(not_in_future())]
 ShortText = Annotated[
     str,
     StringConstraints(strip_whitespace=True, min_length=1, max_length=200),
-    AfterValidator(refuse_nul),
+    *NUL_FREE,
 ]
 """A name, role or label: 1-200 characters, no NUL."""
 
-LongText = Annotated[str, StringConstraints(max_length=10_000), AfterValidator(refuse_nul)]
+LongText = Annotated[str, StringConstraints(max_length=10_000), *NUL_FREE]
 """Free text written by a practitioner: at most 10,000 characters, no NUL."""
 
 

@@ -13,7 +13,6 @@ from collections.abc import Iterator, Mapping
 from typing import Annotated, Any, Literal, get_args
 
 from pydantic import (
-    AfterValidator,
     BaseModel,
     ConfigDict,
     Field,
@@ -21,7 +20,7 @@ from pydantic import (
     ValidationError,
 )
 
-from schemas.common import LongText, ShortText, refuse_nul
+from schemas.common import NUL_FREE, LongText, ShortText
 from schemas.vocabulary import NeglectFormName
 from service.fingerprint import fingerprint
 
@@ -43,7 +42,7 @@ VersionText = Annotated[
 ItemText = Annotated[
     str,
     StringConstraints(strip_whitespace=True, min_length=1, max_length=2_000),
-    AfterValidator(refuse_nul),
+    *NUL_FREE,
 ]
 """An item's question or one graded descriptor."""
 

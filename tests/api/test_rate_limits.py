@@ -19,7 +19,13 @@ from sqlalchemy.engine import make_url
 
 from api.main import create_app
 from service.settings import Settings
-from tests.conftest import TEST_AUDIENCE, TEST_ISSUER, ClientMaker, assert_errors_are_problems
+from tests.conftest import (
+    TEST_AUDIENCE,
+    TEST_ISSUER,
+    TEST_KEY_ENCRYPTION_KEY,
+    ClientMaker,
+    assert_errors_are_problems,
+)
 
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
 PER_CLIENT = 3
@@ -209,6 +215,8 @@ def _serve(database_url: str, port: int) -> subprocess.Popen[bytes]:
         "DATABASE_URL": make_url(database_url).render_as_string(hide_password=False),
         "NEGLECT_ISSUER": TEST_ISSUER,
         "NEGLECT_AUDIENCE": TEST_AUDIENCE,
+        "NEGLECT_ENV": "production",
+        "NEGLECT_KEY_ENCRYPTION_KEY": TEST_KEY_ENCRYPTION_KEY,
         "NEGLECT_TOKEN_FAILURES_PER_CLIENT": str(PER_CLIENT + 1),
         "NEGLECT_TOKEN_FAILURES_PER_ADDRESS": str(PER_ADDRESS + 1),
         "NEGLECT_TOKEN_FAILURE_WINDOW_S": str(WINDOW_S),
