@@ -83,12 +83,7 @@ async def authenticate(
     if verified.issuer != expected_issuer:
         raise AuthenticationFailed("the client is not registered with this token's issuer")
     granted = frozenset(verified.scopes) & frozenset(client.allowed_scopes)
-    missing = [scope for scope in security_scopes.scopes if scope not in granted]
-    if missing:
-        raise InsufficientScope(
-            f"this needs the scope {' '.join(missing)}", scope=" ".join(security_scopes.scopes)
-        )
-    return Caller(
+    caller = Caller(
         client_id=client.client_id,
         agency_type=client.agency_type,
         agency_name=client.agency_name,
@@ -96,6 +91,14 @@ async def authenticate(
         request_id=request_id_var.get(),
         access_reason=access_reason(request),
     )
+    # Known from here on, so that a refusal of this request can be audited.
+    request.state.caller = caller
+    missing = [scope for scope in security_scopes.scopes if scope not in granted]
+    if missing:
+        raise InsufficientScope(
+            f"this needs the scope {' '.join(missing)}", scope=" ".join(security_scopes.scopes)
+        )
+    return caller
 
 
 async def verify_token(

@@ -15,9 +15,13 @@ from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
 from sqlalchemy.exc import TimeoutError as PoolTimeoutError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from service.audit import record_denied
+from service.auth.caller import Caller
 from service.errors import (
     DatabaseUnavailable,
     DomainError,
+    InsufficientScope,
+    NotFound,
     OAuthError,
     ValidationFailed,
     field_problem,
@@ -101,8 +105,33 @@ def _where(exc: BaseException) -> str:
     )
 
 
+NOT_VISIBLE = "not visible to the caller's agency, or no such record"
+
+
+async def _audit_refusal(request: Request, exc: DomainError) -> None:
+    """A `denied` audit event for a refused access to a record or a route, whoever's it was and
+    whether or not it exists (the same work either way, so the time tells the caller nothing)."""
+    caller: Caller | None = getattr(request.state, "caller", None)
+    if caller is None:
+        return
+    if isinstance(exc, NotFound) and exc.resource_type is not None:
+        resource_type, resource_id, reason = exc.resource_type, exc.resource_id, NOT_VISIBLE
+    elif isinstance(exc, InsufficientScope):
+        route = request.scope.get("route")
+        resource_type = getattr(route, "path", "route")
+        resource_id = next(iter(request.path_params.values()), None)
+        reason = exc.detail
+    else:
+        return
+    try:
+        await record_denied(request.app.state.pool, caller, resource_type, resource_id, reason)
+    except Exception as failure:
+        logger.warning("denied access not audited", extra={"error": type(failure).__name__})
+
+
 async def _domain_error(request: Request, exc: Exception) -> JSONResponse:
     exc = cast(DomainError, exc)
+    await _audit_refusal(request, exc)
     headers: dict[str, str] = {}
     status = exc.status
     if isinstance(exc, OAuthError):

@@ -5,6 +5,8 @@ from __future__ import annotations
 from datetime import datetime
 from uuid import UUID
 
+from pydantic import Field
+
 from .common import PublicModel
 
 
@@ -20,3 +22,6 @@ class AuditEventPublic(PublicModel):
     child_id: UUID | None
     request_id: str | None
     access_reason: str | None
+    denied_reason: str | None = Field(
+        default=None, description="Why access was refused, on a `denied` event"
+    )

@@ -15,7 +15,7 @@ import uuid
 from datetime import date
 from typing import Any, Final
 
-from sqlalchemy import ColumnElement, Row, select, true, tuple_
+from sqlalchemy import ColumnElement, Row, select, text, true, tuple_
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlmodel import col
 
@@ -42,7 +42,7 @@ from service.auth.caller import Caller
 from service.auth.scopes import READ_ALL_REFERRALS
 from service.children import ChildIdentity, age_in_years, resolve_child
 from service.errors import FieldProblem, NotFound, Unprocessable, field_problem, problem_count
-from service.models import Assessment, Child
+from service.models import Assessment
 from service.pagination import Keyset, PageRequest
 from service.scoring import ResponsesInvalid, ResponseValue, ScoreResult, score_assessment
 from service.toolkits.definition import ToolkitDefinition
@@ -68,18 +68,48 @@ def _refuse(problems: list[FieldProblem]) -> AssessmentRefused:
 # --- age ---------------------------------------------------------------------------------------
 
 
+# The newest date of birth the caller's own agency gave for the child; the Front Door's
+# (`:agency_name` NULL) is the child's own. A partner never learns an age from another's record.
+_DATE_OF_BIRTH_KNOWN_TO = text(
+    """
+    SELECT date_of_birth, expected_date_of_birth FROM child
+    WHERE id = :child_id AND CAST(:agency_name AS text) IS NULL
+    UNION ALL
+    SELECT * FROM (
+        SELECT CAST(body -> 'child' ->> 'date_of_birth' AS date),
+               CAST(body -> 'child' ->> 'expected_date_of_birth' AS date)
+        FROM (
+            SELECT body, received_at AS at FROM referral
+            WHERE child_id = :child_id AND agency_name = :agency_name
+            UNION ALL
+            SELECT body, created_at FROM assessment
+            WHERE child_id = :child_id AND agency_name = :agency_name
+        ) own
+        WHERE body -> 'child' ->> 'date_of_birth' IS NOT NULL
+           OR body -> 'child' ->> 'expected_date_of_birth' IS NOT NULL
+        ORDER BY at DESC LIMIT 1
+    ) newest
+    """
+)
+
+
 async def _child_age(
-    session: AsyncSession, child_id: uuid.UUID, sent_date_of_birth: date | None, on: date
+    session: AsyncSession,
+    caller: Caller,
+    child_id: uuid.UUID,
+    sent_date_of_birth: date | None,
+    on: date,
 ) -> int | None:
     if sent_date_of_birth is not None:
         return age_in_years(sent_date_of_birth, on)
+    agency = None if caller.has(READ_ALL_REFERRALS) else caller.agency_name
     row = (
         await session.execute(
-            select(col(Child.date_of_birth), col(Child.expected_date_of_birth)).where(
-                col(Child.id) == child_id
-            )
+            _DATE_OF_BIRTH_KNOWN_TO, {"child_id": child_id, "agency_name": agency}
         )
-    ).one()
+    ).first()
+    if row is None:
+        return None
     if row.date_of_birth is not None:
         return age_in_years(row.date_of_birth, on)
     return 0 if row.expected_date_of_birth is not None else None
@@ -327,7 +357,9 @@ async def create_assessment(
         session,
         ChildIdentity.from_ref(ref),
     )
-    child_age_years = await _child_age(session, child_id, ref.date_of_birth, body.completed_on)
+    child_age_years = await _child_age(
+        session, caller, child_id, ref.date_of_birth, body.completed_on
+    )
     problems: list[FieldProblem] = []
     previous = await _previous_assessment(
         session,
@@ -379,10 +411,22 @@ async def read_assessment(
     """One assessment the caller may see; another agency's is `NotFound`, like a missing one."""
     assessment = await _find_visible(session, caller, assessment_id)
     if assessment is None:
-        raise NotFound("no such assessment")
+        raise NotFound("no such assessment", resource_type=RESOURCE_TYPE, resource_id=assessment_id)
     await record_access(session, caller, "read", RESOURCE_TYPE, assessment.id, assessment.child_id)
     return _to_public(assessment)
 
+
+# A child the caller may list assessments of: any child for the Front Door (`:agency_name`
+# NULL), else one its own agency has referred or assessed (another's is like a missing one).
+_CHILD_KNOWN_TO = text(
+    """
+    SELECT EXISTS (SELECT 1 FROM child WHERE id = :child_id AND CAST(:agency_name AS text) IS NULL)
+        OR EXISTS (SELECT 1 FROM referral WHERE child_id = :child_id AND agency_name = :agency_name)
+        OR EXISTS (
+            SELECT 1 FROM assessment WHERE child_id = :child_id AND agency_name = :agency_name
+        )
+    """
+)
 
 _KEYSET: Final = Keyset[tuple[uuid.UUID]](tuple[uuid.UUID])
 """The trajectory pages after the assessment with this id."""
@@ -403,8 +447,9 @@ async def list_child_assessments(
     """The child's assessments the caller may see, oldest first, one page at a time (an empty
     page after a cursor naming none of the child's assessments)."""
     after = _KEYSET.after(page)
-    if await session.scalar(select(col(Child.id)).where(col(Child.id) == child_id)) is None:
-        raise NotFound("no such child")
+    agency = None if caller.has(READ_ALL_REFERRALS) else caller.agency_name
+    if not await session.scalar(_CHILD_KNOWN_TO, {"child_id": child_id, "agency_name": agency}):
+        raise NotFound("no such child", resource_type="child", resource_id=child_id)
     columns = (
         col(Assessment.id),
         col(Assessment.child_id),

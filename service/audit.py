@@ -16,10 +16,11 @@ from sqlmodel import col, select
 from schemas.audit import AuditEventPublic
 from schemas.common import Page
 from service.auth.caller import Caller
+from service.db import DriverPool
 from service.models import AuditEvent
 from service.pagination import Keyset, PageRequest
 
-AuditAction = Literal["create", "read", "list", "export", "update"]
+AuditAction = Literal["create", "read", "list", "export", "update", "denied"]
 
 
 _INSERT = text(
@@ -104,3 +105,33 @@ async def list_audit_events(
         query = query.where(col(AuditEvent.occurred_at) < occurred_to)
     events = [AuditEventPublic.model_validate(event) for event in await session.scalars(query)]
     return _KEYSET.page(events, page, lambda event: (event.id,), lambda event: event)
+
+
+_INSERT_DENIED = (
+    "INSERT INTO audit_event (client_id, agency_type, agency_name, action, resource_type, "
+    "resource_id, request_id, access_reason, denied_reason) "
+    "VALUES ($1, $2, $3, 'denied', $4, $5, $6, $7, $8)"
+)
+
+
+async def record_denied(
+    pool: DriverPool,
+    caller: Caller,
+    resource_type: str,
+    resource_id: object,
+    reason: str,
+) -> None:
+    """Append a `denied` event for a refused access, in its own transaction: the request's own
+    transaction is rolled back with the refusal, and the attempt must stay on the trail."""
+    async with pool.acquire() as connection:
+        await connection.execute(
+            _INSERT_DENIED,
+            caller.client_id,
+            caller.agency_type,
+            caller.agency_name,
+            resource_type,
+            None if resource_id is None else str(resource_id)[:64],
+            caller.request_id,
+            caller.access_reason,
+            reason,
+        )

@@ -139,18 +139,31 @@ _CHILD = text(
     "SELECT id, given_name, family_name, date_of_birth, expected_date_of_birth, sex, "
     "nhs_number, la_child_id, upn FROM child WHERE id = :child_id"
 )
-# `:agency_name` NULL means the caller may see every agency's records.
+# `:agency_name` NULL means the caller may see every agency's records. Each record brings the
+# child as its agency described them: a partner sees the child only as its own agency did.
 _REFERRALS = text(
-    "SELECT id, received_at, status, agency_name, concern_categories, decision_outcome, urgent "
-    "FROM referral WHERE child_id = :child_id "
+    "SELECT id, received_at, status, agency_name, concern_categories, decision_outcome, urgent, "
+    "body -> 'child' AS child FROM referral WHERE child_id = :child_id "
     "AND (CAST(:agency_name AS text) IS NULL OR agency_name = :agency_name)"
 )
 _ASSESSMENTS = text(
-    "SELECT id, completed_on, level_of_need, agency_name, toolkit_id, toolkit_version "
-    "FROM assessment WHERE child_id = :child_id "
+    "SELECT id, completed_on, level_of_need, agency_name, toolkit_id, toolkit_version, "
+    "created_at, body -> 'child' AS child FROM assessment WHERE child_id = :child_id "
     "AND (CAST(:agency_name AS text) IS NULL OR agency_name = :agency_name)"
 )
 _CASE_EVENTS = text("SELECT id, event_type, occurred_on FROM case_event WHERE child_id = :child_id")
+
+IDENTITY_FIELDS: Final = (
+    "given_name",
+    "family_name",
+    "date_of_birth",
+    "expected_date_of_birth",
+    "sex",
+    "nhs_number",
+    "la_child_id",
+    "upn",
+)
+"""What a record says about who the child is, and what `GET /v1/children/{id}` shows of it."""
 
 
 def _start_of(day: date) -> datetime:
@@ -200,39 +213,50 @@ def _case_event_entry(row: Any) -> ChildTimelineEntry:
     )
 
 
+@dataclass(frozen=True)
+class _Described:
+    """A record's description of the child, and when the record was made."""
+
+    child: dict[str, Any] | None
+    at: datetime
+
+
+def _as_described(records: list[_Described]) -> dict[str, Any]:
+    """The child as the newest of these records described them."""
+    described = max(records, key=lambda record: record.at).child or {}
+    return {field: described.get(field) for field in IDENTITY_FIELDS}
+
+
 async def get_child_timeline(
     session: AsyncSession, caller: Caller, child_id: uuid.UUID
 ) -> ChildWithTimeline:
-    """The child's identity and the records about them the caller may see, newest first.
+    """The child and the records about them the caller may see, newest first.
 
     Referrals and assessments are visible to their own agency, or to every agency's records with
-    `referrals:read:all`; case events (the council's own record) only with `referrals:read:all`.
-    A child with nothing visible is `NotFound`, exactly like a missing one, so a caller cannot
-    learn that some other agency knows the child. The read is audited.
+    `referrals:read:all` (the Front Door), who alone sees the child's whole identity and the
+    case events (the council's own record). A partner sees the child as its own agency described
+    them in its newest record, never what another agency sent. A child with nothing visible is
+    `NotFound`, exactly like a missing one, after the same queries, so neither the answer nor
+    its time tells a caller that another agency knows the child. The read is audited.
     """
-    child = (await session.execute(_CHILD, {"child_id": child_id})).one_or_none()
-    if child is None:
-        raise NotFound("no such child")
     read_all = caller.has(READ_ALL_REFERRALS)
     scope = {"child_id": child_id, "agency_name": None if read_all else caller.agency_name}
-    timeline = [_referral_entry(row) for row in await session.execute(_REFERRALS, scope)]
-    timeline += [_assessment_entry(row) for row in await session.execute(_ASSESSMENTS, scope)]
+    referrals = list(await session.execute(_REFERRALS, scope))
+    assessments = list(await session.execute(_ASSESSMENTS, scope))
+    timeline = [_referral_entry(row) for row in referrals]
+    timeline += [_assessment_entry(row) for row in assessments]
+    identity: dict[str, Any] | None
     if read_all:
+        child = (await session.execute(_CHILD, {"child_id": child_id})).one_or_none()
         events = await session.execute(_CASE_EVENTS, {"child_id": child_id})
         timeline += [_case_event_entry(row) for row in events]
-    if not timeline:
-        raise NotFound("no such child")
+        identity = None if child is None else {f: getattr(child, f) for f in IDENTITY_FIELDS}
+    else:
+        described = [_Described(row.child, row.received_at) for row in referrals]
+        described += [_Described(row.child, row.created_at) for row in assessments]
+        identity = _as_described(described) if described else None
+    if identity is None or not timeline:
+        raise NotFound("no such child", resource_type="child", resource_id=child_id)
     timeline.sort(key=lambda entry: (entry.occurred_at, str(entry.id)), reverse=True)
     await record_access(session, caller, "read", "child", child_id, child_id)
-    return ChildWithTimeline(
-        id=child.id,
-        given_name=child.given_name,
-        family_name=child.family_name,
-        date_of_birth=child.date_of_birth,
-        expected_date_of_birth=child.expected_date_of_birth,
-        sex=child.sex,
-        nhs_number=child.nhs_number,
-        la_child_id=child.la_child_id,
-        upn=child.upn,
-        timeline=timeline,
-    )
+    return ChildWithTimeline.model_validate({"id": child_id, **identity, "timeline": timeline})

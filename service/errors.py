@@ -32,6 +32,14 @@ class NotFound(DomainError):
     problem = "not-found"
     title = "Not found"
 
+    def __init__(
+        self, detail: str, *, resource_type: str | None = None, resource_id: object = None
+    ) -> None:
+        super().__init__(detail)
+        # Which record was asked for: the refusal is audited (never shown to the caller).
+        self.resource_type = resource_type
+        self.resource_id = resource_id
+
 
 class Conflict(DomainError):
     status = 409

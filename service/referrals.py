@@ -342,7 +342,7 @@ async def get_referral(
         .one_or_none()
     )
     if row is None:
-        raise NotFound("no such referral")
+        raise NotFound("no such referral", resource_type=RESOURCE_TYPE, resource_id=referral_id)
     await record_access(session, caller, "read", RESOURCE_TYPE, referral_id, row["child_id"])
     return referral_to_public(row)
 
@@ -401,7 +401,7 @@ async def _lock_referral(session: AsyncSession, referral_id: uuid.UUID, *where: 
         .one_or_none()
     )
     if row is None:
-        raise NotFound("no such referral")
+        raise NotFound("no such referral", resource_type=RESOURCE_TYPE, resource_id=referral_id)
     if row["status"] != ReferralStatus.RECEIVED.value:
         raise InvalidTransition(
             f"the referral is {row['status']}; only a received one can be decided or withdrawn",
@@ -478,11 +478,13 @@ def decision_record(
 async def decide_referral(
     session: AsyncSession, caller: Caller, referral_id: uuid.UUID, decision: DecisionCreate
 ) -> ReferralPublic:
-    """Record the Front Door's decision on a received referral (any agency's) and audit it.
+    """Record the Front Door's decision on a received referral and audit it. Like every action,
+    it is open only on a referral the caller may read (any agency's for the Front Door): anyone
+    else gets `NotFound`, whatever its state, exactly as for a missing one.
 
     The outcome follows `decision_record`'s rules.
     """
-    row = await _lock_referral(session, referral_id)
+    row = await _lock_referral(session, referral_id, _visible_to(caller))
     received_at: datetime = row["received_at"]
     decided_at = (decision.decided_at or datetime.now(UTC)).astimezone(UTC)
     if decided_at < received_at:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import uuid
 from datetime import datetime
 
-from sqlalchemy import BigInteger, Column, Identity, Index, String
+from sqlalchemy import BigInteger, Column, Identity, Index, String, Text
 from sqlalchemy.dialects.postgresql import UUID
 from sqlmodel import Field, SQLModel
 
@@ -37,3 +37,5 @@ class AuditEvent(SQLModel, table=True):
     )
     request_id: str | None = Field(default=None, sa_column=Column(String(64), nullable=True))
     access_reason: str | None = Field(default=None, sa_column=Column(String(500), nullable=True))
+    denied_reason: str | None = Field(default=None, sa_column=Column(Text, nullable=True))
+    """Why access was refused, on a `denied` event."""
