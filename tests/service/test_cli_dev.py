@@ -4,6 +4,7 @@ all-scopes demonstration client only when told to (issue 10, finding 9)."""
 from __future__ import annotations
 
 import asyncio
+import os
 from collections.abc import Iterator
 
 import asyncpg
@@ -21,10 +22,17 @@ def no_demo_client(database_url: str, monkeypatch: pytest.MonkeyPatch) -> Iterat
     """The CLI on the test database (not the embedded server), which holds no demo client."""
     asyncio.run(execute(database_url, "DELETE FROM api_client WHERE name = $1", DEMO_CLIENT_NAME))
     monkeypatch.setenv("DATABASE_URL", database_url)
-    # `dev` sets it for the server it starts; gone again after the test.
-    monkeypatch.delenv("NEGLECT_PUBLIC_URL", raising=False)
+    # `dev` sets these for the server it starts: put back as they were after the test, so that
+    # later tests (tests/service/test_keys.py) see the environment they were started with.
+    # (monkeypatch.delenv records nothing for a variable that is not set.)
+    saved = {name: os.environ.get(name) for name in ("NEGLECT_ENV", "NEGLECT_PUBLIC_URL")}
     get_settings.cache_clear()
     yield
+    for name, value in saved.items():
+        if value is None:
+            os.environ.pop(name, None)
+        else:
+            os.environ[name] = value
     get_settings.cache_clear()
 
 
