@@ -12,7 +12,7 @@ from sqlalchemy.ext.asyncio import create_async_engine
 from alembic import context
 from service import models
 from service.db import async_url, database_url
-from service.settings import get_settings
+from service.settings import InvalidSettings, get_settings
 
 config = context.config
 if config.config_file_name is not None and config.attributes.get("configure_logger", True):
@@ -23,7 +23,14 @@ target_metadata = models.metadata
 
 def _url() -> str:
     configured = config.attributes.get("database_url") or config.get_main_option("sqlalchemy.url")
-    return str(async_url(configured or database_url(get_settings())))
+    if configured:
+        return str(async_url(configured))
+    try:
+        settings = get_settings()
+    except InvalidSettings as exc:
+        # `alembic upgrade head` as a release step: one line naming the variable.
+        raise SystemExit(f"neglect-service: {exc}") from None
+    return str(async_url(database_url(settings)))
 
 
 def _configure(connection: Connection | None = None, url: str | None = None) -> None:
