@@ -34,6 +34,7 @@ from fastapi import FastAPI
 from jose import jwk, jwt
 
 from api.main import create_app
+from service.auth import tokens
 from service.auth.clients import create_client
 from service.auth.issuers import discovery_url
 from service.db import transaction
@@ -622,9 +623,28 @@ async def test_an_entra_token_typed_as_another_kind_of_jwt_is_refused(
 # --- Discovery and key caching --------------------------------------------------------------
 
 
+class _FrozenClock:
+    """`time` for the verifier with a monotonic clock that moves only when told, so the refetch
+    interval is tested exactly however slow the machine is; wall time stays real."""
+
+    def __init__(self) -> None:
+        self.now = 1_000.0
+
+    def monotonic(self) -> float:
+        return self.now
+
+    def time(self) -> float:
+        return time.time()
+
+
 async def test_discovery_and_jwks_are_fetched_once_and_refetched_for_a_new_kid_after_the_interval(
-    providers: dict[str, Provider], idps: IdentityProviders, database_url: str
+    providers: dict[str, Provider],
+    idps: IdentityProviders,
+    database_url: str,
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
+    clock = _FrozenClock()
+    monkeypatch.setattr(tokens, "time", clock)
     entra = providers["entra-v2"]
     settings = _settings(providers, jwks_refetch_interval_s=1.0)
     async for app in _started(settings, database_url):
@@ -646,7 +666,7 @@ async def test_discovery_and_jwks_are_fetched_once_and_refetched_for_a_new_kid_a
         ).status_code == 401
         assert idps.hits[entra.jwks_path] == 1
 
-        await asyncio.sleep(1.05)
+        clock.now += 1.05
         claims = _entra_v2_claims(entra, app_id, ["audit:read"])
         response = await _get(app, "/v1/audit-events", _entra_sign(entra, claims, rolled))
         assert response.status_code == 200, response.text
