@@ -22,6 +22,7 @@ from schemas.identifiers import normalise_family_name
 from service.audit import record_access
 from service.auth.caller import Caller
 from service.auth.scopes import READ_ALL_REFERRALS
+from service.db import function_call
 from service.errors import NotFound
 from service.models import Child
 
@@ -101,20 +102,12 @@ RESOLVE_ARGUMENTS: Final = (
     "sex",
     "ethnicity",
 )
-"""`neglect_resolve_child`'s parameters, in order."""
+"""`neglect_resolve_child`'s parameters (each `p_<name>`)."""
 _LOCK_ARGUMENTS: Final = ("nhs_number", "la_child_id", "upn", "family_name_key", "date_of_birth")
-"""`neglect_lock_child`'s parameters, in order: the keys a child is matched on."""
+"""`neglect_lock_child`'s parameters: the keys a child is matched on."""
 
-_RESOLVE_CHILD = text(
-    "SELECT neglect_resolve_child(CAST(:nhs_number AS text), CAST(:la_child_id AS text), "
-    "CAST(:upn AS text), CAST(:given_name AS text), CAST(:family_name AS text), "
-    "CAST(:family_name_key AS text), CAST(:date_of_birth AS date), "
-    "CAST(:expected_date_of_birth AS date), CAST(:sex AS text), CAST(:ethnicity AS text))"
-)
-_LOCK_CHILD = text(
-    "SELECT neglect_lock_child(CAST(:nhs_number AS text), CAST(:la_child_id AS text), "
-    "CAST(:upn AS text), CAST(:family_name_key AS text), CAST(:date_of_birth AS date))"
-)
+_RESOLVE_CHILD = function_call("neglect_resolve_child", RESOLVE_ARGUMENTS)
+_LOCK_CHILD = function_call("neglect_lock_child", _LOCK_ARGUMENTS)
 
 
 async def resolve_child(session: AsyncSession, identity: ChildIdentity) -> uuid.UUID:
