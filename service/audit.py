@@ -9,24 +9,33 @@ from datetime import datetime
 from typing import Annotated, Any, Final, Literal
 
 from pydantic import Field
-from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlmodel import col, select
 
 from schemas.audit import AuditEventPublic
 from schemas.common import Page
 from service.auth.caller import Caller
+from service.db import function_call
 from service.models import AuditEvent
 from service.pagination import Keyset, PageRequest
 
 AuditAction = Literal["create", "read", "list", "export", "update"]
 
 
-_INSERT = text(
-    "INSERT INTO audit_event (client_id, agency_type, agency_name, action, resource_type, "
-    "resource_id, child_id, request_id, access_reason) VALUES (:client_id, :agency_type, "
-    ":agency_name, :action, :resource_type, :resource_id, :child_id, :request_id, :access_reason)"
+_RECORD_ARGUMENTS: Final = (
+    "client_id",
+    "agency_type",
+    "agency_name",
+    "action",
+    "resource_type",
+    "resource_id",
+    "child_id",
+    "request_id",
+    "access_reason",
 )
+# The database function `neglect_record_audit` (audit.sql), which `neglect_create_referral` calls
+# too: one definition of what an audit event holds.
+_RECORD = function_call("neglect_record_audit", _RECORD_ARGUMENTS)
 
 
 async def record_access(
@@ -39,7 +48,7 @@ async def record_access(
 ) -> None:
     """Append one audit event in the caller's transaction: it lands with the change or not."""
     await session.execute(
-        _INSERT,
+        _RECORD,
         {
             "client_id": caller.client_id,
             "agency_type": caller.agency_type,
