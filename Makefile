@@ -14,6 +14,8 @@ PYTEST_WORKERS ?= 0
 PYTEST_ARGS ?=
 # Options of `neglect-service dev`, e.g. RUN_ARGS=--allow-all-scopes-demo-client.
 RUN_ARGS ?=
+# `make run PORT=8300`: the port served, and (unless NEGLECT_PUBLIC_URL is set) the URLs it prints.
+PORT ?= 8000
 PYTEST := $(BIN)/python -m pytest -n $(PYTEST_WORKERS) $(PYTEST_ARGS)
 MYPY_PATHS := $(wildcard service api schemas tests alembic bench)
 PGDATA := $(or $(NEGLECT_EMBEDDED_PGDATA),.pgdata)
@@ -32,8 +34,8 @@ $(STAMP): pyproject.toml | $(BIN)/python
 
 venv: $(STAMP) ## Create .venv and install the package with its dev tools
 
-run: venv ## Serve on :8000 (embedded PostgreSQL unless DATABASE_URL is set) with a demo client
-	$(BIN)/neglect-service dev $(RUN_ARGS)
+run: venv ## Serve on :8000 or PORT=N (embedded PostgreSQL unless DATABASE_URL is set) with a demo client
+	$(BIN)/neglect-service dev --port $(PORT) $(RUN_ARGS)
 
 test: lint typecheck ## Lint, type-check, then the whole suite (DATABASE_URL or embedded server)
 	$(PYTEST)

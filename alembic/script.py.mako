@@ -11,6 +11,10 @@ import sqlalchemy as sa
 
 from alembic import op
 ${imports if imports else ""}
+% if imports and "alembic_utils" in imports:
+# alembic_utils adds op.create_entity, replace_entity and drop_entity when it is imported.
+# mypy: disable-error-code="attr-defined"
+% endif
 revision: str = ${repr(up_revision)}
 down_revision: str | Sequence[str] | None = ${repr(down_revision)}
 branch_labels: str | Sequence[str] | None = ${repr(branch_labels)}

@@ -11,12 +11,13 @@ from fastapi.security import OAuth2, SecurityScopes
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from service.auth.caller import Caller
-from service.auth.clients import get_client_record
+from service.auth.clients import check_client
 from service.auth.scopes import SCOPES
 from service.auth.tokens import TokenVerifier, VerifiedToken
 from service.db import SessionFactory
 from service.errors import AuthenticationFailed, InsufficientScope, RateLimited
 from service.logs import request_id_var
+from service.models import ApiClient
 from service.pagination import DEFAULT_LIMIT, MAX_CURSOR_LENGTH, MAX_LIMIT, PageRequest
 from service.rate_limits import RateLimits
 
@@ -70,35 +71,48 @@ async def authenticate(
     session: SessionDep,
     authorization: Annotated[str | None, Depends(oauth2_scheme)],
 ) -> Caller:
-    """The registered, enabled client behind a valid bearer token, holding every required scope.
-
-    `POST /v1/referrals` makes the same client check inside `neglect_create_referral` (migration
-    0005), in the round trip of its work: a change to the rule here belongs there too.
-    """
+    """The registered, enabled client behind a valid bearer token, holding every required scope."""
     verified = await _verified_bearer(request, authorization)
-    client = await get_client_record(session, verified.client_id)
-    if client is None or not client.enabled:
-        raise AuthenticationFailed("the client is not registered or is disabled")
-    expected_issuer = client.issuer or request.app.state.settings.issuer
-    if verified.issuer != expected_issuer:
-        raise AuthenticationFailed("the client is not registered with this token's issuer")
-    granted = frozenset(verified.scopes) & frozenset(client.allowed_scopes)
+    try:
+        client = await check_client(
+            session,
+            client_id=verified.client_id,
+            issuer=verified.issuer,
+            default_issuer=request.app.state.settings.issuer,
+            required_scopes=security_scopes.scopes,
+            token_scopes=verified.scopes,
+        )
+    except InsufficientScope:
+        # A registered client asking beyond its scopes: known, so its refusal is audited.
+        request.state.caller = await _refused_caller(session, request, verified)
+        raise
     caller = Caller(
-        client_id=client.client_id,
+        client_id=verified.client_id,
         agency_type=client.agency_type,
         agency_name=client.agency_name,
-        scopes=granted,
+        scopes=client.granted_scopes,
         request_id=request_id_var.get(),
         access_reason=access_reason(request),
     )
     # Known from here on, so that a refusal of this request can be audited.
     request.state.caller = caller
-    missing = [scope for scope in security_scopes.scopes if scope not in granted]
-    if missing:
-        raise InsufficientScope(
-            f"this needs the scope {' '.join(missing)}", scope=" ".join(security_scopes.scopes)
-        )
     return caller
+
+
+async def _refused_caller(
+    session: AsyncSession, request: Request, verified: VerifiedToken
+) -> Caller:
+    client = await session.get(ApiClient, verified.client_id)
+    if client is None:  # pragma: no cover - check_client found it a moment ago
+        raise AuthenticationFailed("the client is not registered or is disabled")
+    return Caller(
+        client_id=client.client_id,
+        agency_type=client.agency_type,
+        agency_name=client.agency_name,
+        scopes=frozenset(verified.scopes) & frozenset(client.allowed_scopes),
+        request_id=request_id_var.get(),
+        access_reason=access_reason(request),
+    )
 
 
 async def verify_token(

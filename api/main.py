@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import gc
 import logging
+import sys
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
@@ -12,7 +13,7 @@ from fastapi import Depends, FastAPI
 
 from service.auth.key_encryption import SigningKeyError, key_encryption_key
 from service.auth.keys import KeyRingProvider, ensure_signing_key
-from service.auth.tokens import JwksCache, TokenVerifier
+from service.auth.tokens import TokenVerifier, external_issuers
 from service.db import (
     create_engine,
     create_pool,
@@ -22,7 +23,7 @@ from service.db import (
 )
 from service.logs import configure_logging
 from service.rate_limits import RateLimits
-from service.settings import Settings, get_settings
+from service.settings import InvalidSettings, Settings, get_settings
 
 from . import (
     assessments,
@@ -77,11 +78,6 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         raise
     pool = await create_pool(settings, url)
     http = httpx.AsyncClient(follow_redirects=False)
-    external = (
-        JwksCache(settings.external_jwks_url, settings.jwks_refetch_interval_s, http)
-        if settings.external_issuer and settings.external_jwks_url
-        else None
-    )
     rate_limits = RateLimits(pool, settings)
     rate_limits.start()
     app.state.engine = engine
@@ -89,7 +85,7 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     app.state.pool = pool
     app.state.key_ring = key_ring
     app.state.rate_limits = rate_limits
-    app.state.token_verifier = TokenVerifier(settings, key_ring, external)
+    app.state.token_verifier = TokenVerifier(settings, key_ring, external_issuers(settings, http))
     # Objects built at startup (routes, models, schemas) live as long as the process: moved out
     # of the collector's way, so its full passes stay short under load.
     gc.collect()
@@ -103,8 +99,18 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         await engine.dispose()
 
 
+def _settings_or_exit() -> Settings:
+    try:
+        return get_settings()
+    except InvalidSettings as exc:
+        # One line naming the variable, not a traceback through pydantic. Exit code 3 is
+        # uvicorn's startup failure: its worker supervisor then stops instead of restarting.
+        print(f"neglect-service: {exc}", file=sys.stderr)
+        raise SystemExit(3) from None
+
+
 def create_app(settings: Settings | None = None, database_url: str | None = None) -> FastAPI:
-    settings = settings or get_settings()
+    settings = settings or _settings_or_exit()
     configure_logging(settings.log_level)
     app = FastAPI(
         title="neglect-service",

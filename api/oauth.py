@@ -166,8 +166,8 @@ async def authorization_server_metadata(request: Request) -> dict[str, Any]:
     settings: Settings = request.app.state.settings
     return {
         "issuer": settings.issuer,
-        "token_endpoint": f"{settings.issuer}/oauth/token",
-        "jwks_uri": f"{settings.issuer}/.well-known/jwks.json",
+        "token_endpoint": f"{settings.base_url}/oauth/token",
+        "jwks_uri": f"{settings.base_url}/.well-known/jwks.json",
         "grant_types_supported": ["client_credentials"],
         "token_endpoint_auth_methods_supported": ["client_secret_basic", "client_secret_post"],
         "token_endpoint_auth_signing_alg_values_supported": [ALGORITHM],

@@ -9,25 +9,33 @@ from datetime import datetime
 from typing import Annotated, Any, Final, Literal
 
 from pydantic import Field
-from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlmodel import col, select
 
 from schemas.audit import AuditEventPublic
 from schemas.common import Page
 from service.auth.caller import Caller
-from service.db import DriverPool
+from service.db import DriverPool, driver_function_call, function_call
 from service.models import AuditEvent
 from service.pagination import Keyset, PageRequest
 
 AuditAction = Literal["create", "read", "list", "export", "update", "denied"]
 
 
-_INSERT = text(
-    "INSERT INTO audit_event (client_id, agency_type, agency_name, action, resource_type, "
-    "resource_id, child_id, request_id, access_reason) VALUES (:client_id, :agency_type, "
-    ":agency_name, :action, :resource_type, :resource_id, :child_id, :request_id, :access_reason)"
+_RECORD_ARGUMENTS: Final = (
+    "client_id",
+    "agency_type",
+    "agency_name",
+    "action",
+    "resource_type",
+    "resource_id",
+    "child_id",
+    "request_id",
+    "access_reason",
 )
+# The database function `neglect_record_audit` (audit.sql), which `neglect_create_referral` calls
+# too: one definition of what an audit event holds.
+_RECORD = function_call("neglect_record_audit", _RECORD_ARGUMENTS)
 
 
 async def record_access(
@@ -40,7 +48,7 @@ async def record_access(
 ) -> None:
     """Append one audit event in the caller's transaction: it lands with the change or not."""
     await session.execute(
-        _INSERT,
+        _RECORD,
         {
             "client_id": caller.client_id,
             "agency_type": caller.agency_type,
@@ -107,11 +115,8 @@ async def list_audit_events(
     return _KEYSET.page(events, page, lambda event: (event.id,), lambda event: event)
 
 
-_INSERT_DENIED = (
-    "INSERT INTO audit_event (client_id, agency_type, agency_name, action, resource_type, "
-    "resource_id, request_id, access_reason, denied_reason) "
-    "VALUES ($1, $2, $3, 'denied', $4, $5, $6, $7, $8)"
-)
+_RECORD_DENIED_ARGUMENTS: Final = (*_RECORD_ARGUMENTS, "denied_reason")
+_RECORD_DENIED = driver_function_call("neglect_record_audit", _RECORD_DENIED_ARGUMENTS)
 
 
 async def record_denied(
@@ -125,12 +130,14 @@ async def record_denied(
     transaction is rolled back with the refusal, and the attempt must stay on the trail."""
     async with pool.acquire() as connection:
         await connection.execute(
-            _INSERT_DENIED,
+            _RECORD_DENIED,
             caller.client_id,
             caller.agency_type,
             caller.agency_name,
+            "denied",
             resource_type,
             None if resource_id is None else str(resource_id)[:64],
+            None,
             caller.request_id,
             caller.access_reason,
             reason,

@@ -1,7 +1,7 @@
 """Child matching (SPEC 2.1): NHS number, then LA child id, then UPN, then normalised family
 name + date of birth; otherwise a new child.
 
-Matching runs in the database (`neglect_resolve_child`, migration 0005), in the caller's
+Matching runs in the database (`neglect_resolve_child`, service/children.sql), in the caller's
 transaction. Concurrency: it first takes an advisory lock on every key it will match or create on,
 in one fixed order, so two requests for the same new child serialise and the second finds the
 first's row; the partial unique indexes are the backstop. The locks are released at commit.
@@ -22,6 +22,7 @@ from schemas.identifiers import normalise_family_name
 from service.audit import record_access
 from service.auth.caller import Caller
 from service.auth.scopes import READ_ALL_REFERRALS
+from service.db import function_call
 from service.errors import NotFound
 
 
@@ -85,7 +86,7 @@ class ChildIdentity:
         return {name: getattr(self, name) for name in names}
 
 
-# Matching itself is the database function `neglect_resolve_child` (migration 0005): it takes the
+# Matching itself is the database function `neglect_resolve_child` (children.sql): it takes the
 # child's advisory locks, matches in SPEC 2.1's order, learns identifiers and creates the child,
 # all in the caller's transaction, so every create path shares one definition and one round trip.
 RESOLVE_ARGUMENTS: Final = (
@@ -100,20 +101,12 @@ RESOLVE_ARGUMENTS: Final = (
     "sex",
     "ethnicity",
 )
-"""`neglect_resolve_child`'s parameters, in order."""
+"""`neglect_resolve_child`'s parameters (each `p_<name>`)."""
 _LOCK_ARGUMENTS: Final = ("nhs_number", "la_child_id", "upn", "family_name_key", "date_of_birth")
-"""`neglect_lock_child`'s parameters, in order: the keys a child is matched on."""
+"""`neglect_lock_child`'s parameters: the keys a child is matched on."""
 
-_RESOLVE_CHILD = text(
-    "SELECT neglect_resolve_child(CAST(:nhs_number AS text), CAST(:la_child_id AS text), "
-    "CAST(:upn AS text), CAST(:given_name AS text), CAST(:family_name AS text), "
-    "CAST(:family_name_key AS text), CAST(:date_of_birth AS date), "
-    "CAST(:expected_date_of_birth AS date), CAST(:sex AS text), CAST(:ethnicity AS text))"
-)
-_LOCK_CHILD = text(
-    "SELECT neglect_lock_child(CAST(:nhs_number AS text), CAST(:la_child_id AS text), "
-    "CAST(:upn AS text), CAST(:family_name_key AS text), CAST(:date_of_birth AS date))"
-)
+_RESOLVE_CHILD = function_call("neglect_resolve_child", RESOLVE_ARGUMENTS)
+_LOCK_CHILD = function_call("neglect_lock_child", _LOCK_ARGUMENTS)
 
 
 async def resolve_child(session: AsyncSession, identity: ChildIdentity) -> uuid.UUID:

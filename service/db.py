@@ -3,14 +3,14 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from typing import Any
 
 import asyncpg
 import orjson
-from sqlalchemy import event
+from sqlalchemy import TextClause, event, text
 from sqlalchemy.engine import URL, make_url
 from sqlalchemy.exc import DisconnectionError
 from sqlalchemy.ext.asyncio import (
@@ -38,6 +38,27 @@ def database_url(settings: Settings) -> str:
     from service.embedded import ensure_embedded_server
 
     return ensure_embedded_server(settings.embedded_pgdata)
+
+
+# Database functions are called with named arguments, each parameter `p_<name>` bound by its name,
+# from one list of names: no positional order for Python and SQL to agree on.
+def _call(function: str, arguments: str, record: bool) -> str:
+    call = f"{function}({arguments})"
+    # A record's OUT parameters become columns; a scalar or void function is cheaper called bare.
+    return f"SELECT * FROM {call}" if record else f"SELECT {call}"  # noqa: S608 - our names
+
+
+def function_call(function: str, names: Sequence[str], *, record: bool = False) -> TextClause:
+    """`SELECT function(p_a => :a, ...)` for a session, to bind a mapping by name; with `record`,
+    `SELECT * FROM function(...)`, one column per OUT parameter."""
+    arguments = ", ".join(f"p_{name} => :{name}" for name in names)
+    return text(_call(function, arguments, record))
+
+
+def driver_function_call(function: str, names: Sequence[str], *, record: bool = False) -> str:
+    """The same statement for the driver pool: pass the values in the order of `names`."""
+    arguments = ", ".join(f"p_{name} => ${number}" for number, name in enumerate(names, 1))
+    return _call(function, arguments, record)
 
 
 def _json_dumps(value: Any) -> str:

@@ -1,21 +1,22 @@
 """Idempotent creates: the first response to a key is stored with the change and replayed after.
 
-The claim is an `INSERT ... ON CONFLICT DO NOTHING` on (client, key) inside the request's own
-transaction. A concurrent request with the same key blocks on the unique index until the first
-commits, then finds the stored response and replays it; if the first rolls back, the second
-proceeds as the first. No check-then-insert window exists.
+The claim is the database function `neglect_claim_key` (idempotency.sql), also called inside
+`neglect_create_referral`: an `INSERT ... ON CONFLICT DO NOTHING` on (client, key) inside the
+request's own transaction. A concurrent request with the same key blocks on the unique index until
+the first commits, then finds the stored response and replays it; if the first rolls back, the
+second proceeds as the first. No check-then-insert window exists.
 """
 
 from __future__ import annotations
 
-import uuid
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Final
 
 import orjson
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from service.db import function_call
 from service.errors import IdempotencyKeyInFlight, IdempotencyKeyMissing, IdempotencyKeyReused
 from service.fingerprint import fingerprint
 
@@ -46,42 +47,55 @@ def check_key(key: str | None) -> str:
     return key
 
 
-# Plain SQL: these run on every create, and ORM-enabled statements cost a millisecond of CPU.
-_CLAIM = text(
-    "INSERT INTO idempotency_record (id, client_id, idempotency_key, operation, request_sha256) "
-    "VALUES (:id, :client_id, :key, :operation, :fingerprint) "
-    "ON CONFLICT ON CONSTRAINT uq_idempotency_record_client_key DO NOTHING RETURNING id"
+_CLAIM_ARGUMENTS: Final = (
+    "client_id",
+    "idempotency_key",
+    "operation",
+    "fingerprint",
+    "resource_id",
+    "response_status",
 )
-_STORED = text(
-    "SELECT operation, request_sha256, response_status, response_body FROM idempotency_record "
-    "WHERE client_id = :client_id AND idempotency_key = :key"
-)
+_CLAIM = function_call("neglect_claim_key", _CLAIM_ARGUMENTS, record=True)
+# Plain SQL: this runs on every create, and ORM-enabled statements cost a millisecond of CPU.
 _STORE = text(
     "UPDATE idempotency_record SET response_status = :status, response_body = CAST(:body AS jsonb) "
     "WHERE client_id = :client_id AND idempotency_key = :key"
 )
 
 
+def raise_for_claim_outcome(outcome: str) -> None:
+    """The error for a refusal `neglect_claim_key` answered, if `outcome` is one."""
+    if outcome == "key_reused":
+        raise IdempotencyKeyReused(KEY_REUSED)
+    if outcome == "in_flight":
+        raise IdempotencyKeyInFlight(KEY_IN_FLIGHT)
+    if outcome == "purged":
+        raise IdempotencyKeyInFlight("retry the request")
+
+
 async def claim_key(
     session: AsyncSession, client_id: str, key: str, operation: str, fingerprint: str
 ) -> StoredResponse | None:
     """None when this request owns the key; the stored response when it is a retry."""
-    params = {"client_id": client_id, "key": key}
-    claimed = await session.scalar(
-        _CLAIM, {**params, "id": uuid.uuid4(), "operation": operation, "fingerprint": fingerprint}
-    )
-    if claimed is not None:
+    claim = (
+        await session.execute(
+            _CLAIM,
+            {
+                "client_id": client_id,
+                "idempotency_key": key,
+                "operation": operation,
+                "fingerprint": fingerprint,
+                "resource_id": None,
+                "response_status": None,
+            },
+        )
+    ).one()
+    raise_for_claim_outcome(claim.outcome)
+    if claim.outcome == "claimed":
         return None
-    record = (await session.execute(_STORED, params)).one_or_none()
-    if record is None:  # deleted by retention between the two statements
-        raise IdempotencyKeyInFlight("retry the request")
-    if record.operation != operation or record.request_sha256 != fingerprint:
-        raise IdempotencyKeyReused(KEY_REUSED)
-    if record.response_status is None or record.response_body is None:
-        raise IdempotencyKeyInFlight(KEY_IN_FLIGHT)
-    body = record.response_body
+    body = claim.response_body
     return StoredResponse(
-        status=record.response_status, body=orjson.loads(body) if isinstance(body, str) else body
+        status=claim.response_status, body=orjson.loads(body) if isinstance(body, str) else body
     )
 
 

@@ -20,6 +20,7 @@ _SAFE_FIELDS = (
     "status",
     "duration_ms",
     "client_id",
+    "issuer",
     "error",
     "problem",
     "where",

@@ -13,9 +13,10 @@ an earlier one, does not rewrite referrals already stored, so a C1 figure over b
 should be computed from `received_at`, not from these stored flags.
 
 `previous_received_at`, in contrast, is kept true: when the child's latest earlier non-withdrawn
-referral was received. Back-loading a referral and withdrawing one both correct the child's next
-referral, under the child's advisory locks, so the re-referral indicator reads it instead of a
-window over every child's referrals.
+referral was received. One database function, `neglect_relink_referrals` (referrals.sql), sets it
+for all of a child's referrals after a create and after a withdrawal, under the child's advisory
+locks, and for the demo data after its bulk load, so the re-referral indicator reads it instead of
+a window over every child's referrals.
 
 The create path is written for throughput, where round trips are the cost that matters: it is one
 call of the database function `neglect_create_referral` on a plain asyncpg connection in autocommit,
@@ -50,20 +51,17 @@ from schemas.referrals import (
 )
 from service.audit import record_access, record_replay
 from service.auth.caller import Caller
+from service.auth.clients import raise_for_client_outcome
 from service.auth.scopes import READ_ALL_REFERRALS, WRITE_REFERRALS
 from service.children import RESOLVE_ARGUMENTS, ChildIdentity, lock_child
-from service.db import DriverPool
+from service.db import DriverPool, driver_function_call, function_call
 from service.errors import (
-    AuthenticationFailed,
     Conflict,
     FieldInvalid,
-    IdempotencyKeyInFlight,
-    IdempotencyKeyReused,
-    InsufficientScope,
     InvalidTransition,
     NotFound,
 )
-from service.idempotency import KEY_IN_FLIGHT, KEY_REUSED, body_fingerprint
+from service.idempotency import body_fingerprint, raise_for_claim_outcome
 from service.models import metadata
 from service.pagination import Keyset, PageRequest
 
@@ -113,13 +111,35 @@ class ReferralFilters:
 OPERATION: Final = "referral.create"
 """The idempotency operation name of a referral create."""
 
-# The whole create is the database function `neglect_create_referral` (migration 0005), run as
+# The whole create is the database function `neglect_create_referral` (referrals.sql), run as
 # one statement in autocommit: one round trip does the client check, the key claim, the child,
 # the referral, its audit event and the back-loading links, and either all of it commits or none.
-_CREATE_ARGUMENTS: Final = 32
-_CREATE: Final = "SELECT * FROM neglect_create_referral({})".format(  # noqa: S608 - placeholders
-    ", ".join(f"${n}" for n in range(1, _CREATE_ARGUMENTS + 1))
+_CREATE_ARGUMENTS: Final = (
+    "client_id",
+    "issuer",
+    "default_issuer",
+    "scope",
+    "idempotency_key",
+    "operation",
+    "fingerprint",
+    *RESOLVE_ARGUMENTS,
+    "id",
+    "external_reference",
+    "urgent",
+    "received_at",
+    "decision_window",
+    "referral_source",
+    "concern_categories",
+    "neglect_forms",
+    "risk_factors",
+    "vulnerabilities",
+    "parents_informed",
+    "parental_consent",
+    "body",
+    "request_id",
+    "access_reason",
 )
+_CREATE: Final = driver_function_call("neglect_create_referral", _CREATE_ARGUMENTS, record=True)
 _EXISTING_BY_REFERENCE: Final = (
     "SELECT id FROM referral WHERE client_id = $1 AND external_reference = $2"
 )
@@ -130,8 +150,9 @@ _EXTERNAL_REFERENCE_CONSTRAINT: Final = "uq_referral_client_external_reference"
 class Sender:
     """Who sends a create, as far as their verified token says.
 
-    The database function checks the registered client behind it, as `authenticate` does for
-    every other route: enabled, registered with this issuer, and allowed the scope.
+    The database function checks the registered client behind it with `neglect_check_client`,
+    as `authenticate` does for every other route: enabled, registered with this issuer, and
+    allowed the scope.
     """
 
     client_id: str
@@ -168,34 +189,36 @@ async def create_referral(
     awareness = sent["parental_awareness"]
     referral_id = uuid.uuid4()
     received_at = referral.received_at.astimezone(UTC) if referral.received_at else None
-    arguments = (
-        sender.client_id,
-        sender.issuer,
-        sender.default_issuer,
-        WRITE_REFERRALS,
-        key,
-        OPERATION,
-        body_fingerprint(OPERATION, sent),
-        *_identity_of(referral).arguments(RESOLVE_ARGUMENTS).values(),
-        referral_id,
-        referral.external_reference,
-        referral.immediate_risk,
-        received_at,
-        DECISION_WINDOW,
-        sent["referrer"]["source_code"],
-        concerns["categories"],
-        concerns["neglect_forms"],
-        concerns["risk_factors"],
-        concerns["vulnerabilities"],
-        awareness["informed"],
-        awareness["consent"],
-        orjson.dumps(sent).decode(),
-        sender.request_id,
-        sender.access_reason,
-    )
+    arguments = {
+        "client_id": sender.client_id,
+        "issuer": sender.issuer,
+        "default_issuer": sender.default_issuer,
+        "scope": WRITE_REFERRALS,
+        "idempotency_key": key,
+        "operation": OPERATION,
+        "fingerprint": body_fingerprint(OPERATION, sent),
+        **_identity_of(referral).arguments(RESOLVE_ARGUMENTS),
+        "id": referral_id,
+        "external_reference": referral.external_reference,
+        "urgent": referral.immediate_risk,
+        "received_at": received_at,
+        "decision_window": DECISION_WINDOW,
+        "referral_source": sent["referrer"]["source_code"],
+        "concern_categories": concerns["categories"],
+        "neglect_forms": concerns["neglect_forms"],
+        "risk_factors": concerns["risk_factors"],
+        "vulnerabilities": concerns["vulnerabilities"],
+        "parents_informed": awareness["informed"],
+        "parental_consent": awareness["consent"],
+        "body": orjson.dumps(sent).decode(),
+        "request_id": sender.request_id,
+        "access_reason": sender.access_reason,
+    }
     async with pool.acquire() as connection:
         try:
-            row = await connection.fetchrow(_CREATE, *arguments)
+            row = await connection.fetchrow(
+                _CREATE, *(arguments[name] for name in _CREATE_ARGUMENTS)
+            )
         except asyncpg.UniqueViolationError as exc:
             if exc.constraint_name != _EXTERNAL_REFERENCE_CONSTRAINT:
                 raise
@@ -209,14 +232,8 @@ async def create_referral(
     if row is None:
         raise TypeError("neglect_create_referral returned no row")
     outcome = row["outcome"]
-    if outcome == "unauthenticated":
-        raise AuthenticationFailed("the client is not registered or is disabled")
-    if outcome == "forbidden":
-        raise InsufficientScope(f"this needs the scope {WRITE_REFERRALS}", scope=WRITE_REFERRALS)
-    if outcome == "key_reused":
-        raise IdempotencyKeyReused(KEY_REUSED)
-    if outcome == "in_flight":
-        raise IdempotencyKeyInFlight(KEY_IN_FLIGHT)
+    raise_for_client_outcome(outcome, (WRITE_REFERRALS,), (WRITE_REFERRALS,))
+    raise_for_claim_outcome(outcome)
     caller = Caller(
         client_id=sender.client_id,
         agency_type=row["client_agency_type"],
@@ -528,22 +545,8 @@ _CHILD_OF_REFERRAL = text(
     "WHERE r.id = :referral_id AND r.agency_name = :agency_name"
 )
 
-# The withdrawn referral's successor now follows the referral before it, unless another live
-# referral of the child was received at the same instant as the withdrawn one.
-_RELINK_NEXT = text(
-    """
-    UPDATE referral SET previous_received_at = :previous_received_at
-    WHERE child_id = :child_id
-      AND status <> 'withdrawn'
-      AND previous_received_at = :received_at
-      AND NOT EXISTS (
-          SELECT 1 FROM referral twin
-          WHERE twin.child_id = :child_id
-            AND twin.received_at = :received_at
-            AND twin.status <> 'withdrawn'
-      )
-    """
-)
+# `previous_received_at` of the child's referrals: the database function that the create calls.
+_RELINK = function_call("neglect_relink_referrals", ("child_ids",))
 
 
 async def _lock_child_of(session: AsyncSession, caller: Caller, referral_id: uuid.UUID) -> None:
@@ -584,14 +587,7 @@ async def withdraw_referral(
         .mappings()
         .one()
     )
-    await session.execute(
-        _RELINK_NEXT,
-        {
-            "child_id": updated["child_id"],
-            "received_at": updated["received_at"],
-            "previous_received_at": updated["previous_received_at"],
-        },
-    )
+    await session.execute(_RELINK, {"child_ids": [updated["child_id"]]})
     await record_access(session, caller, "update", RESOURCE_TYPE, referral_id, updated["child_id"])
     return referral_to_public(updated)
 

@@ -4,12 +4,24 @@ from __future__ import annotations
 
 import base64
 import binascii
+import re
 from functools import cache
 from pathlib import Path
 from typing import Any, Literal, Self
+from urllib.parse import urlsplit
 
-from pydantic import AliasChoices, Field, SecretStr, field_validator, model_validator
+from pydantic import (
+    AliasChoices,
+    BaseModel,
+    ConfigDict,
+    Field,
+    SecretStr,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic_settings import SettingsError as _SourceError
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError
 
@@ -33,6 +45,64 @@ def decode_key_encryption_key(encoded: str) -> bytes:
 
 
 Environment = Literal["development", "production"]
+
+IssuerPreset = Literal["entra-id-v1", "entra-id-v2", "keycloak"]
+ClientClaim = Literal["client_id", "azp", "appid", "sub"]
+ScopeClaim = Literal["scope", "scp", "roles"]
+
+
+def https_or_loopback(value: str, what: str) -> str:
+    """An identity provider's URL: https, or plain http on this machine only (tests, a local
+    provider). Keys fetched over plain http across a network could be anyone's."""
+    parts = urlsplit(value)
+    loopback = parts.hostname in {"localhost", "::1"} or (parts.hostname or "").startswith("127.")
+    if parts.scheme == "https" and parts.hostname:
+        return value
+    if parts.scheme == "http" and loopback:
+        return value
+    raise ValueError(f"{what} must be an https URL (plain http only on loopback)")
+
+
+class TrustedIssuer(BaseModel):
+    """One external identity provider whose tokens are accepted: an item of
+    `NEGLECT_TRUSTED_ISSUERS`. Unset fields take the preset's value (`service/auth/issuers.py`),
+    or the generic one without a preset."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    issuer: str = Field(min_length=1, description="`iss` of its tokens, exactly")
+    preset: IssuerPreset | None = None
+    jwks_url: str | None = Field(
+        default=None, description="Its JWKS; unset means discovered from the issuer"
+    )
+    audiences: list[str] | None = Field(
+        default=None, min_length=1, description="Accepted `aud` values; unset: NEGLECT_AUDIENCE"
+    )
+    client_claims: list[ClientClaim] | None = Field(
+        default=None, min_length=1, description="Claims naming the client, the first present wins"
+    )
+    scope_claims: list[ScopeClaim] | None = Field(
+        default=None, min_length=1, description="Claims carrying scopes (all are read)"
+    )
+    typ: list[str | None] | None = Field(
+        default=None, min_length=1, description="Accepted header `typ` values; null: none sent"
+    )
+    required_claims: dict[str, list[str]] | None = Field(
+        default=None, description="Claims that must hold one of the listed strings"
+    )
+    refused_claims: list[str] | None = Field(
+        default=None, description="Claims a token must not carry"
+    )
+
+    @field_validator("issuer")
+    @classmethod
+    def _issuer_url(cls, value: str) -> str:
+        return https_or_loopback(value, "the issuer")
+
+    @field_validator("jwks_url")
+    @classmethod
+    def _jwks_url(cls, value: str | None) -> str | None:
+        return None if value is None else https_or_loopback(value, "the JWKS URL")
 
 
 def _default_env(data: dict[str, Any]) -> Environment:
@@ -75,13 +145,26 @@ class Settings(BaseSettings):
     db_pool_timeout_s: float = Field(default=5.0, gt=0)
     db_statement_timeout_ms: int = Field(default=15_000, ge=100)
 
-    issuer: str = Field(default="http://localhost:8000", description="`iss` of our own tokens")
+    public_url: str | None = Field(
+        default=None,
+        description="Base URL clients reach the service at: the metadata's endpoints, the `iss` "
+        "of our own tokens and the URLs `neglect-service dev` prints follow it",
+    )
+    issuer: str = Field(
+        default_factory=lambda data: data["public_url"] or "http://localhost:8000",
+        description="`iss` of our own tokens; defaults to `public_url`",
+    )
     audience: str = Field(default="neglect-service", description="`aud` every token must carry")
     token_ttl_s: int = Field(default=900, ge=60, le=3600)
     jwt_leeway_s: int = Field(default=30, ge=0, le=60)
     jwt_algorithms: list[str] = Field(default=["RS256"])
+    trusted_issuers: list[TrustedIssuer] = Field(
+        default=[], description="External identity providers whose tokens are accepted (JSON)"
+    )
     external_issuer: str | None = Field(
-        default=None, description="`iss` of a trusted external identity provider"
+        default=None,
+        description="Shorthand for one trusted issuer without a preset (discovered, or at "
+        "`external_jwks_url`)",
     )
     external_jwks_url: str | None = Field(default=None, description="JWKS URL of that provider")
     jwks_refetch_interval_s: float = Field(default=60.0, ge=1.0)
@@ -154,17 +237,93 @@ class Settings(BaseSettings):
             raise ValueError(f"only asymmetric algorithms are allowed, not {bad or 'none'}")
         return value
 
+    @property
+    def base_url(self) -> str:
+        """Where clients reach the service: `public_url`, else (as before it existed) `issuer`."""
+        return self.public_url or self.issuer
+
+    @field_validator("public_url")
+    @classmethod
+    def _base_url(cls, value: str | None) -> str | None:
+        if value is None:
+            return None
+        parts = urlsplit(value)
+        if parts.scheme not in {"http", "https"} or not parts.hostname:
+            raise ValueError("must be an http or https URL, e.g. https://neglect.example.org")
+        if parts.query or parts.fragment:
+            raise ValueError("must have no query or fragment")
+        return value.rstrip("/")
+
+    @field_validator("external_issuer")
+    @classmethod
+    def _external_issuer_url(cls, value: str | None) -> str | None:
+        return None if value is None else https_or_loopback(value, "the issuer")
+
     @field_validator("external_jwks_url")
     @classmethod
     def _jwks_needs_https(cls, value: str | None) -> str | None:
-        if value is not None and not value.startswith(
-            ("https://", "http://127.", "http://localhost")
-        ):
-            raise ValueError("the JWKS URL must be https (or loopback for tests)")
-        return value
+        return None if value is None else https_or_loopback(value, "the JWKS URL")
+
+    @model_validator(mode="after")
+    def _issuers_apart(self) -> Self:
+        if self.external_jwks_url is not None and self.external_issuer is None:
+            raise ValueError("NEGLECT_EXTERNAL_JWKS_URL needs NEGLECT_EXTERNAL_ISSUER")
+        seen = {self.issuer}
+        names = [item.issuer for item in self.trusted_issuers]
+        names += [self.external_issuer] if self.external_issuer else []
+        for name in names:
+            if name in seen:
+                # Two mappings for one `iss` would make a token's meaning depend on the order.
+                raise ValueError(f"the issuer {name} is configured twice (or is our own)")
+            seen.add(name)
+        return self
+
+
+class InvalidSettings(ValueError):
+    """The environment holds a setting the service cannot run with. The message is one line per
+    variable, naming it and what it accepts, and never repeats the value (it may be a secret)."""
+
+
+_FIELD_IN_SOURCE_ERROR = re.compile(r'field "(\w+)"')
+
+
+def _variable(field_or_alias: str) -> str:
+    if field_or_alias in {"database_url", "NEGLECT_DATABASE_URL", "DATABASE_URL"}:
+        return "DATABASE_URL (or NEGLECT_DATABASE_URL)"
+    if field_or_alias.upper().startswith("NEGLECT_"):
+        return field_or_alias.upper()
+    return f"NEGLECT_{field_or_alias.upper()}"
+
+
+def _describe(error: Any) -> str:
+    where, *inside = error["loc"] or ("",)
+    message = str(error["msg"]).removeprefix("Value error, ")
+    path = "".join(f"[{part}]" if isinstance(part, int) else f".{part}" for part in inside)
+    if not where:
+        return message
+    return f"{_variable(str(where))}{path}: {message}"
+
+
+def load_settings() -> Settings:
+    """Settings from the environment, or `InvalidSettings` saying which variable is wrong."""
+    try:
+        return Settings()
+    except ValidationError as exc:
+        lines = [
+            _describe(error)
+            for error in exc.errors()
+            # Follows from another error: the default needed a field that failed.
+            if error["type"] != "default_factory_not_called"
+        ]
+        raise InvalidSettings("; ".join(dict.fromkeys(lines))) from None
+    except _SourceError as exc:
+        # A JSON-valued variable that is not JSON: pydantic-settings names only the field.
+        found = _FIELD_IN_SOURCE_ERROR.search(str(exc))
+        name = _variable(found.group(1)) if found else "a setting"
+        raise InvalidSettings(f"{name}: is not valid JSON (this variable takes JSON)") from None
 
 
 @cache
 def get_settings() -> Settings:
-    """The one settings instance of the process."""
-    return Settings()
+    """The one settings instance of the process; `InvalidSettings` for a bad environment."""
+    return load_settings()

@@ -6,17 +6,26 @@ import base64
 import hashlib
 import hmac
 import secrets
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from functools import cache
+from typing import Final
 
-from sqlalchemy import text
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlmodel import col, select
 
 from service.auth.scopes import unknown_scopes
-from service.errors import Conflict, NotFound, SelfDisable, Unprocessable
+from service.db import function_call
+from service.errors import (
+    AuthenticationFailed,
+    Conflict,
+    InsufficientScope,
+    NotFound,
+    SelfDisable,
+    Unprocessable,
+)
 from service.models import ApiClient
 
 # Secrets are 256 random bits, so scrypt's cost here is defence in depth, not password stretching.
@@ -119,27 +128,73 @@ async def get_client(session: AsyncSession, client_id: str) -> ApiClient | None:
 
 
 @dataclass(frozen=True)
-class ClientRecord:
+class CheckedClient:
     """What every authenticated request needs to know about its client."""
 
-    client_id: str
     agency_type: str
     agency_name: str
-    allowed_scopes: list[str]
-    issuer: str | None
-    enabled: bool
+    granted_scopes: frozenset[str]
+    """The token's scopes that the client is allowed."""
 
 
-# Plain SQL: it runs on every authenticated request, and an ORM load costs far more CPU.
-_CLIENT_RECORD = text(
-    "SELECT client_id, agency_type, agency_name, allowed_scopes, issuer, enabled "
-    "FROM api_client WHERE client_id = :client_id"
+_CHECK_ARGUMENTS: Final = (
+    "client_id",
+    "issuer",
+    "default_issuer",
+    "required_scopes",
+    "token_scopes",
 )
+# One function call: it runs on every authenticated request, and `neglect_create_referral` makes
+# the same check inside its own round trip.
+_CHECK_CLIENT = function_call("neglect_check_client", _CHECK_ARGUMENTS, record=True)
 
 
-async def get_client_record(session: AsyncSession, client_id: str) -> ClientRecord | None:
-    row = (await session.execute(_CLIENT_RECORD, {"client_id": client_id})).one_or_none()
-    return ClientRecord(**row._mapping) if row is not None else None
+def raise_for_client_outcome(
+    outcome: str, required_scopes: Sequence[str], missing_scopes: Sequence[str]
+) -> None:
+    """The error for a refusal `neglect_check_client` answered, if `outcome` is one."""
+    if outcome == "unregistered":
+        raise AuthenticationFailed("the client is not registered or is disabled")
+    if outcome == "wrong_issuer":
+        raise AuthenticationFailed("the client is not registered with this token's issuer")
+    if outcome == "forbidden":
+        raise InsufficientScope(
+            f"this needs the scope {' '.join(missing_scopes)}", scope=" ".join(required_scopes)
+        )
+
+
+async def check_client(
+    session: AsyncSession,
+    *,
+    client_id: str,
+    issuer: str,
+    default_issuer: str,
+    required_scopes: Sequence[str],
+    token_scopes: Sequence[str],
+) -> CheckedClient:
+    """The enabled client registered with this issuer (ours, `default_issuer`, for a client
+    registered without one), allowed every required scope among the token's.
+
+    Raises `AuthenticationFailed` or `InsufficientScope` otherwise.
+    """
+    row = (
+        await session.execute(
+            _CHECK_CLIENT,
+            {
+                "client_id": client_id,
+                "issuer": issuer,
+                "default_issuer": default_issuer,
+                "required_scopes": list(required_scopes),
+                "token_scopes": list(token_scopes),
+            },
+        )
+    ).one()
+    raise_for_client_outcome(row.outcome, required_scopes, row.missing_scopes or ())
+    return CheckedClient(
+        agency_type=row.agency_type,
+        agency_name=row.agency_name,
+        granted_scopes=frozenset(row.granted_scopes),
+    )
 
 
 async def list_clients(session: AsyncSession) -> list[ApiClient]:

@@ -2,8 +2,11 @@
 
 python-jose verifies whatever algorithm a token names unless told otherwise and requires no claim
 by default, so this module pins the algorithms to the configured asymmetric ones and requires
-`iss`, `aud`, `exp`, `iat` and `sub`. Keys come from the built-in issuer's key ring (reloaded from
-the database, `service.auth.keys.KeyRingProvider`) or from an external issuer's JWKS, fetched with
+`iss`, `aud`, `exp`, `iat` and `sub`. A token is checked against the issuer its `iss` names, and
+only if that issuer is ours or trusted (`service.auth.issuers`): its keys, accepted types and
+audiences, and where it names its client and carries its scopes. Keys come from the built-in
+issuer's key ring (reloaded from the database, `service.auth.keys.KeyRingProvider`) or from an
+external issuer's JWKS, found through its discovery document unless configured, fetched with
 httpx, cached, and re-fetched on an unknown `kid` at most once a minute. Any doubt fails closed.
 """
 
@@ -13,6 +16,7 @@ import asyncio
 import logging
 import math
 import time
+from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -21,21 +25,24 @@ import orjson
 from jose import JWTError, jwk, jwt
 from jose.backends.base import Key
 
-from service.auth.scopes import parse_scopes
+from service.auth.issuers import (
+    AT_JWT_TYPES,
+    IssuerProfile,
+    TokenShapeError,
+    builtin_profile,
+    read_claims,
+    trusted_issuer_profiles,
+)
 from service.errors import AuthenticationFailed
-from service.settings import Settings
+from service.settings import Settings, https_or_loopback
 
 logger = logging.getLogger(__name__)
 
-# RFC 9068 section 4: our own tokens are `at+jwt` (the `application/` prefix may be left out,
-# RFC 7515 4.1.9, and media types compare case-insensitively). An external provider's may be plain
-# JWTs (Entra ID's say `JWT`, some say nothing), but never another kind of JWT (an ID token...).
-_BUILTIN_TYPES = {"at+jwt", "application/at+jwt"}
-_EXTERNAL_TYPES = {None, "jwt", "application/jwt", *_BUILTIN_TYPES}
 _TIME_CLAIMS = ("exp", "iat", "nbf")
 _MAX_CACHED_KEYS = 64
 _MAX_CACHED_TOKENS = 4096
 _MAX_CACHED_TOKEN_LENGTH = 4096
+_FETCH_TIMEOUT_S = 5.0
 
 
 class KeySource(Protocol):
@@ -53,10 +60,29 @@ class VerifiedToken:
 
 
 class JwksCache:
-    """Keys of an external issuer, by kid. A fetch failure leaves no keys to trust."""
+    """Keys of an external issuer, by kid, from its JWKS at `url`, or at the `jwks_uri` of the
+    discovery document at `discovery_url` (which must name `issuer`).
 
-    def __init__(self, url: str, refetch_interval_s: float, client: httpx.AsyncClient) -> None:
+    The JWKS URL found by discovery is kept until a JWKS fetch fails; the next fetch discovers
+    it again. A fetch is made for an unknown kid, at most once per `refetch_interval_s`. Until the
+    first fetch succeeds there are no keys to trust; a failed re-fetch keeps the keys it had.
+    """
+
+    def __init__(
+        self,
+        url: str | None,
+        refetch_interval_s: float,
+        client: httpx.AsyncClient,
+        *,
+        discovery_url: str | None = None,
+        issuer: str | None = None,
+    ) -> None:
+        if url is None and (discovery_url is None or issuer is None):
+            raise ValueError("a JWKS URL, or a discovery URL and the issuer it describes")
         self._url = url
+        self._discovery_url = discovery_url
+        self._issuer = issuer
+        self._discovered: str | None = None
         self._interval = refetch_interval_s
         self._client = client
         self._keys: dict[str, dict[str, Any]] = {}
@@ -71,15 +97,65 @@ class JwksCache:
                 await self._refetch()
         return self._keys.get(kid or "")
 
+    async def _jwks_url(self) -> str:
+        if self._url is not None:
+            return self._url
+        if self._discovered is None:
+            response = await self._client.get(str(self._discovery_url), timeout=_FETCH_TIMEOUT_S)
+            response.raise_for_status()
+            document = response.json()
+            jwks_uri = document["jwks_uri"]
+            # OpenID Connect Discovery 1.0, 4.3: a document for another issuer is not this one's.
+            if document["issuer"] != self._issuer or not isinstance(jwks_uri, str):
+                raise ValueError("the discovery document is not this issuer's")
+            self._discovered = https_or_loopback(jwks_uri, "jwks_uri")
+        return self._discovered
+
     async def _refetch(self) -> None:
         self._fetched_at = time.monotonic()
         try:
-            response = await self._client.get(self._url, timeout=5.0)
+            response = await self._client.get(await self._jwks_url(), timeout=_FETCH_TIMEOUT_S)
             response.raise_for_status()
             keys = response.json()["keys"]
-            self._keys = {key["kid"]: key for key in keys if isinstance(key, dict) and "kid" in key}
+            # Keycloak publishes its encryption key beside the signing keys: never verify with it.
+            self._keys = {
+                key["kid"]: key
+                for key in keys
+                if isinstance(key, dict)
+                and isinstance(key.get("kid"), str)
+                and key.get("use", "sig") == "sig"
+            }
         except (httpx.HTTPError, ValueError, KeyError, TypeError) as exc:
-            logger.warning("jwks fetch failed", extra={"error": type(exc).__name__})
+            self._discovered = None
+            logger.warning(
+                "jwks fetch failed",
+                extra={"issuer": self._issuer or self._url, "error": type(exc).__name__},
+            )
+
+
+@dataclass(frozen=True)
+class ExternalIssuer:
+    """A trusted external issuer: how its tokens are read, and where its keys come from."""
+
+    profile: IssuerProfile
+    keys: KeySource
+
+
+def external_issuers(settings: Settings, client: httpx.AsyncClient) -> list[ExternalIssuer]:
+    """Every configured external issuer, each with its own JWKS cache."""
+    return [
+        ExternalIssuer(
+            profile,
+            JwksCache(
+                profile.jwks_url,
+                settings.jwks_refetch_interval_s,
+                client,
+                discovery_url=profile.discovery_url,
+                issuer=profile.issuer,
+            ),
+        )
+        for profile in trusted_issuer_profiles(settings)
+    ]
 
 
 class TokenVerifier:
@@ -87,11 +163,13 @@ class TokenVerifier:
         self,
         settings: Settings,
         builtin: KeySource,
-        external: KeySource | None,
+        external: Iterable[ExternalIssuer] | None = None,
     ) -> None:
         self._settings = settings
-        self._builtin = builtin
-        self._external = external
+        self._issuers: dict[str, tuple[IssuerProfile, KeySource]] = {
+            item.profile.issuer: (item.profile, item.keys) for item in external or ()
+        }
+        self._issuers[settings.issuer] = (builtin_profile(settings), builtin)
         self._keys: dict[tuple[str, bytes], Key] = {}
         self._verified: dict[str, tuple[VerifiedToken, float]] = {}
 
@@ -158,32 +236,36 @@ class TokenVerifier:
             ):
                 raise AuthenticationFailed(f"the token's {name} is not a number")
         issuer = unverified.get("iss")
+        trusted = self._issuers.get(issuer) if isinstance(issuer, str) else None
+        if trusted is None:
+            raise AuthenticationFailed("the token's issuer is not trusted")
+        profile, keys = trusted
+        if token_type not in profile.types:
+            raise AuthenticationFailed(
+                "the token is not an at+jwt access token"
+                if profile.types == AT_JWT_TYPES
+                else "the token is not an access token of this issuer's type"
+            )
         kid = header.get("kid")
         if not isinstance(kid, str):
             raise AuthenticationFailed("the token names no key")
-        key: dict[str, Any] | None
-        if issuer == settings.issuer:
-            if token_type not in _BUILTIN_TYPES:
-                raise AuthenticationFailed("the token is not an at+jwt access token")
-            key = await self._builtin.key(kid)
-        elif issuer is not None and issuer == settings.external_issuer and self._external:
-            if token_type not in _EXTERNAL_TYPES:
-                raise AuthenticationFailed("the token is not an access token")
-            key = await self._external.key(kid)
-        else:
-            raise AuthenticationFailed("the token's issuer is not trusted")
+        key = await keys.key(kid)
         if key is None:
             raise AuthenticationFailed("the token's signing key is unknown")
+        if "alg" in key and key["alg"] != header["alg"]:
+            # RFC 8725 3.1: a key is used with the one algorithm it was published for.
+            raise AuthenticationFailed("the token's algorithm is not its key's")
         try:
             claims: dict[str, Any] = jwt.decode(
                 token,
                 self._constructed(key, header["alg"]),
                 algorithms=settings.jwt_algorithms,
-                audience=settings.audience,
                 issuer=issuer,
                 options={
+                    # Required and checked below against the issuer's audiences: python-jose
+                    # takes only one (and `require_aud` would turn its own check back on).
+                    "verify_aud": False,
                     "require_iss": True,
-                    "require_aud": True,
                     "require_exp": True,
                     "require_iat": True,
                     "require_sub": True,
@@ -196,14 +278,19 @@ class TokenVerifier:
             settings.jwt_leeway_s
         ):
             raise AuthenticationFailed("the token was issued in the future")
-        client_id = claims.get("client_id") or claims.get("sub")
-        if not isinstance(client_id, str) or not client_id:
-            raise AuthenticationFailed("the token names no client")
-        raw_scope = claims.get("scope", claims.get("scp", ""))
-        scopes = parse_scopes(raw_scope if isinstance(raw_scope, str) else " ".join(raw_scope))
+        audience = claims.get("aud")
+        audiences = [audience] if isinstance(audience, str) else audience
+        if not isinstance(audiences, list) or not any(
+            isinstance(item, str) and item in profile.audiences for item in audiences
+        ):
+            raise AuthenticationFailed("the token is not for this service (aud)")
+        try:
+            client_id, scopes = read_claims(profile, claims)
+        except TokenShapeError as exc:
+            raise AuthenticationFailed(str(exc)) from exc
         jti = claims.get("jti")
         verified = VerifiedToken(
-            issuer=issuer,
+            issuer=profile.issuer,
             client_id=client_id,
             scopes=scopes,
             jti=jti if isinstance(jti, str) else None,

@@ -19,7 +19,7 @@ from service.cli.demo import demo_data
 from service.cli.keys import keys_app
 from service.cli.toolkits import toolkits_app, toolkits_load_demo
 from service.migrations import MigrationsNotFound, migrate_database
-from service.settings import get_settings
+from service.settings import InvalidSettings, get_settings
 
 app = typer.Typer(help=__doc__, no_args_is_help=True, pretty_exceptions_enable=False)
 app.add_typer(clients_app, name="clients")
@@ -89,10 +89,14 @@ def dev(
     # A development run even against a DATABASE_URL: the checkout's own key-encryption key
     # (.secrets/) is used unless one is configured. An explicit NEGLECT_ENV still wins.
     os.environ.setdefault("NEGLECT_ENV", "development")
+    # The metadata, our tokens' `iss` and the lines printed below name this port, unless a
+    # public URL is configured (a proxy in front, say). Set in the environment so that the
+    # server's processes see it too.
+    os.environ.setdefault("NEGLECT_PUBLIC_URL", f"http://127.0.0.1:{port}")
     get_settings.cache_clear()
     _migrate(resolved_url())
     toolkits_load_demo(as_json=False)
-    base = f"http://127.0.0.1:{port}"
+    base = get_settings().base_url
     if embedded or allow_all_scopes_demo_client:
         _print_demo_client(base)
     else:
@@ -152,5 +156,11 @@ def purge_idempotency_keys(
     console.print(f"deleted {deleted} idempotency records older than {older_than_hours} h")
 
 
-def main() -> None:  # pragma: no cover - console entry point
-    sys.exit(app())
+def main() -> None:
+    """The console entry point: a bad setting ends the command with one line, not a traceback."""
+    try:
+        app()
+    except InvalidSettings as exc:
+        # Plain print: rich would wrap a long line.
+        print(f"neglect-service: {exc}", file=sys.stderr)
+        sys.exit(2)

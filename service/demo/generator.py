@@ -548,7 +548,6 @@ class DemoGenerator:
         aware = parents_aware(informed, consent)
         decision_due_at = received_at + DECISION_WINDOW
         earlier = rereferral_count(history, received_at)
-        previous_received_at = max((m for m in history if m < received_at), default=None)
         source = rng.choice(agency.sources)
         external_reference = f"RFS-{rng.getrandbits(64):016x}"
 
@@ -671,7 +670,7 @@ class DemoGenerator:
                 consent,
                 earlier > 0,
                 earlier,
-                previous_received_at,
+                None,  # previous_received_at, set after the load by `_RELINK_DEMO_REFERRALS`
                 orjson.dumps(body).decode(),
                 outcome,
                 decision,
@@ -1229,6 +1228,17 @@ async def _indexes_to_defer(session: AsyncSession) -> list[Index]:
     ]
 
 
+# `previous_received_at` of the loaded referrals, by the database function the API's creates and
+# withdrawals call, once the load is indexed (it reads each child's referrals through the index on
+# the child): one call for the children referred more than once, as a child's only referral
+# follows none (NULL, as loaded).
+_RELINK_DEMO_REFERRALS: Final = text(
+    "SELECT neglect_relink_referrals(p_child_ids => ARRAY("
+    "SELECT child_id FROM referral WHERE client_id = ANY(CAST(:clients AS text[])) "
+    "GROUP BY child_id HAVING count(*) > 1))"
+)
+
+
 async def load_demo_data(
     session: AsyncSession,
     options: DemoOptions,
@@ -1284,6 +1294,7 @@ async def load_demo_data(
         on_indexing()
     for index in deferred:
         await sql_connection.run_sync(index.create)
+    await session.execute(_RELINK_DEMO_REFERRALS, {"clients": list(_DEMO_CLIENTS)})
     return DemoSummary(
         seed=options.seed,
         start=options.start,

@@ -265,7 +265,7 @@ async def test_a_second_decision_on_a_record_the_caller_cannot_see_is_404_not_40
 
 def _child_as_b_knows_it(nhs_number: str) -> dict[str, Any]:
     """B knows the child by NHS number with names and a birthday of its own, and no other id."""
-    child = referral_body(nhs_number=nhs_number)["child"]
+    child: dict[str, Any] = referral_body(nhs_number=nhs_number)["child"]
     child.update(given_name="Robin", family_name="Elsewhere", date_of_birth="2016-02-29")
     del child["la_child_id"], child["upn"]
     return child

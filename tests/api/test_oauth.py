@@ -16,13 +16,14 @@ from cryptography.hazmat.primitives.asymmetric import rsa
 from fastapi import FastAPI
 from jose import jwt
 
-from service.auth.clients import disable_client
+from api.main import create_app
+from service.auth.clients import create_client, disable_client
 from service.auth.keys import KeyRing
 from service.auth.tokens import TokenVerifier
 from service.db import transaction
 from service.errors import AuthenticationFailed
 from service.settings import Settings
-from tests.conftest import TEST_AUDIENCE, TEST_ISSUER, ClientMaker
+from tests.conftest import TEST_AUDIENCE, TEST_ISSUER, TEST_KEY_ENCRYPTION_KEY, ClientMaker
 
 
 def _b64(data: bytes) -> str:
@@ -451,3 +452,39 @@ async def test_a_remembered_token_is_refused_once_it_expires(
     await asyncio.sleep(now + 2.05 - time.time())
     with pytest.raises(AuthenticationFailed):
         await verifier.verify(token)
+
+
+async def test_the_metadata_and_our_tokens_follow_the_public_url(database_url: str) -> None:
+    settings = Settings(
+        public_url="https://neglect.northtown.example/",
+        audience=TEST_AUDIENCE,
+        key_encryption_key=TEST_KEY_ENCRYPTION_KEY,
+    )
+    application = create_app(settings, database_url)
+    async with application.router.lifespan_context(application):
+        async with transaction(application.state.session_factory) as session:
+            created = await create_client(
+                session,
+                name="MIS",
+                agency_type="school",
+                agency_name="Northtown Primary",
+                scopes=["audit:read"],
+            )
+        transport = httpx.ASGITransport(app=application)
+        async with httpx.AsyncClient(transport=transport, base_url="http://test") as http:
+            metadata = (await http.get("/.well-known/oauth-authorization-server")).json()
+            issued = await http.post(
+                "/oauth/token",
+                data={"grant_type": "client_credentials"},
+                auth=(created.client.client_id, created.secret or ""),
+            )
+            token = issued.json()["access_token"]
+            called = await http.get(
+                "/v1/audit-events", headers={"Authorization": f"Bearer {token}"}
+            )
+
+    assert metadata["issuer"] == "https://neglect.northtown.example"
+    assert metadata["token_endpoint"] == "https://neglect.northtown.example/oauth/token"
+    assert metadata["jwks_uri"] == "https://neglect.northtown.example/.well-known/jwks.json"
+    assert jwt.get_unverified_claims(token)["iss"] == "https://neglect.northtown.example"
+    assert called.status_code == 200, called.text

@@ -149,3 +149,16 @@ async def test_withdrawing_one_of_two_referrals_received_together_keeps_the_next
     await withdraw(client, school, withdrawn)
 
     assert await previous_of(session_factory, later) == [together_at]
+
+
+async def test_a_referral_back_loaded_before_a_withdrawn_one_becomes_its_previous_too(
+    client: httpx.AsyncClient, school: RegisteredClient, session_factory: SessionFactory
+) -> None:
+    nhs = next_nhs_number()
+    withdrawn = await refer(client, school, nhs, days_ago(20))
+    await withdraw(client, school, withdrawn)
+    earlier_at = days_ago(30)
+
+    await refer(client, school, nhs, earlier_at)
+
+    assert await previous_of(session_factory, withdrawn) == [earlier_at]

@@ -4,6 +4,7 @@ all-scopes demonstration client only when told to (issue 10, finding 9)."""
 from __future__ import annotations
 
 import asyncio
+import os
 from collections.abc import Iterator
 
 import asyncpg
@@ -21,10 +22,17 @@ def no_demo_client(database_url: str, monkeypatch: pytest.MonkeyPatch) -> Iterat
     """The CLI on the test database (not the embedded server), which holds no demo client."""
     asyncio.run(execute(database_url, "DELETE FROM api_client WHERE name = $1", DEMO_CLIENT_NAME))
     monkeypatch.setenv("DATABASE_URL", database_url)
-    # `dev` sets NEGLECT_ENV for its child processes; set here, it is restored after the test.
-    monkeypatch.setenv("NEGLECT_ENV", "development")
+    # `dev` sets these for the server it starts: put back as they were after the test, so that
+    # later tests (tests/service/test_keys.py) see the environment they were started with.
+    # (monkeypatch.delenv records nothing for a variable that is not set.)
+    saved = {name: os.environ.get(name) for name in ("NEGLECT_ENV", "NEGLECT_PUBLIC_URL")}
     get_settings.cache_clear()
     yield
+    for name, value in saved.items():
+        if value is None:
+            os.environ.pop(name, None)
+        else:
+            os.environ[name] = value
     get_settings.cache_clear()
 
 
@@ -69,3 +77,28 @@ def test_dev_makes_the_demo_client_on_a_configured_database_when_told_to(
     assert result.exit_code == 0, result.output
     assert "grant_type=client_credentials" in result.output
     assert [sorted(scopes) for scopes in demo_client_scopes(database_url)] == [sorted(SCOPES)]
+
+
+@pytest.mark.usefixtures("no_demo_client")
+def test_dev_on_another_port_prints_urls_of_that_port() -> None:
+    result = CliRunner().invoke(
+        cli_app, ["dev", "--no-serve", "--port", "8300", "--allow-all-scopes-demo-client"]
+    )
+
+    assert result.exit_code == 0, result.output
+    assert "http://127.0.0.1:8300/oauth/token" in result.output
+    assert "http://127.0.0.1:8300/docs" in result.output
+    assert ":8000" not in result.output
+    # The server `dev` starts reads its settings from the environment: the same base URL.
+    assert get_settings().public_url == "http://127.0.0.1:8300"
+    assert get_settings().issuer == "http://127.0.0.1:8300"
+
+
+@pytest.mark.usefixtures("no_demo_client")
+def test_dev_follows_a_configured_public_url(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("NEGLECT_PUBLIC_URL", "https://neglect.northtown.example")
+
+    result = CliRunner().invoke(cli_app, ["dev", "--no-serve", "--allow-all-scopes-demo-client"])
+
+    assert result.exit_code == 0, result.output
+    assert "https://neglect.northtown.example/oauth/token" in result.output

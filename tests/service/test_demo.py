@@ -312,6 +312,23 @@ async def test_rereferral_counts_are_the_earlier_referrals_in_the_year_before(
     assert rereferred > 0
 
 
+async def test_each_referral_stores_the_childs_latest_earlier_live_referral_as_previous(
+    loaded: DemoSummary, session_factory: SessionFactory
+) -> None:
+    wrong = await _rows(
+        session_factory,
+        "SELECT r.id FROM referral r WHERE r.previous_received_at IS DISTINCT FROM ("
+        "SELECT max(e.received_at) FROM referral e WHERE e.child_id = r.child_id "
+        "AND e.status <> 'withdrawn' AND e.received_at < r.received_at)",
+    )
+    [(linked,)] = await _rows(
+        session_factory, "SELECT count(*) FROM referral WHERE previous_received_at IS NOT NULL"
+    )
+
+    assert wrong == []
+    assert linked > 0
+
+
 async def test_decisions_follow_receipt_and_are_not_in_the_future(
     loaded: DemoSummary, session_factory: SessionFactory
 ) -> None:

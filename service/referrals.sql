@@ -1,0 +1,148 @@
+CREATE OR REPLACE FUNCTION public.neglect_create_referral(
+    p_client_id text, p_issuer text, p_default_issuer text, p_scope text,
+    p_idempotency_key text, p_operation text, p_fingerprint text,
+    p_nhs_number text, p_la_child_id text, p_upn text, p_given_name text, p_family_name text,
+    p_family_name_key text, p_date_of_birth date, p_expected_date_of_birth date, p_sex text,
+    p_ethnicity text,
+    p_id uuid, p_external_reference text, p_urgent boolean, p_received_at timestamptz,
+    p_decision_window interval, p_referral_source text, p_concern_categories text[],
+    p_neglect_forms text[], p_risk_factors text[], p_vulnerabilities text[],
+    p_parents_informed boolean, p_parental_consent text, p_body jsonb, p_request_id text,
+    p_access_reason text,
+    OUT outcome text, OUT client_agency_type text, OUT client_agency_name text,
+    OUT referral_id uuid, OUT referral_child_id uuid, OUT referral_received_at timestamptz,
+    OUT referral_decision_due_at timestamptz, OUT referral_rereferral_count integer,
+    OUT referral_created_at timestamptz, OUT replay_status integer, OUT replay_body jsonb
+) RETURNS record LANGUAGE plpgsql AS $$
+-- POST /v1/referrals in one round trip, after the route has checked the token's signature, that
+-- it holds `p_scope`, and the body (SPEC 2.2). `outcome` is one of:
+--   created                                 the referral_* values describe the new referral;
+--   unregistered, wrong_issuer, forbidden   `neglect_check_client`'s answer for `p_scope`;
+--   replay, key_reused, in_flight, purged   `neglect_claim_key`'s answer: a replay is of referral
+--                                           `referral_id`, or of `replay_status` / `replay_body`
+--                                           for a response stored before referrals were claimed
+--                                           with their id.
+-- Only `created` changes anything. A second referral with this client's external reference
+-- raises unique_violation on uq_referral_client_external_reference, undoing the whole statement.
+-- Re-referrals are as `service.referrals` describes.
+#variable_conflict use_column
+DECLARE
+    v_client record;
+    v_claim record;
+    v_child uuid;
+    v_received timestamptz;
+    v_count integer;
+    v_others integer;
+    v_event bigint;
+    v_relinked integer;
+BEGIN
+    v_client := neglect_check_client(
+        p_client_id => p_client_id, p_issuer => p_issuer, p_default_issuer => p_default_issuer,
+        p_required_scopes => ARRAY[p_scope], p_token_scopes => ARRAY[p_scope]
+    );
+    IF v_client.outcome <> 'authenticated' THEN
+        outcome := v_client.outcome;
+        RETURN;
+    END IF;
+    client_agency_type := v_client.agency_type;
+    client_agency_name := v_client.agency_name;
+
+    v_claim := neglect_claim_key(
+        p_client_id => p_client_id, p_idempotency_key => p_idempotency_key,
+        p_operation => p_operation, p_fingerprint => p_fingerprint, p_resource_id => p_id,
+        p_response_status => 201
+    );
+    IF v_claim.outcome <> 'claimed' THEN
+        outcome := v_claim.outcome;
+        referral_id := v_claim.resource_id;
+        replay_status := v_claim.response_status;
+        replay_body := v_claim.response_body;
+        RETURN;
+    END IF;
+
+    v_child := neglect_resolve_child(
+        p_nhs_number => p_nhs_number, p_la_child_id => p_la_child_id, p_upn => p_upn,
+        p_given_name => p_given_name, p_family_name => p_family_name,
+        p_family_name_key => p_family_name_key, p_date_of_birth => p_date_of_birth,
+        p_expected_date_of_birth => p_expected_date_of_birth, p_sex => p_sex,
+        p_ethnicity => p_ethnicity
+    );
+    -- Taken after the child's locks, so one child's referrals are received in the order they
+    -- are stored and each counts every earlier one.
+    v_received := coalesce(p_received_at, clock_timestamp());
+    SELECT count(*) FILTER (
+               WHERE status <> 'withdrawn' AND received_at <= v_received
+                 AND received_at >= v_received - interval '12 months'
+           ),
+           count(*)
+    INTO v_count, v_others
+    FROM referral
+    WHERE child_id = v_child;
+
+    INSERT INTO referral (
+        id, client_id, agency_type, agency_name, external_reference, child_id, status, urgent,
+        received_at, decision_due_at, referral_source, concern_categories, neglect_forms,
+        risk_factors, vulnerabilities, parents_informed, parental_consent, rereferral,
+        rereferral_count, body
+    ) VALUES (
+        p_id, p_client_id, v_client.agency_type, v_client.agency_name, p_external_reference,
+        v_child, 'received', p_urgent, v_received, v_received + p_decision_window,
+        p_referral_source, p_concern_categories, p_neglect_forms, p_risk_factors,
+        p_vulnerabilities, p_parents_informed, p_parental_consent, v_count > 0, v_count, p_body
+    )
+    RETURNING created_at INTO referral_created_at;
+    v_event := neglect_record_audit(
+        p_client_id => p_client_id, p_agency_type => v_client.agency_type,
+        p_agency_name => v_client.agency_name, p_action => 'create',
+        p_resource_type => 'referral', p_resource_id => p_id::text, p_child_id => v_child,
+        p_request_id => p_request_id, p_access_reason => p_access_reason
+    );
+    -- The new referral's previous one, and its successors' when it is back-loaded. A child's only
+    -- referral follows none and precedes none: nothing to relink.
+    IF v_others > 0 THEN
+        v_relinked := neglect_relink_referrals(p_child_ids => ARRAY[v_child]);
+    END IF;
+
+    outcome := 'created';
+    referral_id := p_id;
+    referral_child_id := v_child;
+    referral_received_at := v_received;
+    referral_decision_due_at := v_received + p_decision_window;
+    referral_rereferral_count := v_count;
+END
+$$;
+
+CREATE OR REPLACE FUNCTION public.neglect_relink_referrals(p_child_ids uuid[])
+RETURNS integer LANGUAGE plpgsql AS $$
+-- `referral.previous_received_at` of every referral of these children, withdrawn or not: when
+-- the child's latest earlier non-withdrawn referral was received, NULL when none was. Run after
+-- a create, a withdrawal and the demo data's bulk load, under the children's advisory locks where
+-- others may write. Returns how many referrals changed.
+-- One query reads every referral of the children, child by child through the index on the child
+-- (a lateral join cannot become a scan of the whole table, so a plan cached while the table was
+-- small stays right as it grows); each referral whose value changes is updated by its key.
+DECLARE
+    v_referral record;
+    v_relinked integer := 0;
+BEGIN
+    FOR v_referral IN
+        SELECT linked.id, linked.previous_received_at
+        FROM (SELECT DISTINCT unnest(p_child_ids)) AS child (id)
+        CROSS JOIN LATERAL (
+            SELECT r.id, r.previous_received_at AS stored,
+                   max(r.received_at) FILTER (WHERE r.status <> 'withdrawn') OVER (
+                       ORDER BY r.received_at
+                       RANGE BETWEEN UNBOUNDED PRECEDING AND CURRENT ROW EXCLUDE GROUP
+                   ) AS previous_received_at
+            FROM referral AS r
+            WHERE r.child_id = child.id
+        ) AS linked
+        WHERE linked.stored IS DISTINCT FROM linked.previous_received_at
+    LOOP
+        UPDATE referral SET previous_received_at = v_referral.previous_received_at
+        WHERE id = v_referral.id;
+        v_relinked := v_relinked + 1;
+    END LOOP;
+    RETURN v_relinked;
+END
+$$;
