@@ -250,7 +250,8 @@ async def create_referral(
             stored_status=row["replay_status"],
             stored_body=orjson.loads(stored_body) if stored_body is not None else None,
         )
-    count = int(row["referral_rereferral_count"])
+    # The sender sees its own agency's history of the child, whoever else referred them.
+    count = int(row["referral_agency_rereferral_count"])
     return ReferralPublic.model_validate(
         {
             **sent,
@@ -306,15 +307,21 @@ async def replay_created(session: AsyncSession, replay: Replay) -> tuple[int, st
         "withdrawn_at": None,
         "withdrawal_reason": None,
     }
-    return 201, referral_to_public(as_created).model_dump_json()
+    # The create's own answer: the sender's view, as `create_referral` gave it.
+    return 201, referral_to_public(as_created, reads_all=False).model_dump_json()
 
 
 # --- read ----------------------------------------------------------------------------------------
 
 
-def referral_to_public(row: Mapping[Any, Any]) -> ReferralPublic:
-    """The wire form of a stored referral row: the body as sent plus what the service owns."""
+def referral_to_public(row: Mapping[Any, Any], reads_all: bool) -> ReferralPublic:
+    """The wire form of a stored referral row: the body as sent plus what the service owns.
+
+    The re-referral context is the partnership's for the Front Door (`reads_all`), and the
+    referring agency's own history of the child for anyone else (SPEC 2.2).
+    """
     decision = row["decision"]
+    count = row["rereferral_count"] if reads_all else row["agency_rereferral_count"]
     return ReferralPublic.model_validate(
         {
             **row["body"],
@@ -325,8 +332,8 @@ def referral_to_public(row: Mapping[Any, Any]) -> ReferralPublic:
             "received_at": row["received_at"],
             "decision_due_at": row["decision_due_at"],
             "child_id": row["child_id"],
-            "rereferral": row["rereferral"],
-            "rereferral_count": row["rereferral_count"],
+            "rereferral": count > 0,
+            "rereferral_count": count,
             "agency_type": row["agency_type"],
             "agency_name": row["agency_name"],
             "client_id": row["client_id"],
@@ -361,7 +368,7 @@ async def get_referral(
     if row is None:
         raise NotFound("no such referral", resource_type=RESOURCE_TYPE, resource_id=referral_id)
     await record_access(session, caller, "read", RESOURCE_TYPE, referral_id, row["child_id"])
-    return referral_to_public(row)
+    return referral_to_public(row, caller.has(READ_ALL_REFERRALS))
 
 
 _KEYSET: Final = Keyset[tuple[datetime, uuid.UUID]](tuple[Instant, uuid.UUID])
@@ -400,7 +407,13 @@ async def list_referrals(
     query = query.order_by(REFERRAL.c.received_at.desc(), REFERRAL.c.id.desc()).limit(page.fetch)
     rows = list((await session.execute(query)).mappings())
     await record_access(session, caller, "list", RESOURCE_TYPE, None, filters.child_id)
-    return _KEYSET.page(rows, page, lambda row: (row["received_at"], row["id"]), referral_to_public)
+    reads_all = caller.has(READ_ALL_REFERRALS)
+    return _KEYSET.page(
+        rows,
+        page,
+        lambda row: (row["received_at"], row["id"]),
+        lambda row: referral_to_public(row, reads_all),
+    )
 
 
 # --- lifecycle -----------------------------------------------------------------------------------
@@ -536,7 +549,7 @@ async def decide_referral(
         .one()
     )
     await record_access(session, caller, "update", RESOURCE_TYPE, referral_id, row["child_id"])
-    return referral_to_public(updated)
+    return referral_to_public(updated, caller.has(READ_ALL_REFERRALS))
 
 
 _CHILD_OF_REFERRAL = text(
@@ -589,7 +602,7 @@ async def withdraw_referral(
     )
     await session.execute(_RELINK, {"child_ids": [updated["child_id"]]})
     await record_access(session, caller, "update", RESOURCE_TYPE, referral_id, updated["child_id"])
-    return referral_to_public(updated)
+    return referral_to_public(updated, caller.has(READ_ALL_REFERRALS))
 
 
 __all__ = [

@@ -12,6 +12,7 @@ CREATE OR REPLACE FUNCTION public.neglect_create_referral(
     OUT outcome text, OUT client_agency_type text, OUT client_agency_name text,
     OUT referral_id uuid, OUT referral_child_id uuid, OUT referral_received_at timestamptz,
     OUT referral_decision_due_at timestamptz, OUT referral_rereferral_count integer,
+    OUT referral_agency_rereferral_count integer,
     OUT referral_created_at timestamptz, OUT replay_status integer, OUT replay_body jsonb
 ) RETURNS record LANGUAGE plpgsql AS $$
 -- POST /v1/referrals in one round trip, after the route has checked the token's signature, that
@@ -32,6 +33,7 @@ DECLARE
     v_child uuid;
     v_received timestamptz;
     v_count integer;
+    v_agency_count integer;
     v_others integer;
     v_event bigint;
     v_relinked integer;
@@ -70,12 +72,19 @@ BEGIN
     -- Taken after the child's locks, so one child's referrals are received in the order they
     -- are stored and each counts every earlier one.
     v_received := coalesce(p_received_at, clock_timestamp());
+    -- The re-referral context twice: the partnership's (the Front Door's to see) and the sending
+    -- agency's own history of the child (all a partner may learn of it).
     SELECT count(*) FILTER (
                WHERE status <> 'withdrawn' AND received_at <= v_received
                  AND received_at >= v_received - interval '12 months'
            ),
+           count(*) FILTER (
+               WHERE status <> 'withdrawn' AND received_at <= v_received
+                 AND received_at >= v_received - interval '12 months'
+                 AND agency_name = v_client.agency_name
+           ),
            count(*)
-    INTO v_count, v_others
+    INTO v_count, v_agency_count, v_others
     FROM referral
     WHERE child_id = v_child;
 
@@ -83,12 +92,13 @@ BEGIN
         id, client_id, agency_type, agency_name, external_reference, child_id, status, urgent,
         received_at, decision_due_at, referral_source, concern_categories, neglect_forms,
         risk_factors, vulnerabilities, parents_informed, parental_consent, rereferral,
-        rereferral_count, body
+        rereferral_count, agency_rereferral_count, body
     ) VALUES (
         p_id, p_client_id, v_client.agency_type, v_client.agency_name, p_external_reference,
         v_child, 'received', p_urgent, v_received, v_received + p_decision_window,
         p_referral_source, p_concern_categories, p_neglect_forms, p_risk_factors,
-        p_vulnerabilities, p_parents_informed, p_parental_consent, v_count > 0, v_count, p_body
+        p_vulnerabilities, p_parents_informed, p_parental_consent, v_count > 0, v_count,
+        v_agency_count, p_body
     )
     RETURNING created_at INTO referral_created_at;
     v_event := neglect_record_audit(
@@ -109,6 +119,7 @@ BEGIN
     referral_received_at := v_received;
     referral_decision_due_at := v_received + p_decision_window;
     referral_rereferral_count := v_count;
+    referral_agency_rereferral_count := v_agency_count;
 END
 $$;
 

@@ -480,7 +480,8 @@ class DemoGenerator:
     def _referral_chain(self, child: _Child, first_day: date) -> datetime:
         """The child's referrals, oldest first; returns when the first was received."""
         rng = self.rng
-        history: list[datetime] = []
+        history: list[tuple[datetime, str]] = []
+        """The child's live referrals so far: when each was received, and by which agency."""
         day = first_day
         first_received: datetime | None = None
         while True:
@@ -489,7 +490,7 @@ class DemoGenerator:
             first_received = first_received or received_at
             withdrawn = self._referral(child, agency, day, received_at, history)
             if not withdrawn:
-                history.append(received_at)
+                history.append((received_at, agency.agency_name))
             if child.date_of_birth is None:
                 # Unborn children get one referral: after the birth they are new records.
                 return first_received
@@ -512,7 +513,7 @@ class DemoGenerator:
         agency: Agency,
         day: date,
         received_at: datetime,
-        history: list[datetime],
+        history: list[tuple[datetime, str]],
     ) -> bool:
         """One referral and everything that follows from it; True when it was withdrawn."""
         rng = self.rng
@@ -547,7 +548,10 @@ class DemoGenerator:
             consent = "not_sought"
         aware = parents_aware(informed, consent)
         decision_due_at = received_at + DECISION_WINDOW
-        earlier = rereferral_count(history, received_at)
+        earlier = rereferral_count((moment for moment, _ in history), received_at)
+        agency_earlier = rereferral_count(
+            (moment for moment, sender in history if sender == agency.agency_name), received_at
+        )
         source = rng.choice(agency.sources)
         external_reference = f"RFS-{rng.getrandbits(64):016x}"
 
@@ -670,6 +674,7 @@ class DemoGenerator:
                 consent,
                 earlier > 0,
                 earlier,
+                agency_earlier,
                 None,  # previous_received_at, set after the load by `_RELINK_DEMO_REFERRALS`
                 orjson.dumps(body).decode(),
                 outcome,

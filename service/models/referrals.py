@@ -81,6 +81,11 @@ class Referral(SQLModel, table=True):
     parental_consent: str = Field(sa_column=Column(String(20), nullable=False))
     rereferral: bool = Field(sa_column=Column(Boolean, nullable=False))
     rereferral_count: int = Field(sa_column=Column(Integer, nullable=False))
+    # The same count over the sending agency's own referrals of the child: the re-referral context
+    # a partner may see (`rereferral_count` is the Front Door's).
+    agency_rereferral_count: int = Field(
+        default=0, sa_column=Column(Integer, nullable=False, server_default="0")
+    )
     # When the child's latest earlier non-withdrawn referral was received (None: there is none),
     # kept current on create and withdraw so the re-referral indicator needs no window over the
     # child's referrals.

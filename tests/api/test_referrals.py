@@ -326,14 +326,23 @@ async def test_referral_13_months_after_another_for_the_child_is_not_a_rereferra
 
 
 async def test_rereferral_count_holds_every_referral_of_the_previous_12_months(
-    client: httpx.AsyncClient, school: RegisteredClient, other_school: RegisteredClient
+    client: httpx.AsyncClient,
+    school: RegisteredClient,
+    other_school: RegisteredClient,
+    front_door: RegisteredClient,
 ) -> None:
     nhs = next_nhs_number()
     for months, sender in ((13, school), (9, school), (2, other_school)):
         body = referral_body(nhs_number=nhs, received_at=months_ago(months))
         await create_referral(client, sender, body)
     created = await create_referral(client, school, referral_body(nhs_number=nhs))
-    assert (created["rereferral"], created["rereferral_count"]) == (True, 2)
+    as_front_door = await client.get(f"/v1/referrals/{created['id']}", headers=front_door.headers)
+    # Every agency's referrals count for the Front Door; the school sees only its own (issue 10).
+    assert (as_front_door.json()["rereferral"], as_front_door.json()["rereferral_count"]) == (
+        True,
+        2,
+    )
+    assert (created["rereferral"], created["rereferral_count"]) == (True, 1)
 
 
 async def test_the_create_function_counts_rereferrals_as_rereferral_count_does_at_the_edges(
