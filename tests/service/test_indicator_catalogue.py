@@ -32,6 +32,9 @@ EXPECTED_IDS = {
     "icpc_within_15_working_days_share",
     "toolkit_improvement_share",
     "toolkit_mean_grade_change",
+    "audit_neglect_impact_good_share",
+    "audit_neglect_toolkit_used_share",
+    "audit_neglect_practice_effective_share",
 }
 
 
@@ -53,15 +56,28 @@ def make_entry(**overrides: Any) -> dict[str, Any]:
     return entry
 
 
-def make_document(*entries: dict[str, Any]) -> dict[str, Any]:
+DISCLOSURE_CONTROL: dict[str, Any] = {
+    "suppression": "Counts of 1 to 5 are hidden.",
+    "perturbation": "Other counts get the table's noise.",
+    "cell_key_modulus": 256,
+    "perturbation_table": [
+        {"count": 6, "first_key": 0, "last_key": 255, "noise": 0},
+        {"count": 7, "first_key": 0, "last_key": 127, "noise": -1},
+        {"count": 7, "first_key": 128, "last_key": 255, "noise": 1},
+    ],
+}
+
+
+def make_document(*entries: dict[str, Any], **overrides: Any) -> dict[str, Any]:
     return {
         "version": 1,
+        "disclosure_control": overrides.get("disclosure_control", DISCLOSURE_CONTROL),
         "breakdowns": {name: f"{name} explained" for name in BREAKDOWNS},
         "indicators": list(entries),
     }
 
 
-def test_catalogue_holds_exactly_the_eighteen_indicators() -> None:
+def test_catalogue_holds_exactly_the_twenty_one_indicators() -> None:
     assert set(load_catalogue()) == EXPECTED_IDS
 
 
