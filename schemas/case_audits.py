@@ -55,7 +55,9 @@ class AuditGradeDefinition(BaseModel):
     good_or_better: bool
 
 
-class _GradeScale(BaseModel):
+class AuditGradeScale(BaseModel):
+    """The grading scale, best grade first (`case_audit_grades.yaml`)."""
+
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     grades: tuple[AuditGradeDefinition, ...] = Field(min_length=2)
@@ -76,7 +78,7 @@ class _GradeScale(BaseModel):
 def audit_grade_scale() -> tuple[AuditGradeDefinition, ...]:
     """The grading scale, best first; read and checked once (a bad file fails at import)."""
     text = resources.files(__package__).joinpath("case_audit_grades.yaml").read_text("utf-8")
-    return _GradeScale.model_validate(yaml.safe_load(text)).grades
+    return AuditGradeScale.model_validate(yaml.safe_load(text)).grades
 
 
 AUDIT_GRADES: Final[tuple[str, ...]] = tuple(grade.id for grade in audit_grade_scale())
