@@ -21,12 +21,13 @@ from pydantic import (
     BaseModel,
     ConfigDict,
     Field,
+    StrictBool,
     StringConstraints,
     model_validator,
 )
 
 from .children import ChildRef
-from .common import LongText, PastDate, PublicModel, StrictModel
+from .common import IsoDate, LongText, PublicModel, StrictModel, not_in_future
 from .vocabulary import AgencyType, UniqueList
 
 
@@ -116,15 +117,17 @@ class CaseAuditCreate(StrictModel):
 
     child: ChildRef
     audited_work: AuditedWork = Field(description="What the panel audited")
-    neglect_featured: bool = Field(description="Neglect featured in the case")
-    audited_on: PastDate = Field(description="The day the panel graded the case")
+    neglect_featured: StrictBool = Field(description="Neglect featured in the case")
+    audited_on: Annotated[IsoDate, AfterValidator(not_in_future())] = Field(
+        description="The day the panel graded the case (not in the future)"
+    )
     panel_agencies: UniqueList[AgencyType] = Field(
         min_length=1, max_length=len(AgencyType), description="The kinds of agency on the panel"
     )
     practice_grade: AuditGrade = Field(description="The panel's grading of the practice")
     impact_grade: AuditGrade = Field(description="The panel's grading of the impact on the child")
-    toolkit_used: bool = Field(description="The neglect toolkit was used in the work audited")
-    toolkit_use_effective: bool | None = Field(
+    toolkit_used: StrictBool = Field(description="The neglect toolkit was used in the work audited")
+    toolkit_use_effective: StrictBool | None = Field(
         default=None,
         description="Whether its use was judged effective: required when the toolkit was used, "
         "null when it was not",

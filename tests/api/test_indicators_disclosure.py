@@ -25,7 +25,7 @@ from sqlalchemy import text
 from service.db import SessionFactory, transaction
 from tests.builders.case_audits import AUDIT_SCOPES, case_audit_body, post_case_audit
 from tests.builders.case_events import cp_plan_started, icpc_held, section47_started
-from tests.builders.disclosure import key_sum, published_count, stated_noise
+from tests.builders.disclosure import STATED_TABLE, key_sum, published_count, stated_noise
 from tests.builders.indicators import (
     READ_UNSUPPRESSED,
     IndicatorApi,
@@ -363,3 +363,22 @@ async def test_every_write_path_gives_each_record_a_key(
     assert all(0 <= key <= 255 for found in keys.values() for key in found)
     # Drawn at random: twenty referrals do not all share one key.
     assert all(len(set(found)) > 1 for found in keys.values())
+
+
+async def test_the_catalogue_publishes_the_perturbation_table_and_both_rules(
+    client: httpx.AsyncClient, make_client: ClientMaker
+) -> None:
+    reader = await make_client(["indicators:read"])
+
+    response = await client.get("/v1/indicators", headers=reader.headers)
+
+    control = response.json()["disclosure_control"]
+    assert control["cell_key_modulus"] == 256
+    published: dict[int, list[tuple[int, int, int]]] = {}
+    for row in control["perturbation_table"]:
+        published.setdefault(row["count"], []).append(
+            (row["first_key"], row["last_key"], row["noise"])
+        )
+    assert {count: tuple(rows) for count, rows in published.items()} == STATED_TABLE
+    assert "1 to 5" in control["suppression"]
+    assert "cell-key" in control["perturbation"]
