@@ -28,6 +28,7 @@ from schemas.common import IsoDate, today_in_uk
 from schemas.indicators import (
     Breakdown,
     BreakdownPublic,
+    DisclosureControlPublic,
     IndicatorCatalogue,
     IndicatorPublic,
     IndicatorSeriesPublic,
@@ -36,7 +37,12 @@ from schemas.indicators import (
 )
 from service.audit import record_access
 from service.auth.caller import Caller
-from service.indicators.catalogue import IndicatorMeta, load_breakdown_definitions, load_catalogue
+from service.indicators.catalogue import (
+    IndicatorMeta,
+    load_breakdown_definitions,
+    load_catalogue,
+    load_disclosure_control,
+)
 from service.indicators.compute import IndicatorSeries, compute_series, get_indicator
 
 router = APIRouter(prefix="/v1", tags=["indicators"])
@@ -81,13 +87,17 @@ def _public(meta: IndicatorMeta) -> IndicatorPublic:
 
 @router.get("/indicators", response_model=IndicatorCatalogue, responses=problems(401, 403, 503))
 async def list_indicators(caller: IndicatorsReader) -> IndicatorCatalogue:
-    """The indicator catalogue: what each indicator means, and the breakdowns offered."""
+    """The indicator catalogue: what each indicator means, the breakdowns offered, and how
+    published figures are protected (suppression, and the cell-key perturbation table)."""
     return IndicatorCatalogue(
         indicators=[_public(meta) for meta in load_catalogue().values()],
         breakdowns=[
             BreakdownPublic(id=breakdown, definition=definition)
             for breakdown, definition in load_breakdown_definitions().items()
         ],
+        disclosure_control=DisclosureControlPublic.model_validate(
+            load_disclosure_control().model_dump()
+        ),
     )
 
 
@@ -206,8 +216,9 @@ async def get_indicator_series(
     if_none_match: Annotated[str | None, Header()] = None,
 ) -> Response:
     """One indicator's series over whole periods covering `from`..`to`, with small numbers
-    suppressed unless the caller holds indicators:read:unsuppressed. JSON, or CSV for
-    `Accept: text/csv`; send the ETag back in `If-None-Match` to get 304 while unchanged."""
+    suppressed and other counts perturbed unless the caller holds indicators:read:unsuppressed.
+    JSON, or CSV for `Accept: text/csv`; send the ETag back in `If-None-Match` to get 304 while
+    unchanged."""
     meta = get_indicator(indicator_id)
     end = to or today_in_uk()
     start = from_ or _a_year_before(end)

@@ -28,6 +28,7 @@ from service.settings import InvalidSettings, Settings, get_settings
 from . import (
     assessments,
     audit,
+    case_audits,
     case_events,
     children,
     clients,
@@ -134,6 +135,7 @@ def create_app(settings: Settings | None = None, database_url: str | None = None
         toolkits,
         assessments,
         case_events,
+        case_audits,
         indicators,
         clients,
         audit,

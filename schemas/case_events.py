@@ -41,6 +41,10 @@ EventRef = Annotated[
 CategoryOfAbuse = Literal["NEG", "PHY", "EMO", "SAB", "MUL"]
 """CIN census category of abuse: neglect, physical, emotional, sexual, multiple."""
 
+FeedbackFrom = Literal["child", "parent_carer"]
+"""Who gave feedback: the child, or a parent or carer."""
+FEEDBACK_FROM: Final[tuple[str, ...]] = get_args(FeedbackFrom)
+
 CaseEventChild = ChildRef
 """Who the event is about. The same reference assessments use, so a child is named one way
 everywhere: nhs_number, la_child_id, upn, or family_name with date_of_birth (SPEC 2.1)."""
@@ -167,7 +171,7 @@ class FeedbackReceivedEvent(_CaseEventBase):
     """Feedback on the service from the child or a parent or carer."""
 
     type: Literal["feedback_received"]
-    from_whom: Literal["child", "parent_carer"]
+    from_whom: FeedbackFrom
     rating: Annotated[int, Field(strict=True, ge=1, le=5)] = Field(description="1 poor to 5 good")
     about: ShortText = Field(description="What the feedback is about")
 

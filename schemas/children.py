@@ -17,6 +17,7 @@ from pydantic import (
 )
 
 from schemas.common import (
+    IsoDate,
     LongText,
     PublicModel,
     ShortText,
@@ -100,8 +101,9 @@ UkPostcode = Annotated[
 ]
 
 
+# ISO text, not a number pydantic would read as a Unix time.
 _DateOfBirth = Annotated[
-    date | None, AfterValidator(not_in_future("date_of_birth must not be in the future"))
+    IsoDate | None, AfterValidator(not_in_future("date_of_birth must not be in the future"))
 ]
 
 

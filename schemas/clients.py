@@ -29,6 +29,8 @@ Scope = Literal[
     "assessments:write",
     "assessments:read",
     "case-events:write",
+    "audits:write",
+    "audits:read",
     "indicators:read",
     "indicators:read:unsuppressed",
     "audit:read",

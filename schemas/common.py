@@ -92,14 +92,18 @@ _ISO_DATE = re.compile(r"^\d{4}-\d{2}-\d{2}")
 
 
 def _iso_text(value: object) -> object:
-    # pydantic would read "0.5" or "1700000000" as a Unix time; a query string must be ISO 8601.
-    if isinstance(value, str) and not _ISO_DATE.match(value):
-        raise ValueError("must be an ISO 8601 date (YYYY-MM-DD...)")
+    # pydantic would read "0.5", "1700000000" or a JSON number as a Unix time; a date on the wire
+    # must be ISO 8601 text.
+    if isinstance(value, str):
+        if not _ISO_DATE.match(value):
+            raise ValueError("must be an ISO 8601 date (YYYY-MM-DD...)")
+    elif not isinstance(value, date):
+        raise ValueError("must be an ISO 8601 date (YYYY-MM-DD...) given as text")
     return value
 
 
 IsoDate = Annotated[date, BeforeValidator(_iso_text)]
-"""A date given as ISO 8601 text (query parameters)."""
+"""A date given as ISO 8601 text (query parameters, and body dates that must not be numbers)."""
 
 
 _FIRST_INSTANT = datetime.min.replace(tzinfo=UTC)

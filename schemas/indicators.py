@@ -10,7 +10,16 @@ from pydantic import Field
 from schemas.common import PublicModel
 
 Breakdown = Literal[
-    "age_band", "sex", "ethnicity", "referral_source", "agency_type", "neglect_form", "plan_type"
+    "age_band",
+    "sex",
+    "ethnicity",
+    "disability",
+    "referral_source",
+    "agency_type",
+    "neglect_form",
+    "plan_type",
+    "feedback_from",
+    "audited_work",
 ]
 BREAKDOWNS: Final[tuple[Breakdown, ...]] = get_args(Breakdown)
 
@@ -50,15 +59,41 @@ class BreakdownPublic(PublicModel):
     definition: str
 
 
+class PerturbationRowPublic(PublicModel):
+    """One row of the perturbation table: a cell whose exact count is `count` (the last count
+    listed stands for every larger one) and whose cell key lies in `first_key`..`last_key` is
+    published as `count + noise`."""
+
+    count: int
+    first_key: int
+    last_key: int
+    noise: int
+
+
+class DisclosureControlPublic(PublicModel):
+    """How figures are protected for callers without indicators:read:unsuppressed."""
+
+    suppression: str = Field(description="Which cells are hidden")
+    perturbation: str = Field(description="How every other count is perturbed (cell-key method)")
+    cell_key_modulus: int = Field(
+        description="Record keys and cell keys are whole numbers from 0 to this minus 1"
+    )
+    perturbation_table: list[PerturbationRowPublic]
+
+
 class IndicatorCatalogue(PublicModel):
-    """Every indicator the service computes, and the breakdowns they offer."""
+    """Every indicator the service computes, the breakdowns they offer, and how their published
+    figures are protected."""
 
     indicators: list[IndicatorPublic]
     breakdowns: list[BreakdownPublic]
+    disclosure_control: DisclosureControlPublic
 
 
 class SeriesPointPublic(PublicModel):
-    """One figure of a series. A suppressed figure has numerator, denominator and value null."""
+    """One figure of a series. A suppressed figure has numerator, denominator and value null.
+    Without indicators:read:unsuppressed every other count is perturbed (see the catalogue's
+    `disclosure_control`), and the value is computed from the perturbed counts."""
 
     period_start: date = Field(description="The period's first day")
     period_end: date = Field(
@@ -83,6 +118,7 @@ class IndicatorSeriesPublic(PublicModel):
     period: Period
     breakdown: Breakdown | None
     suppression_applied: bool = Field(
-        description="False only for callers holding indicators:read:unsuppressed"
+        description="Whether disclosure control (small-cell suppression and cell-key "
+        "perturbation) was applied; false only for callers holding indicators:read:unsuppressed"
     )
     series: list[SeriesPointPublic]

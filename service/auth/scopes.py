@@ -10,6 +10,8 @@ SCOPES: dict[str, str] = {
     "assessments:write": "Send toolkit assessments",
     "assessments:read": "Read your own agency's toolkit assessments",
     "case-events:write": "Send case events from the council's case system",
+    "audits:write": "Record multi-agency case audits",
+    "audits:read": "Read your own agency's multi-agency case audits",
     "indicators:read": "Read the partnership's indicators (small numbers suppressed)",
     "indicators:read:unsuppressed": "Read exact indicator figures",
     "audit:read": "Read the audit trail",

@@ -265,3 +265,51 @@ RATINGS_CHILD: Final = Weighted((1, 5), (2, 10), (3, 25), (4, 35), (5, 25))
 CONSENT: Final = Weighted(("given", 80), ("refused", 12), ("not_sought", 8))
 SEVERITY: Final = Weighted((2, 25), (3, 45), (4, 25), (5, 5))
 TREND: Final = Weighted((-1, 55), (0, 30), (1, 15))
+
+# --- Disabilities and case audits (drawn from a second generator, so adding them left every
+# other row of a seed as it was) ---
+
+DISABILITY_RECORDED: Final = Weighted(("NONE", 70), ("codes", 12), ("not_recorded", 18))
+"""What referrals record of a child's disability: NONE, one or two codes, or nothing."""
+DISABILITY_CODES: Final = Weighted(
+    ("LD", 20),
+    ("AUT", 20),
+    ("COMM", 18),
+    ("BEH", 15),
+    ("MOB", 6),
+    ("HEAR", 4),
+    ("DDA", 4),
+    ("PC", 3),
+    ("INC", 3),
+    ("VIS", 3),
+    ("HAND", 2),
+    ("CON", 2),
+)
+AUDIT_CLIENT: Final = (
+    "demo-partnership-qa",
+    "local_authority",
+    "Demo Safeguarding Children Partnership",
+)
+"""The client that records the partnership's multi-agency case audits."""
+AUDIT_PANEL_AGENCIES: Final = Weighted(
+    ("health", 30),
+    ("police", 20),
+    ("school", 20),
+    ("early_help", 15),
+    ("early_years", 5),
+    ("voluntary_sector", 5),
+    ("housing", 5),
+)
+"""Who sits on a panel beside the local authority."""
+PRACTICE_GRADES_TOOLKIT: Final = Weighted((0, 12), (1, 58), (2, 24), (3, 6))
+"""Practice grades where the toolkit was used, as positions on the audit scale (0 the best, as
+in `schemas.case_audits.AUDIT_GRADES`); without it, `PRACTICE_GRADES_OTHER`."""
+PRACTICE_GRADES_OTHER: Final = Weighted((0, 5), (1, 42), (2, 38), (3, 15))
+AUDIT_LEARNING: Final = (
+    "Chronology helped the panel see the cumulative impact of neglect.",
+    "The child's lived experience was clear in the plan.",
+    "Drift between reviews: actions were not followed up for two months.",
+    "Health and school information was not shared with the lead professional.",
+    "Toolkit scores were used well to show the family what had changed.",
+    "The plan focused on parental engagement rather than outcomes for the child.",
+)

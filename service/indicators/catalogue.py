@@ -14,6 +14,8 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints, model_validator
 
 from schemas.indicators import BREAKDOWNS, Breakdown, Period, Polarity, Timing, Unit
+from service.indicators.perturbation import CELL_KEY_MODULUS, PerturbationRow, PerturbationTable
+from service.indicators.suppression import SMALL_COUNT_MAX
 
 _Text = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=2000)]
 
@@ -55,10 +57,52 @@ class IndicatorMeta(BaseModel):
         return self
 
 
+class PerturbationRowEntry(BaseModel):
+    """One row of the published perturbation table (see `perturbation.PerturbationRow`)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    count: int = Field(ge=1)
+    first_key: int = Field(ge=0)
+    last_key: int = Field(ge=0)
+    noise: int
+
+
+class DisclosureControl(BaseModel):
+    """How published figures are protected: the two rules in words, and the perturbation table."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    suppression: _Text
+    perturbation: _Text
+    cell_key_modulus: int
+    perturbation_table: tuple[PerturbationRowEntry, ...] = Field(min_length=1)
+
+    @model_validator(mode="after")
+    def _check_table(self) -> Self:
+        if self.cell_key_modulus != CELL_KEY_MODULUS:
+            # Record keys are drawn from 0-255 by the database's column default.
+            raise ValueError(f"cell_key_modulus must be {CELL_KEY_MODULUS}, the record keys' range")
+        table = self.table()  # raises ValueError when the rows do not make a whole table
+        if table.smallest != SMALL_COUNT_MAX + 1:
+            raise ValueError(
+                f"the perturbation table must start at {SMALL_COUNT_MAX + 1}, the smallest count "
+                "suppression shows"
+            )
+        return self
+
+    def table(self) -> PerturbationTable:
+        return PerturbationTable(
+            (PerturbationRow(**row.model_dump()) for row in self.perturbation_table),
+            self.cell_key_modulus,
+        )
+
+
 class _CatalogueFile(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     version: int = Field(ge=1)
+    disclosure_control: DisclosureControl
     breakdowns: dict[Breakdown, _Text]
     indicators: list[IndicatorMeta] = Field(min_length=1)
 
@@ -99,3 +143,14 @@ def load_catalogue() -> dict[str, IndicatorMeta]:
 def load_breakdown_definitions() -> dict[Breakdown, str]:
     """A plain-English definition of every breakdown, for the catalogue listing."""
     return dict(_load_file().breakdowns)
+
+
+def load_disclosure_control() -> DisclosureControl:
+    """The published disclosure-control rules and perturbation table."""
+    return _load_file().disclosure_control
+
+
+@functools.cache
+def load_perturbation_table() -> PerturbationTable:
+    """The perturbation table, built once."""
+    return _load_file().disclosure_control.table()

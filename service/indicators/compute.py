@@ -1,11 +1,17 @@
 """Computing an indicator series: check the request against the catalogue, run the indicator's one
 SQL statement (see `sql.py`), then apply disclosure control to the aggregates it returns.
 
-Disclosure control (SPEC 2.5, `suppression.py`): without `indicators:read:unsuppressed`, counts of
-1 to 5 and rates built on them are hidden, and inside a breakdown a second cell is hidden whenever
-a lone hidden cell could be recovered from the period's total. For a mean, the numerator is a sum
-of ratings or grade changes rather than a count of children, so only the denominator (the number
-of things averaged) decides.
+Disclosure control, for callers without `indicators:read:unsuppressed` (SPEC 2.5; the catalogue's
+`disclosure_control` says it in words):
+1. Suppression (`suppression.py`), on the exact counts: counts of 1 to 5 and rates built on them
+   are hidden, and inside a breakdown a second cell is hidden whenever a lone hidden cell could be
+   recovered from the period's total. For a mean, the numerator is a sum of ratings or grade
+   changes rather than a count of children, so only the denominator (the number of things
+   averaged) decides. Disability's code cells are parts of its `any` cell, so they are checked
+   against that cell rather than the total.
+2. Perturbation (`perturbation.py`), of every count still shown, by the cell-key method: each
+   cell's noise comes from the published table and the keys of the records in it, so it is the
+   same every time and subtraction across queries gives no exact count.
 """
 
 from __future__ import annotations
@@ -18,11 +24,20 @@ from typing import Final
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from schemas.case_audits import GOOD_OR_BETTER_GRADES
 from schemas.indicators import Breakdown, Period
 from service.errors import NotFound, Unprocessable, field_problem
-from service.indicators.catalogue import IndicatorMeta, load_catalogue
+from service.indicators.catalogue import IndicatorMeta, load_catalogue, load_perturbation_table
 from service.indicators.periods import EARLIEST_START, Bucket, period_bounds
-from service.indicators.sql import FIXED_GROUPS, NEEDS_HOLIDAYS, STEPS, build_series_sql
+from service.indicators.perturbation import PerturbationTable, perturb_figures
+from service.indicators.sql import (
+    FIXED_GROUPS,
+    NEEDS_GOOD_GRADES,
+    NEEDS_HOLIDAYS,
+    STEPS,
+    SUBGROUPS_OF,
+    build_series_sql,
+)
 from service.indicators.suppression import Cell, apply_primary_suppression, suppress
 from service.working_days import bank_holidays
 
@@ -142,6 +157,8 @@ async def compute_series(
     if meta.id in NEEDS_HOLIDAYS:
         # Deadlines run up to 60 days past a start up to a year before the range.
         params["holidays"] = bank_holidays(buckets[0][0].year - 1, buckets[-1][1].year + 1)
+    if meta.id in NEEDS_GOOD_GRADES:
+        params["good_grades"] = list(GOOD_OR_BETTER_GRADES)
     # The periods x groups cross join makes the planner's cost estimates huge, which would switch
     # on JIT compilation: seconds of compiling for a query that runs in well under one.
     await session.execute(text("SET LOCAL jit = off"))
@@ -152,6 +169,7 @@ async def compute_series(
     ends: dict[date, date] = {}
     totals: dict[date, Cell] = {}
     cells_by_period: dict[date, list[Cell]] = {}
+    keys: dict[tuple[date, str], tuple[int, int]] = {}
     for row in rows:
         ends[row.period_start] = row.period_end
         cell = Cell(
@@ -161,17 +179,23 @@ async def compute_series(
             denominator=None if is_count else int(row.den),
             value=_number(row.value, integral=is_count),
         )
+        keys[(row.period_start, cell.label)] = (int(row.nkey), int(row.dkey))
         if row.grp is None:
             totals[row.period_start] = cell
         else:
             cells_by_period.setdefault(row.period_start, []).append(cell)
 
+    table = load_perturbation_table()
     points: list[SeriesPoint] = []
     for period_start, period_end in ends.items():
         total = totals[period_start]
         published = cells_by_period.get(period_start, []) if breakdown is not None else [total]
         if not unsuppressed:
-            published = _disclose(published, total, meta.unit == "mean", breakdown is not None)
+            published = _disclose(published, total, meta.unit == "mean", breakdown)
+            published = [
+                _perturb(cell, meta.unit, keys[(period_start, cell.label)], table)
+                for cell in published
+            ]
         points.extend(
             SeriesPoint(
                 period_start=period_start,
@@ -199,11 +223,29 @@ def _without_sum(cell: Cell) -> Cell:
     return Cell(cell.label, cell.group, None, cell.denominator, cell.value, cell.suppressed)
 
 
-def _disclose(cells: list[Cell], total: Cell, is_mean: bool, is_breakdown: bool) -> list[Cell]:
+def _suppress_breakdown(cells: list[Cell], total: Cell, breakdown: Breakdown) -> list[Cell]:
+    parent = SUBGROUPS_OF.get(breakdown)
+    if parent is None:
+        return suppress(cells, total)
+    # The fixed groups partition the total; every other cell is a part of the parent cell.
+    whole = [index for index, cell in enumerate(cells) if cell.label in FIXED_GROUPS[breakdown]]
+    parts = [index for index in range(len(cells)) if index not in whole]
+    result = list(cells)
+    for index, cell in zip(whole, suppress([cells[i] for i in whole], total), strict=True):
+        result[index] = cell
+    parent_cell = next((result[i] for i in whole if result[i].label == parent), None)
+    for index, cell in zip(parts, suppress([cells[i] for i in parts], parent_cell), strict=True):
+        result[index] = cell
+    return result
+
+
+def _disclose(
+    cells: list[Cell], total: Cell, is_mean: bool, breakdown: Breakdown | None
+) -> list[Cell]:
     checked = [_without_sum(cell) for cell in cells] if is_mean else cells
     checked_total = _without_sum(total) if is_mean else total
-    if is_breakdown:
-        result = suppress(checked, checked_total)
+    if breakdown is not None:
+        result = _suppress_breakdown(checked, checked_total, breakdown)
     else:
         result = [apply_primary_suppression(cell) for cell in checked]
     # Put a mean's sum back wherever the cell is still shown.
@@ -211,3 +253,19 @@ def _disclose(cells: list[Cell], total: Cell, is_mean: bool, is_breakdown: bool)
         original if not outcome.suppressed else outcome
         for original, outcome in zip(cells, result, strict=True)
     ]
+
+
+def _perturb(cell: Cell, unit: str, cell_keys: tuple[int, int], table: PerturbationTable) -> Cell:
+    """A shown cell with its counts perturbed and its value recomputed from them."""
+    if cell.suppressed or cell.numerator is None:
+        return cell
+    figures = perturb_figures(
+        table, unit, cell.numerator, cell.denominator, cell_keys[0], cell_keys[1]
+    )
+    return Cell(
+        label=cell.label,
+        group=cell.group,
+        numerator=figures.numerator,
+        denominator=figures.denominator,
+        value=figures.value,
+    )

@@ -9,6 +9,12 @@ the statement that generates the periods (`generate_series`), aggregates the uni
 breakdown group (and the period totals from those cells, so one scan gives both), fills absent
 groups with zeros and computes the value. Only those aggregates leave the database.
 
+Beside each cell's counts the statement sums the record keys of the records counted (`nkey` for
+the numerator, `dkey` for the denominator): every unit names the record it counts (a referral, a
+plan, a conference, an assessment, a case event, an audit, or the child where children are
+counted), whose `record_key` was drawn when it was stored. Those sums are the cell keys of the
+cell-key method (`perturbation.py`); keys never leave the database one by one.
+
 Written for scale (a million referrals; `bench/indicators.sh` times every series against a plain
 count(*) over the referral table):
 - Flows are bucketed with `width_bucket` against the array of bucket start days (for referrals,
@@ -31,8 +37,9 @@ count(*) over the referral table):
 
 Bound parameters of every statement: `first_start`, `last_start` (dates: the first and last
 bucket's first day; for `snapshot`, of their month), `step` (an interval as text), `range_start`,
-`range_end` (the half-open range of days the buckets cover), `fixed_groups` (text[]) and, for the
-ICPC timeliness indicator, `holidays` (date[]: England and Wales bank holidays).
+`range_end` (the half-open range of days the buckets cover), `fixed_groups` (text[]), for the
+ICPC timeliness indicator `holidays` (date[]: England and Wales bank holidays), and for the audit
+gradings `good_grades` (text[]: the audit grades that count as good or better).
 
 SQL text is assembled only from the fixed fragments in this module, chosen by ids that have been
 checked against the catalogue; every value is a bound parameter.
@@ -48,6 +55,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Final
 
+from schemas.case_audits import AUDITED_WORK
+from schemas.case_events import FEEDBACK_FROM
 from schemas.indicators import Breakdown, Period, Unit
 from schemas.vocabulary import NEGLECT_FORMS
 
@@ -55,6 +64,10 @@ UK_ZONE: Final = "Europe/London"
 
 AGE_BANDS: Final = ("under 1", "1-4", "5-9", "10-15", "16+")
 AGE_NOT_KNOWN: Final = "not known"
+
+DISABILITY_NONE: Final = "none"
+DISABILITY_ANY: Final = "any"
+DISABILITY_NOT_KNOWN: Final = "not known"
 
 FIXED_GROUPS: Final[dict[Breakdown, tuple[str, ...]]] = {
     "age_band": AGE_BANDS,
@@ -64,9 +77,17 @@ FIXED_GROUPS: Final[dict[Breakdown, tuple[str, ...]]] = {
     "ethnicity": (),
     "referral_source": (),
     "agency_type": (),
+    "disability": (DISABILITY_NONE, DISABILITY_ANY, DISABILITY_NOT_KNOWN),
+    "feedback_from": FEEDBACK_FROM,
+    "audited_work": AUDITED_WORK,
 }
 """Groups shown in every period even when empty (zeros are shown); other groups appear when seen
 anywhere in the requested range."""
+
+SUBGROUPS_OF: Final[dict[Breakdown, str]] = {"disability": DISABILITY_ANY}
+"""Breakdowns whose fixed groups partition each period's total while every other group (one per
+CIN disability code) is a part of the fixed group named here: a child with several codes is in
+several of them. Disclosure control treats the two sets of cells separately."""
 
 STEPS: Final[dict[Period, str]] = {
     "month": "1 month",
@@ -116,12 +137,20 @@ class UnitsQuery:
     already carry the period totals as rows whose `grp` column is NULL (the group column is then
     `units.grp`); `shared_denominator` means every cell's denominator is its period's total
     denominator (a share of all, not of the group).
+
+    Record keys (disclosure control, `perturbation.py`): each unit names the record it counts in
+    `rkey`, that record's `record_key`; with `child_keyed` the things counted are children, and
+    the wrapper takes the child's key instead (the units then need no `rkey`). `period_rows`
+    means the units are already one row per period with its totals, and carry the summed keys of
+    the records in the numerator and the denominator as `nkey` and `dkey`.
     """
 
     sql: str
     ctes: str = ""
     totals_in_units: bool = False
     shared_denominator: bool = False
+    child_keyed: bool = False
+    period_rows: bool = False
 
 
 # --- Shared building blocks ------------------------------------------------------------------
@@ -144,7 +173,8 @@ _CP_SPANS_CTE = f"""
 cp_spans AS (
     SELECT p.child_id, p.initial_category AS category, p.started_on AS lo,
            least(COALESCE(p.ended_on, 'infinity'::date),
-                 COALESCE(first_change.changed_on, 'infinity'::date)) AS hi
+                 COALESCE(first_change.changed_on, 'infinity'::date)) AS hi,
+           p.record_key AS rkey
     FROM care_plan p
     LEFT JOIN (
         SELECT care_plan_id, min(changed_on) AS changed_on
@@ -156,7 +186,8 @@ cp_spans AS (
            least(COALESCE(p.ended_on, 'infinity'::date),
                  COALESCE(lead(ch.changed_on) OVER (
                      PARTITION BY ch.care_plan_id ORDER BY ch.changed_on, ch.id
-                 ), 'infinity'::date))
+                 ), 'infinity'::date)),
+           p.record_key
     FROM care_plan_category_change ch JOIN care_plan p ON p.id = ch.care_plan_id
     WHERE {_CP_PLANS_IN_RANGE}
 ),"""
@@ -192,8 +223,9 @@ def _covered_buckets(lo: str, hi: str) -> str:
 
 
 def _open_span_units(spans: str, breakdown: Breakdown | None, columns: str = "") -> UnitsQuery:
-    """Units of an at-period-end indicator from `spans`, rows (child_id, lo, hi, num, den, and
-    `columns`) that each count `num` and `den` on every day in [lo, hi); `cp_spans` is available.
+    """Units of an at-period-end indicator from `spans`, rows (child_id, lo, hi, num, den, rkey,
+    and `columns`) that each count `num` and `den` on every day in [lo, hi); `cp_spans` is
+    available.
 
     With a breakdown, one unit per span and bucket whose point it covers. Without one only the
     totals matter, so each span adds its counts from its first bucket on and takes them away
@@ -204,49 +236,61 @@ def _open_span_units(spans: str, breakdown: Breakdown | None, columns: str = "")
         return UnitsQuery(
             ctes=_CP_SPANS_CTE,
             sql=f"""
-        SELECT k.k, {_POINT} AS day, s.child_id, {columns} s.num, s.den
+        SELECT k.k, {_POINT} AS day, s.child_id, {columns} s.num, s.den, s.rkey
         FROM {spans} s CROSS JOIN LATERAL {_covered_buckets("s.lo", "s.hi")} AS k(k)""",
         )
     return UnitsQuery(
         ctes=f"""{_CP_SPANS_CTE}
 span_buckets AS MATERIALIZED (
-    SELECT first_k, last_k, num, den
+    SELECT first_k, last_k, num, den, nkey, dkey
     FROM (
-        SELECT {_first_bucket("s.lo")} AS first_k, {_last_bucket("s.hi")} AS last_k, s.num, s.den
+        SELECT {_first_bucket("s.lo")} AS first_k, {_last_bucket("s.hi")} AS last_k, s.num, s.den,
+               CASE WHEN s.num <> 0 THEN s.rkey ELSE 0 END AS nkey,
+               CASE WHEN s.den <> 0 THEN s.rkey ELSE 0 END AS dkey
         FROM {spans} s
     ) b
     WHERE first_k <= last_k
 ),""",
         sql="""
         SELECT p.k, sum(COALESCE(d.num, 0)) OVER (ORDER BY p.k) AS num,
-               sum(COALESCE(d.den, 0)) OVER (ORDER BY p.k) AS den
+               sum(COALESCE(d.den, 0)) OVER (ORDER BY p.k) AS den,
+               sum(COALESCE(d.nkey, 0)) OVER (ORDER BY p.k) AS nkey,
+               sum(COALESCE(d.dkey, 0)) OVER (ORDER BY p.k) AS dkey
         FROM periods p
         LEFT JOIN (
-            SELECT k, sum(num) AS num, sum(den) AS den
+            SELECT k, sum(num) AS num, sum(den) AS den, sum(nkey) AS nkey, sum(dkey) AS dkey
             FROM (
-                SELECT first_k AS k, sum(num) AS num, sum(den) AS den
+                SELECT first_k AS k, sum(num) AS num, sum(den) AS den, sum(nkey) AS nkey,
+                       sum(dkey) AS dkey
                 FROM span_buckets GROUP BY first_k
                 UNION ALL
-                SELECT last_k + 1, -sum(num), -sum(den) FROM span_buckets GROUP BY last_k
+                SELECT last_k + 1, -sum(num), -sum(den), -sum(nkey), -sum(dkey)
+                FROM span_buckets GROUP BY last_k
             ) changes
             GROUP BY k
         ) d ON d.k = p.k""",
+        period_rows=True,
     )
 
 
-def _referral_period_totals(num_condition: str, condition: str = "") -> str:
+def _referral_period_totals(num_condition: str, condition: str = "") -> UnitsQuery:
     """Units of a referral flow without a breakdown: one row per bucket with its totals, each
     bucket's referrals read by an index range scan on `received_at` (no per-row bucketing)."""
-    return f"""
-        SELECT p.k, f.num, f.den
+    return UnitsQuery(
+        period_rows=True,
+        sql=f"""
+        SELECT p.k, f.num, f.den, f.nkey, f.dkey
         FROM periods p
         CROSS JOIN LATERAL (
-            SELECT count(*) FILTER (WHERE {num_condition}) AS num, count(*) AS den
+            SELECT count(*) FILTER (WHERE {num_condition}) AS num, count(*) AS den,
+                   COALESCE(sum(r.record_key) FILTER (WHERE {num_condition}), 0) AS nkey,
+                   COALESCE(sum(r.record_key), 0) AS dkey
             FROM referral r
             WHERE r.status <> 'withdrawn' {condition}
               AND r.received_at >= (p.period_start::timestamp AT TIME ZONE '{UK_ZONE}')
               AND r.received_at < (p.period_end::timestamp AT TIME ZONE '{UK_ZONE}')
-        ) f"""
+        ) f""",
+    )
 
 
 # --- One units query per indicator -------------------------------------------------------------
@@ -260,22 +304,24 @@ def _neglect_referral_share(breakdown: Breakdown | None) -> UnitsQuery:
         return UnitsQuery(
             sql=f"""
             SELECT {_REFERRAL_BUCKET} AS k, {_REFERRAL_DAY} AS day, r.child_id,
-                   f.form AS grp, 1 AS num, 0 AS den
+                   f.form AS grp, 1 AS num, 0 AS den, r.record_key AS rkey
             FROM referral r CROSS JOIN LATERAL unnest(r.neglect_forms) AS f(form)
             WHERE r.status <> 'withdrawn'
               AND r.received_at >= {_UK_RANGE_START} AND r.received_at < {_UK_RANGE_END}
             UNION ALL
-            SELECT {_REFERRAL_BUCKET}, {_REFERRAL_DAY}, r.child_id, NULL, {is_neglect}, 1
+            SELECT {_REFERRAL_BUCKET}, {_REFERRAL_DAY}, r.child_id, NULL, {is_neglect}, 1,
+                   r.record_key
             {_REFERRALS_IN_RANGE}""",
             totals_in_units=True,
             shared_denominator=True,
         )
     if breakdown is None:
-        return UnitsQuery(sql=_referral_period_totals("'neglect' = ANY(r.concern_categories)"))
+        return _referral_period_totals("'neglect' = ANY(r.concern_categories)")
     return UnitsQuery(
         sql=f"""
         SELECT {_REFERRAL_BUCKET} AS k, {_REFERRAL_DAY} AS day, r.child_id,
-               r.referral_source, r.agency_type, {is_neglect} AS num, 1 AS den
+               r.referral_source, r.agency_type, {is_neglect} AS num, 1 AS den,
+               r.record_key AS rkey
         {_REFERRALS_IN_RANGE}"""
     )
 
@@ -284,7 +330,8 @@ def _cp_plan_neglect_share(breakdown: Breakdown | None) -> UnitsQuery:
     # One unit per child: a child has at most one CP plan open on any day (the case-events API
     # refuses overlapping plans), and a plan has one category on any day.
     spans = """(
-            SELECT child_id, lo, hi, CASE WHEN category = 'NEG' THEN 1 ELSE 0 END AS num, 1 AS den
+            SELECT child_id, lo, hi, CASE WHEN category = 'NEG' THEN 1 ELSE 0 END AS num, 1 AS den,
+                   rkey
             FROM cp_spans
         )"""
     return _open_span_units(spans, breakdown)
@@ -294,7 +341,8 @@ def _cp_plan_starts_neglect_share(breakdown: Breakdown | None) -> UnitsQuery:
     return UnitsQuery(
         sql=f"""
         SELECT {_bucket("p.started_on")} AS k, p.started_on AS day, p.child_id,
-               CASE WHEN p.initial_category = 'NEG' THEN 1 ELSE 0 END AS num, 1 AS den
+               CASE WHEN p.initial_category = 'NEG' THEN 1 ELSE 0 END AS num, 1 AS den,
+               p.record_key AS rkey
         FROM care_plan p WHERE p.plan_type = 'cp' AND {_in_range("p.started_on")}"""
     )
 
@@ -309,7 +357,8 @@ def _icpc_neglect_children(breakdown: Breakdown | None) -> UnitsQuery:
                    1 AS num, 0 AS den
             FROM icpc i WHERE 'NEG' = ANY(i.categories) AND {_in_range("i.held_on")}
         ) x
-        ORDER BY k, child_id, day"""
+        ORDER BY k, child_id, day""",
+        child_keyed=True,
     )
 
 
@@ -329,7 +378,8 @@ def _repeat_cp_plan_neglect(breakdown: Breakdown | None) -> UnitsQuery:
             WHERE p.plan_type = 'cp' AND p.initial_category = 'NEG'
               AND {_in_range("p.started_on")}
         ) x
-        GROUP BY k, child_id"""
+        GROUP BY k, child_id""",
+        child_keyed=True,
     )
 
 
@@ -337,7 +387,8 @@ def _cp_plan_neglect_domestic_abuse_share(breakdown: Breakdown | None) -> UnitsQ
     return UnitsQuery(
         sql=f"""
         SELECT {_bucket("p.started_on")} AS k, p.started_on AS day, p.child_id,
-               CASE WHEN p.domestic_abuse_focus THEN 1 ELSE 0 END AS num, 1 AS den
+               CASE WHEN p.domestic_abuse_focus THEN 1 ELSE 0 END AS num, 1 AS den,
+               p.record_key AS rkey
         FROM care_plan p
         WHERE p.plan_type = 'cp' AND p.initial_category = 'NEG' AND {_in_range("p.started_on")}"""
     )
@@ -345,10 +396,11 @@ def _cp_plan_neglect_domestic_abuse_share(breakdown: Breakdown | None) -> UnitsQ
 
 def _neglect_plans_open(breakdown: Breakdown | None) -> UnitsQuery:
     spans = f"""(
-            SELECT child_id, 'cp' AS plan_type, lo, hi, 1 AS num, 0 AS den
+            SELECT child_id, 'cp' AS plan_type, lo, hi, 1 AS num, 0 AS den, rkey
             FROM cp_spans WHERE category = 'NEG'
             UNION ALL
-            SELECT p.child_id, 'cin', p.started_on, COALESCE(p.ended_on, 'infinity'::date), 1, 0
+            SELECT p.child_id, 'cin', p.started_on, COALESCE(p.ended_on, 'infinity'::date), 1, 0,
+                   p.record_key
             FROM care_plan p
             WHERE p.plan_type = 'cin' AND p.neglect AND p.started_on < {_RANGE_END}
               AND (p.ended_on IS NULL OR p.ended_on > {_RANGE_START})
@@ -360,7 +412,7 @@ def _toolkit_assessments(breakdown: Breakdown | None) -> UnitsQuery:
     return UnitsQuery(
         sql=f"""
         SELECT {_bucket("a.completed_on")} AS k, a.completed_on AS day, a.child_id,
-               a.agency_type, 1 AS num, 0 AS den
+               a.agency_type, 1 AS num, 0 AS den, a.record_key AS rkey
         FROM assessment a WHERE {_in_range("a.completed_on")}"""
     )
 
@@ -371,7 +423,7 @@ def _early_help_neglect_identified(breakdown: Breakdown | None) -> UnitsQuery:
         SELECT {_bucket("e.occurred_on")} AS k, e.occurred_on AS day, e.child_id,
                CASE WHEN (e.details ->> 'neglect_considered')::boolean
                      AND (e.details ->> 'neglect_identified')::boolean THEN 1 ELSE 0 END AS num,
-               1 AS den
+               1 AS den, e.record_key AS rkey
         {_events("early_help_assessment_completed")}"""
     )
 
@@ -397,7 +449,8 @@ def _early_help_neglect_stepped_up_share(breakdown: Breakdown | None) -> UnitsQu
                   AND (e.details ->> 'neglect_identified')::boolean
             ) identified
             ORDER BY child_id, k, day
-        ) x"""
+        ) x""",
+        child_keyed=True,
     )
 
 
@@ -436,7 +489,8 @@ def _rereferral_after_toolkit_share(breakdown: Breakdown | None) -> UnitsQuery:
                ) THEN 1 ELSE 0 END AS num,
                1 AS den
         FROM ({firsts}
-        ) x"""
+        ) x""",
+        child_keyed=True,
     )
 
 
@@ -444,7 +498,8 @@ def _health_appointment_attendance(breakdown: Breakdown | None) -> UnitsQuery:
     return UnitsQuery(
         sql=f"""
         SELECT {_bucket("e.occurred_on")} AS k, e.occurred_on AS day, e.child_id,
-               CASE WHEN (e.details ->> 'attended')::boolean THEN 1 ELSE 0 END AS num, 1 AS den
+               CASE WHEN (e.details ->> 'attended')::boolean THEN 1 ELSE 0 END AS num, 1 AS den,
+               e.record_key AS rkey
         {_events("health_appointment")}"""
     )
 
@@ -453,7 +508,8 @@ def _family_feedback(breakdown: Breakdown | None) -> UnitsQuery:
     return UnitsQuery(
         sql=f"""
         SELECT {_bucket("e.occurred_on")} AS k, e.occurred_on AS day, e.child_id,
-               (e.details ->> 'rating')::int AS num, 1 AS den
+               e.details ->> 'from_whom' AS feedback_from,
+               (e.details ->> 'rating')::int AS num, 1 AS den, e.record_key AS rkey
         {_events("feedback_received")}"""
     )
 
@@ -476,18 +532,16 @@ def _rereferral_rate_12m(breakdown: Breakdown | None) -> UnitsQuery:
                     WHEN (r.previous_received_at {uk_day}
                          >= ((r.received_at {uk_day} - interval '1 year')::date THEN 1
                     ELSE 0 END AS num,
-               1 AS den
+               1 AS den, r.record_key AS rkey
         {_REFERRALS_IN_RANGE}"""
     )
 
 
 def _referral_decision_24h_share(breakdown: Breakdown | None) -> UnitsQuery:
     if breakdown is None:
-        return UnitsQuery(
-            sql=_referral_period_totals(
-                "r.decided_at IS NOT NULL AND r.decided_at <= r.decision_due_at",
-                "AND (r.decided_at IS NOT NULL OR r.decision_due_at <= now())",
-            )
+        return _referral_period_totals(
+            "r.decided_at IS NOT NULL AND r.decided_at <= r.decision_due_at",
+            "AND (r.decided_at IS NOT NULL OR r.decision_due_at <= now())",
         )
     return UnitsQuery(
         sql=f"""
@@ -495,7 +549,7 @@ def _referral_decision_24h_share(breakdown: Breakdown | None) -> UnitsQuery:
                r.referral_source, r.agency_type,
                CASE WHEN r.decided_at IS NOT NULL AND r.decided_at <= r.decision_due_at
                     THEN 1 ELSE 0 END AS num,
-               1 AS den
+               1 AS den, r.record_key AS rkey
         {_REFERRALS_IN_RANGE}
           AND (r.decided_at IS NOT NULL OR r.decision_due_at <= now())"""
     )
@@ -507,7 +561,7 @@ def _icpc_within_15_working_days_share(breakdown: Breakdown | None) -> UnitsQuer
     return UnitsQuery(
         ctes=f"""
 timed_icpcs AS MATERIALIZED (
-    SELECT i.held_on, i.child_id, s.started_on
+    SELECT i.held_on, i.child_id, s.started_on, i.record_key
     FROM icpc i
     JOIN section47_enquiry s ON s.child_id = i.child_id AND s.enquiry_ref = i.enquiry_ref
     WHERE {_in_range("i.held_on")}
@@ -525,7 +579,8 @@ deadlines AS (
 ),""",
         sql=f"""
         SELECT {_bucket("t.held_on")} AS k, t.held_on AS day, t.child_id,
-               CASE WHEN t.held_on <= d.day THEN 1 ELSE 0 END AS num, 1 AS den
+               CASE WHEN t.held_on <= d.day THEN 1 ELSE 0 END AS num, 1 AS den,
+               t.record_key AS rkey
         FROM timed_icpcs t LEFT JOIN deadlines d ON d.started_on = t.started_on""",
     )
 
@@ -570,7 +625,8 @@ def _last_reassessments(num: str) -> UnitsQuery:
             ) reassessed
             WHERE highest IS NOT NULL AND previous_highest IS NOT NULL
             ORDER BY k, child_id, day DESC, created_at DESC
-        ) last_in_period"""
+        ) last_in_period""",
+        child_keyed=True,
     )
 
 
@@ -581,6 +637,35 @@ def _toolkit_improvement_share(breakdown: Breakdown | None) -> UnitsQuery:
 def _toolkit_mean_grade_change(breakdown: Breakdown | None) -> UnitsQuery:
     # Lower grades are better, so the fall in the highest grade is the improvement.
     return _last_reassessments("previous_highest - highest")
+
+
+def _neglect_audits(num_condition: str) -> UnitsQuery:
+    """Units of the case-audit indicators: each audit held in the period of a case in which
+    neglect featured, counting in the numerator when `num_condition` holds (`:good_grades` is
+    the configured grades that count as good or better)."""
+    return UnitsQuery(
+        sql=f"""
+        SELECT {_bucket("ca.audited_on")} AS k, ca.audited_on AS day, ca.child_id,
+               ca.audited_work, CASE WHEN {num_condition} THEN 1 ELSE 0 END AS num, 1 AS den,
+               ca.record_key AS rkey
+        FROM case_audit ca
+        WHERE ca.neglect_featured AND {_in_range("ca.audited_on")}"""
+    )
+
+
+_GOOD_OR_BETTER = "ANY(CAST(:good_grades AS text[]))"
+
+
+def _audit_neglect_impact_good_share(breakdown: Breakdown | None) -> UnitsQuery:
+    return _neglect_audits(f"ca.impact_grade = {_GOOD_OR_BETTER}")
+
+
+def _audit_neglect_toolkit_used_share(breakdown: Breakdown | None) -> UnitsQuery:
+    return _neglect_audits("ca.toolkit_used")
+
+
+def _audit_neglect_practice_effective_share(breakdown: Breakdown | None) -> UnitsQuery:
+    return _neglect_audits(f"ca.practice_grade = {_GOOD_OR_BETTER}")
 
 
 UNITS: Final[dict[str, Callable[[Breakdown | None], UnitsQuery]]] = {
@@ -602,10 +687,17 @@ UNITS: Final[dict[str, Callable[[Breakdown | None], UnitsQuery]]] = {
     "icpc_within_15_working_days_share": _icpc_within_15_working_days_share,
     "toolkit_improvement_share": _toolkit_improvement_share,
     "toolkit_mean_grade_change": _toolkit_mean_grade_change,
+    "audit_neglect_impact_good_share": _audit_neglect_impact_good_share,
+    "audit_neglect_toolkit_used_share": _audit_neglect_toolkit_used_share,
+    "audit_neglect_practice_effective_share": _audit_neglect_practice_effective_share,
 }
 """The units query of every indicator in the catalogue, by indicator id."""
 
 NEEDS_HOLIDAYS: Final = frozenset({"icpc_within_15_working_days_share"})
+NEEDS_GOOD_GRADES: Final = frozenset(
+    {"audit_neglect_impact_good_share", "audit_neglect_practice_effective_share"}
+)
+"""Indicators that read `:good_grades` (text[]: the audit grades counted as good or better)."""
 
 
 # --- The wrapper -------------------------------------------------------------------------------
@@ -630,8 +722,39 @@ _GROUP_EXPRESSIONS: Final[dict[Breakdown, str]] = {
     "agency_type": "u.agency_type",
     "plan_type": "u.plan_type",
     "neglect_form": "u.grp",
+    "feedback_from": "u.feedback_from",
+    "audited_work": "u.audited_work",
+    "disability": "g.grp",
 }
 _CHILD_BREAKDOWNS: Final = frozenset({"age_band", "sex", "ethnicity"})
+
+_DISABILITIES = "r.body -> 'child' -> 'disabilities'"
+# The unit's child's disability groups (`g.grp`): one of none / any / not known, and each CIN
+# disability code, as recorded on the child's latest referral (withdrawn or not) that recorded
+# any; not known when none did. NONE cannot be sent with another code.
+_DISABILITY_GROUPS = f"""
+    LEFT JOIN LATERAL (
+        SELECT {_DISABILITIES} AS codes
+        FROM referral r
+        WHERE r.child_id = u.child_id
+          AND jsonb_typeof({_DISABILITIES}) = 'array'
+          AND jsonb_array_length({_DISABILITIES}) > 0
+        ORDER BY r.received_at DESC, r.id DESC
+        LIMIT 1
+    ) d ON true
+    CROSS JOIN LATERAL (
+        SELECT CASE WHEN d.codes IS NULL THEN '{DISABILITY_NOT_KNOWN}'
+                    WHEN d.codes @> '["NONE"]'::jsonb THEN '{DISABILITY_NONE}'
+                    ELSE '{DISABILITY_ANY}' END
+        UNION ALL
+        SELECT code FROM jsonb_array_elements_text(COALESCE(d.codes, '[]'::jsonb)) AS codes(code)
+        WHERE code <> 'NONE'
+    ) g(grp)"""
+
+_SUMS = (
+    "sum(u.num)::bigint AS num, sum(u.den)::bigint AS den, "
+    "sum(u.nkey)::bigint AS nkey, sum(u.dkey)::bigint AS dkey"
+)
 
 
 def _value_sql(unit: Unit) -> str:
@@ -644,12 +767,61 @@ def _value_sql(unit: Unit) -> str:
     return "s.num"
 
 
+def _keyed_units(units: UnitsQuery) -> str:
+    """The units with `nkey` and `dkey`: the record key of each unit in the numerator (a non-zero
+    `num`) and in the denominator (a non-zero `den`), 0 otherwise, so that summing them per cell
+    gives the sum of the keys of the cell's records."""
+    if units.period_rows:
+        return units.sql
+    key = "ck.record_key" if units.child_keyed else "x.rkey"
+    child = "JOIN child ck ON ck.id = x.child_id" if units.child_keyed else ""
+    return f"""
+        SELECT x.*, CASE WHEN x.num <> 0 THEN {key} ELSE 0 END AS nkey,
+               CASE WHEN x.den <> 0 THEN {key} ELSE 0 END AS dkey
+        FROM ({units.sql}
+        ) x {child}"""
+
+
+def _aggregate_sql(units: UnitsQuery, breakdown: Breakdown | None) -> str:
+    """The `agg` CTE (and any it needs): per period `k` and group `grp`, the sums of `num`,
+    `den`, `nkey` and `dkey`; `grp` NULL is the period's total."""
+    if breakdown is None:
+        return f"""
+agg AS (SELECT u.k, NULL::text AS grp, {_SUMS} FROM units u GROUP BY 1),"""
+    group_sql = _GROUP_EXPRESSIONS[breakdown]
+    child_join = "JOIN child c ON c.id = u.child_id" if breakdown in _CHILD_BREAKDOWNS else ""
+    if units.totals_in_units:
+        return f"""
+agg AS (SELECT u.k, {group_sql} AS grp, {_SUMS} FROM units u {child_join} GROUP BY 1, 2),"""
+    if breakdown in SUBGROUPS_OF:
+        # A unit can be in several groups, so the total comes from the units, not the cells.
+        return f"""
+cells AS (SELECT u.k, g.grp, {_SUMS} FROM units u {_DISABILITY_GROUPS} GROUP BY 1, 2),
+agg AS (
+    SELECT k, grp, num, den, nkey, dkey FROM cells
+    UNION ALL
+    SELECT u.k, NULL, {_SUMS} FROM units u GROUP BY 1
+),"""
+    # Each unit is in exactly one group, so a period's total is the sum of its cells: summing
+    # the few cells is cheaper than a ROLLUP, which would sort every unit.
+    return f"""
+cells AS (SELECT u.k, {group_sql} AS grp, {_SUMS} FROM units u {child_join} GROUP BY 1, 2),
+agg AS (
+    SELECT k, grp, num, den, nkey, dkey FROM cells
+    UNION ALL
+    SELECT k, NULL, sum(num)::bigint, sum(den)::bigint, sum(nkey)::bigint, sum(dkey)::bigint
+    FROM cells GROUP BY k
+),"""
+
+
 def build_series_sql(
     indicator_id: str, unit: Unit, period: Period, breakdown: Breakdown | None
 ) -> str:
     """The statement computing one series: rows of (period_start, period_end, grp, num, den,
-    value), one per period and group, where grp NULL is the period's total; without a breakdown
-    there is only the total. `period_end` is the day after the bucket's last day.
+    nkey, dkey, value), one per period and group, where grp NULL is the period's total; without
+    a breakdown there is only the total. `period_end` is the day after the bucket's last day.
+    `nkey` and `dkey` are the sums of the record keys of the records counted in the numerator
+    and in the denominator (the cell keys, before the modulus).
 
     Raises KeyError for an indicator id without SQL.
     """
@@ -658,57 +830,35 @@ def build_series_sql(
         period_start = f"((gs + {_STEP})::date - 1)"
     else:
         period_start = "gs::date"
-    child_join = ""
     if breakdown is None:
-        group_sql = "NULL::text"
         groups = "SELECT NULL::text AS grp"
     else:
-        group_sql = _GROUP_EXPRESSIONS[breakdown]
-        if breakdown in _CHILD_BREAKDOWNS:
-            child_join = "JOIN child c ON c.id = u.child_id"
         groups = (
             "SELECT NULL::text AS grp "
             "UNION SELECT unnest(CAST(:fixed_groups AS text[])) "
             "UNION SELECT grp FROM agg WHERE grp IS NOT NULL"
         )
-    if breakdown is None or units.totals_in_units:
-        aggregate = f"""
-agg AS (
-    SELECT u.k, {group_sql} AS grp, sum(u.num)::bigint AS num, sum(u.den)::bigint AS den
-    FROM units u {child_join}
-    GROUP BY 1, 2
-),"""
+    if units.shared_denominator:
+        denominator = "CASE WHEN g.grp IS NULL THEN COALESCE(a.den, 0) ELSE COALESCE(t.den, 0) END"
+        denominator_key = (
+            "CASE WHEN g.grp IS NULL THEN COALESCE(a.dkey, 0) ELSE COALESCE(t.dkey, 0) END"
+        )
     else:
-        # Each unit is in exactly one group, so a period's total is the sum of its cells: summing
-        # the few cells is cheaper than a ROLLUP, which would sort every unit.
-        aggregate = f"""
-cells AS (
-    SELECT u.k, {group_sql} AS grp, sum(u.num)::bigint AS num, sum(u.den)::bigint AS den
-    FROM units u {child_join}
-    GROUP BY 1, 2
-),
-agg AS (
-    SELECT k, grp, num, den FROM cells
-    UNION ALL
-    SELECT k, NULL, sum(num)::bigint, sum(den)::bigint FROM cells GROUP BY k
-),"""
-    denominator = (
-        "CASE WHEN g.grp IS NULL THEN COALESCE(a.den, 0) ELSE COALESCE(t.den, 0) END"
-        if units.shared_denominator
-        else "COALESCE(a.den, 0)"
-    )
+        denominator, denominator_key = "COALESCE(a.den, 0)", "COALESCE(a.dkey, 0)"
     return f"""
 WITH periods AS (
     SELECT {period_start} AS period_start, (gs + {_STEP})::date AS period_end, n::int AS k
     FROM {_SERIES} WITH ORDINALITY AS g(gs, n)
 ),{units.ctes}
-units AS ({units.sql}
-),{aggregate}
+units AS ({_keyed_units(units)}
+),{_aggregate_sql(units, breakdown)}
 groups AS ({groups}),
-totals AS (SELECT k, den FROM agg WHERE grp IS NULL)
-SELECT s.period_start, s.period_end, s.grp, s.num, s.den, {_value_sql(unit)} AS value
+totals AS (SELECT k, den, dkey FROM agg WHERE grp IS NULL)
+SELECT s.period_start, s.period_end, s.grp, s.num, s.den, s.nkey, s.dkey,
+       {_value_sql(unit)} AS value
 FROM (
-    SELECT p.period_start, p.period_end, g.grp, COALESCE(a.num, 0) AS num, {denominator} AS den
+    SELECT p.period_start, p.period_end, g.grp, COALESCE(a.num, 0) AS num, {denominator} AS den,
+           COALESCE(a.nkey, 0) AS nkey, {denominator_key} AS dkey
     FROM periods p
     CROSS JOIN groups g
     LEFT JOIN agg a ON a.k = p.k AND a.grp IS NOT DISTINCT FROM g.grp

@@ -9,10 +9,13 @@ Rules (SPEC 2.5):
   more cell is hidden too: the smallest non-zero one. With two or more hidden cells only their sum
   can be derived, which is the protection wanted.
 
-What this does not do: protect against differencing across overlapping series (a year total minus
-its published months, or one breakdown against another). Each group is assumed to partition its
-total, which is the case for the breakdowns the catalogue allows; for breakdowns whose cells can
-overlap (a referral citing several neglect forms) the rule is stricter than needed, never weaker.
+What this does not do on its own: protect against differencing across overlapping series (a year
+total minus its published months, or one breakdown against another). Cell-key perturbation
+(`perturbation.py`), applied after this to every count still shown, does that. Each group is
+assumed to partition its total; for breakdowns whose cells can overlap (a referral citing several
+neglect forms) the rule is stricter than needed, never weaker, and a breakdown whose cells are
+parts of one of its cells (disability codes of `any`) is suppressed against that cell
+(`compute.py`).
 """
 
 from __future__ import annotations

@@ -10,7 +10,7 @@ from sqlalchemy import Column, Date, ForeignKey, Index, Integer, String
 from sqlalchemy.dialects.postgresql import JSONB, UUID
 from sqlmodel import Field, SQLModel
 
-from .base import now_column, uuid_pk
+from .base import now_column, record_key_column, uuid_pk
 
 
 class Assessment(SQLModel, table=True):
@@ -68,3 +68,4 @@ class Assessment(SQLModel, table=True):
     body: dict[str, Any] = Field(sa_column=Column(JSONB, nullable=False))
     result: dict[str, Any] = Field(sa_column=Column(JSONB, nullable=False))
     created_at: datetime | None = Field(default=None, sa_column=now_column())
+    record_key: int | None = record_key_column()

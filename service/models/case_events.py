@@ -30,7 +30,7 @@ from sqlalchemy import (
 from sqlalchemy.dialects.postgresql import ARRAY, JSONB, UUID
 from sqlmodel import Field, SQLModel
 
-from .base import now_column, uuid_pk
+from .base import now_column, record_key_column, uuid_pk
 
 
 def _child_fk() -> Any:
@@ -78,6 +78,7 @@ class CaseEvent(SQLModel, table=True):
     occurred_on: date = Field(sa_column=Column(Date, nullable=False))
     details: dict[str, Any] = Field(sa_column=Column(JSONB, nullable=False))
     created_at: datetime | None = Field(default=None, sa_column=now_column())
+    record_key: int | None = record_key_column()
 
 
 class CarePlan(SQLModel, table=True):
@@ -119,6 +120,7 @@ class CarePlan(SQLModel, table=True):
     started_event_id: uuid.UUID = _event_fk()
     ended_event_id: uuid.UUID | None = _event_fk(nullable=True)
     created_at: datetime | None = Field(default=None, sa_column=now_column())
+    record_key: int | None = record_key_column()
 
 
 class CarePlanCategoryChange(SQLModel, table=True):
@@ -175,3 +177,4 @@ class Icpc(SQLModel, table=True):
     outcome: str = Field(sa_column=Column(String(10), nullable=False))
     categories: list[str] = Field(sa_column=Column(ARRAY(Text), nullable=False))
     case_event_id: uuid.UUID = _event_fk()
+    record_key: int | None = record_key_column()

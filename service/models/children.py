@@ -8,7 +8,7 @@ from datetime import date, datetime
 from sqlalchemy import Column, Date, Index, String, text
 from sqlmodel import Field, SQLModel
 
-from .base import now_column, uuid_pk
+from .base import now_column, record_key_column, uuid_pk
 
 
 class Child(SQLModel, table=True):
@@ -46,3 +46,4 @@ class Child(SQLModel, table=True):
     ethnicity: str | None = Field(default=None, sa_column=Column(String(4), nullable=True))
     created_at: datetime | None = Field(default=None, sa_column=now_column())
     updated_at: datetime | None = Field(default=None, sa_column=now_column())
+    record_key: int | None = record_key_column()

@@ -20,7 +20,7 @@ from sqlalchemy import (
 from sqlalchemy.dialects.postgresql import ARRAY, JSONB, UUID
 from sqlmodel import Field, SQLModel
 
-from .base import now_column, uuid_pk
+from .base import now_column, record_key_column, uuid_pk
 
 
 class Referral(SQLModel, table=True):
@@ -106,3 +106,4 @@ class Referral(SQLModel, table=True):
     )
     withdrawal_reason: str | None = Field(default=None, sa_column=Column(Text, nullable=True))
     created_at: datetime | None = Field(default=None, sa_column=now_column())
+    record_key: int | None = record_key_column()

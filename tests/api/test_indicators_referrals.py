@@ -50,7 +50,7 @@ async def test_neglect_share_of_1124_referrals_with_396_neglect_is_35_2(
             for index in range(1124)
         ]
     )
-    reader = await make_client(["indicators:read"])
+    reader = await make_client(READ_UNSUPPRESSED)
 
     series = await fetch_series(
         client,

@@ -48,6 +48,11 @@ BUSINESS_RULE_422 = {
     ("POST", "/v1/clients"): "client_id may only be chosen for an external issuer's client",
     ("POST", "/v1/toolkits"): "a definition's ids must be unique and resolve",
     ("POST", "/v1/assessments"): "responses must match the toolkit's items; child voice rules",
+    (
+        "POST",
+        "/v1/case-audits",
+    ): "a child to match on; effectiveness only when the toolkit was used",
+    ("GET", "/v1/case-audits"): "a cursor must be one this service issued",
     ("POST", "/v1/toolkits/{toolkit_id}/versions/{version}/score"): "responses match the items",
 }
 POSITIVE_STATUSES_WITH_422 = ["2xx", "3xx", "401", "403", "404", "409", "422", "429"]

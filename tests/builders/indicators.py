@@ -236,10 +236,12 @@ class IndicatorApi:
         agency_type: str = "school",
         decided_at: datetime | None = None,
         withdrawn: bool = False,
+        disabilities: Sequence[str] | None = None,
     ) -> str:
         """POST a referral (then its early help decision or its withdrawal); the referral's id.
 
-        `neglect_forms` defaults to ["physical"] when neglect is a category.
+        `neglect_forms` defaults to ["physical"] when neglect is a category; `disabilities` (the
+        child's CIN disability codes as this referral records them) to the body's own.
         """
         forms = (
             list(neglect_forms)
@@ -249,6 +251,8 @@ class IndicatorApi:
         writer = await self.writer(agency_type)
         body = referral_body(nhs_number=child.nhs_number)
         body["child"] = child.referral_child()
+        if disabilities is not None:
+            body["child"]["disabilities"] = list(disabilities)
         body["received_at"] = received_at.isoformat()
         body["referrer"] = {
             **body["referrer"],

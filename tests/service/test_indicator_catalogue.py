@@ -32,6 +32,9 @@ EXPECTED_IDS = {
     "icpc_within_15_working_days_share",
     "toolkit_improvement_share",
     "toolkit_mean_grade_change",
+    "audit_neglect_impact_good_share",
+    "audit_neglect_toolkit_used_share",
+    "audit_neglect_practice_effective_share",
 }
 
 
@@ -53,15 +56,28 @@ def make_entry(**overrides: Any) -> dict[str, Any]:
     return entry
 
 
-def make_document(*entries: dict[str, Any]) -> dict[str, Any]:
+DISCLOSURE_CONTROL: dict[str, Any] = {
+    "suppression": "Counts of 1 to 5 are hidden.",
+    "perturbation": "Other counts get the table's noise.",
+    "cell_key_modulus": 256,
+    "perturbation_table": [
+        {"count": 6, "first_key": 0, "last_key": 255, "noise": 0},
+        {"count": 7, "first_key": 0, "last_key": 127, "noise": -1},
+        {"count": 7, "first_key": 128, "last_key": 255, "noise": 1},
+    ],
+}
+
+
+def make_document(*entries: dict[str, Any], **overrides: Any) -> dict[str, Any]:
     return {
         "version": 1,
+        "disclosure_control": overrides.get("disclosure_control", DISCLOSURE_CONTROL),
         "breakdowns": {name: f"{name} explained" for name in BREAKDOWNS},
         "indicators": list(entries),
     }
 
 
-def test_catalogue_holds_exactly_the_eighteen_indicators() -> None:
+def test_catalogue_holds_exactly_the_twenty_one_indicators() -> None:
     assert set(load_catalogue()) == EXPECTED_IDS
 
 
@@ -168,3 +184,52 @@ def test_unknown_entry_field_is_refused() -> None:
 
 def test_valid_document_parses() -> None:
     assert list(parse_catalogue(make_document(make_entry()))) == ["example_share"]
+
+
+def test_every_indicator_breaks_down_by_the_childs_age_sex_ethnicity_and_disability() -> None:
+    # Every indicator counts things about children (issue 14: disproportionality).
+    lacking = {
+        meta.id: sorted({"age_band", "sex", "ethnicity", "disability"} - set(meta.breakdowns))
+        for meta in load_catalogue().values()
+    }
+
+    assert {indicator: missing for indicator, missing in lacking.items() if missing} == {}
+
+
+def test_feedback_from_and_audited_work_are_offered_only_where_they_mean_something() -> None:
+    def offering(breakdown: str) -> set[str]:
+        return {meta.id for meta in load_catalogue().values() if breakdown in meta.breakdowns}
+
+    assert offering("feedback_from") == {"family_feedback"}
+    assert offering("audited_work") == {
+        "audit_neglect_impact_good_share",
+        "audit_neglect_toolkit_used_share",
+        "audit_neglect_practice_effective_share",
+    }
+
+
+def test_a_perturbation_table_that_does_not_start_at_six_is_refused() -> None:
+    control = {
+        **DISCLOSURE_CONTROL,
+        "perturbation_table": [{"count": 5, "first_key": 0, "last_key": 255, "noise": 0}],
+    }
+
+    with pytest.raises(ValidationError, match="start at 6"):
+        parse_catalogue(make_document(make_entry(), disclosure_control=control))
+
+
+def test_a_cell_key_modulus_other_than_the_record_keys_range_is_refused() -> None:
+    control = {**DISCLOSURE_CONTROL, "cell_key_modulus": 100}
+
+    with pytest.raises(ValidationError, match="256"):
+        parse_catalogue(make_document(make_entry(), disclosure_control=control))
+
+
+def test_a_perturbation_table_with_a_gap_is_refused() -> None:
+    control = {
+        **DISCLOSURE_CONTROL,
+        "perturbation_table": [{"count": 6, "first_key": 1, "last_key": 255, "noise": 0}],
+    }
+
+    with pytest.raises(ValidationError, match="no noise for key 0"):
+        parse_catalogue(make_document(make_entry(), disclosure_control=control))
