@@ -30,6 +30,8 @@ from . import (
     case_events,
     children,
     clients,
+    feed,
+    feed_keys,
     health,
     indicators,
     oauth,
@@ -130,10 +132,12 @@ def create_app(settings: Settings | None = None, database_url: str | None = None
         case_events,
         indicators,
         clients,
+        feed_keys,
         audit,
     ):
         app.include_router(
             module.router, dependencies=[Depends(enforce_api_quota)], responses=problems(429)
         )
+    app.include_router(feed.router)
     install_openapi(app)
     return app

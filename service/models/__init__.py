@@ -9,6 +9,7 @@ from .audit import AuditEvent
 from .base import metadata
 from .children import Child
 from .clients import ApiClient
+from .feed import FeedKey, FeedSnapshot, FeedSnapshotPoint
 from .idempotency import IdempotencyRecord
 from .keys import SigningKey
 from .rate_limits import RateLimitCounter
@@ -20,6 +21,9 @@ __all__ = [
     "Assessment",
     "AuditEvent",
     "Child",
+    "FeedKey",
+    "FeedSnapshot",
+    "FeedSnapshotPoint",
     "IdempotencyRecord",
     "RateLimitCounter",
     "Referral",
