@@ -86,7 +86,10 @@ def odata_error_response(
     request_id = request_id_var.get()
     if request_id:
         body["error"]["innererror"] = {"request_id": request_id}
-    response = JSONResponse(body, status_code=status, headers=headers)
+    # Also here, not only in the middleware: a 500 is sent from outside it.
+    response = JSONResponse(
+        body, status_code=status, headers={**(headers or {}), "OData-Version": "4.0"}
+    )
     if status == 401:
         authorization_uri = request.app.state.settings.feed_authorization_uri
         del response.headers["WWW-Authenticate"]

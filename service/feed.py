@@ -398,9 +398,25 @@ def _allowed_values(node: ast._Node, name: str) -> frozenset[str | None] | None:
 
 
 class _FilterToSql(AstToSqlAlchemyCoreVisitor):
-    """odata-query's translation, except that startswith, endswith and contains match their text
-    literally: its own versions pass `%` and `_` on as LIKE wildcards, and indicator ids hold
-    underscores (contains(IndicatorId, 'cp_plan') would also match 'cpXplan')."""
+    """odata-query's translation with two corrections.
+
+    Null: in OData a comparison with a null operand is false (`Value gt 20` on a suppressed
+    point), except that `ne` is true; SQL makes it unknown, and `not` of unknown stays unknown, so
+    `not (Value gt 20)` would drop the suppressed points OData keeps. Every comparison and string
+    function is therefore coalesced to OData's answer.
+
+    Text: startswith, endswith and contains match their argument literally; odata-query's own
+    pass `%` and `_` on as LIKE wildcards, and indicator ids hold underscores.
+    """
+
+    def visit_Compare(self, node: ast.Compare) -> Any:
+        clause: ColumnElement[bool] = super().visit_Compare(node)
+        if isinstance(node.comparator, ast.Eq | ast.NotEq) and (
+            isinstance(node.left, ast.Null) or isinstance(node.right, ast.Null)
+        ):
+            return clause  # IS NULL / IS NOT NULL: never unknown
+        when_null = sa.true() if isinstance(node.comparator, ast.NotEq) else sa.false()
+        return sa.func.coalesce(clause, when_null)
 
     def _literal_text(self, field_node: ast._Node, text_node: ast._Node) -> tuple[Any, str]:
         column = self.visit(field_node)
@@ -409,15 +425,15 @@ class _FilterToSql(AstToSqlAlchemyCoreVisitor):
 
     def func_contains(self, field: ast._Node, substr: ast._Node) -> ColumnElement[bool]:
         column, value = self._literal_text(field, substr)
-        return column.contains(value, autoescape=True)  # type: ignore[no-any-return]
+        return sa.func.coalesce(column.contains(value, autoescape=True), sa.false())
 
     def func_startswith(self, field: ast._Node, substr: ast._Node) -> ColumnElement[bool]:
         column, value = self._literal_text(field, substr)
-        return column.startswith(value, autoescape=True)  # type: ignore[no-any-return]
+        return sa.func.coalesce(column.startswith(value, autoescape=True), sa.false())
 
     def func_endswith(self, field: ast._Node, substr: ast._Node) -> ColumnElement[bool]:
         column, value = self._literal_text(field, substr)
-        return column.endswith(value, autoescape=True)  # type: ignore[no-any-return]
+        return sa.func.coalesce(column.endswith(value, autoescape=True), sa.false())
 
 
 # --- Page tokens --------------------------------------------------------------------------------
@@ -729,10 +745,13 @@ async def read_page(
         statement = statement.where(where)
     statement = statement.order_by(*_ordering(query, source))
     statement = statement.offset(query.skip + offset).limit(limit + 1)
+    # Plain str keys: a label SQLAlchemy must quote ("Group") comes back as a str subclass.
     found = (
-        [dict(row._mapping) for row in (await session.execute(statement)).all()] if limit else []
+        [dict(zip(names, row, strict=True)) for row in (await session.execute(statement)).all()]
+        if limit
+        else []
     )
-    more = len(found) > limit
+    more = len(found) > limit and (query.top is None or offset + limit < query.top)
     count = await count_rows(session, query, snapshot_id) if query.count else None
     return Page(rows=found[:limit], next_offset=offset + limit if more else None, count=count)
 
