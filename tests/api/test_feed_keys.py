@@ -89,7 +89,7 @@ async def test_a_feed_key_opens_the_feed_and_every_aggregate_route(
 @cache
 def _person_level_operations() -> list[tuple[str, str]]:
     """Every route a feed key must not open: all but the public and the aggregate ones."""
-    operations = []
+    operations: list[tuple[str, str]] = []
     for route in iter_route_contexts(create_app(Settings(database_url=None)).routes):
         path = route.path or ""
         if path in PUBLIC_PATHS or path.startswith(AGGREGATE_PREFIXES):
