@@ -19,7 +19,7 @@ from service.indicators.catalogue import load_catalogue
 from tests.builders.indicators import clear_domain_tables
 from tests.conftest import SECRETS_SEEN, RegisteredClient
 
-DEMO: Final = DemoOptions(children=150, seed=5, start=date(2023, 1, 1), end=date(2024, 12, 31))
+DEMO: Final = DemoOptions(children=600, seed=5, start=date(2023, 1, 1), end=date(2024, 12, 31))
 WINDOW: Final = {"from": "2024-01-01", "to": "2024-12-31", "period": "month"}
 """The feed's custom options (and the JSON API's parameters) every comparison uses: 12 months."""
 
