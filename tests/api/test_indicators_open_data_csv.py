@@ -26,6 +26,7 @@ import csv
 import io
 import re
 from collections import Counter
+from datetime import date
 from pathlib import Path
 from typing import Any, Final
 
@@ -186,7 +187,7 @@ async def test_each_period_has_a_total_row_equal_to_the_figure_without_the_break
 
     assert [(row["time_identifier"], row[figure]) for row in totals] == [
         (
-            pd.Timestamp(point["period_start"]).strftime("%B"),
+            date.fromisoformat(point["period_start"]).strftime("%B"),
             shown(point["numerator"], point["suppressed"]),
         )
         for point in unbroken
@@ -355,8 +356,8 @@ def test_the_area_comes_from_the_settings_at_any_level(settings: Any) -> None:
         suppression_applied=True,
         points=[
             SeriesPoint(
-                period_start=pd.Timestamp("2024-04-01").date(),
-                period_end=pd.Timestamp("2024-06-30").date(),
+                period_start=date(2024, 4, 1),
+                period_end=date(2024, 6, 30),
                 label="2024-Q2",
                 group=None,
                 numerator=12,
