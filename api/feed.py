@@ -25,8 +25,9 @@ from schemas.common import today_in_uk
 from schemas.feed import ENTITY_SETS, INDICATOR_POINTS, INDICATORS, NAMESPACE, EntitySet
 from service.audit import record_access
 from service.auth.caller import Caller
-from service.errors import QueryOptionInvalid
+from service.errors import QueryOptionInvalid, QueryOptionNotImplemented
 from service.feed import (
+    WINDOW_OPTIONS,
     FeedQuery,
     Page,
     PagePosition,
@@ -71,10 +72,23 @@ def _json(body: dict[str, Any], headers: dict[str, str] | None = None) -> Respon
     )
 
 
+def _check_document_options(request: Request, formats: frozenset[str]) -> None:
+    """The service and metadata documents take no query option but `$format`; the custom
+    options of IndicatorPoints are let through, since a client may send them with every request
+    (Power Query's `Query` option)."""
+    for name, value in _query_params(request):
+        if name in WINDOW_OPTIONS:
+            continue
+        if name == "$format" and value.split(";")[0].strip() in formats:
+            continue
+        raise QueryOptionNotImplemented(f"{name} is not implemented on this document")
+
+
 @router.get("")
 @router.get("/")
 async def get_service_document(request: Request, caller: FeedReader) -> Response:
     """The OData service document: the entity sets."""
+    _check_document_options(request, frozenset({"json", "application/json"}))
     root = _service_root(request)
     return _json(
         {
@@ -127,8 +141,9 @@ _METADATA: Final = render_metadata()
 
 
 @router.get("/$metadata")
-async def get_metadata(caller: FeedReader) -> Response:
+async def get_metadata(request: Request, caller: FeedReader) -> Response:
     """The CSDL document describing every entity type and set."""
+    _check_document_options(request, frozenset({"xml", "application/xml"}))
     return Response(content=_METADATA, media_type="application/xml", headers=_CACHING)
 
 

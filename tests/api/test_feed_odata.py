@@ -193,6 +193,17 @@ async def test_metadata_declares_every_property_with_its_type_and_the_key(
         }
 
 
+@pytest.mark.parametrize("path", ["/odata/", "/odata/$metadata"])
+async def test_the_documents_refuse_query_options_they_do_not_implement(
+    client: httpx.AsyncClient, reader: dict[str, Any], path: str
+) -> None:
+    with_window = await client.get(path, params=WINDOW, headers=reader["basic"])
+    filtered = await client.get(path, params={"$filter": "Id eq 'x'"}, headers=reader["basic"])
+
+    assert with_window.status_code == 200
+    assert filtered.status_code == 501
+
+
 async def test_the_catalogue_set_is_the_json_catalogue(
     client: httpx.AsyncClient, reader: dict[str, Any]
 ) -> None:
