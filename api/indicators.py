@@ -269,8 +269,6 @@ def render_tidy_csv(
             *measure_columns(meta),
         )
     )
-    total_by_start = {point.period_start: point for point in (totals.points if totals else [])}
-    written_totals: set[date] = set()
 
     def row(point: SeriesPoint, group: tuple[str, ...]) -> tuple[str, ...]:
         when = (
@@ -279,15 +277,20 @@ def render_tidy_csv(
         )
         return when + area + group + _measures(meta, point)
 
-    for point in series.points:
-        if series.breakdown is None:
+    if series.breakdown is None:
+        for point in series.points:
             writer.writerow(row(point, ()))
-            continue
-        total = total_by_start.get(point.period_start)
-        if total is not None and point.period_start not in written_totals:
-            written_totals.add(point.period_start)
-            writer.writerow(row(total, (TOTAL,)))
-        writer.writerow(row(point, (neutralise_csv_cell(point.group),)))
+        return out.getvalue()
+    by_period: dict[date, list[tuple[SeriesPoint, str]]] = {}
+    # Every period has its Total first, even one where no group has a row.
+    for total in totals.points if totals else []:
+        by_period.setdefault(total.period_start, []).append((total, TOTAL))
+    for point in series.points:
+        group = neutralise_csv_cell(point.group)
+        by_period.setdefault(point.period_start, []).append((point, group))
+    for period_rows in by_period.values():
+        for point, group in period_rows:
+            writer.writerow(row(point, (group,)))
     return out.getvalue()
 
 

@@ -386,3 +386,24 @@ def test_the_area_comes_from_the_settings_at_any_level(settings: Any) -> None:
             "12",
         ],
     ]
+
+
+def test_a_period_without_any_group_still_has_its_total_row(settings: Any) -> None:
+    meta = load_catalogue()["toolkit_assessments"]
+
+    def point(month: int, group: str | None, count: int) -> SeriesPoint:
+        start = date(2024, month, 1)
+        return SeriesPoint(
+            start, date(2024, month, 28), f"2024-{month:02d}", group, count, None, count, False
+        )
+
+    by_ethnicity = IndicatorSeries(meta, "month", "ethnicity", True, [point(2, "WBRI", 7)])
+    totals = IndicatorSeries(meta, "month", None, True, [point(1, None, 0), point(2, None, 7)])
+
+    rows = list(csv.DictReader(io.StringIO(render_tidy_csv(by_ethnicity, totals, settings))))
+
+    assert [(r["time_identifier"], r["ethnicity"], r["value_count"]) for r in rows] == [
+        ("January", "Total", "0"),
+        ("February", "Total", "7"),
+        ("February", "WBRI", "7"),
+    ]
