@@ -2,19 +2,23 @@
 
 from __future__ import annotations
 
+import base64
+import binascii
 from collections.abc import AsyncIterator
-from typing import Annotated
+from typing import Annotated, Final
 
 from fastapi import Depends, Header, Query, Request, Security
 from fastapi.openapi.models import OAuthFlowClientCredentials, OAuthFlows
 from fastapi.security import OAuth2, SecurityScopes
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from service.audit import record_access
 from service.auth.caller import Caller
 from service.auth.clients import check_client
+from service.auth.feed_keys import FEED_SCOPE, find_feed_key_holder
 from service.auth.scopes import SCOPES
 from service.auth.tokens import TokenVerifier, VerifiedToken
-from service.db import SessionFactory
+from service.db import SessionFactory, transaction
 from service.errors import AuthenticationFailed, InsufficientScope, RateLimited
 from service.logs import request_id_var
 from service.models import ApiClient
@@ -146,6 +150,81 @@ async def enforce_api_quota(request: Request) -> None:
     refusal = await limits.api_refusal(verified.client_id)
     if refusal is not None:
         raise RateLimited(refusal.reason, refusal.retry_after_s)
+
+
+FEED_KEY_PARAMETER: Final = "feed_key"
+"""The query parameter Power Query's "Web API" credential fills in (`ApiKeyName="feed_key"`)."""
+
+
+def _basic_credentials(credentials: str) -> tuple[str, str]:
+    try:
+        decoded = base64.b64decode(credentials.strip(), validate=True).decode()
+    except (binascii.Error, UnicodeDecodeError) as exc:
+        raise AuthenticationFailed("the Basic credentials are not base64 of id:key") from exc
+    client_id, colon, key = decoded.partition(":")
+    if not colon:
+        raise AuthenticationFailed("the Basic credentials are not base64 of id:key")
+    return client_id, key
+
+
+async def _feed_key_caller(
+    security_scopes: SecurityScopes,
+    request: Request,
+    session: AsyncSession,
+    key: str,
+    client_id: str | None,
+) -> Caller:
+    holder = await find_feed_key_holder(session, key, client_id)
+    if holder is None:
+        raise AuthenticationFailed(
+            "the feed key is unknown or revoked, or its client is disabled or may not read "
+            "indicators"
+        )
+    missing = [scope for scope in security_scopes.scopes if scope != FEED_SCOPE]
+    if missing:
+        raise InsufficientScope(
+            "a feed key only reads indicators", scope=" ".join(security_scopes.scopes)
+        )
+    limits: RateLimits = request.app.state.rate_limits
+    refusal = await limits.api_refusal(holder.client_id)
+    if refusal is not None:
+        raise RateLimited(refusal.reason, refusal.retry_after_s)
+    caller = Caller(
+        client_id=holder.client_id,
+        agency_type=holder.agency_type,
+        agency_name=holder.agency_name,
+        scopes=frozenset({FEED_SCOPE}),
+        request_id=request_id_var.get(),
+        access_reason=access_reason(request),
+    )
+    # In its own transaction: a use is on the trail even when the request then fails.
+    factory: SessionFactory = request.app.state.session_factory
+    async with transaction(factory) as audit_session:
+        await record_access(audit_session, caller, "read", "feed_key", holder.key_id)
+    return caller
+
+
+async def authenticate_reader(
+    security_scopes: SecurityScopes,
+    request: Request,
+    session: SessionDep,
+    authorization: Annotated[str | None, Depends(oauth2_scheme)],
+) -> Caller:
+    """The caller of an aggregate route (the indicators and the OData feed): a bearer token, as
+    `authenticate` checks it, or a feed key, sent as the `feed_key` query parameter (Power
+    Query's Web API key) or as HTTP Basic with the client id as user name. A feed key grants
+    `indicators:read` only, and every use of one is audited."""
+    scheme, _, credentials = (authorization or "").partition(" ")
+    keys_in_query = request.query_params.getlist(FEED_KEY_PARAMETER)
+    basic = scheme.lower() == "basic"
+    if keys_in_query and (authorization or len(keys_in_query) > 1):
+        raise AuthenticationFailed("send one credential: a feed key or an Authorization header")
+    if keys_in_query:
+        return await _feed_key_caller(security_scopes, request, session, keys_in_query[0], None)
+    if basic:
+        client_id, key = _basic_credentials(credentials)
+        return await _feed_key_caller(security_scopes, request, session, key, client_id)
+    return await authenticate(security_scopes, request, session, authorization)
 
 
 AdminDep = Annotated[Caller, Security(authenticate, scopes=["admin"])]

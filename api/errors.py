@@ -32,6 +32,7 @@ logger = logging.getLogger("neglect_service.errors")
 
 PROBLEM_JSON = "application/problem+json"
 RETRY_AFTER_S = "5"
+ODATA_PREFIX = "/odata"
 
 _HTTP_TITLES = {
     400: "Bad request",
@@ -40,11 +41,13 @@ _HTTP_TITLES = {
     404: "Not found",
     405: "Method not allowed",
     406: "Not acceptable",
+    410: "Gone",
     413: "Request body too large",
     415: "Unsupported media type",
     422: "Validation failed",
     429: "Too many requests",
     500: "Internal server error",
+    501: "Not implemented",
     503: "Service unavailable",
 }
 
@@ -65,6 +68,43 @@ def problem_response(
         body["request_id"] = request_id
     body.update(extra)
     return JSONResponse(body, status_code=status, headers=headers, media_type=PROBLEM_JSON)
+
+
+def is_odata(path: str) -> bool:
+    """Whether the path is the OData feed's, whose errors are OData's JSON errors."""
+    return path == ODATA_PREFIX or path.startswith(ODATA_PREFIX + "/")
+
+
+def odata_error_response(
+    request: Request,
+    status: int,
+    code: str,
+    message: str,
+    headers: dict[str, str] | None = None,
+) -> JSONResponse:
+    """An error as OData clients read it (OData JSON Format 4.0, section 21): `error` with a
+    `code` and a `message` a BI tool shows its user. A 401 carries the challenges a Power Query
+    credential type answers: Basic (client id and feed key) and Bearer, naming the Entra ID
+    authorize endpoint when one is configured (Power BI's "Organizational account")."""
+    body: dict[str, Any] = {"error": {"code": code, "message": message}}
+    request_id = request_id_var.get()
+    if request_id:
+        body["error"]["innererror"] = {"request_id": request_id}
+    # Also here, not only in the middleware: a 500 is sent from outside it.
+    response = JSONResponse(
+        body, status_code=status, headers={**(headers or {}), "OData-Version": "4.0"}
+    )
+    if status == 401:
+        authorization_uri = request.app.state.settings.feed_authorization_uri
+        del response.headers["WWW-Authenticate"]
+        bearer = (
+            f'Bearer authorization_uri="{authorization_uri}"'
+            if authorization_uri
+            else 'Bearer error="invalid_token"'
+        )
+        response.headers.append("WWW-Authenticate", bearer)
+        response.headers.append("WWW-Authenticate", 'Basic realm="neglect-service feed"')
+    return response
 
 
 def _is_connection_failure(exc: BaseException) -> bool:
@@ -148,6 +188,8 @@ async def _domain_error(request: Request, exc: Exception) -> JSONResponse:
         headers["Retry-After"] = RETRY_AFTER_S
     if exc.retry_after_s is not None:
         headers["Retry-After"] = str(exc.retry_after_s)
+    if is_odata(request.url.path):
+        return odata_error_response(request, status, exc.problem, exc.detail, headers)
     return problem_response(status, exc.title, exc.detail, exc.type_uri, headers, **exc.extra)
 
 
@@ -183,6 +225,9 @@ async def _http_error(request: Request, exc: Exception) -> JSONResponse:
     title = _HTTP_TITLES.get(exc.status_code, "Error")
     detail = exc.detail if isinstance(exc.detail, str) and exc.detail != title else None
     headers = dict(exc.headers or {})
+    if is_odata(request.url.path):
+        code = title.lower().replace(" ", "-")
+        return odata_error_response(request, exc.status_code, code, detail or title, headers)
     if exc.status_code == 405:
         headers["Allow"] = _allowed_methods(request)
     return problem_response(exc.status_code, title, detail, headers=headers)
@@ -201,6 +246,8 @@ async def _unexpected_error(request: Request, exc: Exception) -> JSONResponse:
         unavailable = DatabaseUnavailable("the database cannot be reached; retry shortly")
         return await _domain_error(request, unavailable)
     logger.error("unexpected error", extra={"error": type(exc).__name__, "where": _where(exc)})
+    if is_odata(request.url.path):
+        return odata_error_response(request, 500, "internal", "the error has been logged")
     return problem_response(500, "Internal server error", "the error has been logged")
 
 

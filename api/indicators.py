@@ -5,8 +5,19 @@ Caching: every series response carries a strong ETag, the hash of the exact byte
 and CSV representations have different tags), and `Cache-Control: private, no-cache`, so a BI tool
 revalidates each time and gets 304 Not Modified while the figures are unchanged.
 
+CSV: by default the layout of the DfE's open-data standard (Explore Education Statistics), which
+statistics teams already know: `time_period`, `time_identifier`, `geographic_level` and the
+partnership's area (settings), the breakdown column named by what it is (`sex`, `age_band`...),
+a `Total` row for every period when a breakdown is asked for (the figure without the breakdown),
+integer counts, and `c` for a suppressed figure (`z` for a rate with no denominator). Its
+metadata file, one row per column, is `GET /v1/indicators/{id}/meta.csv`. The CSV of earlier
+releases stays available for this release as `csv_layout=legacy`.
+
+Callers: a bearer token with `indicators:read`, or a feed key (see `authenticate_reader`).
+
 Audit decision: indicator figures are aggregates, not personal data, so routine reads are not
-audited (BI tools poll them; the trail would fill with noise). A series requested with
+audited (BI tools poll them; the trail would fill with noise), except that every use of a feed
+key is recorded (`authenticate_reader`). A series requested with
 `indicators:read:unsuppressed` is different: exact small numbers about few children can identify
 them to someone who knows the family, so each such response, JSON or CSV alike, is recorded as an
 `export` audit event (resource type `indicator`, resource id the indicator id).
@@ -18,11 +29,11 @@ import csv
 import hashlib
 import io
 from datetime import date, timedelta
-from typing import Annotated, Final
+from typing import Annotated, Final, Literal
 
-from fastapi import APIRouter, Header, Path, Query, Response, Security
+from fastapi import APIRouter, Header, Path, Query, Request, Response, Security
 
-from api.deps import SessionDep, authenticate
+from api.deps import SessionDep, authenticate_reader
 from api.responses import problems
 from schemas.common import IsoDate, today_in_uk
 from schemas.indicators import (
@@ -35,6 +46,16 @@ from schemas.indicators import (
     Period,
     SeriesPointPublic,
 )
+from schemas.open_data import (
+    AREA_COLUMNS,
+    COUNTRY_CODE,
+    COUNTRY_NAME,
+    NOT_APPLICABLE,
+    SUPPRESSED,
+    TOTAL,
+    time_identifier,
+    time_period,
+)
 from service.audit import record_access
 from service.auth.caller import Caller
 from service.indicators.catalogue import (
@@ -43,11 +64,18 @@ from service.indicators.catalogue import (
     load_catalogue,
     load_disclosure_control,
 )
-from service.indicators.compute import IndicatorSeries, compute_series, get_indicator
+from service.indicators.compute import (
+    IndicatorParameterInvalid,
+    IndicatorSeries,
+    SeriesPoint,
+    compute_series,
+    get_indicator,
+)
+from service.settings import Settings
 
 router = APIRouter(prefix="/v1", tags=["indicators"])
 
-IndicatorsReader = Annotated[Caller, Security(authenticate, scopes=["indicators:read"])]
+IndicatorsReader = Annotated[Caller, Security(authenticate_reader, scopes=["indicators:read"])]
 
 UNSUPPRESSED_SCOPE: Final = "indicators:read:unsuppressed"
 CSV_MEDIA_TYPE: Final = "text/csv"
@@ -177,6 +205,140 @@ def render_csv(body: IndicatorSeriesPublic) -> str:
     return out.getvalue()
 
 
+CsvLayout = Literal["tidy", "legacy"]
+META_COLUMNS: Final = (
+    "col_name",
+    "col_type",
+    "label",
+    "indicator_grouping",
+    "indicator_unit",
+    "indicator_dp",
+    "filter_hint",
+    "filter_grouping_column",
+)
+_LABEL_LIMIT: Final = 80
+
+
+def measure_columns(meta: IndicatorMeta) -> tuple[str, ...]:
+    """The indicator columns of the open-data CSV, named `{title}_{data type}` as the standard
+    asks: a count is one whole number; a percent and a mean keep the numbers behind them."""
+    if meta.unit == "count":
+        return ("value_count",)
+    if meta.unit == "percent":
+        return ("numerator_count", "denominator_count", "value_percent")
+    return ("numerator_sum", "denominator_count", "value_average")
+
+
+def _figure(number: int | float | None, suppressed: bool) -> str:
+    if suppressed:
+        return SUPPRESSED
+    return NOT_APPLICABLE if number is None else str(number)
+
+
+def _measures(meta: IndicatorMeta, point: SeriesPoint) -> tuple[str, ...]:
+    if meta.unit == "count":
+        return (_figure(point.numerator, point.suppressed),)
+    return (
+        _figure(point.numerator, point.suppressed),
+        _figure(point.denominator, point.suppressed),
+        _figure(point.value, point.suppressed),
+    )
+
+
+def _area(settings: Settings) -> tuple[tuple[str, ...], tuple[str, ...]]:
+    """The geography columns and their values, the same on every row."""
+    level = settings.area_level
+    columns = ("geographic_level", "country_code", "country_name", *AREA_COLUMNS[level])
+    area: tuple[str, ...] = ()
+    if level == "Local authority":
+        area = (settings.area_old_la_code, settings.area_code, settings.area_name)
+    elif AREA_COLUMNS[level]:
+        area = (settings.area_code, settings.area_name)
+    values = tuple(
+        neutralise_csv_cell(value) for value in (level, COUNTRY_CODE, COUNTRY_NAME, *area)
+    )
+    return columns, values
+
+
+def render_tidy_csv(
+    series: IndicatorSeries, totals: IndicatorSeries | None, settings: Settings
+) -> str:
+    """The series in the open-data layout: per period, the `Total` row (from `totals`, the same
+    indicator without the breakdown) and then one row per breakdown group."""
+    meta = series.indicator
+    area_columns, area = _area(settings)
+    breakdown_columns = (series.breakdown,) if series.breakdown else ()
+    out = io.StringIO()
+    writer = csv.writer(out, lineterminator="\r\n")
+    writer.writerow(
+        (
+            "time_period",
+            "time_identifier",
+            *area_columns,
+            *breakdown_columns,
+            *measure_columns(meta),
+        )
+    )
+
+    def row(point: SeriesPoint, group: tuple[str, ...]) -> tuple[str, ...]:
+        when = (
+            str(time_period(series.period, point.period_start, point.period_end)),
+            time_identifier(series.period, point.period_start, point.period_end),
+        )
+        return when + area + group + _measures(meta, point)
+
+    if series.breakdown is None:
+        for point in series.points:
+            writer.writerow(row(point, ()))
+        return out.getvalue()
+    by_period: dict[date, list[tuple[SeriesPoint, str]]] = {}
+    # Every period has its Total first, even one where no group has a row.
+    for total in totals.points if totals else []:
+        by_period.setdefault(total.period_start, []).append((total, TOTAL))
+    for point in series.points:
+        group = neutralise_csv_cell(point.group)
+        by_period.setdefault(point.period_start, []).append((point, group))
+    for period_rows in by_period.values():
+        for point, group in period_rows:
+            writer.writerow(row(point, (group,)))
+    return out.getvalue()
+
+
+def _short(label: str) -> str:
+    return label if len(label) <= _LABEL_LIMIT else label[: _LABEL_LIMIT - 1].rstrip() + "…"
+
+
+def render_metadata_csv(meta: IndicatorMeta, breakdown: Breakdown | None) -> str:
+    """The open-data metadata file: one row per filter and indicator column of the CSV."""
+    out = io.StringIO()
+    writer = csv.writer(out, lineterminator="\r\n")
+    writer.writerow(META_COLUMNS)
+    if breakdown is not None:
+        name = breakdown.replace("_", " ")
+        hint = f"Filter by {name}"
+        if breakdown == "neglect_form":
+            hint += "; a record citing several forms counts under each, so groups overlap"
+        writer.writerow((breakdown, "Filter", name.capitalize(), "", "", "", hint, ""))
+    labels = {
+        "value_count": (meta.title, "", "0"),
+        "numerator_count": (meta.numerator, "", "0"),
+        "numerator_sum": (meta.numerator, "", "0"),
+        "denominator_count": (meta.denominator or "", "", "0"),
+        "value_percent": (meta.title, "%", "1"),
+        "value_average": (meta.title, "", "2"),
+    }
+    for column in measure_columns(meta):
+        label, unit, places = labels[column]
+        writer.writerow(
+            (column, "Indicator", neutralise_csv_cell(_short(label)), "", unit, places, "", "")
+        )
+    return out.getvalue()
+
+
+def _csv_name(meta: IndicatorMeta, breakdown: Breakdown | None) -> str:
+    return meta.id + (f"_by_{breakdown}" if breakdown else "")
+
+
 def _entity_tag(content: bytes) -> str:
     return '"' + hashlib.sha256(content).hexdigest()[:40] + '"'
 
@@ -212,8 +374,17 @@ async def get_indicator_series(
     breakdown: Annotated[
         Breakdown | None, Query(description="Split each period by this; see GET /v1/indicators")
     ] = None,
+    csv_layout: Annotated[
+        CsvLayout,
+        Query(
+            description="CSV only: `tidy`, the DfE open-data layout (its metadata file is "
+            "`.../meta.csv`), or `legacy`, the layout of earlier releases (to be removed)"
+        ),
+    ] = "tidy",
     accept: Annotated[str | None, Header(include_in_schema=False)] = None,
     if_none_match: Annotated[str | None, Header()] = None,
+    *,
+    request: Request,
 ) -> Response:
     """One indicator's series over whole periods covering `from`..`to`, with small numbers
     suppressed and other counts perturbed unless the caller holds indicators:read:unsuppressed.
@@ -235,7 +406,22 @@ async def get_indicator_series(
     if unsuppressed:
         await record_access(session, caller, "export", "indicator", meta.id)
     body = _series_public(series)
-    if _prefers_csv(accept):
+    if _prefers_csv(accept) and csv_layout == "tidy":
+        totals = None
+        if breakdown is not None:
+            totals = await compute_series(
+                session,
+                meta,
+                start=start,
+                end=end,
+                period=period,
+                breakdown=None,
+                unsuppressed=unsuppressed,
+            )
+        settings: Settings = request.app.state.settings
+        content = render_tidy_csv(series, totals, settings).encode()
+        media_type = f"{CSV_MEDIA_TYPE}; charset=utf-8"
+    elif _prefers_csv(accept):
         content, media_type = render_csv(body).encode(), f"{CSV_MEDIA_TYPE}; charset=utf-8"
     else:
         content, media_type = body.model_dump_json().encode(), "application/json"
@@ -247,8 +433,45 @@ async def get_indicator_series(
     if _matches(if_none_match, headers["ETag"]):
         return Response(status_code=304, headers=headers)
     if media_type.startswith(CSV_MEDIA_TYPE):
-        headers["Content-Disposition"] = f'attachment; filename="{meta.id}.csv"'
+        name = _csv_name(meta, breakdown) if csv_layout == "tidy" else meta.id
+        headers["Content-Disposition"] = f'attachment; filename="{name}.csv"'
     return Response(content=content, media_type=media_type, headers=headers)
+
+
+@router.get(
+    "/indicators/{indicator_id}/meta.csv",
+    response_class=Response,
+    responses={
+        **problems(401, 403, 404, 422, 503),
+        200: {
+            "description": "The open-data metadata file of the tidy CSV",
+            "content": {CSV_MEDIA_TYPE: {"schema": {"type": "string"}}},
+        },
+    },
+)
+async def get_indicator_csv_metadata(
+    indicator_id: Annotated[str, Path(max_length=64)],
+    caller: IndicatorsReader,
+    breakdown: Annotated[
+        Breakdown | None, Query(description="The breakdown of the CSV it describes")
+    ] = None,
+) -> Response:
+    """The metadata file (`col_name`, `col_type`, `label`, ...) of the indicator's open-data
+    CSV: one row per filter and indicator column."""
+    meta = get_indicator(indicator_id)
+    if breakdown is not None and breakdown not in meta.breakdowns:
+        raise IndicatorParameterInvalid(
+            "breakdown", f"this indicator offers the breakdowns {', '.join(meta.breakdowns)}"
+        )
+    name = _csv_name(meta, breakdown)
+    return Response(
+        content=render_metadata_csv(meta, breakdown).encode(),
+        media_type=f"{CSV_MEDIA_TYPE}; charset=utf-8",
+        headers={
+            "Content-Disposition": f'attachment; filename="{name}.meta.csv"',
+            "Cache-Control": "private, no-cache",
+        },
+    )
 
 
 def _a_year_before(day: date) -> date:

@@ -32,6 +32,8 @@ from . import (
     case_events,
     children,
     clients,
+    feed,
+    feed_keys,
     health,
     indicators,
     oauth,
@@ -138,10 +140,12 @@ def create_app(settings: Settings | None = None, database_url: str | None = None
         case_audits,
         indicators,
         clients,
+        feed_keys,
         audit,
     ):
         app.include_router(
             module.router, dependencies=[Depends(enforce_api_quota)], responses=problems(429)
         )
+    app.include_router(feed.router)
     install_openapi(app)
     return app

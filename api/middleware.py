@@ -35,6 +35,10 @@ def add_response_headers(headers: MutableHeaders, path: str) -> None:
     headers["X-Content-Type-Options"] = "nosniff"
     if path.startswith("/v1/") and "cache-control" not in headers:
         headers["Cache-Control"] = "no-store"
+    if path == "/odata" or path.startswith("/odata/"):
+        # OData 4.0 (Protocol 8.1.5): on every answer, errors included; Power Query decides the
+        # protocol version from it.
+        headers["OData-Version"] = "4.0"
 
 
 def _problem(

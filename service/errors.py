@@ -166,3 +166,29 @@ class OAuthError(DomainError):
         self.error = error
         self.http_status = status
         self.retry_after_s = retry_after_s
+
+
+class QueryOptionInvalid(DomainError):
+    """An OData query option that cannot be read: a property the entity does not have, a literal
+    of the wrong type, a malformed expression or number."""
+
+    status = 400
+    problem = "query-option-invalid"
+    title = "A query option is invalid"
+
+
+class QueryOptionNotImplemented(DomainError):
+    """An OData query option, function or operator this feed does not implement. Answered, never
+    ignored: a BI tool that folded a filter into the URL would otherwise show unfiltered totals."""
+
+    status = 501
+    problem = "query-option-not-implemented"
+    title = "A query option is not implemented"
+
+
+class SnapshotExpired(DomainError):
+    """A `$skiptoken` whose snapshot has expired (or was never this client's)."""
+
+    status = 410
+    problem = "snapshot-expired"
+    title = "The paging snapshot has expired"

@@ -25,6 +25,8 @@ from pydantic_settings import SettingsError as _SourceError
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError
 
+from schemas.open_data import OpenDataLevel
+
 ASYMMETRIC_ALGORITHMS = frozenset({"RS256", "RS384", "RS512", "ES256", "ES384", "ES512"})
 KEY_ENCRYPTION_KEY_BYTES = 32
 
@@ -190,6 +192,42 @@ class Settings(BaseSettings):
     # against a runaway client, not a tariff. 0 turns the quota off.
     api_requests_per_minute: int = Field(default=120_000, ge=0)
 
+    feed_authorization_uri: str | None = Field(
+        default=None,
+        description="Entra ID authorize endpoint sent in the feed's 401 challenge "
+        "(`https://login.microsoftonline.com/<tenant>/oauth2/authorize`), for Power BI's "
+        "Organizational account sign-in",
+    )
+    feed_page_size: int = Field(
+        default=5000, ge=10, le=50_000, description="Rows per page of the OData feed at most"
+    )
+    feed_snapshot_ttl_s: int = Field(
+        default=3600,
+        ge=60,
+        le=86_400,
+        description="How long an OData feed's paging snapshot can be read after its first page",
+    )
+    feed_months: int = Field(
+        default=36, ge=1, le=240, description="Months the OData feed covers by default"
+    )
+    area_level: OpenDataLevel = Field(
+        default="Local authority", description="`geographic_level` of the open-data CSV"
+    )
+    area_code: str = Field(
+        default="x",
+        max_length=30,
+        description="The partnership's area code (e.g. the local authority's 9-character GSS "
+        "code); `x` (not available) until set",
+    )
+    area_name: str = Field(
+        default="Not available", max_length=120, description="The partnership's area name"
+    )
+    area_old_la_code: str = Field(
+        default="",
+        max_length=3,
+        description="The 3-digit old LA code, for `geographic_level` Local authority",
+    )
+
     max_body_bytes: int = Field(default=1024 * 1024, ge=1024)
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
     workers: int = Field(default=1, ge=1, le=64)
@@ -258,6 +296,16 @@ class Settings(BaseSettings):
     @classmethod
     def _external_issuer_url(cls, value: str | None) -> str | None:
         return None if value is None else https_or_loopback(value, "the issuer")
+
+    @field_validator("feed_authorization_uri")
+    @classmethod
+    def _authorization_uri_is_https(cls, value: str | None) -> str | None:
+        # It goes into a header: no quote or control character may break out of it.
+        if value is not None and (
+            not value.startswith("https://") or any(c in value for c in '"\\\r\n ')
+        ):
+            raise ValueError("the feed authorization URI must be an https URL")
+        return value
 
     @field_validator("external_jwks_url")
     @classmethod

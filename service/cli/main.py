@@ -1,5 +1,5 @@
-"""`neglect-service`: serve, migrate, manage clients, toolkits and signing keys, generate demo
-data."""
+"""`neglect-service`: serve, migrate, manage clients, feed keys, toolkits and signing keys,
+generate demo data."""
 
 from __future__ import annotations
 
@@ -16,6 +16,7 @@ from service.cli.clients import clients_app, print_client
 from service.cli.common import console, resolved_url, with_session
 from service.cli.db import db_app
 from service.cli.demo import demo_data
+from service.cli.feed_keys import feed_keys_app
 from service.cli.keys import keys_app
 from service.cli.toolkits import toolkits_app, toolkits_load_demo
 from service.migrations import MigrationsNotFound, migrate_database
@@ -26,6 +27,7 @@ app.add_typer(clients_app, name="clients")
 app.add_typer(toolkits_app, name="toolkits")
 app.add_typer(db_app, name="db")
 app.add_typer(keys_app, name="keys")
+app.add_typer(feed_keys_app, name="feed-keys")
 app.command("demo-data")(demo_data)
 
 DEMO_CLIENT_NAME = "Demonstration client"

@@ -10,6 +10,7 @@ from .base import metadata
 from .case_audits import CaseAudit
 from .children import Child
 from .clients import ApiClient
+from .feed import FeedKey, FeedSnapshot, FeedSnapshotPoint
 from .idempotency import IdempotencyRecord
 from .keys import SigningKey
 from .rate_limits import RateLimitCounter
@@ -22,6 +23,9 @@ __all__ = [
     "AuditEvent",
     "CaseAudit",
     "Child",
+    "FeedKey",
+    "FeedSnapshot",
+    "FeedSnapshotPoint",
     "IdempotencyRecord",
     "RateLimitCounter",
     "Referral",

@@ -45,6 +45,7 @@ BUSINESS_RULE_422 = {
     ("GET", "/v1/toolkits"): "a cursor must be one this service issued",
     ("GET", "/v1/children/{child_id}/assessments"): "a cursor must be one this service issued",
     ("GET", "/v1/indicators/{indicator_id}"): "that indicator's breakdowns and periods; from <= to",
+    ("GET", "/v1/indicators/{indicator_id}/meta.csv"): "a breakdown that indicator offers",
     ("POST", "/v1/clients"): "client_id may only be chosen for an external issuer's client",
     ("POST", "/v1/toolkits"): "a definition's ids must be unique and resolve",
     ("POST", "/v1/assessments"): "responses must match the toolkit's items; child voice rules",
