@@ -1,10 +1,18 @@
-"""Async Alembic environment. The URL is the service's own (settings), unless a caller sets one."""
+"""Async Alembic environment. The URL is the service's own (settings), unless a caller sets one.
+
+Besides the tables, autogenerate and `alembic check` compare the database functions with their
+current definitions, the `.sql` files beside the service's modules (alembic_utils): a changed
+file gets a migration with a frozen copy of the function, and a database whose function drifted
+fails the check.
+"""
 
 from __future__ import annotations
 
 import asyncio
 from logging.config import fileConfig
 
+from alembic_utils.pg_function import PGFunction
+from alembic_utils.replaceable_entity import register_entities
 from sqlalchemy import pool
 from sqlalchemy.engine import Connection
 from sqlalchemy.ext.asyncio import create_async_engine
@@ -13,12 +21,17 @@ from alembic import context
 from service import models
 from service.db import async_url, database_url
 from service.settings import get_settings
+from service.sql_functions import SqlFunction, registered_functions
 
 config = context.config
 if config.config_file_name is not None and config.attributes.get("configure_logger", True):
     fileConfig(config.config_file_name, disable_existing_loggers=False)
 
 target_metadata = models.metadata
+# Functions only: the audit trail's triggers (migration 0001) are not registered, and every other
+# entity type would be compared, and proposed for dropping, too. `PGFunction` finds the database's
+# functions that no file defines any more.
+register_entities(registered_functions(), entity_types=[PGFunction, SqlFunction])
 
 
 def _url() -> str:

@@ -1,7 +1,7 @@
 """Child matching (SPEC 2.1): NHS number, then LA child id, then UPN, then normalised family
 name + date of birth; otherwise a new child.
 
-Matching runs in the database (`neglect_resolve_child`, migration 0005), in the caller's
+Matching runs in the database (`neglect_resolve_child`, service/children.sql), in the caller's
 transaction. Concurrency: it first takes an advisory lock on every key it will match or create on,
 in one fixed order, so two requests for the same new child serialise and the second finds the
 first's row; the partial unique indexes are the backstop. The locks are released at commit.
@@ -85,7 +85,7 @@ class ChildIdentity:
         return {name: getattr(self, name) for name in names}
 
 
-# Matching itself is the database function `neglect_resolve_child` (migration 0005): it takes the
+# Matching itself is the database function `neglect_resolve_child` (children.sql): it takes the
 # child's advisory locks, matches in SPEC 2.1's order, learns identifiers and creates the child,
 # all in the caller's transaction, so every create path shares one definition and one round trip.
 RESOLVE_ARGUMENTS: Final = (

@@ -113,7 +113,7 @@ class ReferralFilters:
 OPERATION: Final = "referral.create"
 """The idempotency operation name of a referral create."""
 
-# The whole create is the database function `neglect_create_referral` (migration 0005), run as
+# The whole create is the database function `neglect_create_referral` (referrals.sql), run as
 # one statement in autocommit: one round trip does the client check, the key claim, the child,
 # the referral, its audit event and the back-loading links, and either all of it commits or none.
 _CREATE_ARGUMENTS: Final = 32

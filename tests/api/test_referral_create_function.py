@@ -1,6 +1,6 @@
-"""`POST /v1/referrals` is one call of `neglect_create_referral` (migration 0005): the client check,
-the key claim and the create happen in the database, so each refusal there must store nothing,
-and a retry is answered by rendering the referral as it was created."""
+"""`POST /v1/referrals` is one call of `neglect_create_referral` (service/referrals.sql): the client
+check, the key claim and the create happen in the database, so each refusal there must store
+nothing, and a retry is answered by rendering the referral as it was created."""
 
 from __future__ import annotations
 
