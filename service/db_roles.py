@@ -166,7 +166,10 @@ async def ensure_runtime_role(
     if password is not None:
         # format() quotes the literal; the statement cannot take a bound parameter.
         statement = await session.scalar(
-            text("SELECT format('ALTER ROLE %I LOGIN PASSWORD %L', :role, :password)"),
+            text(
+                "SELECT format('ALTER ROLE %I LOGIN PASSWORD %L', "
+                "CAST(:role AS text), CAST(:password AS text))"
+            ),
             {"role": role, "password": password},
         )
         await session.execute(text(str(statement)))

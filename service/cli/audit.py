@@ -65,7 +65,11 @@ def _read_anchors(path: Path) -> dict[str, Anchor]:
     try:
         return anchors_from_json(json.loads(path.read_text(encoding="utf-8")))
     except (OSError, ValueError) as exc:
-        err_console.print(f"[red]error:[/red] {escape(str(path))}: {escape(str(exc))}")
+        err_console.print(
+            f"[red]error:[/red] {escape(str(path))}: {escape(str(exc))}",
+            soft_wrap=True,
+            highlight=False,
+        )
         raise typer.Exit(2) from exc
 
 
