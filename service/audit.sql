@@ -1,10 +1,12 @@
 CREATE OR REPLACE FUNCTION public.neglect_audit_row_hash(
     p_prev_hash bytea, p_event public.audit_event
-) RETURNS bytea LANGUAGE sql STABLE SET search_path = pg_catalog, pg_temp AS $$
+) RETURNS bytea LANGUAGE sql STABLE AS $$
 -- One link of an agency's audit chain: sha256(previous link's hash || the row's canonical bytes).
 -- The canonical text is every field, in this order, as `<UTF-8 byte length>:<text>` or `-` for
 -- NULL, joined by `|`; occurred_at as microseconds since the Unix epoch (UTC). The verifier
 -- (`service.audit_chain.row_hash`) computes the same bytes: change both together, or never.
+-- No SET search_path of its own (it would cost every insert a configuration save and restore):
+-- the chain trigger, its caller, runs with its search_path pinned to pg_catalog.
 SELECT sha256(p_prev_hash || convert_to(array_to_string(ARRAY(
     SELECT coalesce(octet_length(convert_to(field, 'UTF8'))::text || ':' || field, '-')
     FROM unnest(ARRAY[
