@@ -1,5 +1,6 @@
-# The service image: the API under uvicorn. Run `alembic upgrade head` from the same image as a
-# release step before starting new replicas; the database comes from DATABASE_URL. The signing
+# The service image: the API under uvicorn. Run `neglect-service migrate && neglect-service db
+# roles` from the same image as a release step before starting new replicas, with the owner's
+# NEGLECT_OWNER_DATABASE_URL; the replicas get only DATABASE_URL, the runtime role's. The signing
 # keys' key-encryption key comes from NEGLECT_KEY_ENCRYPTION_KEY or a secret file named by
 # NEGLECT_KEY_ENCRYPTION_KEY_FILE: the image is production and does not start without one.
 FROM python:3.11-slim
@@ -23,7 +24,7 @@ COPY schemas /tmp/src/schemas
 COPY service /tmp/src/service
 RUN pip install /tmp/src && rm -rf /tmp/src
 
-# Migrations, so the release step can run from this image: `alembic upgrade head`.
+# Migrations, so the release step can run from this image (`neglect-service migrate`).
 COPY alembic.ini ./
 COPY alembic ./alembic
 

@@ -1,4 +1,5 @@
-"""Async Alembic environment. The URL is the service's own (settings), unless a caller sets one.
+"""Async Alembic environment. The URL is the owner's (`NEGLECT_OWNER_DATABASE_URL`, else the
+service's `DATABASE_URL`), unless a caller sets one.
 
 Besides the tables, autogenerate and `alembic check` compare the database functions with their
 current definitions, the `.sql` files beside the service's modules (alembic_utils): a changed
@@ -19,7 +20,7 @@ from sqlalchemy.ext.asyncio import create_async_engine
 
 from alembic import context
 from service import models
-from service.db import async_url, database_url
+from service.db import async_url, owner_database_url
 from service.settings import InvalidSettings, get_settings
 from service.sql_functions import SqlFunction, registered_functions
 
@@ -43,7 +44,7 @@ def _url() -> str:
     except InvalidSettings as exc:
         # `alembic upgrade head` as a release step: one line naming the variable.
         raise SystemExit(f"neglect-service: {exc}") from None
-    return str(async_url(database_url(settings)))
+    return str(async_url(owner_database_url(settings)))
 
 
 def _configure(connection: Connection | None = None, url: str | None = None) -> None:

@@ -111,9 +111,16 @@ async def record_case_events(
     session: AsyncSession, caller: Caller, raw_events: Sequence[Mapping[str, Any]]
 ) -> CaseEventBatchResult:
     """Validate, check and store each event of a batch; one result per event, in batch order."""
+    stored: list[tuple[uuid.UUID, uuid.UUID]] = []
     results = [
-        await _record_event(session, caller, index, raw) for index, raw in enumerate(raw_events)
+        await _record_event(session, caller, index, raw, stored)
+        for index, raw in enumerate(raw_events)
     ]
+    # Audited after every child lock of the batch: the audit insert locks the agency's audit
+    # chain head until the commit, and taking it last everywhere (creates and decisions audit
+    # last too) means no transaction waits for a child while holding a head others queue on.
+    for row_id, child_id in stored:
+        await record_access(session, caller, "create", "case_event", row_id, child_id)
     return CaseEventBatchResult.from_results(results)
 
 
@@ -129,7 +136,11 @@ def _rejected(index: int, event_id: str | None, reason: str) -> CaseEventResult:
 
 
 async def _record_event(
-    session: AsyncSession, caller: Caller, index: int, raw: Mapping[str, Any]
+    session: AsyncSession,
+    caller: Caller,
+    index: int,
+    raw: Mapping[str, Any],
+    stored_rows: list[tuple[uuid.UUID, uuid.UUID]],
 ) -> CaseEventResult:
     event_id = _usable_event_id(raw)
     try:
@@ -144,7 +155,7 @@ async def _record_event(
         return _repeat_result(index, event.event_id, stored, payload)
     try:
         async with session.begin_nested():
-            row_id = await _store(session, caller, event, payload_sha256)
+            row_id, child_id = await _store(session, caller, event, payload_sha256)
     except _Rejected as rejection:
         return _rejected(index, event.event_id, rejection.reason)
     except _AlreadyStored:
@@ -165,6 +176,7 @@ async def _record_event(
                 "this batch was stored, and resending it is safe"
             ) from error
         raise
+    stored_rows.append((row_id, child_id))
     return CaseEventResult(index=index, event_id=event.event_id, status="stored", id=row_id)
 
 
@@ -223,8 +235,9 @@ def _sqlstate(error: DBAPIError) -> str | None:
 
 async def _store(
     session: AsyncSession, caller: Caller, event: CaseEvent, payload_sha256: str
-) -> uuid.UUID:
-    """Store one event and its projection; raises `_Rejected` when it breaks a rule."""
+) -> tuple[uuid.UUID, uuid.UUID]:
+    """Store one event and its projection, returning its id and its child's; raises `_Rejected`
+    when it breaks a rule. The caller audits it."""
     child_id = await resolve_child(session, ChildIdentity.from_ref(event.child))
     if event.type in _CHECKED_TYPES:
         await session.execute(
@@ -257,8 +270,7 @@ async def _store(
     if inserted.first() is None:
         raise _AlreadyStored
     await _project(session, child_id, row_id, event)
-    await record_access(session, caller, "create", "case_event", row_id, child_id)
-    return row_id
+    return row_id, child_id
 
 
 async def _project(

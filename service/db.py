@@ -61,6 +61,14 @@ def driver_function_call(function: str, names: Sequence[str], *, record: bool = 
     return _call(function, arguments, record)
 
 
+def owner_database_url(settings: Settings) -> str:
+    """The URL of the role that owns the tables (migrations, admin commands): the configured
+    owner URL, else the service's own."""
+    if settings.owner_database_url is not None:
+        return str(settings.owner_database_url)
+    return database_url(settings)
+
+
 def _json_dumps(value: Any) -> str:
     return orjson.dumps(value).decode()
 

@@ -29,6 +29,8 @@ from schemas.open_data import OpenDataLevel
 
 ASYMMETRIC_ALGORITHMS = frozenset({"RS256", "RS384", "RS512", "ES256", "ES384", "ES512"})
 KEY_ENCRYPTION_KEY_BYTES = 32
+# A database role name that needs no more quoting than double quotes.
+ROLE_NAME_PATTERN = r"^[a-z_][a-z0-9_]{0,62}$"
 
 
 def decode_key_encryption_key(encoded: str) -> bytes:
@@ -125,6 +127,20 @@ class Settings(BaseSettings):
         default=None,
         validation_alias=AliasChoices("NEGLECT_DATABASE_URL", "DATABASE_URL"),
         description="PostgreSQL URL; unset means the embedded server under `embedded_pgdata`.",
+    )
+    owner_database_url: str | None = Field(
+        default=None,
+        description="URL of the role that owns the tables: `migrate`, `db roles`, `demo-data` "
+        "and `audit verify` use it. Unset means `DATABASE_URL` (one role for everything).",
+    )
+    runtime_role: str | None = Field(
+        default=None,
+        pattern=ROLE_NAME_PATTERN,
+        description="The role `db roles` creates and grants; unset means the user of "
+        "`DATABASE_URL` when an owner URL is set apart from it, else `neglect_app`.",
+    )
+    runtime_role_password: SecretStr | None = Field(
+        default=None, description="Password `db roles` gives the runtime role (unset: unchanged)."
     )
     embedded_pgdata: Path = Field(
         default=Path(".pgdata"),
@@ -236,7 +252,7 @@ class Settings(BaseSettings):
         description="Serve /docs, /redoc and /openapi.json; turn off in production if wanted",
     )
 
-    @field_validator("database_url")
+    @field_validator("database_url", "owner_database_url")
     @classmethod
     def _postgres_url(cls, value: str | None) -> str | None:
         # A plain string: unix-socket URLs (`postgresql://u@/db?host=/dir`) have no host part,

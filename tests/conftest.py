@@ -1,5 +1,7 @@
 """Fixtures: a real PostgreSQL database per test worker, migrated once with the real Alembic
-scripts; the app with its lifespan started; an httpx client over ASGI; registered API clients.
+scripts as the superuser (the owner), with a runtime role of its own that the app connects as, as
+deployed (`neglect-service db roles`); the app with its lifespan started; an httpx client over
+ASGI; registered API clients.
 
 Tests commit for real (the service commits per request, and the concurrency tests need separate
 transactions), so each test makes its own children, clients and references, and the tests that
@@ -23,13 +25,16 @@ import asyncpg
 import httpx
 import pytest
 from fastapi import FastAPI
+from sqlalchemy import pool
 from sqlalchemy.engine import make_url
+from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
 from api.main import create_app
+from service import db_roles
 from service.auth.clients import create_client
 from service.auth.feed_keys import FEED_KEY_PATTERN
 from service.auth.keys import KeyRing, issue_access_token
-from service.db import SessionFactory, transaction
+from service.db import SessionFactory, async_url, create_session_factory, transaction
 from service.logs import JsonFormatter
 from service.migrations import migrate_database
 from service.settings import Settings
@@ -38,6 +43,8 @@ TEST_ISSUER = "http://test"
 TEST_AUDIENCE = "neglect-service"
 # Made afresh for every run, like the database it protects; never a key written in the source.
 TEST_KEY_ENCRYPTION_KEY = base64.b64encode(os.urandom(32)).decode()
+# Ignored by trust authentication, used by a server that asks for one.
+TEST_RUNTIME_PASSWORD = secrets.token_urlsafe(16)
 
 
 def _server_url() -> str:
@@ -53,27 +60,71 @@ def _plain(url: str) -> str:
     return make_url(url).set(drivername="postgresql").render_as_string(hide_password=False)
 
 
+def runtime_role_of(url: str) -> str:
+    """The runtime role of a test database: roles are cluster-wide, so one per database."""
+    return f"{make_url(url).database}_app"
+
+
+def _owner_session_factory(url: str) -> tuple[SessionFactory, AsyncEngine]:
+    engine = create_async_engine(async_url(url), poolclass=pool.NullPool)
+    return create_session_factory(engine), engine
+
+
+async def _create_runtime_role(url: str) -> None:
+    factory, engine = _owner_session_factory(url)
+    try:
+        async with transaction(factory) as session:
+            await db_roles.ensure_runtime_role(session, runtime_role_of(url), TEST_RUNTIME_PASSWORD)
+    finally:
+        await engine.dispose()
+
+
 @pytest.fixture(scope="session")
 def database_url(worker_id: str) -> Iterator[str]:
-    """A fresh database for this test worker, migrated with `alembic upgrade head`."""
+    """A fresh database for this test worker, migrated with `alembic upgrade head` as the
+    superuser, which owns its tables, and its runtime role (`runtime_database_url`)."""
     server = _server_url()
     name = f"neglect_test_{worker_id}_{os.getpid()}"
     admin = _plain(server)
+    url = make_url(server).set(database=name).render_as_string(hide_password=False)
+    role = runtime_role_of(url)
 
     async def recreate(drop_only: bool = False) -> None:
         connection = await asyncpg.connect(admin)
         try:
             await connection.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-            if not drop_only:
+            if drop_only:
+                await connection.execute(f'DROP ROLE IF EXISTS "{role}"')
+            else:
                 await connection.execute(f'CREATE DATABASE "{name}"')
         finally:
             await connection.close()
 
+    async def drop_owned() -> None:
+        connection = await asyncpg.connect(_plain(url))
+        try:
+            await connection.execute(f'DROP OWNED BY "{role}"')
+        finally:
+            await connection.close()
+
     asyncio.run(recreate())
-    url = make_url(server).set(database=name).render_as_string(hide_password=False)
-    migrate_database(url)
-    yield url
-    asyncio.run(recreate(drop_only=True))
+    try:
+        migrate_database(url)
+        asyncio.run(_create_runtime_role(url))
+        yield url
+        asyncio.run(drop_owned())
+    finally:
+        asyncio.run(recreate(drop_only=True))
+
+
+@pytest.fixture(scope="session")
+def runtime_database_url(database_url: str) -> str:
+    """The test database as its runtime role: what the app, its pool and the CLI connect as."""
+    return runtime_database_url_of(database_url)
+
+
+def runtime_database_url_of(url: str) -> str:
+    return db_roles.runtime_database_url(url, runtime_role_of(url), TEST_RUNTIME_PASSWORD)
 
 
 @pytest.fixture(scope="session")
@@ -95,8 +146,8 @@ def settings() -> Settings:
 
 
 @pytest.fixture(scope="session")
-async def app(settings: Settings, database_url: str) -> AsyncIterator[FastAPI]:
-    application = create_app(settings, database_url)
+async def app(settings: Settings, runtime_database_url: str) -> AsyncIterator[FastAPI]:
+    application = create_app(settings, runtime_database_url)
     async with application.router.lifespan_context(application):
         yield application
 
@@ -139,12 +190,21 @@ def session_factory(app: FastAPI) -> SessionFactory:
     return factory
 
 
+@pytest.fixture(scope="session")
+async def owner_session_factory(database_url: str) -> AsyncIterator[SessionFactory]:
+    """Sessions as the superuser that owns the tables, for what the runtime role may not do
+    (TRUNCATE, the demo-data loader, tampering with the audit trail)."""
+    factory, engine = _owner_session_factory(database_url)
+    yield factory
+    await engine.dispose()
+
+
 @pytest.fixture
-async def empty_domain_tables(session_factory: SessionFactory) -> None:
+async def empty_domain_tables(owner_session_factory: SessionFactory) -> None:
     """For tests that count whole tables (indicators): no other test's rows."""
     from tests.builders.indicators import clear_domain_tables
 
-    await clear_domain_tables(session_factory)
+    await clear_domain_tables(owner_session_factory)
 
 
 @dataclass(frozen=True)

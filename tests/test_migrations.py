@@ -1,6 +1,7 @@
 """The Alembic scripts build exactly the schema the models describe and the database functions
-their `.sql` files define, run both ways, make the audit trail append-only for the application's
-own database role, and leave no plaintext signing key behind."""
+their `.sql` files define, run both ways, make the audit trail append-only even for the role that
+owns it, chain the events stored before migration 0009, and leave no plaintext signing key
+behind. (The runtime role's narrower rights are in tests/service/test_audit_chain.py.)"""
 
 from __future__ import annotations
 
@@ -158,32 +159,34 @@ def _assert_append_only_refusal(error: DBAPIError, operation: str) -> None:
     assert getattr(error.orig, "pgcode", None) == "42501"  # insufficient_privilege
 
 
-async def test_the_application_cannot_update_an_audit_event(
-    session_factory: SessionFactory,
+async def test_even_the_owner_cannot_update_an_audit_event(
+    session_factory: SessionFactory, owner_session_factory: SessionFactory
 ) -> None:
     event_id = await _record_event(session_factory)
     error = await _refusal(
-        session_factory, "UPDATE audit_event SET action = 'list' WHERE id = :event_id", event_id
+        owner_session_factory,
+        "UPDATE audit_event SET action = 'list' WHERE id = :event_id",
+        event_id,
     )
     _assert_append_only_refusal(error, "UPDATE")
 
 
-async def test_the_application_cannot_delete_an_audit_event(
-    session_factory: SessionFactory,
+async def test_even_the_owner_cannot_delete_an_audit_event(
+    session_factory: SessionFactory, owner_session_factory: SessionFactory
 ) -> None:
     event_id = await _record_event(session_factory)
     error = await _refusal(
-        session_factory, "DELETE FROM audit_event WHERE id = :event_id", event_id
+        owner_session_factory, "DELETE FROM audit_event WHERE id = :event_id", event_id
     )
     _assert_append_only_refusal(error, "DELETE")
 
 
-async def test_the_application_cannot_truncate_the_audit_trail(
-    session_factory: SessionFactory,
+async def test_even_the_owner_cannot_truncate_the_audit_trail(
+    session_factory: SessionFactory, owner_session_factory: SessionFactory
 ) -> None:
     event_id = await _record_event(session_factory)
     # The bound parameter is unused by TRUNCATE; a plain string keeps the helper uniform.
-    error = await _refusal(session_factory, "TRUNCATE audit_event", event_id)
+    error = await _refusal(owner_session_factory, "TRUNCATE audit_event", event_id)
     _assert_append_only_refusal(error, "TRUNCATE")
 
 
@@ -279,3 +282,74 @@ def test_a_malformed_kek_stops_the_migration_without_deleting_keys(
 
     [row] = asyncio.run(_signing_keys(scratch_database_url))
     assert row["private_pem"] == pem
+
+
+# --- 0009: the audit trail hash-chained per agency ------------------------------------------------
+
+
+async def _insert_unchained_events(url: str) -> list[tuple[int, str]]:
+    """Events as a service before 0009 wrote them, two agencies interleaved."""
+    connection = await asyncpg.connect(_plain(url))
+    try:
+        rows = await connection.fetch(
+            "INSERT INTO audit_event (client_id, agency_type, agency_name, action, resource_type, "
+            "access_reason) SELECT 'c', 'school', agency, 'read', 'referral', reason "
+            "FROM unnest($1::text[], $2::text[]) AS events (agency, reason) "
+            "RETURNING id, agency_name",
+            ["North", "South", "North", "North", "South"],
+            ["one", None, "three", "", "five"],
+        )
+    finally:
+        await connection.close()
+    return [(row["id"], row["agency_name"]) for row in rows]
+
+
+async def _verify_chains(url: str) -> Any:
+    from sqlalchemy.ext.asyncio import create_async_engine
+
+    from service.audit_chain import verify_audit_chains
+    from service.db import async_url, create_session_factory
+
+    engine = create_async_engine(async_url(url))
+    try:
+        async with transaction(create_session_factory(engine)) as session:
+            return await verify_audit_chains(session)
+    finally:
+        await engine.dispose()
+
+
+def test_the_migration_chains_the_events_already_stored_per_agency_in_id_order(
+    scratch_database_url: str,
+) -> None:
+    config = _alembic_config(scratch_database_url)
+    command.upgrade(config, "0008")
+    stored = asyncio.run(_insert_unchained_events(scratch_database_url))
+
+    command.upgrade(config, "heads")
+    asyncio.run(_insert_unchained_events(scratch_database_url))  # chained by the trigger
+
+    verification = asyncio.run(_verify_chains(scratch_database_url))
+    assert verification.intact, [chain.first_break for chain in verification.chains]
+    assert {(c.agency_name, c.events, c.head_seq) for c in verification.chains} == {
+        ("North", 6, 6),
+        ("South", 4, 4),
+    }
+    rows = asyncio.run(_fetch_rows(scratch_database_url))
+    north_before = [event_id for event_id, agency in stored if agency == "North"]
+    assert [row["id"] for row in rows if row["agency_name"] == "North"][:3] == north_before
+
+    command.downgrade(config, "0008")
+    command.upgrade(config, "heads")
+    assert asyncio.run(_verify_chains(scratch_database_url)).intact
+
+
+async def _fetch_rows(url: str) -> list[asyncpg.Record]:
+    connection = await asyncpg.connect(_plain(url))
+    try:
+        return list(
+            await connection.fetch(
+                "SELECT id, agency_name FROM audit_event ORDER BY agency_name, chain_seq"
+            )
+        )
+    finally:
+        await connection.close()

@@ -1,14 +1,14 @@
 """Least privilege: denied audit events, and each agency's own re-referral context
 
 Every refused access to a record (another agency's, or a missing one: the same answer and work) and
-every missing scope appends a `denied` event with its reason (`audit_event.denied_reason`, recorded
-by `neglect_record_audit`). A referral also stores the count of the sending agency's own earlier
+every missing scope appends a `denied` event with its reason (`audit_event.denied_reason`, added by
+0009, recorded by `neglect_record_audit`). A referral also stores the count of the sending agency's own earlier
 referrals of the child (`referral.agency_rereferral_count`, filled in for existing rows by the same
 rule), which is all of the re-referral context a partner sees; `neglect_create_referral` returns it
 too, so its result type changes and it is dropped and created again.
 
 Revision ID: 0014
-Revises: 0008
+Revises: 0009
 Create Date: 2026-12-06 04:40:00+00:00
 """
 
@@ -23,7 +23,7 @@ from alembic import op
 # mypy: disable-error-code="attr-defined"
 
 revision: str = "0014"
-down_revision: str | Sequence[str] | None = "0008"
+down_revision: str | Sequence[str] | None = "0009"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
@@ -56,7 +56,6 @@ WHERE r.rereferral_count > 0
 
 
 def upgrade() -> None:
-    op.add_column("audit_event", sa.Column("denied_reason", sa.Text(), nullable=True))
     op.drop_entity(RECORD_AUDIT_BEFORE)
     op.create_entity(RECORD_AUDIT)
     op.add_column(
@@ -74,4 +73,3 @@ def downgrade() -> None:
     op.drop_column("referral", "agency_rereferral_count")
     op.drop_entity(RECORD_AUDIT)
     op.create_entity(RECORD_AUDIT_BEFORE)
-    op.drop_column("audit_event", "denied_reason")

@@ -11,7 +11,13 @@ import typer
 from rich.console import Console
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from service.db import create_engine, create_session_factory, database_url, transaction
+from service.db import (
+    create_engine,
+    create_session_factory,
+    database_url,
+    owner_database_url,
+    transaction,
+)
 from service.errors import DomainError
 from service.settings import get_settings
 
@@ -20,11 +26,13 @@ err_console = Console(stderr=True)
 T = TypeVar("T")
 
 
-def with_session(work: Callable[[AsyncSession], Awaitable[T]]) -> T:
-    """Run `work` in one committed transaction; a domain error ends the command with exit 2."""
+def with_session(work: Callable[[AsyncSession], Awaitable[T]], *, owner: bool = False) -> T:
+    """Run `work` in one committed transaction, as the service's role or (`owner`) as the
+    tables' owner; a domain error ends the command with exit 2."""
 
     async def run() -> T:
-        engine = create_engine(get_settings())
+        settings = get_settings()
+        engine = create_engine(settings, owner_database_url(settings) if owner else None)
         try:
             async with transaction(create_session_factory(engine)) as session:
                 return await work(session)
@@ -49,3 +57,9 @@ def resolved_url() -> str:
         os.environ.setdefault("NEGLECT_ENV", settings.env)
     get_settings.cache_clear()
     return url
+
+
+def resolved_owner_url() -> str:
+    """The owner's URL in use (`NEGLECT_OWNER_DATABASE_URL`, else the service's own)."""
+    resolved_url()
+    return owner_database_url(get_settings())

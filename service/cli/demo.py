@@ -12,7 +12,7 @@ from rich.table import Table
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from schemas.common import today_in_uk
-from service.cli.common import console, err_console, resolved_url, with_session
+from service.cli.common import console, err_console, resolved_owner_url, with_session
 from service.demo.generator import (
     DEFAULT_END,
     DEFAULT_SEED,
@@ -76,7 +76,8 @@ def demo_data(
         options = DemoOptions(children=children, seed=seed, start=first, end=last)
     except ValueError as exc:
         raise typer.BadParameter(str(exc)) from exc
-    resolved_url()
+    # An admin command, as the owner: the loader drops and rebuilds indexes around its COPY.
+    resolved_owner_url()
     # The bar goes to stderr so that `--json` output stays clean.
     progress = Progress(
         TextColumn("children"),
@@ -98,7 +99,7 @@ def demo_data(
 
     try:
         with progress:
-            summary = with_session(load)
+            summary = with_session(load, owner=True)
     except DemoDataConflict as exc:
         err_console.print(f"[red]error:[/red] {exc}")
         raise typer.Exit(2) from exc

@@ -1,5 +1,5 @@
-"""`neglect-service`: serve, migrate, manage clients, feed keys, toolkits and signing keys,
-generate demo data."""
+"""`neglect-service`: serve, migrate, set up the runtime role, manage clients, feed keys,
+toolkits and signing keys, verify the audit trail, generate demo data."""
 
 from __future__ import annotations
 
@@ -12,13 +12,15 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from service.auth import clients as registry
 from service.auth.scopes import SCOPES
+from service.cli.audit import audit_app
 from service.cli.clients import clients_app, print_client
-from service.cli.common import console, resolved_url, with_session
-from service.cli.db import db_app
+from service.cli.common import console, resolved_owner_url, resolved_url, with_session
+from service.cli.db import db_app, describe_runtime_role, setup_runtime_role
 from service.cli.demo import demo_data
 from service.cli.feed_keys import feed_keys_app
 from service.cli.keys import keys_app
 from service.cli.toolkits import toolkits_app, toolkits_load_demo
+from service.db_roles import runtime_database_url
 from service.migrations import MigrationsNotFound, migrate_database
 from service.settings import InvalidSettings, get_settings
 
@@ -28,6 +30,7 @@ app.add_typer(toolkits_app, name="toolkits")
 app.add_typer(db_app, name="db")
 app.add_typer(keys_app, name="keys")
 app.add_typer(feed_keys_app, name="feed-keys")
+app.add_typer(audit_app, name="audit")
 app.command("demo-data")(demo_data)
 
 DEMO_CLIENT_NAME = "Demonstration client"
@@ -42,8 +45,9 @@ def _migrate(url: str) -> None:
 
 @app.command()
 def migrate() -> None:
-    """Apply every database migration (`alembic upgrade head`)."""
-    _migrate(resolved_url())
+    """Apply every database migration (`alembic upgrade head`) as the owner of the tables
+    (NEGLECT_OWNER_DATABASE_URL, else DATABASE_URL); then run `db roles`."""
+    _migrate(resolved_owner_url())
     console.print("[green]database migrated to head[/green]")
 
 
@@ -82,7 +86,8 @@ def dev(
         ),
     ] = False,
 ) -> None:
-    """What `make run` does: database, migrations, demo toolkit, a demo client, then serve."""
+    """What `make run` does: database, migrations, the runtime role, demo toolkit, a demo client,
+    then serve as the runtime role."""
     # The demo client can do everything, admin included, and its secret goes to the terminal:
     # harmless on the embedded server only this machine reaches, a full-access credential made
     # as a side effect on a shared or production database. Read before resolved_url() sets
@@ -96,7 +101,28 @@ def dev(
     # server's processes see it too.
     os.environ.setdefault("NEGLECT_PUBLIC_URL", f"http://127.0.0.1:{port}")
     get_settings.cache_clear()
-    _migrate(resolved_url())
+    url = resolved_url()
+    owner_url = resolved_owner_url()
+    _migrate(owner_url)
+    if embedded or owner_url != url:
+        runtime = setup_runtime_role()
+        console.print(describe_runtime_role(runtime), soft_wrap=True, highlight=False)
+        if embedded:
+            # From here on (demo data below, the server and its workers) the service connects
+            # as the runtime role; trust authentication on the server's socket needs no password.
+            password = get_settings().runtime_role_password
+            os.environ["NEGLECT_OWNER_DATABASE_URL"] = owner_url
+            os.environ["DATABASE_URL"] = runtime_database_url(
+                owner_url, runtime.name, password.get_secret_value() if password else None
+            )
+            get_settings.cache_clear()
+    else:
+        console.print(
+            "[yellow]Serving as the owner of the tables,[/yellow] which could disable the audit"
+            " trail's triggers: set NEGLECT_OWNER_DATABASE_URL to the owner and DATABASE_URL to"
+            " a runtime role (`neglect-service db roles`).",
+            soft_wrap=True,
+        )
     toolkits_load_demo(as_json=False)
     base = get_settings().base_url
     if embedded or allow_all_scopes_demo_client:

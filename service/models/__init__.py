@@ -5,7 +5,7 @@ Importing this package registers every table on `metadata` (Alembic autogenerate
 
 from . import case_events as case_events
 from .assessments import Assessment
-from .audit import AuditEvent
+from .audit import AuditChainHead, AuditEvent
 from .base import metadata
 from .case_audits import CaseAudit
 from .children import Child
@@ -20,6 +20,7 @@ from .toolkits import ToolkitVersion
 __all__ = [
     "ApiClient",
     "Assessment",
+    "AuditChainHead",
     "AuditEvent",
     "CaseAudit",
     "Child",

@@ -156,8 +156,8 @@ async def test_enabling_and_rotating_need_the_admin_scope(
 
 
 @pytest.fixture
-def cli_database(database_url: str, monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
-    monkeypatch.setenv("DATABASE_URL", database_url)
+def cli_database(runtime_database_url: str, monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+    monkeypatch.setenv("DATABASE_URL", runtime_database_url)
     get_settings.cache_clear()
     yield
     get_settings.cache_clear()

@@ -83,7 +83,9 @@ def jwks_server() -> Iterator[JwksServer]:
 
 
 @pytest.fixture
-async def external_app(jwks_server: JwksServer, database_url: str) -> AsyncIterator[FastAPI]:
+async def external_app(
+    jwks_server: JwksServer, runtime_database_url: str
+) -> AsyncIterator[FastAPI]:
     settings = Settings(
         issuer=TEST_ISSUER,
         audience=TEST_AUDIENCE,
@@ -92,7 +94,7 @@ async def external_app(jwks_server: JwksServer, database_url: str) -> AsyncItera
         jwks_refetch_interval_s=60,
         key_encryption_key=TEST_KEY_ENCRYPTION_KEY,
     )
-    application = create_app(settings, database_url)
+    application = create_app(settings, runtime_database_url)
     async with application.router.lifespan_context(application):
         yield application
 

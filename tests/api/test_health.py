@@ -21,9 +21,9 @@ async def test_ready_checks_the_database(client: httpx.AsyncClient) -> None:
 
 
 async def test_ready_is_503_problem_when_the_database_is_away(
-    app: FastAPI, settings: Settings, database_url: str
+    app: FastAPI, settings: Settings, runtime_database_url: str
 ) -> None:
-    unreachable = create_app(settings, database_url)
+    unreachable = create_app(settings, runtime_database_url)
     async with unreachable.router.lifespan_context(unreachable):
         # Point the running app at a port nothing listens on: the database "went away".
         from service.db import create_engine

@@ -16,9 +16,9 @@ DOCUMENTATION_PATHS = ["/docs", "/redoc", "/openapi.json"]
 
 @pytest.fixture
 async def client_without_docs(
-    settings: Settings, database_url: str
+    settings: Settings, runtime_database_url: str
 ) -> AsyncIterator[httpx.AsyncClient]:
-    app = create_app(settings.model_copy(update={"docs_enabled": False}), database_url)
+    app = create_app(settings.model_copy(update={"docs_enabled": False}), runtime_database_url)
     async with (
         app.router.lifespan_context(app),
         httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://test") as http,

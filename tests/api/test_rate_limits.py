@@ -36,7 +36,7 @@ SERVER_START_TIMEOUT_S = 30.0
 
 
 @pytest.fixture(scope="module")
-async def limited_app(settings: Settings, database_url: str) -> AsyncIterator[FastAPI]:
+async def limited_app(settings: Settings, runtime_database_url: str) -> AsyncIterator[FastAPI]:
     """The service with small limits, on the test database."""
     application = create_app(
         settings.model_copy(
@@ -47,7 +47,7 @@ async def limited_app(settings: Settings, database_url: str) -> AsyncIterator[Fa
                 "api_requests_per_minute": API_PER_MINUTE,
             }
         ),
-        database_url,
+        runtime_database_url,
     )
     async with application.router.lifespan_context(application):
         yield application
@@ -208,11 +208,11 @@ def _free_port() -> int:
         return port
 
 
-def _serve(database_url: str, port: int) -> subprocess.Popen[bytes]:
+def _serve(runtime_database_url: str, port: int) -> subprocess.Popen[bytes]:
     """`api.main:create_app` in its own uvicorn process, with the small limits in its settings."""
     env = {
         **os.environ,
-        "DATABASE_URL": make_url(database_url).render_as_string(hide_password=False),
+        "DATABASE_URL": make_url(runtime_database_url).render_as_string(hide_password=False),
         "NEGLECT_ISSUER": TEST_ISSUER,
         "NEGLECT_AUDIENCE": TEST_AUDIENCE,
         "NEGLECT_ENV": "production",
@@ -232,9 +232,9 @@ def _serve(database_url: str, port: int) -> subprocess.Popen[bytes]:
 
 
 @pytest.fixture(scope="module")
-def two_processes(database_url: str) -> Iterator[list[str]]:
+def two_processes(runtime_database_url: str) -> Iterator[list[str]]:
     ports = [_free_port(), _free_port()]
-    servers = [_serve(database_url, port) for port in ports]
+    servers = [_serve(runtime_database_url, port) for port in ports]
     urls = [f"http://127.0.0.1:{port}" for port in ports]
     try:
         deadline = time.monotonic() + SERVER_START_TIMEOUT_S

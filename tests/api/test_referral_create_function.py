@@ -155,11 +155,12 @@ async def test_no_free_driver_connection_within_the_pool_timeout_is_503_and_stor
     client: httpx.AsyncClient,
     school: RegisteredClient,
     settings: Settings,
-    database_url: str,
+    runtime_database_url: str,
     session_factory: SessionFactory,
 ) -> None:
     small = await create_pool(
-        settings.model_copy(update={"db_pool_size": 1, "db_pool_timeout_s": 0.2}), database_url
+        settings.model_copy(update={"db_pool_size": 1, "db_pool_timeout_s": 0.2}),
+        runtime_database_url,
     )
     async with driver_pool(app, small):
         before = await count_referrals(session_factory)
@@ -211,11 +212,13 @@ async def test_a_create_is_one_statement_in_one_round_trip(
     client: httpx.AsyncClient,
     school: RegisteredClient,
     settings: Settings,
-    database_url: str,
+    runtime_database_url: str,
 ) -> None:
     # The architecture the benchmark depends on: one call of the database function on the
     # driver pool, and nothing through the engine (no session, no BEGIN/COMMIT).
-    single = await create_pool(settings.model_copy(update={"db_pool_size": 1}), database_url)
+    single = await create_pool(
+        settings.model_copy(update={"db_pool_size": 1}), runtime_database_url
+    )
     driver_statements: list[str] = []
     engine_statements: list[str] = []
 

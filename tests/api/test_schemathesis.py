@@ -91,7 +91,7 @@ schema = schemathesis.openapi.from_dict(build_openapi(), config=CONFIG)
 
 
 @pytest.fixture(scope="module")
-def served_api(settings: Settings, database_url: str) -> Iterator[str]:
+def served_api(settings: Settings, runtime_database_url: str) -> Iterator[str]:
     """The app served by uvicorn in a thread, with its own lifespan, on a free loopback port.
 
     Schemathesis calls it over real HTTP: its ASGI client would run the app in another event
@@ -102,7 +102,7 @@ def served_api(settings: Settings, database_url: str) -> Iterator[str]:
     listener.bind(("127.0.0.1", 0))
     port = listener.getsockname()[1]
     config = uvicorn.Config(
-        create_app(settings, database_url),
+        create_app(settings, runtime_database_url),
         log_config=None,
         access_log=False,
         lifespan="on",

@@ -52,9 +52,9 @@ def replica_settings(settings: Settings) -> Settings:
 
 
 @pytest.fixture
-async def replica(replica_settings: Settings, database_url: str) -> AsyncIterator[FastAPI]:
+async def replica(replica_settings: Settings, runtime_database_url: str) -> AsyncIterator[FastAPI]:
     """A second process of the service on the same database, as another replica would be."""
-    application = create_app(replica_settings, database_url)
+    application = create_app(replica_settings, runtime_database_url)
     async with application.router.lifespan_context(application):
         yield application
 
@@ -96,13 +96,13 @@ async def _jwks_kids(http: httpx.AsyncClient) -> set[str]:
 
 
 async def test_the_service_refuses_to_start_on_a_real_database_without_a_kek(
-    database_url: str, monkeypatch: pytest.MonkeyPatch, no_secrets_in_logs: list[str]
+    runtime_database_url: str, monkeypatch: pytest.MonkeyPatch, no_secrets_in_logs: list[str]
 ) -> None:
-    monkeypatch.setenv("DATABASE_URL", database_url)
+    monkeypatch.setenv("DATABASE_URL", runtime_database_url)
     for name in ("NEGLECT_ENV", "NEGLECT_KEY_ENCRYPTION_KEY", "NEGLECT_KEY_ENCRYPTION_KEY_FILE"):
         monkeypatch.delenv(name, raising=False)
     settings = Settings()
-    application = create_app(settings, database_url)
+    application = create_app(settings, runtime_database_url)
     with pytest.raises(KeyEncryptionKeyMissing) as caught:
         async with application.router.lifespan_context(application):
             pass
@@ -115,11 +115,11 @@ async def test_the_service_refuses_to_start_on_a_real_database_without_a_kek(
 
 
 async def test_a_kek_that_cannot_decrypt_the_signing_key_stops_the_start(
-    app: FastAPI, settings: Settings, database_url: str
+    app: FastAPI, settings: Settings, runtime_database_url: str
 ) -> None:
     other = base64.b64encode(os.urandom(32)).decode()
     application = create_app(
-        settings.model_copy(update={"key_encryption_key": SecretStr(other)}), database_url
+        settings.model_copy(update={"key_encryption_key": SecretStr(other)}), runtime_database_url
     )
     with pytest.raises(SigningKeyUnreadable, match="was encrypted with key-encryption key"):
         async with application.router.lifespan_context(application):
@@ -160,7 +160,7 @@ async def test_after_a_rotation_the_new_key_signs_and_old_tokens_still_verify(
 
 async def test_a_key_retired_longer_than_a_token_lives_leaves_the_jwks(
     replica_settings: Settings,
-    database_url: str,
+    runtime_database_url: str,
     session_factory: SessionFactory,
     make_client: ClientMaker,
 ) -> None:
@@ -184,7 +184,7 @@ async def test_a_key_retired_longer_than_a_token_lives_leaves_the_jwks(
         )
 
     # A replica started now: it loads every key still published.
-    application = create_app(replica_settings, database_url)
+    application = create_app(replica_settings, runtime_database_url)
     async with application.router.lifespan_context(application), _http(application) as http:
         jwks_kids = await _jwks_kids(http)
         gone_status = await _status(http, signed_by(gone.kid, gone.encrypted_private_key))

@@ -299,8 +299,8 @@ async def test_a_dry_run_against_an_unpublished_version_is_404(
 
 
 @pytest.fixture
-def cli_database(database_url: str, monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
-    monkeypatch.setenv("DATABASE_URL", database_url)
+def cli_database(runtime_database_url: str, monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+    monkeypatch.setenv("DATABASE_URL", runtime_database_url)
     get_settings.cache_clear()
     yield
     get_settings.cache_clear()

@@ -1,5 +1,6 @@
 """`neglect-service dev` (what `make run` does) on a database named by DATABASE_URL: it makes the
-all-scopes demonstration client only when told to (issue 10, finding 9)."""
+all-scopes demonstration client only when told to (issue 10, finding 9), and migrates as the owner
+and grants the runtime role when an owner URL is set apart (finding 6)."""
 
 from __future__ import annotations
 
@@ -15,13 +16,18 @@ from service.auth.scopes import SCOPES
 from service.cli.main import DEMO_CLIENT_NAME
 from service.cli.main import app as cli_app
 from service.settings import get_settings
+from tests.conftest import runtime_role_of
 
 
 @pytest.fixture
-def no_demo_client(database_url: str, monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
-    """The CLI on the test database (not the embedded server), which holds no demo client."""
+def no_demo_client(
+    database_url: str, runtime_database_url: str, monkeypatch: pytest.MonkeyPatch
+) -> Iterator[None]:
+    """The CLI on the test database (not the embedded server), which holds no demo client: the
+    service as the runtime role, migrations as the owner."""
     asyncio.run(execute(database_url, "DELETE FROM api_client WHERE name = $1", DEMO_CLIENT_NAME))
-    monkeypatch.setenv("DATABASE_URL", database_url)
+    monkeypatch.setenv("DATABASE_URL", runtime_database_url)
+    monkeypatch.setenv("NEGLECT_OWNER_DATABASE_URL", database_url)
     # `dev` sets these for the server it starts: put back as they were after the test, so that
     # later tests (tests/service/test_keys.py) see the environment they were started with.
     # (monkeypatch.delenv records nothing for a variable that is not set.)
@@ -102,3 +108,11 @@ def test_dev_follows_a_configured_public_url(monkeypatch: pytest.MonkeyPatch) ->
 
     assert result.exit_code == 0, result.output
     assert "https://neglect.northtown.example/oauth/token" in result.output
+
+
+def test_dev_grants_the_runtime_role_named_by_database_url(database_url: str) -> None:
+    result = CliRunner().invoke(cli_app, ["dev", "--no-serve"])
+
+    assert result.exit_code == 0, result.output
+    assert f"runtime role {runtime_role_of(database_url)} exists" in result.output
+    assert "SELECT, INSERT on audit_event; nothing on audit_chain_head" in result.output

@@ -17,7 +17,6 @@ from typing import Any
 import asyncpg
 import httpx
 import pytest
-from fastapi import FastAPI
 from sqlalchemy import text
 from sqlalchemy.engine import make_url
 from typer.testing import CliRunner
@@ -54,8 +53,9 @@ def _toolkit() -> DemoToolkit:
 
 
 @pytest.fixture(scope="module")
-async def loaded(app: FastAPI) -> AsyncIterator[DemoSummary]:
-    factory: SessionFactory = app.state.session_factory
+async def loaded(owner_session_factory: SessionFactory) -> AsyncIterator[DemoSummary]:
+    # As the owner, as `neglect-service demo-data` runs: the loader drops and rebuilds indexes.
+    factory = owner_session_factory
     await clear_domain_tables(factory)
     async with transaction(factory) as session:
         summary = await load_demo_data(session, OPTIONS)
@@ -411,7 +411,15 @@ def empty_database_url(database_url: str) -> Iterator[str]:
 
 @pytest.fixture
 def cli_environment(empty_database_url: str, monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
-    monkeypatch.setenv("DATABASE_URL", empty_database_url)
+    # An admin command: it connects as the owner, never as the role DATABASE_URL names (here
+    # one that does not exist).
+    monkeypatch.setenv("NEGLECT_OWNER_DATABASE_URL", empty_database_url)
+    monkeypatch.setenv(
+        "DATABASE_URL",
+        make_url(empty_database_url)
+        .set(username="no_such_runtime_role")
+        .render_as_string(hide_password=False),
+    )
     get_settings.cache_clear()
     yield
     get_settings.cache_clear()

@@ -234,8 +234,8 @@ def test_a_configured_kek_wins_over_the_development_file(
 
 
 @pytest.fixture
-def cli_keys(database_url: str, monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
-    monkeypatch.setenv("DATABASE_URL", database_url)
+def cli_keys(runtime_database_url: str, monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+    monkeypatch.setenv("DATABASE_URL", runtime_database_url)
     monkeypatch.setenv("NEGLECT_ENV", "production")
     monkeypatch.setenv("NEGLECT_KEY_ENCRYPTION_KEY", TEST_KEY_ENCRYPTION_KEY)
     monkeypatch.delenv("NEGLECT_KEY_ENCRYPTION_KEY_FILE", raising=False)
