@@ -110,6 +110,7 @@ def test_dev_follows_a_configured_public_url(monkeypatch: pytest.MonkeyPatch) ->
     assert "https://neglect.northtown.example/oauth/token" in result.output
 
 
+@pytest.mark.usefixtures("no_demo_client")
 def test_dev_grants_the_runtime_role_named_by_database_url(database_url: str) -> None:
     result = CliRunner().invoke(cli_app, ["dev", "--no-serve"])
 
