@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import base64
 import json
 import os
 import pwd
@@ -384,7 +385,12 @@ async def drill(args: argparse.Namespace) -> int:
         print(f"drill: private PostgreSQL in {folder} on port {postgres.port}", file=sys.stderr)
         postgres.initialise()
         postgres.start()
-        env = {**os.environ, "DATABASE_URL": postgres.url}
+        env = {
+            **os.environ,
+            "DATABASE_URL": postgres.url,
+            # A throwaway key-encryption key: the service runs as in production and needs one.
+            "NEGLECT_KEY_ENCRYPTION_KEY": base64.b64encode(os.urandom(32)).decode(),
+        }
         command = _service_command()
         subprocess.run([*command, "migrate"], env=env, check=True, stdout=subprocess.DEVNULL)
         created = subprocess.run(

@@ -30,6 +30,9 @@ RATE_DURATION="${BENCH_RATE_DURATION:-20s}"
 # saturation run and the fixed-rate run.
 PHASES_PER_ROUND=6
 RUN_ID="$(date +%s)"
+# The service runs as in production, which needs a key-encryption key: a throwaway one per run.
+NEGLECT_KEY_ENCRYPTION_KEY="${NEGLECT_KEY_ENCRYPTION_KEY:-$(head -c 32 /dev/urandom | base64)}"
+export NEGLECT_KEY_ENCRYPTION_KEY
 
 if [[ ! -x "$PY" ]]; then
     echo "bench: no virtual environment at .venv (run \`make install\` or create it first)" >&2
