@@ -65,13 +65,13 @@ def runtime_role_of(url: str) -> str:
     return f"{make_url(url).database}_app"
 
 
-def _owner_session_factory(url: str) -> tuple[SessionFactory, AsyncEngine]:
+def owner_sessions_for(url: str) -> tuple[SessionFactory, AsyncEngine]:
     engine = create_async_engine(async_url(url), poolclass=pool.NullPool)
     return create_session_factory(engine), engine
 
 
 async def _create_runtime_role(url: str) -> None:
-    factory, engine = _owner_session_factory(url)
+    factory, engine = owner_sessions_for(url)
     try:
         async with transaction(factory) as session:
             await db_roles.ensure_runtime_role(session, runtime_role_of(url), TEST_RUNTIME_PASSWORD)
@@ -194,7 +194,7 @@ def session_factory(app: FastAPI) -> SessionFactory:
 async def owner_session_factory(database_url: str) -> AsyncIterator[SessionFactory]:
     """Sessions as the superuser that owns the tables, for what the runtime role may not do
     (TRUNCATE, the demo-data loader, tampering with the audit trail)."""
-    factory, engine = _owner_session_factory(database_url)
+    factory, engine = owner_sessions_for(database_url)
     yield factory
     await engine.dispose()
 

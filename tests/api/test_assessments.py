@@ -532,7 +532,8 @@ async def test_a_refused_read_of_another_agency_s_assessment_is_not_audited_as_a
     created = await post_assessment(client, practitioner, assessment_body())
     other = await make_client(["assessments:read"])
     await client.get(f"/v1/assessments/{created['id']}", headers=other.headers)
-    assert await audit_actions(session_factory, other) == []
+    # Not a read: the refusal is on the trail as `denied` (issue 10), and nothing else is.
+    assert await audit_actions(session_factory, other) == [("denied", created["id"])]
 
 
 async def test_reading_needs_the_assessments_read_scope(

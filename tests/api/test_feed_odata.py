@@ -34,8 +34,8 @@ EDM = "{http://docs.oasis-open.org/odata/ns/edm}"
 
 
 @pytest.fixture(scope="module", autouse=True)
-async def partnership(app: FastAPI) -> None:
-    await load_partnership(app)
+async def partnership(database_url: str) -> None:
+    await load_partnership(database_url)
 
 
 @pytest.fixture(scope="module")

@@ -33,8 +33,8 @@ BATCHES = 40
 
 
 @pytest.fixture(scope="module", autouse=True)
-async def partnership(app: FastAPI) -> None:
-    await load_partnership(app)
+async def partnership(database_url: str) -> None:
+    await load_partnership(database_url)
 
 
 async def _children(factory: SessionFactory, count: int) -> list[str]:

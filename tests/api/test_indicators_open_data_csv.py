@@ -34,7 +34,6 @@ import duckdb
 import httpx
 import pandas as pd
 import pytest
-from fastapi import FastAPI
 
 from api.indicators import render_tidy_csv
 from service.indicators.catalogue import load_catalogue
@@ -87,8 +86,8 @@ PERCENT_BY_SEX: Final = ("neglect_referral_share", "sex")
 
 
 @pytest.fixture(scope="module", autouse=True)
-async def partnership(app: FastAPI) -> None:
-    await load_partnership(app)
+async def partnership(database_url: str) -> None:
+    await load_partnership(database_url)
 
 
 @pytest.fixture

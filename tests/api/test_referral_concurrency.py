@@ -121,7 +121,7 @@ async def test_concurrent_decisions_on_one_referral_let_exactly_one_through(
     client: httpx.AsyncClient, make_client: ClientMaker, session_factory: SessionFactory
 ) -> None:
     referrer = await make_client(["referrals:write"])
-    front_door = await make_client(["referrals:decide"])
+    front_door = await make_client(["referrals:decide", "referrals:read:all"])
     created = await create_referral(client, referrer)
     outcomes = ["early_help", "no_further_action", "family_hub_support", "parenting_support"]
 

@@ -17,18 +17,23 @@ from service.db import transaction
 from service.demo.generator import DemoOptions, load_demo_data
 from service.indicators.catalogue import load_catalogue
 from tests.builders.indicators import clear_domain_tables
-from tests.conftest import SECRETS_SEEN, RegisteredClient
+from tests.conftest import SECRETS_SEEN, RegisteredClient, owner_sessions_for
 
 DEMO: Final = DemoOptions(children=600, seed=5, start=date(2023, 1, 1), end=date(2024, 12, 31))
 WINDOW: Final = {"from": "2024-01-01", "to": "2024-12-31", "period": "month"}
 """The feed's custom options (and the JSON API's parameters) every comparison uses: 12 months."""
 
 
-async def load_partnership(app: FastAPI) -> None:
-    """Empty the domain tables and load the synthetic partnership."""
-    await clear_domain_tables(app.state.session_factory)
-    async with transaction(app.state.session_factory) as session:
-        await load_demo_data(session, DEMO)
+async def load_partnership(database_url: str) -> None:
+    """Empty the domain tables and load the synthetic partnership, as the owner of the tables
+    (the runtime role may neither truncate them nor rebuild their indexes)."""
+    factory, engine = owner_sessions_for(database_url)
+    try:
+        await clear_domain_tables(factory)
+        async with transaction(factory) as session:
+            await load_demo_data(session, DEMO)
+    finally:
+        await engine.dispose()
 
 
 async def issue_feed_key(app: FastAPI, client: RegisteredClient, name: str = "test") -> str:

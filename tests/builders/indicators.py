@@ -221,7 +221,7 @@ class IndicatorApi:
     async def decider(self) -> RegisteredClient:
         if self._decider is None:
             self._decider = await self.make_client(
-                ["referrals:decide"], agency_type="local_authority"
+                ["referrals:decide", "referrals:read:all"], agency_type="local_authority"
             )
         return self._decider
 
