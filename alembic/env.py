@@ -1,17 +1,16 @@
-"""Async Alembic environment. The URL is the service's own (settings), unless a caller sets one."""
+"""Async Alembic environment. The URL is the service's direct one (`service.db.migration_url`:
+never through a transaction-mode pooler), unless a caller sets one; TLS follows the settings."""
 
 from __future__ import annotations
 
 import asyncio
 from logging.config import fileConfig
 
-from sqlalchemy import pool
 from sqlalchemy.engine import Connection
-from sqlalchemy.ext.asyncio import create_async_engine
 
 from alembic import context
 from service import models
-from service.db import async_url, database_url
+from service.db import async_url, create_migration_engine, migration_url
 from service.settings import get_settings
 
 config = context.config
@@ -23,7 +22,10 @@ target_metadata = models.metadata
 
 def _url() -> str:
     configured = config.attributes.get("database_url") or config.get_main_option("sqlalchemy.url")
-    return str(async_url(configured or database_url(get_settings())))
+    # Rendered with its password: `str(url)` would mask it as "***".
+    return async_url(configured or migration_url(get_settings())).render_as_string(
+        hide_password=False
+    )
 
 
 def _configure(connection: Connection | None = None, url: str | None = None) -> None:
@@ -50,7 +52,7 @@ def _run_sync(connection: Connection) -> None:
 
 
 async def run_migrations_online() -> None:
-    engine = create_async_engine(_url(), poolclass=pool.NullPool)
+    engine = create_migration_engine(get_settings(), _url())
     async with engine.connect() as connection:
         await connection.run_sync(_run_sync)
     await engine.dispose()

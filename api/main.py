@@ -18,10 +18,13 @@ from service.db import (
     create_pool,
     create_session_factory,
     database_url,
+    role_statement_timeout_ms,
+    startup_refusal_hint,
     transaction,
 )
 from service.logs import configure_logging
 from service.rate_limits import RateLimits
+from service.replica import ReadSessions
 from service.settings import Settings, get_settings
 
 from . import (
@@ -71,11 +74,25 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         # Loaded now, so that a key this KEK cannot decrypt stops the start, not the first token.
         await key_ring()
     except BaseException as exc:
-        if isinstance(exc, SigningKeyError):
-            logger.critical("cannot start: %s", exc)
+        hint = startup_refusal_hint(exc)
+        if isinstance(exc, SigningKeyError) or hint:
+            logger.critical("cannot start: %s", hint or exc)
         await engine.dispose()
         raise
     pool = await create_pool(settings, url)
+    if settings.db_pool_mode == "transaction" and not await role_statement_timeout_ms(pool):
+        logger.warning(
+            "the database role has no statement_timeout: single statements outside a "
+            "transaction are cancelled by the client only (ALTER ROLE ... SET statement_timeout)"
+        )
+    reads = ReadSessions(
+        engine,
+        create_engine(settings, settings.read_database_url, read_only=True)
+        if settings.read_database_url
+        else None,
+        settings.read_max_lag_s,
+    )
+    reads.start()
     http = httpx.AsyncClient(follow_redirects=False)
     external = (
         JwksCache(settings.external_jwks_url, settings.jwks_refetch_interval_s, http)
@@ -87,6 +104,7 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     app.state.engine = engine
     app.state.session_factory = factory
     app.state.pool = pool
+    app.state.reads = reads
     app.state.key_ring = key_ring
     app.state.rate_limits = rate_limits
     app.state.token_verifier = TokenVerifier(settings, key_ring, external)
@@ -99,6 +117,7 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     finally:
         await rate_limits.close()
         await http.aclose()
+        await reads.close()
         await pool.close()
         await engine.dispose()
 

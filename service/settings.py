@@ -33,6 +33,7 @@ def decode_key_encryption_key(encoded: str) -> bytes:
 
 
 Environment = Literal["development", "production"]
+SslMode = Literal["disable", "allow", "prefer", "require", "verify-ca", "verify-full"]
 
 
 def _default_env(data: dict[str, Any]) -> Environment:
@@ -69,6 +70,36 @@ class Settings(BaseSettings):
     )
     key_encryption_key_file: Path | None = Field(
         default=None, description="A file holding the key-encryption key (a secret mount)."
+    )
+    direct_database_url: str | None = Field(
+        default=None,
+        description="A direct connection to the primary (no pooler) for migrations; "
+        "needed in `transaction` pool mode, else `database_url` is used.",
+    )
+    read_database_url: str | None = Field(
+        default=None,
+        description="A read-only replica for the indicator series and the audit and toolkit "
+        "lists; unset means the primary.",
+    )
+    read_max_lag_s: float = Field(
+        default=30.0,
+        gt=0,
+        description="A replica further behind than this is passed over for the primary.",
+    )
+    db_pool_mode: Literal["session", "transaction"] = Field(
+        default="session",
+        description="`transaction` behind a transaction-mode pooler (PgBouncer): no startup "
+        "parameters, no prepared statement kept across transactions.",
+    )
+    db_sslmode: SslMode | None = Field(
+        default=None,
+        description="TLS to PostgreSQL, as libpq's `sslmode`; unset means the URL's "
+        "`sslmode`, else asyncpg's default (`prefer`).",
+    )
+    db_sslrootcert: Path | None = Field(
+        default=None,
+        description="CA certificate(s) the server's certificate must chain to; unset means "
+        "the URL's `sslrootcert`, else the system's trust store.",
     )
     db_pool_size: int = Field(default=10, ge=1, le=200)
     db_max_overflow: int = Field(default=10, ge=0, le=200)
@@ -115,7 +146,7 @@ class Settings(BaseSettings):
         description="Serve /docs, /redoc and /openapi.json; turn off in production if wanted",
     )
 
-    @field_validator("database_url")
+    @field_validator("database_url", "direct_database_url", "read_database_url")
     @classmethod
     def _postgres_url(cls, value: str | None) -> str | None:
         # A plain string: unix-socket URLs (`postgresql://u@/db?host=/dir`) have no host part,
@@ -128,6 +159,13 @@ class Settings(BaseSettings):
             raise ValueError("not a database URL") from exc
         if not url.drivername.startswith("postgresql"):
             raise ValueError("must be a PostgreSQL URL")
+        return value
+
+    @field_validator("db_sslrootcert")
+    @classmethod
+    def _readable_file(cls, value: Path | None) -> Path | None:
+        if value is not None and not value.is_file():
+            raise ValueError("no such file")
         return value
 
     @field_validator("key_encryption_key")

@@ -4,6 +4,10 @@ scripts; the app with its lifespan started; an httpx client over ASGI; registere
 Tests commit for real (the service commits per request, and the concurrency tests need separate
 transactions), so each test makes its own children, clients and references, and the tests that
 count across tables (indicators) clear the domain tables first.
+
+With NEGLECT_TEST_THROUGH_PGBOUNCER=1 (`make test-pgbouncer`), the app reaches the database through
+a PgBouncer in transaction mode (`NEGLECT_DB_POOL_MODE=transaction`); `database_url` stays the
+direct URL (migrations, and the tests' own checks).
 """
 
 from __future__ import annotations
@@ -14,6 +18,8 @@ import logging
 import os
 import re
 import secrets
+import shutil
+import tempfile
 import uuid
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
@@ -32,11 +38,13 @@ from service.db import SessionFactory, transaction
 from service.logs import JsonFormatter
 from service.migrations import migrate_database
 from service.settings import Settings
+from tests.servers import PgBouncer
 
 TEST_ISSUER = "http://test"
 TEST_AUDIENCE = "neglect-service"
 # Made afresh for every run, like the database it protects; never a key written in the source.
 TEST_KEY_ENCRYPTION_KEY = base64.b64encode(os.urandom(32)).decode()
+THROUGH_PGBOUNCER = os.environ.get("NEGLECT_TEST_THROUGH_PGBOUNCER") == "1"
 
 
 def _server_url() -> str:
@@ -90,12 +98,32 @@ def settings() -> Settings:
         env="production",
         key_encryption_key=TEST_KEY_ENCRYPTION_KEY,
         key_encryption_key_file=None,
+        db_pool_mode="transaction" if THROUGH_PGBOUNCER else "session",
     )
 
 
 @pytest.fixture(scope="session")
-async def app(settings: Settings, database_url: str) -> AsyncIterator[FastAPI]:
-    application = create_app(settings, database_url)
+def pgbouncer(database_url: str) -> Iterator[PgBouncer]:
+    """A real PgBouncer in transaction mode in front of the test database's server."""
+    folder = Path(tempfile.mkdtemp(prefix="ns-pgbouncer-"))
+    bouncer = PgBouncer(folder, database_url, pool_mode="transaction")
+    bouncer.start()
+    try:
+        yield bouncer
+    finally:
+        bouncer.stop()
+        shutil.rmtree(folder, ignore_errors=True)
+
+
+@pytest.fixture(scope="session")
+async def app(
+    settings: Settings, database_url: str, request: pytest.FixtureRequest
+) -> AsyncIterator[FastAPI]:
+    url = database_url
+    if THROUGH_PGBOUNCER:
+        bouncer: PgBouncer = request.getfixturevalue("pgbouncer")
+        url = bouncer.url(str(make_url(database_url).database))
+    application = create_app(settings, url)
     async with application.router.lifespan_context(application):
         yield application
 

@@ -18,6 +18,7 @@ from service.cli.db import db_app
 from service.cli.demo import demo_data
 from service.cli.keys import keys_app
 from service.cli.toolkits import toolkits_app, toolkits_load_demo
+from service.db import DirectConnectionRequired, migration_url
 from service.migrations import MigrationsNotFound, migrate_database
 from service.settings import get_settings
 
@@ -31,17 +32,19 @@ app.command("demo-data")(demo_data)
 DEMO_CLIENT_NAME = "Demonstration client"
 
 
-def _migrate(url: str) -> None:
+def _migrate() -> None:
+    resolved_url()
     try:
-        migrate_database(url)
-    except MigrationsNotFound as exc:
+        migrate_database(migration_url(get_settings()))
+    except (MigrationsNotFound, DirectConnectionRequired) as exc:
         raise typer.BadParameter(str(exc)) from exc
 
 
 @app.command()
 def migrate() -> None:
-    """Apply every database migration (`alembic upgrade head`)."""
-    _migrate(resolved_url())
+    """Apply every database migration (`alembic upgrade head`), over
+    NEGLECT_DIRECT_DATABASE_URL when it is set."""
+    _migrate()
     console.print("[green]database migrated to head[/green]")
 
 
@@ -90,7 +93,7 @@ def dev(
     # (.secrets/) is used unless one is configured. An explicit NEGLECT_ENV still wins.
     os.environ.setdefault("NEGLECT_ENV", "development")
     get_settings.cache_clear()
-    _migrate(resolved_url())
+    _migrate()
     toolkits_load_demo(as_json=False)
     base = f"http://127.0.0.1:{port}"
     if embedded or allow_all_scopes_demo_client:
