@@ -87,7 +87,9 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         )
     reads = ReadSessions(
         engine,
-        create_engine(settings, settings.read_database_url, read_only=True)
+        # Pinged: a dead replica connection is then found at checkout, where the primary can
+        # still take the read, not by the query.
+        create_engine(settings, settings.read_database_url, read_only=True, ping=True)
         if settings.read_database_url
         else None,
         settings.read_max_lag_s,

@@ -108,12 +108,13 @@ def _drop_closed_connections(dbapi_connection: Any, record: Any, proxy: Any) -> 
 
 
 def create_engine(
-    settings: Settings, url: str | None = None, *, read_only: bool = False
+    settings: Settings, url: str | None = None, *, read_only: bool = False, ping: bool = False
 ) -> AsyncEngine:
     """An asyncpg engine whose pool drops connections the server closed and bounds every wait.
 
     `read_only` begins every transaction READ ONLY (in the BEGIN itself, no extra round trip),
-    so code given this engine cannot write even when it runs on the primary.
+    so code given this engine cannot write even when it runs on the primary. `ping` spends a
+    round trip on every checkout to find a dead connection before a query does.
     """
     target, tls = _tls(settings, async_url(url or database_url(settings)))
     engine = create_async_engine(
@@ -121,6 +122,7 @@ def create_engine(
         pool_size=settings.db_pool_size,
         max_overflow=settings.db_max_overflow,
         pool_timeout=settings.db_pool_timeout_s,
+        pool_pre_ping=ping,
         json_serializer=_json_dumps,
         json_deserializer=orjson.loads,
         connect_args=_connect_args(settings, tls),

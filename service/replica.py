@@ -45,7 +45,7 @@ _REPLICA_LAG = text(
     """
 SELECT CASE
     WHEN NOT pg_is_in_recovery() THEN 0.0
-    WHEN pg_last_wal_replay_lsn() >= CAST(:position AS pg_lsn) THEN 0.0
+    WHEN pg_last_wal_replay_lsn() >= CAST(CAST(:position AS text) AS pg_lsn) THEN 0.0
     ELSE extract(epoch FROM clock_timestamp() - pg_last_xact_replay_timestamp())::float8
 END
 """
@@ -75,6 +75,7 @@ class ReadSessions:
         )
         self.last_check = ReplicaCheck(None, -STALE_AFTER_S)
         self._checker: asyncio.Task[None] | None = None
+        self._failing = False
 
     def lag_bound(self) -> float | None:
         """How far behind the replica may be now; None when it should not serve."""
@@ -106,17 +107,29 @@ class ReadSessions:
         session.info[LAG_KEY] = 0.0
         return session
 
+    @staticmethod
+    def on_replica(session: AsyncSession) -> bool:
+        """Whether `open` gave this session on the replica."""
+        return bool(session.info.get(_ON_REPLICA))
+
     def read_failed(self, session: AsyncSession, exc: BaseException) -> None:
         """A read failed with a database error: if the replica served it, stop using the
         replica until the next check finds it answering."""
-        if session.info.get(_ON_REPLICA):
+        if self.on_replica(session):
             self.replica_failed(exc)
 
     def replica_failed(self, exc: BaseException) -> None:
         """A replica session failed: reads go to the primary until a check finds it again."""
-        if self.last_check.lag_s is not None:
-            logger.warning("read replica failed", extra={"error": type(exc).__name__})
+        self._note_failure(exc)
         self.last_check = ReplicaCheck(None, time.monotonic())
+
+    def _note_failure(self, exc: BaseException) -> None:
+        if not self._failing:
+            self._failing = True
+            logger.warning(
+                "read replica unavailable; the primary serves its reads",
+                extra={"error": type(exc).__name__},
+            )
 
     async def check(self) -> ReplicaCheck:
         """Measure the replica's lag now, and keep the result for `open`."""
@@ -131,9 +144,12 @@ class ReadSessions:
                     replica = await replica.execution_options(isolation_level="AUTOCOMMIT")
                     lag = await replica.scalar(_REPLICA_LAG, {"position": position})
         except (DBAPIError, OSError, TimeoutError) as exc:
-            if self.last_check.lag_s is not None:
-                logger.warning("read replica unavailable", extra={"error": type(exc).__name__})
+            self._note_failure(exc)
             lag = None
+        else:
+            if self._failing:
+                logger.info("read replica available again")
+            self._failing = False
         check = ReplicaCheck(None if lag is None else max(0.0, float(lag)), time.monotonic())
         self.last_check = check
         return check
