@@ -12,13 +12,18 @@ from fastapi import Depends, Request, Response
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from service.errors import DatabaseUnavailable
 from service.replica import LAG_KEY, ReadSessions
 
 DATA_LAG_HEADER: Final = "X-Data-Lag-Seconds"
+# A standby cancels a query whose snapshot or locks conflict with the WAL it must replay
+# ("canceling statement due to conflict with recovery"), or whose database was dropped.
+_RECOVERY_CONFLICTS: Final = frozenset({"40001", "57P04"})
 DATA_LAG_DOC: Final = {
     DATA_LAG_HEADER: {
-        "description": "At most how many seconds behind the primary database these figures "
-        "are: 0 from the primary, the replica's measured lag when a read replica answered",
+        "description": "At most how many seconds behind the primary database this answer's "
+        "data is: 0.0 from the primary; from a read replica, its lag when last measured (every "
+        "second) plus the time since",
         "schema": {"type": "string", "example": "0.4"},
     }
 }
@@ -39,6 +44,10 @@ async def get_read_session(request: Request, response: Response) -> AsyncIterato
         yield session
     except (DBAPIError, OSError) as exc:
         reads.read_failed(session, exc)
+        sqlstate = getattr(getattr(exc, "orig", None), "sqlstate", None)
+        if reads.on_replica(session) and sqlstate in _RECOVERY_CONFLICTS:
+            # Not the caller's fault, and a retry is served by the primary until the next check.
+            raise DatabaseUnavailable("the read replica cancelled this read; retry") from exc
         raise
     finally:
         await session.close()

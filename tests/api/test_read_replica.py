@@ -23,6 +23,7 @@ from sqlalchemy import text
 from sqlalchemy.exc import DBAPIError
 
 from api.main import create_app
+from api.reads import ReadSessionDep
 from service.migrations import migrate_database
 from service.replica import ReadSessions
 from service.settings import Settings
@@ -34,6 +35,11 @@ MAX_LAG_S = 4.0
 SERIES_MARK = "WITH periods AS"
 """The start of every indicator series statement (`service.indicators.sql`)."""
 STATEMENTS = "pg_stat_statements"
+REPLICA_SETTINGS = (
+    f"shared_preload_libraries={STATEMENTS}",
+    # Cancel a read that holds up replay after 0.2 s (the default waits 30 s).
+    "max_standby_streaming_delay=200ms",
+)
 
 
 @dataclass
@@ -53,7 +59,7 @@ def cluster() -> Iterator[Cluster]:
         primary.psql(f"CREATE EXTENSION {STATEMENTS}")
         migrate_database(primary.url())
         replica.replica_of(primary)
-        replica.start(f"shared_preload_libraries={STATEMENTS}")
+        replica.start(*REPLICA_SETTINGS)
         yield Cluster(primary, replica)
     finally:
         for server in (replica, primary):
@@ -244,7 +250,47 @@ async def test_the_service_keeps_answering_while_the_replica_is_down(
         assert (await reads.check()).lag_s is None
         assert await series_calls(cluster.primary) == primary_before + 3
     finally:
-        cluster.replica.start(f"shared_preload_libraries={STATEMENTS}")
+        cluster.replica.start(*REPLICA_SETTINGS)
+    await caught_up(cluster)
+    assert (await reads.check()).lag_s is not None
+
+
+async def test_a_read_cancelled_by_a_recovery_conflict_is_a_503_and_the_retry_uses_the_primary(
+    http: httpx.AsyncClient, replica_app: FastAPI, cluster: Cluster
+) -> None:
+    reads = reads_of(replica_app)
+
+    async def slow_read(session: ReadSessionDep) -> dict[str, int]:
+        await session.execute(text("SELECT pg_sleep(10) FROM conflict_probe"))
+        return {"read": 1}
+
+    replica_app.add_api_route("/test/slow-read", slow_read)
+    cluster.primary.psql(
+        "CREATE TABLE conflict_probe (id int); INSERT INTO conflict_probe VALUES (1)"
+    )
+    await caught_up(cluster)
+    await reads.check()
+    request = asyncio.create_task(http.get("/test/slow-read"))
+    replica = await asyncpg.connect(cluster.replica.url())
+    try:
+        for _ in range(100):
+            running = await replica.fetchval(
+                "SELECT count(*) FROM pg_stat_activity WHERE query LIKE $1 AND state = 'active'",
+                "%FROM conflict_probe%",
+            )
+            if running:
+                break
+            await asyncio.sleep(0.05)
+        assert running == 1
+    finally:
+        await replica.close()
+    # Replaying the DROP needs the lock the read holds: the standby cancels the read.
+    cluster.primary.psql("DROP TABLE conflict_probe")
+    response = await asyncio.wait_for(request, 10)
+    assert response.status_code == 503, response.text
+    assert response.json()["type"].endswith("/database-unavailable")
+    assert response.headers["Retry-After"]
+    assert reads.lag_bound() is None  # the primary serves until the next check
     await caught_up(cluster)
     assert (await reads.check()).lag_s is not None
 
