@@ -80,7 +80,7 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         await engine.dispose()
         raise
     pool = await create_pool(settings, url)
-    if settings.db_pool_mode == "transaction" and not await role_statement_timeout_ms(pool):
+    if settings.db_pool_mode == "transaction" and await role_statement_timeout_ms(pool) == 0:
         logger.warning(
             "the database role has no statement_timeout: single statements outside a "
             "transaction are cancelled by the client only (ALTER ROLE ... SET statement_timeout)"

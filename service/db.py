@@ -304,12 +304,16 @@ def startup_refusal_hint(exc: BaseException) -> str | None:
     return None
 
 
-async def role_statement_timeout_ms(pool: DriverPool) -> int:
-    """The statement timeout a connection gets from its role and database (0: none)."""
-    async with pool.acquire() as connection:
-        value = await connection.fetchval(
-            "SELECT setting::int FROM pg_settings WHERE name = 'statement_timeout'"
-        )
+async def role_statement_timeout_ms(pool: DriverPool) -> int | None:
+    """The statement timeout a connection gets from its role and database (0: none; None: the
+    database could not be asked)."""
+    try:
+        async with pool.acquire() as connection:
+            value = await connection.fetchval(
+                "SELECT setting::int FROM pg_settings WHERE name = 'statement_timeout'"
+            )
+    except (asyncpg.PostgresError, asyncpg.InterfaceError, OSError):
+        return None
     return int(value)
 
 

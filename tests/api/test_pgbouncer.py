@@ -118,7 +118,7 @@ async def test_the_session_mode_settings_through_pgbouncer_stop_the_start_with_a
     settings: Settings, pooled_url: str, caplog: pytest.LogCaptureFixture
 ) -> None:
     # What the issue saw: PgBouncer refuses the statement_timeout startup parameter.
-    application = create_app(settings, pooled_url)
+    application = create_app(settings.model_copy(update={"db_pool_mode": "session"}), pooled_url)
     with caplog.at_level(logging.CRITICAL), pytest.raises(DBAPIError):
         async with application.router.lifespan_context(application):
             pass
