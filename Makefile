@@ -83,7 +83,10 @@ bench-indicators: venv ## Every indicator over 36 months at 1,000,000 referrals,
 bench-token-timing: venv ## Unknown, disabled and wrong-secret clients at /oauth/token: same time?
 	$(BIN)/python -m bench.token_timing
 
+# `db stop` stops the server whatever ended the processes that used it, and exits non-zero if it
+# is still running: then nothing is deleted.
 clean: ## Stop the embedded PostgreSQL and delete its data folder
 	@if [[ -f "$(PGDATA)/postmaster.pid" ]]; then \
-		$(MAKE) -s --no-print-directory venv && $(BIN)/neglect-service db stop; fi
+		if [[ ! -x $(BIN)/neglect-service ]]; then $(MAKE) -s --no-print-directory venv; fi; \
+		NEGLECT_EMBEDDED_PGDATA="$(PGDATA)" $(BIN)/neglect-service db stop; fi
 	rm -rf -- "$(PGDATA)"
