@@ -56,7 +56,7 @@ def cli_environment(pgdata: Path) -> dict[str, str]:
 
 
 def db_stop(pgdata: Path) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
+    return subprocess.run(  # noqa: S603 (our own CLI, no shell)
         [str(BIN / "neglect-service"), "db", "stop"],
         env=cli_environment(pgdata),
         capture_output=True,
@@ -84,7 +84,7 @@ def free_port() -> int:
 def test_db_stop_stops_a_server_whose_user_was_killed(pgdata: Path) -> None:
     """A process ended by SIGTERM stays in the library's list of the server's users; `db stop`
     used to see a user left, keep the server running, and print that it had stopped it."""
-    attached = subprocess.Popen(
+    attached = subprocess.Popen(  # noqa: S603 (our own interpreter, no shell)
         [
             sys.executable,
             "-c",
@@ -141,7 +141,7 @@ def test_make_clean_after_a_sigterm_stopped_service_leaves_no_postgresql_running
 ) -> None:
     """What `make run` then Ctrl-C or `kill` then `make clean` does, with a real service."""
     port = free_port()
-    service = subprocess.Popen(
+    service = subprocess.Popen(  # noqa: S603 (our own CLI, no shell)
         [str(BIN / "neglect-service"), "dev", "--port", str(port)],
         cwd=pgdata.parent,
         env=cli_environment(pgdata),
@@ -169,8 +169,9 @@ def test_make_clean_after_a_sigterm_stopped_service_leaves_no_postgresql_running
     # The server outlives the service on purpose (it is shared); `make clean` is what stops it.
     assert process_alive(postmaster)
 
-    clean = subprocess.run(
-        ["make", "-s", "--no-print-directory", "clean", f"VENV={sys.prefix}"],
+    # make from PATH, as a developer runs it, on the project's own Makefile; no shell.
+    clean = subprocess.run(  # noqa: S603
+        ["make", "-s", "--no-print-directory", "clean", f"VENV={sys.prefix}"],  # noqa: S607
         cwd=ROOT,
         env={**cli_environment(pgdata), "NEGLECT_EMBEDDED_PGDATA": str(pgdata)},
         capture_output=True,
