@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable
+from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
-from typing import Annotated, Final, Generic, TypeVar
+from typing import Annotated, Any, Final, Generic, TypeVar
 from zoneinfo import ZoneInfo
 
 from pydantic import (
@@ -15,8 +16,11 @@ from pydantic import (
     BeforeValidator,
     ConfigDict,
     Field,
+    GetJsonSchemaHandler,
     StringConstraints,
 )
+from pydantic.json_schema import JsonSchemaValue
+from pydantic_core import core_schema as cs
 
 UK_TIME_ZONE: Final = ZoneInfo("Europe/London")
 CLOCK_SKEW: Final = timedelta(seconds=60)
@@ -65,7 +69,41 @@ ShortText = Annotated[
 ]
 """A name, role or label: 1-200 characters, no NUL."""
 
-LongText = Annotated[str, StringConstraints(max_length=10_000), AfterValidator(refuse_nul)]
+
+@dataclass(frozen=True)
+class DocumentedPattern:
+    """States in the JSON Schema (`pattern`) a rule that a validator enforces with its own message.
+
+    A client, and Schemathesis, then know from the contract which text is refused with 422.
+    """
+
+    pattern: str
+
+    def __get_pydantic_json_schema__(
+        self, schema: cs.CoreSchema, handler: GetJsonSchemaHandler
+    ) -> JsonSchemaValue:
+        json_schema: dict[str, Any] = handler(schema)
+        json_schema["pattern"] = self.pattern
+        return json_schema
+
+
+NO_NUL_PATTERN: Final = r"^[^\x00]*$"
+"""Text without NUL (`refuse_nul`)."""
+
+# What `str.strip()` removes: the characters for which `str.isspace()` is true.
+_PYTHON_WHITESPACE: Final = (
+    r"\t\n\x0b\x0c\r\x1c-\x20\x85\xa0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000"
+)
+NOT_BLANK_PATTERN: Final = rf"^[^\x00]*[^\x00{_PYTHON_WHITESPACE}][^\x00]*$"
+"""Text without NUL holding at least one character that is not whitespace."""
+
+
+LongText = Annotated[
+    str,
+    StringConstraints(max_length=10_000),
+    AfterValidator(refuse_nul),
+    DocumentedPattern(NO_NUL_PATTERN),
+]
 """Free text written by a practitioner: at most 10,000 characters, no NUL."""
 
 

@@ -18,6 +18,8 @@ from pydantic import (
 
 from schemas.children import ChildDetailsPublic, ChildIn
 from schemas.common import (
+    NOT_BLANK_PATTERN,
+    DocumentedPattern,
     LongText,
     PastDate,
     PastInstant,
@@ -71,7 +73,10 @@ def _check_decision_outcome(value: str) -> str:
 
 
 RequiredLongText = Annotated[
-    LongText, StringConstraints(min_length=1), AfterValidator(_refuse_blank)
+    LongText,
+    StringConstraints(min_length=1),
+    AfterValidator(_refuse_blank),
+    DocumentedPattern(NOT_BLANK_PATTERN),
 ]
 """Free text that must say something: 1-10,000 characters, not only whitespace."""
 
