@@ -5,13 +5,14 @@ from __future__ import annotations
 import asyncio
 from logging.config import fileConfig
 
-from sqlalchemy import pool
+from sqlalchemy import pool, text
 from sqlalchemy.engine import Connection
 from sqlalchemy.ext.asyncio import create_async_engine
 
 from alembic import context
 from service import models
 from service.db import async_url, database_url
+from service.migrations import MIGRATION_LOCK_KEY
 from service.settings import get_settings
 
 config = context.config
@@ -37,15 +38,24 @@ def _configure(connection: Connection | None = None, url: str | None = None) -> 
     )
 
 
+# Transaction-scoped: held until the migrations' one transaction commits or rolls back (no
+# revision leaves it with an autocommit block), released even if the process dies, and it works
+# through a transaction-mode pooler, which a session lock would outlive. The versions table is read
+# after it is granted, so a run that waited sees what the run before it did.
+_TAKE_MIGRATION_LOCK = f"SELECT pg_advisory_xact_lock({MIGRATION_LOCK_KEY})"
+
+
 def run_migrations_offline() -> None:
     _configure(url=_url())
     with context.begin_transaction():
+        context.execute(_TAKE_MIGRATION_LOCK)
         context.run_migrations()
 
 
 def _run_sync(connection: Connection) -> None:
     _configure(connection)
     with context.begin_transaction():
+        connection.execute(text(_TAKE_MIGRATION_LOCK))
         context.run_migrations()
 
 
