@@ -23,7 +23,7 @@ PYTEST := $(BIN)/python -m pytest -n $(PYTEST_WORKERS) $(PYTEST_ARGS)
 MYPY_PATHS := $(wildcard service api schemas tests alembic bench)
 PGDATA := $(or $(NEGLECT_EMBEDDED_PGDATA),.pgdata)
 
-.PHONY: help venv lock run test pytest lint typecheck openapi bench bench-indicators bench-token-timing clean
+.PHONY: help venv lock run test pytest lint typecheck openapi bench bench-indicators bench-token-timing bench-docs-offline clean
 
 help: ## List the targets
 	@awk 'BEGIN {FS = ":.*## "} /^[a-z][a-z-]*:.*## / {printf "  %-10s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -82,6 +82,9 @@ bench-indicators: venv ## Every indicator over 36 months at 1,000,000 referrals,
 
 bench-token-timing: venv ## Unknown, disabled and wrong-secret clients at /oauth/token: same time?
 	$(BIN)/python -m bench.token_timing
+
+bench-docs-offline: venv ## /docs and /redoc in headless Chromium, no network beyond loopback
+	bash bench/docs_offline.sh
 
 # `db stop` stops the server whatever ended the processes that used it, and exits non-zero if it
 # is still running: then nothing is deleted.

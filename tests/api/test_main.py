@@ -10,15 +10,20 @@ import pytest
 
 from api.main import create_app
 from service.settings import Settings
-from tests.conftest import TEST_AUDIENCE, TEST_ISSUER
+from tests.conftest import TEST_AUDIENCE, TEST_ISSUER, TEST_KEY_ENCRYPTION_KEY
 
 DOCUMENTATION_PATHS = ["/docs", "/redoc", "/openapi.json"]
 
 
 @pytest.fixture
 async def client_without_docs(database_url: str) -> AsyncIterator[httpx.AsyncClient]:
+    # The key-encryption key the session's app made the signing key with (conftest).
     settings = Settings(
-        issuer=TEST_ISSUER, audience=TEST_AUDIENCE, database_url=None, docs_enabled=False
+        issuer=TEST_ISSUER,
+        audience=TEST_AUDIENCE,
+        database_url=None,
+        docs_enabled=False,
+        key_encryption_key=TEST_KEY_ENCRYPTION_KEY,
     )
     app = create_app(settings, database_url)
     async with (
