@@ -12,10 +12,18 @@ from datetime import date, datetime
 from typing import Annotated, Literal
 from uuid import UUID
 
-from pydantic import AfterValidator, Field, Strict, StringConstraints, model_validator
+from pydantic import (
+    AfterValidator,
+    ConfigDict,
+    Field,
+    Strict,
+    StringConstraints,
+    model_validator,
+)
 
 from .children import ChildRef
 from .common import LongText, PastDate, PublicModel, ShortText, StrictModel, refuse_nul
+from .examples import ASSESSMENT_CREATE_EXAMPLE, SCORE_REQUEST_EXAMPLE
 from .toolkits import ToolkitId, ToolkitVersionText
 from .vocabulary import NeglectFormName
 
@@ -140,6 +148,8 @@ class _ScoredInputs(StrictModel):
 class AssessmentCreate(_ScoredInputs):
     """A completed toolkit assessment of one child."""
 
+    model_config = ConfigDict(json_schema_extra={"examples": [ASSESSMENT_CREATE_EXAMPLE]})
+
     child: ChildRef
     toolkit_id: ToolkitId
     toolkit_version: ToolkitVersionText
@@ -167,6 +177,8 @@ class AssessmentCreate(_ScoredInputs):
 
 class ScoreRequest(_ScoredInputs):
     """Responses to score without storing anything (a dry run)."""
+
+    model_config = ConfigDict(json_schema_extra={"examples": [SCORE_REQUEST_EXAMPLE]})
 
     child_date_of_birth: date | None = Field(
         default=None,

@@ -9,6 +9,7 @@ from uuid import UUID
 
 from pydantic import (
     AfterValidator,
+    ConfigDict,
     Field,
     StringConstraints,
     ValidationInfo,
@@ -26,6 +27,11 @@ from schemas.common import (
     PublicModel,
     ShortText,
     StrictModel,
+)
+from schemas.examples import (
+    DECISION_CREATE_EXAMPLE,
+    REFERRAL_CREATE_EXAMPLE,
+    WITHDRAW_CREATE_EXAMPLE,
 )
 from schemas.vocabulary import (
     AgencyType,
@@ -195,6 +201,8 @@ class ParentalAwarenessIn(StrictModel):
 class ReferralCreate(StrictModel):
     """A Request for Support about one child."""
 
+    model_config = ConfigDict(json_schema_extra={"examples": [REFERRAL_CREATE_EXAMPLE]})
+
     external_reference: ExternalReference = Field(
         description="The sender's own id for this referral; unique per API client"
     )
@@ -217,6 +225,8 @@ class ReferralCreate(StrictModel):
 class DecisionCreate(StrictModel):
     """The Front Door's decision on a referral."""
 
+    model_config = ConfigDict(json_schema_extra={"examples": [DECISION_CREATE_EXAMPLE]})
+
     outcome: DecisionOutcome
     rationale: RequiredLongText
     decided_by: ShortText
@@ -225,6 +235,8 @@ class DecisionCreate(StrictModel):
 
 class WithdrawCreate(StrictModel):
     """The referrer withdraws a referral that has not been decided."""
+
+    model_config = ConfigDict(json_schema_extra={"examples": [WITHDRAW_CREATE_EXAMPLE]})
 
     reason: RequiredLongText
 
