@@ -1,9 +1,8 @@
-# syntax=docker/dockerfile:1
-#
-# The service image, in two stages. `build` turns requirements.lock (every dependency pinned, each
-# download checked against its hash) and the project into wheels; `runtime` installs only those
-# wheels, offline, into a slim image that holds no compiler, no pip cache, no source and nothing
-# of the dev tools or the test suite.
+# The service image, in two stages (Docker 23 or later: BuildKit, for the bind mount below).
+# `build` turns requirements.lock (every dependency pinned, each download checked against its
+# hash) and the project into wheels; `runtime` installs only those wheels, offline, into a slim
+# image that holds no compiler, no pip cache, no source and nothing of the dev tools or the test
+# suite.
 #
 # The API runs under uvicorn (NEGLECT_WORKERS processes; set 1 for one process per container and
 # scale by replicas). Run `alembic upgrade head` from the same image as the release step: it takes
@@ -45,6 +44,7 @@ ENV PYTHONDONTWRITEBYTECODE=1 \
     PYTHONUNBUFFERED=1 \
     PIP_NO_CACHE_DIR=1 \
     PIP_DISABLE_PIP_VERSION_CHECK=1 \
+    PIP_ROOT_USER_ACTION=ignore \
     NEGLECT_ENV=production \
     NEGLECT_WORKERS=2
 
