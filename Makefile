@@ -45,8 +45,11 @@ venv: $(STAMP) ## Create .venv with exactly the versions in requirements-dev.loc
 
 # The lock covers the target platform whatever machine runs this: CPython 3.11, Linux x86_64.
 # setuptools (the build backend) is pinned too, so the project builds offline from the lock.
+# Pins already in the files are kept unless they no longer fit; `make lock LOCK_ARGS=--upgrade`
+# moves everything to the newest versions allowed.
+LOCK_ARGS ?=
 UV_COMPILE = $(BIN)/uv pip compile --quiet --generate-hashes --python-version 3.11 \
-	--python-platform x86_64-unknown-linux-gnu --custom-compile-command 'make lock'
+	--python-platform x86_64-unknown-linux-gnu --custom-compile-command 'make lock' $(LOCK_ARGS)
 
 lock: venv ## Re-pin every dependency (after editing pyproject.toml); commit both lock files
 	@test -x $(BIN)/uv || $(BIN)/python -m pip install --quiet 'uv>=0.9'
