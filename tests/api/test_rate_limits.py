@@ -19,7 +19,13 @@ from sqlalchemy.engine import make_url
 
 from api.main import create_app
 from service.settings import Settings
-from tests.conftest import TEST_AUDIENCE, TEST_ISSUER, ClientMaker, assert_errors_are_problems
+from tests.conftest import (
+    TEST_AUDIENCE,
+    TEST_ISSUER,
+    TEST_KEY_ENCRYPTION_KEY,
+    ClientMaker,
+    assert_errors_are_problems,
+)
 
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
 PER_CLIENT = 3
@@ -213,6 +219,9 @@ def _serve(database_url: str, port: int) -> subprocess.Popen[bytes]:
         "NEGLECT_TOKEN_FAILURES_PER_ADDRESS": str(PER_ADDRESS + 1),
         "NEGLECT_TOKEN_FAILURE_WINDOW_S": str(WINDOW_S),
         "NEGLECT_LOG_LEVEL": "WARNING",
+        # Production, with the key-encryption key the session's app made the signing key with.
+        "NEGLECT_ENV": "production",
+        "NEGLECT_KEY_ENCRYPTION_KEY": TEST_KEY_ENCRYPTION_KEY,
         # uvicorn takes the client address from X-Forwarded-For sent by these (loopback) peers.
         "FORWARDED_ALLOW_IPS": "127.0.0.1",
     }

@@ -21,6 +21,10 @@ def no_demo_client(database_url: str, monkeypatch: pytest.MonkeyPatch) -> Iterat
     """The CLI on the test database (not the embedded server), which holds no demo client."""
     asyncio.run(execute(database_url, "DELETE FROM api_client WHERE name = $1", DEMO_CLIENT_NAME))
     monkeypatch.setenv("DATABASE_URL", database_url)
+    # `dev` sets NEGLECT_ENV=development in its own process's environment: here, the test
+    # session's, where it would make later tests' settings development ones. Set through
+    # monkeypatch, it is undone after the test.
+    monkeypatch.setenv("NEGLECT_ENV", "development")
     get_settings.cache_clear()
     yield
     get_settings.cache_clear()
