@@ -680,6 +680,7 @@ class DemoGenerator:
                 withdrawn_at,
                 withdrawal_reason,
                 received_at,
+                None,  # census_import_id: live data
             )
         )
         referral = _Referral(
@@ -752,6 +753,7 @@ class DemoGenerator:
                 occurred_on,
                 orjson.dumps(fields).decode(),
                 _uk_moment(occurred_on, 19, rng.randrange(60)),
+                None,  # census_import_id: live data
             )
         )
         return row_id
@@ -872,6 +874,7 @@ class DemoGenerator:
                 started_event,
                 ended_event,
                 _uk_moment(starts, 19, 0),
+                None,  # previous_cp_plans: not recorded by the case-events API
             )
         )
         child.cp_busy_until = ends or date.max
@@ -910,6 +913,7 @@ class DemoGenerator:
                 started_event,
                 ended_event,
                 _uk_moment(starts, 19, 0),
+                None,  # previous_cp_plans: not recorded by the case-events API
             )
         )
         self._health_appointments(child, starts, ends)

@@ -7,6 +7,7 @@ from . import case_events as case_events
 from .assessments import Assessment
 from .audit import AuditEvent
 from .base import metadata
+from .census import CensusImport
 from .children import Child
 from .clients import ApiClient
 from .idempotency import IdempotencyRecord
@@ -19,6 +20,7 @@ __all__ = [
     "ApiClient",
     "Assessment",
     "AuditEvent",
+    "CensusImport",
     "Child",
     "IdempotencyRecord",
     "RateLimitCounter",
