@@ -1,5 +1,5 @@
 """`neglect-service`: serve, migrate, manage clients, toolkits and signing keys, generate demo
-data."""
+data, import history (CIN census, NDJSON) and export children."""
 
 from __future__ import annotations
 
@@ -12,10 +12,12 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from service.auth import clients as registry
 from service.auth.scopes import SCOPES
+from service.cli.census import import_app
 from service.cli.clients import clients_app, print_client
 from service.cli.common import console, resolved_url, with_session
 from service.cli.db import db_app
 from service.cli.demo import demo_data
+from service.cli.export import export_app
 from service.cli.keys import keys_app
 from service.cli.toolkits import toolkits_app, toolkits_load_demo
 from service.migrations import MigrationsNotFound, migrate_database
@@ -26,6 +28,8 @@ app.add_typer(clients_app, name="clients")
 app.add_typer(toolkits_app, name="toolkits")
 app.add_typer(db_app, name="db")
 app.add_typer(keys_app, name="keys")
+app.add_typer(import_app, name="import")
+app.add_typer(export_app, name="export")
 app.command("demo-data")(demo_data)
 
 DEMO_CLIENT_NAME = "Demonstration client"
