@@ -28,6 +28,7 @@ from . import (
     assessments,
     audit,
     case_events,
+    census,
     children,
     clients,
     health,
@@ -119,7 +120,11 @@ def create_app(settings: Settings | None = None, database_url: str | None = None
     app.state.settings = settings
     app.state.database_url = database_url
     install_error_handlers(app)
-    app.add_middleware(RequestContextMiddleware, max_body_bytes=settings.max_body_bytes)
+    app.add_middleware(
+        RequestContextMiddleware,
+        max_body_bytes=settings.max_body_bytes,
+        upload_limits={census.CENSUS_IMPORTS_PATH: settings.max_census_file_bytes},
+    )
     app.include_router(health.router)
     app.include_router(oauth.router)
     for module in (
@@ -130,6 +135,7 @@ def create_app(settings: Settings | None = None, database_url: str | None = None
         case_events,
         indicators,
         clients,
+        census,
         audit,
     ):
         app.include_router(
