@@ -18,7 +18,7 @@ PYTEST := $(BIN)/python -m pytest -n $(PYTEST_WORKERS) $(PYTEST_ARGS)
 MYPY_PATHS := $(wildcard service api schemas tests alembic bench)
 PGDATA := $(or $(NEGLECT_EMBEDDED_PGDATA),.pgdata)
 
-.PHONY: help venv run test pytest lint typecheck openapi bench bench-indicators bench-token-timing clean
+.PHONY: help venv run test pytest lint typecheck openapi bench bench-indicators bench-census bench-token-timing clean
 
 help: ## List the targets
 	@awk 'BEGIN {FS = ":.*## "} /^[a-z][a-z-]*:.*## / {printf "  %-10s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -57,6 +57,9 @@ bench: venv ## Run the benchmarks in bench/ (bench/run.sh)
 
 bench-indicators: venv ## Every indicator over 36 months at 1,000,000 referrals, against count(*)
 	bash bench/indicators.sh
+
+bench-census: venv ## Import a generated CIN census file of 100,000 children; prints children/s
+	$(BIN)/python -m bench.census_import
 
 bench-token-timing: venv ## Unknown, disabled and wrong-secret clients at /oauth/token: same time?
 	$(BIN)/python -m bench.token_timing
