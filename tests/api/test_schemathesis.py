@@ -49,6 +49,7 @@ BUSINESS_RULE_422 = {
     ("POST", "/v1/toolkits"): "a definition's ids must be unique and resolve",
     ("POST", "/v1/assessments"): "responses must match the toolkit's items; child voice rules",
     ("POST", "/v1/toolkits/{toolkit_id}/versions/{version}/score"): "responses match the items",
+    ("POST", "/v1/census-imports"): "the body must be a well-formed CIN census XML file",
 }
 POSITIVE_STATUSES_WITH_422 = ["2xx", "3xx", "401", "403", "404", "409", "422", "429"]
 
