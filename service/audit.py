@@ -38,6 +38,29 @@ _RECORD_ARGUMENTS: Final = (
 _RECORD = function_call("neglect_record_audit", _RECORD_ARGUMENTS)
 
 
+def _event(
+    caller: Caller,
+    action: AuditAction,
+    resource_type: str,
+    resource_id: object,
+    child_id: uuid.UUID | None,
+    denied_reason: str | None = None,
+) -> dict[str, Any]:
+    """`neglect_record_audit`'s arguments by name: one description of what an event holds."""
+    return {
+        "client_id": caller.client_id,
+        "agency_type": caller.agency_type,
+        "agency_name": caller.agency_name,
+        "action": action,
+        "resource_type": resource_type,
+        "resource_id": str(resource_id) if resource_id is not None else None,
+        "child_id": child_id,
+        "request_id": caller.request_id,
+        "access_reason": caller.access_reason,
+        "denied_reason": denied_reason,
+    }
+
+
 async def record_access(
     session: AsyncSession,
     caller: Caller,
@@ -47,20 +70,7 @@ async def record_access(
     child_id: uuid.UUID | None = None,
 ) -> None:
     """Append one audit event in the caller's transaction: it lands with the change or not."""
-    await session.execute(
-        _RECORD,
-        {
-            "client_id": caller.client_id,
-            "agency_type": caller.agency_type,
-            "agency_name": caller.agency_name,
-            "action": action,
-            "resource_type": resource_type,
-            "resource_id": str(resource_id) if resource_id is not None else None,
-            "child_id": child_id,
-            "request_id": caller.request_id,
-            "access_reason": caller.access_reason,
-        },
-    )
+    await session.execute(_RECORD, _event(caller, action, resource_type, resource_id, child_id))
 
 
 def _uuid_or_none(value: object) -> uuid.UUID | None:
@@ -128,17 +138,10 @@ async def record_denied(
 ) -> None:
     """Append a `denied` event for a refused access, in its own transaction: the request's own
     transaction is rolled back with the refusal, and the attempt must stay on the trail."""
+    # The id asked for is the caller's text: at most what the column holds.
+    asked_for = None if resource_id is None else str(resource_id)[:64]
+    event = _event(caller, "denied", resource_type, asked_for, None, reason)
     async with pool.acquire() as connection:
         await connection.execute(
-            _RECORD_DENIED,
-            caller.client_id,
-            caller.agency_type,
-            caller.agency_name,
-            "denied",
-            resource_type,
-            None if resource_id is None else str(resource_id)[:64],
-            None,
-            caller.request_id,
-            caller.access_reason,
-            reason,
+            _RECORD_DENIED, *(event[name] for name in _RECORD_DENIED_ARGUMENTS)
         )
