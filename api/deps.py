@@ -106,6 +106,8 @@ async def authenticate(
 async def _refused_caller(
     session: AsyncSession, request: Request, verified: VerifiedToken
 ) -> Caller:
+    """Who was refused, for the `denied` audit event: the client and its agency. It is granted
+    nothing (the scope rule is `neglect_check_client`'s alone, and the request goes no further)."""
     client = await session.get(ApiClient, verified.client_id)
     if client is None:  # pragma: no cover - check_client found it a moment ago
         raise AuthenticationFailed("the client is not registered or is disabled")
@@ -113,7 +115,7 @@ async def _refused_caller(
         client_id=client.client_id,
         agency_type=client.agency_type,
         agency_name=client.agency_name,
-        scopes=frozenset(verified.scopes) & frozenset(client.allowed_scopes),
+        scopes=frozenset(),
         request_id=request_id_var.get(),
         access_reason=access_reason(request),
     )
