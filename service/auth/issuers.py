@@ -20,6 +20,7 @@ kept for the audit trail. Which routes it opens is the API's business (the aggre
 
 from __future__ import annotations
 
+import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -263,6 +264,11 @@ def _read_delegated(
     user = claims.get(user_claim)
     if not isinstance(user, str) or not user:
         raise TokenShapeError(f"the delegated token names no user ({user_claim})")
+    try:
+        # Entra's object ids are GUIDs; the audit trail keeps the user as one.
+        user = str(uuid.UUID(user))
+    except ValueError as exc:
+        raise TokenShapeError(f"the delegated token's {user_claim} is not an object id") from exc
     consented = _scopes_of(claims[DELEGATED_SCOPE_CLAIM], DELEGATED_SCOPE_CLAIM)
     scopes = [FEED_SCOPE] if profile.feed_scope in consented else []
     return TokenClaims(client_id=client_id, scopes=scopes, user=user)

@@ -1104,15 +1104,22 @@ async def test_a_delegated_token_never_reads_exact_figures_whatever_its_registra
     assert await _exports_by(app_with_feed, power_bi) == 0
 
 
-@pytest.mark.parametrize("missing", ["oid", "azp"])
-async def test_a_delegated_token_naming_no_user_or_no_app_is_refused(
-    app_with_feed: FastAPI, providers: dict[str, Provider], missing: str
+@pytest.mark.parametrize(
+    ("claim", "value"),
+    [("oid", None), ("azp", None), ("oid", ""), ("oid", "x" * 100), ("scp", ["user", 7])],
+)
+async def test_a_delegated_token_of_the_wrong_shape_is_refused(
+    app_with_feed: FastAPI, providers: dict[str, Provider], claim: str, value: Any
 ) -> None:
+    # No user, no app, a user that is not an object id, or scopes that are not strings.
     entra = providers["entra-v2"]
     power_bi = str(uuid.uuid4())
     await _register(app_with_feed, entra.issuer, power_bi, ["indicators:read"])
     claims = _entra_v2_delegated_claims(entra, power_bi, str(uuid.uuid4()))
-    del claims[missing]
+    if value is None:
+        del claims[claim]
+    else:
+        claims[claim] = value
 
     response = await _get(app_with_feed, "/odata/", _entra_sign(entra, claims))
 
