@@ -921,8 +921,16 @@ async def test_a_power_bi_users_v2_delegated_token_opens_the_feed_and_the_indica
     token = _entra_sign(entra, _entra_v2_delegated_claims(entra, power_bi, str(uuid.uuid4())))
 
     answers = {path: (await _get(app_with_feed, path, token)).status_code for path in FEED_PATHS}
+    async with httpx.AsyncClient(
+        transport=httpx.ASGITransport(app=app_with_feed), base_url="http://test"
+    ) as http:
+        as_csv = await http.get(
+            FEED_PATHS[-1], headers={"Authorization": f"Bearer {token}", "Accept": "text/csv"}
+        )
 
     assert answers == dict.fromkeys(FEED_PATHS, 200)
+    assert as_csv.status_code == 200
+    assert as_csv.text.startswith("time_period,time_identifier,")
 
 
 async def test_a_v1_delegated_token_for_the_feeds_application_id_uri_opens_the_feed(
