@@ -69,6 +69,18 @@ def access_reason(request: Request) -> str | None:
     return _access_reason(request.headers.get("X-Access-Reason"))
 
 
+DELEGATED_ONLY_ON_AGGREGATES: Final = (
+    "a user's delegated token opens only the indicators and the OData feed"
+)
+
+
+def _refuse_delegated(verified: VerifiedToken) -> None:
+    """Only machine clients' tokens open the routes of personal data: a user's delegated token
+    (Power BI's "Organizational account") is for the aggregate routes (`authenticate_reader`)."""
+    if verified.user is not None:
+        raise AuthenticationFailed(DELEGATED_ONLY_ON_AGGREGATES)
+
+
 async def authenticate(
     security_scopes: SecurityScopes,
     request: Request,
@@ -77,6 +89,17 @@ async def authenticate(
 ) -> Caller:
     """The registered, enabled client behind a valid bearer token, holding every required scope."""
     verified = await _verified_bearer(request, authorization)
+    _refuse_delegated(verified)
+    return await _registered_caller(security_scopes, request, session, verified)
+
+
+async def _registered_caller(
+    security_scopes: SecurityScopes,
+    request: Request,
+    session: AsyncSession,
+    verified: VerifiedToken,
+) -> Caller:
+    """The registered, enabled client a verified token names, holding every required scope."""
     try:
         client = await check_client(
             session,
@@ -129,6 +152,7 @@ async def verify_token(
     """A valid bearer token granting every required scope, for a route whose database function
     checks the registered client itself (in the same round trip as its work)."""
     verified = await _verified_bearer(request, authorization)
+    _refuse_delegated(verified)
     missing = [scope for scope in security_scopes.scopes if scope not in verified.scopes]
     if missing:
         raise InsufficientScope(
@@ -154,6 +178,8 @@ async def enforce_api_quota(request: Request) -> None:
         raise RateLimited(refusal.reason, refusal.retry_after_s)
 
 
+DELEGATED_USER: Final = "delegated_user"
+"""The audit trail's `resource_type` for a use of a user's delegated token (the id: its user)."""
 FEED_KEY_PARAMETER: Final = "feed_key"
 """The query parameter Power Query's "Web API" credential fills in (`ApiKeyName="feed_key"`)."""
 
@@ -199,11 +225,17 @@ async def _feed_key_caller(
         request_id=request_id_var.get(),
         access_reason=access_reason(request),
     )
-    # In its own transaction: a use is on the trail even when the request then fails.
+    await _audit_use(request, caller, "feed_key", holder.key_id)
+    return caller
+
+
+async def _audit_use(request: Request, caller: Caller, credential: str, identifier: str) -> None:
+    """Audit one use of a reader's credential (a feed key by its id, a user's delegated token by
+    the user's id), in its own transaction: a use is on the trail even when the request then
+    fails."""
     factory: SessionFactory = request.app.state.session_factory
     async with transaction(factory) as audit_session:
-        await record_access(audit_session, caller, "read", "feed_key", holder.key_id)
-    return caller
+        await record_access(audit_session, caller, "read", credential, identifier)
 
 
 async def authenticate_reader(
@@ -215,7 +247,9 @@ async def authenticate_reader(
     """The caller of an aggregate route (the indicators and the OData feed): a bearer token, as
     `authenticate` checks it, or a feed key, sent as the `feed_key` query parameter (Power
     Query's Web API key) or as HTTP Basic with the client id as user name. A feed key grants
-    `indicators:read` only, and every use of one is audited."""
+    `indicators:read` only, and every use of one is audited. So does a user's delegated token
+    (Power BI's "Organizational account", `service.auth.issuers`), whose client is the app it
+    was issued to, registered like any client; every use names the user in the audit trail."""
     scheme, _, credentials = (authorization or "").partition(" ")
     keys_in_query = request.query_params.getlist(FEED_KEY_PARAMETER)
     basic = scheme.lower() == "basic"
@@ -226,7 +260,11 @@ async def authenticate_reader(
     if basic:
         client_id, key = _basic_credentials(credentials)
         return await _feed_key_caller(security_scopes, request, session, key, client_id)
-    return await authenticate(security_scopes, request, session, authorization)
+    verified = await _verified_bearer(request, authorization)
+    caller = await _registered_caller(security_scopes, request, session, verified)
+    if verified.user is not None:
+        await _audit_use(request, caller, DELEGATED_USER, verified.user)
+    return caller
 
 
 AdminDep = Annotated[Caller, Security(authenticate, scopes=["admin"])]

@@ -6,10 +6,11 @@ error (api/errors.py). What the rows are, how the query options are read and how
 exact while data arrives is in service/feed.py. These routes are left out of `openapi.yaml`: the
 contract of an OData service is its `$metadata`, and the README says how to connect.
 
-Authentication: a bearer token with `indicators:read`, or a feed key (`feed_key` query parameter or
-HTTP Basic), see `authenticate_reader`. Like `GET /v1/indicators/{id}`, a series read with
-`indicators:read:unsuppressed` is recorded as an `export` audit event; feed keys never read
-unsuppressed figures.
+Authentication: a bearer token with `indicators:read`, a feed key (`feed_key` query parameter or
+HTTP Basic), or a user's delegated Entra ID token from Power BI's "Organizational account", see
+`authenticate_reader`. Like `GET /v1/indicators/{id}`, a series read with
+`indicators:read:unsuppressed` is recorded as an `export` audit event; feed keys and users'
+delegated tokens never read unsuppressed figures.
 """
 
 from __future__ import annotations

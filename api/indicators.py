@@ -13,11 +13,12 @@ integer counts, and `c` for a suppressed figure (`z` for a rate with no denomina
 metadata file, one row per column, is `GET /v1/indicators/{id}/meta.csv`. The CSV of earlier
 releases stays available for this release as `csv_layout=legacy`.
 
-Callers: a bearer token with `indicators:read`, or a feed key (see `authenticate_reader`).
+Callers: a bearer token with `indicators:read`, a feed key, or a Power BI user's delegated Entra
+ID token (see `authenticate_reader`).
 
 Audit decision: indicator figures are aggregates, not personal data, so routine reads are not
 audited (BI tools poll them; the trail would fill with noise), except that every use of a feed
-key is recorded (`authenticate_reader`). A series requested with
+key or of a user's delegated token is recorded (`authenticate_reader`). A series requested with
 `indicators:read:unsuppressed` is different: exact small numbers about few children can identify
 them to someone who knows the family, so each such response, JSON or CSV alike, is recorded as an
 `export` audit event (resource type `indicator`, resource id the indicator id).

@@ -97,6 +97,18 @@ class TrustedIssuer(BaseModel):
     refused_claims: list[str] | None = Field(
         default=None, description="Claims a token must not carry"
     )
+    feed_audiences: list[str] | None = Field(
+        default=None,
+        min_length=1,
+        description="Accepted `aud` of users' delegated tokens (Entra ID presets only), which "
+        "open the indicators and the OData feed and nothing else; unset: delegated tokens are "
+        "refused",
+    )
+    feed_scope: str = Field(
+        default="user_impersonation",
+        pattern=r"^[!#-\[\]-~]+$",
+        description="The delegated scope a user's token must hold in `scp` to read the feed",
+    )
 
     @field_validator("issuer")
     @classmethod
@@ -107,6 +119,13 @@ class TrustedIssuer(BaseModel):
     @classmethod
     def _jwks_url(cls, value: str | None) -> str | None:
         return None if value is None else https_or_loopback(value, "the JWKS URL")
+
+    @model_validator(mode="after")
+    def _feed_audiences_need_entra(self) -> Self:
+        # Only Entra ID's delegated-token shape (`scp`, the user in `oid`) is known here.
+        if self.feed_audiences and self.preset not in ("entra-id-v1", "entra-id-v2"):
+            raise ValueError("feed_audiences needs the entra-id-v1 or entra-id-v2 preset")
+        return self
 
 
 def _default_env(data: dict[str, Any]) -> Environment:

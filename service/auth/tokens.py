@@ -29,7 +29,9 @@ from service.auth.issuers import (
     AT_JWT_TYPES,
     IssuerProfile,
     TokenShapeError,
+    accepted_audiences,
     builtin_profile,
+    is_delegated,
     read_claims,
     trusted_issuer_profiles,
 )
@@ -57,6 +59,8 @@ class VerifiedToken:
     client_id: str
     scopes: list[str]
     jti: str | None
+    user: str | None = None
+    """A delegated token's user (Entra ID `oid`): such a token opens the aggregate routes only."""
 
 
 class JwksCache:
@@ -280,19 +284,25 @@ class TokenVerifier:
             raise AuthenticationFailed("the token was issued in the future")
         audience = claims.get("aud")
         audiences = [audience] if isinstance(audience, str) else audience
+        accepted = accepted_audiences(profile, claims)
         if not isinstance(audiences, list) or not any(
-            isinstance(item, str) and item in profile.audiences for item in audiences
+            isinstance(item, str) and item in accepted for item in audiences
         ):
-            raise AuthenticationFailed("the token is not for this service (aud)")
+            raise AuthenticationFailed(
+                "the user's delegated token is not for the feed (aud)"
+                if is_delegated(profile, claims)
+                else "the token is not for this service (aud)"
+            )
         try:
-            client_id, scopes = read_claims(profile, claims)
+            read = read_claims(profile, claims)
         except TokenShapeError as exc:
             raise AuthenticationFailed(str(exc)) from exc
         jti = claims.get("jti")
         verified = VerifiedToken(
             issuer=profile.issuer,
-            client_id=client_id,
-            scopes=scopes,
+            client_id=read.client_id,
+            scopes=read.scopes,
             jti=jti if isinstance(jti, str) else None,
+            user=read.user,
         )
         return verified, float(claims["exp"])

@@ -1,10 +1,9 @@
 """Referral indicators against hand-computed answers: neglect share, re-referrals (DfE C1) and
 decisions within 24 hours. Referrals, decisions and withdrawals are sent through the referral API
-(tests/builders/indicators.py)."""
+(tests/builders/indicators.py). The strategies' 35.2% is in test_indicators_published_figures.py."""
 
 from __future__ import annotations
 
-import random
 from datetime import UTC, date, datetime, time, timedelta
 
 import httpx
@@ -14,7 +13,6 @@ from service.db import SessionFactory
 from tests.builders.indicators import (
     READ_UNSUPPRESSED,
     IndicatorApi,
-    ReferralSpec,
     fetch_series,
     figures,
     indicator_api,
@@ -30,38 +28,6 @@ pytestmark = pytest.mark.usefixtures("empty_domain_tables")
 
 
 # --- neglect_referral_share ----------------------------------------------------------------------
-
-
-async def test_neglect_share_of_1124_referrals_with_396_neglect_is_35_2(
-    client: httpx.AsyncClient, make_client: ClientMaker, session_factory: SessionFactory
-) -> None:
-    api = await indicator_api(client, make_client, session_factory)
-    rng = random.Random(2023)
-    neglect = set(rng.sample(range(1124), 396))
-    await api.refer_all(
-        [
-            ReferralSpec(
-                new_child(),
-                uk_time(date(2023, 1, 1) + timedelta(days=index % 365), time(9 + index % 8)),
-                categories=(
-                    ("neglect", "emotional_abuse") if index in neglect else ("physical_abuse",)
-                ),
-            )
-            for index in range(1124)
-        ]
-    )
-    reader = await make_client(READ_UNSUPPRESSED)
-
-    series = await fetch_series(
-        client,
-        reader.headers,
-        "neglect_referral_share",
-        from_="2023-01-01",
-        to="2023-12-31",
-        period="year",
-    )
-
-    assert [(p["label"], figures(p)) for p in series] == [("2023", (396, 1124, 35.2))]
 
 
 async def test_neglect_share_counts_referrals_by_their_day_in_england_and_skips_withdrawn(

@@ -5,7 +5,9 @@ tokens, another issuing v1 tokens, and a Keycloak realm. Each serves its OpenID 
 metadata and its JWKS at the paths the real provider uses, and the tokens are minted in the
 shapes those providers document for a client-credentials (app-only) grant: Entra's `roles`,
 `azp`/`appid` and `ver`, Keycloak's `azp`, `scope` and payload `typ: Bearer`. Only the host
-differs (loopback over http, which the settings allow for loopback alone).
+differs (loopback over http, which the settings allow for loopback alone). The last section mints
+users' delegated tokens in Entra's documented v1 and v2 shapes (`scp`, `oid`, `tid`,
+`azp`/`appid`, `ver`), which Power BI's "Organizational account" sends to the feed (issue 13).
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ import base64
 import datetime
 import hashlib
 import json
+import re
 import threading
 import time
 import uuid
@@ -32,6 +35,7 @@ from cryptography.hazmat.primitives.asymmetric import rsa
 from cryptography.x509.oid import NameOID
 from fastapi import FastAPI
 from jose import jwk, jwt
+from sqlalchemy import text
 
 from api.main import create_app
 from service.auth import tokens
@@ -39,6 +43,7 @@ from service.auth.clients import create_client
 from service.auth.issuers import discovery_url
 from service.db import transaction
 from service.settings import Settings, TrustedIssuer
+from tests.api.test_feed_keys import PERSON_LEVEL
 from tests.conftest import (
     TEST_AUDIENCE,
     TEST_ISSUER,
@@ -769,3 +774,376 @@ def test_the_entra_v1_issuer_is_discovered_at_the_tenants_v1_endpoint() -> None:
     assert discovery_url("https://sso.police.example/realms/force", "keycloak") == (
         "https://sso.police.example/realms/force/.well-known/openid-configuration"
     )
+
+
+# --- Users' delegated tokens on the feed (Power BI's "Organizational account") ---------------
+#
+# Power BI signs its user in to the tenant and sends a delegated token issued to its own app
+# (Power Query for Excel in Desktop and the gateway, Power BI Data Refresh in the service), for
+# the feed's audience, with the `user_impersonation` scope it asks for. Here the v2 tenant's API
+# registration also serves the feed (one application id, so one audience for both kinds of
+# token); the v1 tenant's feed is a registration of its own whose Application ID URI is the
+# feed's base URL, as Power BI requires. Each test registers the BI app under a fresh id: client
+# ids are unique in the registry (the real ids are in the README).
+
+FEED_APPLICATION_ID_URI = "https://neglect.northtown.example"
+FEED_PATHS = [
+    "/odata/",
+    "/odata/$metadata",
+    "/odata/Indicators",
+    "/odata/IndicatorPoints?from=2024-01-01&to=2024-02-29&$top=2",
+    "/v1/indicators",
+    "/v1/indicators/toolkit_assessments?from=2024-01-01&to=2024-02-29&period=month",
+]
+
+
+def _feed_settings(providers: dict[str, Provider], **overrides: Any) -> Settings:
+    return _settings(
+        providers,
+        trusted_issuers=[
+            TrustedIssuer(
+                issuer=providers["entra-v2"].issuer,
+                preset="entra-id-v2",
+                audiences=[API_APPLICATION_ID],
+                feed_audiences=[API_APPLICATION_ID],
+            ),
+            TrustedIssuer(
+                issuer=providers["entra-v1"].issuer,
+                preset="entra-id-v1",
+                audiences=[API_APPLICATION_ID_URI],
+                feed_audiences=[FEED_APPLICATION_ID_URI],
+            ),
+            TrustedIssuer(issuer=providers["keycloak"].issuer, preset="keycloak"),
+        ],
+        **overrides,
+    )
+
+
+@pytest.fixture
+async def app_with_feed(
+    providers: dict[str, Provider], database_url: str
+) -> AsyncIterator[FastAPI]:
+    async for application in _started(_feed_settings(providers), database_url):
+        yield application
+
+
+def _entra_v2_delegated_claims(
+    provider: Provider, app_id: str, user: str, scp: str = "user_impersonation"
+) -> dict[str, Any]:
+    """An Entra ID v2.0 access token issued to `app_id` for a signed-in user, as Microsoft
+    documents it: `scp` holds the delegated scopes, `oid` the user, `sub` a pairwise id."""
+    now = int(time.time())
+    return {
+        "aud": API_APPLICATION_ID,
+        "iss": provider.issuer,
+        "iat": now,
+        "nbf": now,
+        "exp": now + 4299,
+        "aio": "AWQAm/8ZAAAAxN0yH1Vd8L4x3ELbTUYXb0P2+Vf5d1G3QJ9m",
+        "azp": app_id,
+        "azpacr": "0",
+        "name": "Alex Analyst",
+        "oid": user,
+        "preferred_username": "alex.analyst@northtown.example",
+        "rh": "0.AXQAm0m7b8i7qEqBXaX6z0Va9AIAAAAAAAAAwAAAAAAAAAB0AGE.",
+        "roles": ["indicators:read:unsuppressed"],
+        "scp": scp,
+        "sid": str(uuid.uuid4()),
+        "sub": "Jq1mB2n4zT9Xk0c5QyW8r3uVhL7pE6sDfGaHbJiKoMn",
+        "tid": TENANT_V2,
+        "uti": "bK3sQ7dYp0yR4wZxN2aAAA",
+        "ver": "2.0",
+    }
+
+
+def _entra_v1_delegated_claims(
+    provider: Provider, app_id: str, user: str, scp: str = "user_impersonation"
+) -> dict[str, Any]:
+    """An Entra ID v1.0 access token issued to `app_id` for a signed-in user: the client in
+    `appid`, the user in `oid`, `upn` and `unique_name`."""
+    now = int(time.time())
+    return {
+        "aud": FEED_APPLICATION_ID_URI,
+        "iss": provider.issuer,
+        "iat": now,
+        "nbf": now,
+        "exp": now + 4560,
+        "acr": "1",
+        "aio": "ATQAy/8ZAAAAm5x2kT1oHq0Z4eP7rVwXc9Lb3Nf6JdG8sYtK",
+        "amr": ["pwd", "mfa"],
+        "appid": app_id,
+        "appidacr": "0",
+        "family_name": "Analyst",
+        "given_name": "Alex",
+        "ipaddr": "203.0.113.7",
+        "name": "Alex Analyst",
+        "oid": user,
+        "rh": "0.AXQAm0m7b8i7qEqBXaX6z0Va9AIAAAAAAAAAwAAAAAAAAAB0AGE.",
+        "scp": scp,
+        "sub": "p8Vt3Yc2Lk9Qx1Rz7Mw4Nb6Hd0Gf5Js2KaEuWiOyTlX",
+        "tid": TENANT_V1,
+        "unique_name": "alex.analyst@northtown.example",
+        "upn": "alex.analyst@northtown.example",
+        "uti": "Wq2xE5rT8yU1iO4pA7sDAA",
+        "ver": "1.0",
+    }
+
+
+async def _audit_events_of_user(app: FastAPI, user: str) -> list[tuple[Any, ...]]:
+    async with transaction(app.state.session_factory) as session:
+        rows = await session.execute(
+            text(
+                "SELECT client_id, agency_name, action, resource_type FROM audit_event "
+                "WHERE resource_id = :user ORDER BY id"
+            ),
+            {"user": user},
+        )
+        return [tuple(row) for row in rows]
+
+
+async def _exports_by(app: FastAPI, client_id: str) -> int:
+    async with transaction(app.state.session_factory) as session:
+        count = await session.scalar(
+            text(
+                "SELECT count(*) FROM audit_event WHERE client_id = :client AND action = 'export'"
+            ),
+            {"client": client_id},
+        )
+        return int(count or 0)
+
+
+async def test_a_power_bi_users_v2_delegated_token_opens_the_feed_and_the_indicators(
+    app_with_feed: FastAPI, providers: dict[str, Provider]
+) -> None:
+    entra = providers["entra-v2"]
+    power_bi = str(uuid.uuid4())
+    await _register(app_with_feed, entra.issuer, power_bi, ["indicators:read"])
+    token = _entra_sign(entra, _entra_v2_delegated_claims(entra, power_bi, str(uuid.uuid4())))
+
+    answers = {path: (await _get(app_with_feed, path, token)).status_code for path in FEED_PATHS}
+    async with httpx.AsyncClient(
+        transport=httpx.ASGITransport(app=app_with_feed), base_url="http://test"
+    ) as http:
+        as_csv = await http.get(
+            FEED_PATHS[-1], headers={"Authorization": f"Bearer {token}", "Accept": "text/csv"}
+        )
+
+    assert answers == dict.fromkeys(FEED_PATHS, 200)
+    assert as_csv.status_code == 200
+    assert as_csv.text.startswith("time_period,time_identifier,")
+
+
+async def test_a_v1_delegated_token_for_the_feeds_application_id_uri_opens_the_feed(
+    app_with_feed: FastAPI, providers: dict[str, Provider]
+) -> None:
+    entra = providers["entra-v1"]
+    power_bi = str(uuid.uuid4())
+    await _register(app_with_feed, entra.issuer, power_bi, ["indicators:read"])
+    token = _entra_sign(entra, _entra_v1_delegated_claims(entra, power_bi, str(uuid.uuid4())))
+
+    answers = {path: (await _get(app_with_feed, path, token)).status_code for path in FEED_PATHS}
+
+    assert answers == dict.fromkeys(FEED_PATHS, 200)
+
+
+async def test_every_use_of_a_delegated_token_is_audited_with_its_client_agency_and_user(
+    app_with_feed: FastAPI, providers: dict[str, Provider]
+) -> None:
+    entra = providers["entra-v2"]
+    power_bi, user = str(uuid.uuid4()), str(uuid.uuid4())
+    await _register(app_with_feed, entra.issuer, power_bi, ["indicators:read"], "Southvale")
+    token = _entra_sign(entra, _entra_v2_delegated_claims(entra, power_bi, user))
+
+    ok = await _get(app_with_feed, "/odata/Indicators", token)
+    bad = await _get(app_with_feed, "/odata/Indicators?$top=x", token)
+    listed = await _get(app_with_feed, "/v1/indicators", token)
+
+    assert (ok.status_code, bad.status_code, listed.status_code) == (200, 400, 200)
+    assert (
+        await _audit_events_of_user(app_with_feed, user)
+        == [(power_bi, "Southvale Council", "read", "delegated_user")] * 3
+    )
+
+
+async def test_a_delegated_token_opens_no_person_level_route_whatever_its_registration_allows(
+    app_with_feed: FastAPI, providers: dict[str, Provider]
+) -> None:
+    entra = providers["entra-v2"]
+    power_bi = str(uuid.uuid4())
+    everything = [
+        "referrals:read",
+        "referrals:read:all",
+        "referrals:write",
+        "referrals:decide",
+        "assessments:read",
+        "assessments:write",
+        "case-events:write",
+        "audits:read",
+        "audits:write",
+        "indicators:read",
+        "audit:read",
+        "admin",
+    ]
+    await _register(app_with_feed, entra.issuer, power_bi, everything)
+    token = _entra_sign(entra, _entra_v2_delegated_claims(entra, power_bi, str(uuid.uuid4())))
+    transport = httpx.ASGITransport(app=app_with_feed)
+
+    statuses: dict[str, int] = {}
+    async with httpx.AsyncClient(
+        transport=transport,
+        base_url="http://test",
+        event_hooks={"response": [assert_errors_are_problems]},
+    ) as http:
+        for method, path in PERSON_LEVEL:
+            url = re.sub(r"{[^}]+}", lambda _: str(uuid.uuid4()), path)
+            response = await http.request(method, url, headers={"Authorization": f"Bearer {token}"})
+            statuses[f"{method} {path}"] = response.status_code
+            if response.status_code == 401:
+                assert "delegated token" in response.json()["detail"], path
+
+    assert statuses == dict.fromkeys(statuses, 401)
+    assert len(statuses) > 20
+
+
+@pytest.mark.parametrize(
+    ("provider_name", "audience"),
+    [
+        # Microsoft Graph's, and another app's: someone else's tokens.
+        ("entra-v2", "00000003-0000-0000-c000-000000000000"),
+        ("entra-v2", str(uuid.UUID(int=7))),
+        # The v1 tenant's API audience is for app-only tokens; its users' tokens are the feed's.
+        ("entra-v1", API_APPLICATION_ID_URI),
+        ("entra-v1", f"{FEED_APPLICATION_ID_URI}/odata"),
+    ],
+)
+async def test_a_delegated_token_for_another_audience_is_refused(
+    app_with_feed: FastAPI, providers: dict[str, Provider], provider_name: str, audience: str
+) -> None:
+    entra = providers[provider_name]
+    power_bi = str(uuid.uuid4())
+    await _register(app_with_feed, entra.issuer, power_bi, ["indicators:read"])
+    build = (
+        _entra_v2_delegated_claims if provider_name == "entra-v2" else _entra_v1_delegated_claims
+    )
+    claims = {**build(entra, power_bi, str(uuid.uuid4())), "aud": audience}
+
+    response = await _get(app_with_feed, "/v1/indicators", _entra_sign(entra, claims))
+
+    assert response.status_code == 401
+    assert "aud" in response.json()["detail"]
+
+
+async def test_a_delegated_token_from_an_issuer_not_trusted_is_refused(
+    app_with_feed: FastAPI, providers: dict[str, Provider], idps: IdentityProviders
+) -> None:
+    entra = providers["entra-v2"]
+    power_bi = str(uuid.uuid4())
+    await _register(app_with_feed, entra.issuer, power_bi, ["indicators:read"])
+    claims = _entra_v2_delegated_claims(entra, power_bi, str(uuid.uuid4()))
+    # A user of another tenant, signed with a key the trusted tenant publishes.
+    claims["iss"] = f"{idps.base}/{uuid.uuid4()}/v2.0"
+
+    response = await _get(app_with_feed, "/odata/", _entra_sign(entra, claims))
+
+    assert response.status_code == 401
+
+
+async def test_a_delegated_token_of_another_trusted_tenant_is_not_for_this_tenants_registration(
+    app_with_feed: FastAPI, providers: dict[str, Provider]
+) -> None:
+    # Power BI is registered for the v2 tenant's users; a user of the v1 tenant, signed in
+    # through the same app, is not them.
+    entra_v2, entra_v1 = providers["entra-v2"], providers["entra-v1"]
+    power_bi = str(uuid.uuid4())
+    await _register(app_with_feed, entra_v2.issuer, power_bi, ["indicators:read"])
+    claims = _entra_v1_delegated_claims(entra_v1, power_bi, str(uuid.uuid4()))
+
+    response = await _get(app_with_feed, "/v1/indicators", _entra_sign(entra_v1, claims))
+
+    assert response.status_code == 401
+    assert "registered with this token's issuer" in response.json()["detail"]
+
+
+@pytest.mark.parametrize(
+    ("scp", "registered"),
+    [
+        # Consent to other delegated permissions, not to the feed's scope.
+        ("User.Read openid profile", ["indicators:read"]),
+        ("access_as_user", ["indicators:read"]),
+        # The feed's scope, but a registration that may not read indicators.
+        ("user_impersonation", ["audit:read"]),
+    ],
+)
+async def test_a_delegated_token_outside_its_registration_is_refused(
+    app_with_feed: FastAPI, providers: dict[str, Provider], scp: str, registered: list[str]
+) -> None:
+    entra = providers["entra-v2"]
+    power_bi = str(uuid.uuid4())
+    await _register(app_with_feed, entra.issuer, power_bi, registered)
+    claims = _entra_v2_delegated_claims(entra, power_bi, str(uuid.uuid4()), scp=scp)
+    token = _entra_sign(entra, claims)
+
+    statuses = [(await _get(app_with_feed, path, token)).status_code for path in FEED_PATHS]
+
+    assert statuses == [403] * len(FEED_PATHS)
+
+
+async def test_a_delegated_token_never_reads_exact_figures_whatever_its_registration_allows(
+    app_with_feed: FastAPI, providers: dict[str, Provider]
+) -> None:
+    # The registration may read exact figures and the user's token carries the scope's name (in
+    # `scp` and as an app role): a user in Power BI still reads only what a feed key reads.
+    entra = providers["entra-v2"]
+    power_bi = str(uuid.uuid4())
+    scopes = ["indicators:read", "indicators:read:unsuppressed"]
+    await _register(app_with_feed, entra.issuer, power_bi, scopes)
+    claims = _entra_v2_delegated_claims(
+        entra, power_bi, str(uuid.uuid4()), scp="user_impersonation indicators:read:unsuppressed"
+    )
+
+    response = await _get(
+        app_with_feed,
+        "/v1/indicators/toolkit_assessments?from=2024-01-01&to=2024-02-29",
+        _entra_sign(entra, claims),
+    )
+
+    assert response.status_code == 200
+    assert response.json()["suppression_applied"] is True
+    assert await _exports_by(app_with_feed, power_bi) == 0
+
+
+@pytest.mark.parametrize(
+    ("claim", "value"),
+    [("oid", None), ("azp", None), ("oid", ""), ("oid", "x" * 100), ("scp", ["user", 7])],
+)
+async def test_a_delegated_token_of_the_wrong_shape_is_refused(
+    app_with_feed: FastAPI, providers: dict[str, Provider], claim: str, value: Any
+) -> None:
+    # No user, no app, a user that is not an object id, or scopes that are not strings.
+    entra = providers["entra-v2"]
+    power_bi = str(uuid.uuid4())
+    await _register(app_with_feed, entra.issuer, power_bi, ["indicators:read"])
+    claims = _entra_v2_delegated_claims(entra, power_bi, str(uuid.uuid4()))
+    if value is None:
+        del claims[claim]
+    else:
+        claims[claim] = value
+
+    response = await _get(app_with_feed, "/odata/", _entra_sign(entra, claims))
+
+    assert response.status_code == 401
+
+
+async def test_app_only_tokens_for_the_same_audience_keep_their_roles_beside_users_tokens(
+    app_with_feed: FastAPI, providers: dict[str, Provider]
+) -> None:
+    # The v2 tenant's one application id is both audiences: an app's token (no `scp`) is read
+    # by its roles and opens what its registration allows, the feed's delegated tokens do not.
+    entra = providers["entra-v2"]
+    case_system = str(uuid.uuid4())
+    await _register(app_with_feed, entra.issuer, case_system, ["audit:read"])
+    token = _entra_sign(entra, _entra_v2_claims(entra, case_system, ["audit:read"]))
+
+    response = await _get(app_with_feed, "/v1/audit-events", token)
+
+    assert response.status_code == 200

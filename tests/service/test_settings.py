@@ -90,6 +90,41 @@ def test_an_issuer_over_plain_http_across_the_network_is_refused(
     assert "https" in message
 
 
+def test_feed_audiences_are_refused_for_an_issuer_whose_delegated_tokens_are_not_known(
+    clean_environment: pytest.MonkeyPatch,
+) -> None:
+    # Only Entra ID's users' tokens (`scp`, the user in `oid`) are read as delegated tokens.
+    message = _error_of(
+        clean_environment,
+        NEGLECT_TRUSTED_ISSUERS='[{"issuer": "https://sso.example/realms/a", "preset": "keycloak",'
+        ' "feed_audiences": ["https://neglect.example.org"]}]',
+    )
+
+    assert message.startswith("NEGLECT_TRUSTED_ISSUERS[0]: ")
+    assert "entra-id-v1 or entra-id-v2 preset" in message
+
+
+@pytest.mark.usefixtures("clean_environment")
+def test_an_entra_issuers_feed_audiences_and_scope_reach_its_profile() -> None:
+    issuer = "https://login.microsoftonline.com/0b1c2d3e-4f50-4617-8293-a4b5c6d7e8f9/v2.0"
+    settings = Settings(
+        trusted_issuers=[
+            TrustedIssuer(
+                issuer=issuer, preset="entra-id-v2", feed_audiences=["https://neglect.example.org"]
+            ),
+            TrustedIssuer(issuer="https://sts.windows.net/t/", preset="entra-id-v1"),
+        ]
+    )
+
+    with_feed, without = trusted_issuer_profiles(settings)
+
+    assert with_feed.feed_audiences == {"https://neglect.example.org"}
+    assert (with_feed.feed_scope, with_feed.user_claim) == ("user_impersonation", "oid")
+    assert without.feed_audiences == frozenset()
+    with pytest.raises(ValueError, match="feed_scope"):
+        TrustedIssuer(issuer=issuer, preset="entra-id-v2", feed_scope="two words")
+
+
 @pytest.mark.usefixtures("clean_environment")
 def test_one_issuer_configured_twice_is_refused() -> None:
     issuer = "https://login.microsoftonline.com/0b1c2d3e-4f50-4617-8293-a4b5c6d7e8f9/v2.0"
