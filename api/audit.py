@@ -20,7 +20,9 @@ router = APIRouter(prefix="/v1", tags=["administration"])
 AuditReader = Annotated[Caller, Security(authenticate, scopes=["audit:read"])]
 
 
-@router.get("/audit-events", responses={**problems(401, 403, 422), 200: {"headers": DATA_LAG_DOC}})
+@router.get(
+    "/audit-events", responses={**problems(401, 403, 422, 503), 200: {"headers": DATA_LAG_DOC}}
+)
 async def list_audit(
     session: ReadSessionDep,
     caller: AuditReader,

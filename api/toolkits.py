@@ -80,7 +80,7 @@ async def publish_toolkit(
     return ToolkitVersionPublic.model_validate(published.version)
 
 
-@router.get("/toolkits", responses={**problems(401, 403, 422), 200: {"headers": DATA_LAG_DOC}})
+@router.get("/toolkits", responses={**problems(401, 403, 422, 503), 200: {"headers": DATA_LAG_DOC}})
 async def list_toolkits(
     session: ReadSessionDep,
     caller: ToolkitReader,

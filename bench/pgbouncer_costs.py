@@ -106,7 +106,11 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
         postgres.start()
         bouncer.start()
         session = Settings(database_url=postgres.url())
-        pooled = session.model_copy(update={"db_pool_mode": "transaction"})
+        pooled = Settings(
+            database_url=bouncer.url("postgres"),
+            owner_database_url=postgres.url(),
+            db_pool_mode="transaction",
+        )
         results: dict[str, Any] = {"tasks": args.tasks, "seconds": args.seconds}
         for variant, settings, url in (
             ("direct", session, postgres.url()),

@@ -8,8 +8,9 @@ transactions), so each test makes its own children, clients and references, and 
 count across tables (indicators) clear the domain tables first.
 
 With NEGLECT_TEST_THROUGH_PGBOUNCER=1 (`make test-pgbouncer`), the app reaches the database through
-a PgBouncer in transaction mode (`NEGLECT_DB_POOL_MODE=transaction`); `database_url` stays the
-direct URL (migrations, and the tests' own checks).
+a PgBouncer in transaction mode (`NEGLECT_DB_POOL_MODE=transaction`), still as the runtime role;
+`database_url` stays the direct URL, the owner's (migrations, admin work, the tests' own checks),
+which that mode requires as `NEGLECT_OWNER_DATABASE_URL`.
 """
 
 from __future__ import annotations
