@@ -163,8 +163,8 @@ class Settings(BaseSettings):
     )
     read_database_url: str | None = Field(
         default=None,
-        description="A read-only replica for the indicator series and the audit and toolkit "
-        "lists; unset means the primary.",
+        description="A read-only replica for the indicator series, the figures of an OData "
+        "feed pull, and the audit-event and toolkit lists; unset means the primary.",
     )
     read_max_lag_s: float = Field(
         default=30.0,
