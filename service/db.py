@@ -180,8 +180,9 @@ def _connect_args(
     args["statement_cache_size"] = 0
     args["connection_class"] = pooler_connection_class(timeout_ms)
     # The driver pool's single statements run outside any transaction, where the per-
-    # transaction timeout cannot reach: asyncpg cancels them on the server instead (PgBouncer
-    # forwards the cancel request), at the same moment statement_timeout would have.
+    # transaction timeout cannot reach. The role's own setting (`db roles`) covers them on the
+    # server; asyncpg also cancels them there (PgBouncer forwards the cancel request) at the
+    # moment statement_timeout would fire, in case the role has none.
     args["command_timeout"] = timeout_ms / 1000 if driver_pool else timeout_ms / 1000 + 5
     return args
 
