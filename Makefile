@@ -20,7 +20,7 @@ PYTEST := $(BIN)/python -m pytest -n $(PYTEST_WORKERS) $(PYTEST_ARGS)
 MYPY_PATHS := $(wildcard service api schemas tests alembic bench)
 PGDATA := $(or $(NEGLECT_EMBEDDED_PGDATA),.pgdata)
 
-.PHONY: help venv run test pytest lint typecheck openapi bench bench-indicators bench-feed bench-token-timing clean
+.PHONY: help venv pgbouncer run test pytest test-pgbouncer lint typecheck openapi bench bench-indicators bench-feed bench-token-timing clean
 
 help: ## List the targets
 	@awk 'BEGIN {FS = ":.*## "} /^[a-z][a-z-]*:.*## / {printf "  %-10s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -34,14 +34,28 @@ $(STAMP): pyproject.toml | $(BIN)/python
 
 venv: $(STAMP) ## Create .venv and install the package with its dev tools
 
+# The tests run a real PgBouncer (Debian's package); installed here when missing, with sudo
+# unless root. The package may also start a system PgBouncer on :6432; the tests use their own.
+pgbouncer: ## Install PgBouncer (apt-get) if it is missing
+	@if ! command -v pgbouncer >/dev/null 2>&1 && [[ ! -x /usr/sbin/pgbouncer ]]; then \
+		sudo=$$([[ $$(id -u) -eq 0 ]] || echo sudo); \
+		echo "installing pgbouncer with $${sudo:-root} apt-get"; \
+		$$sudo apt-get install -y -q pgbouncer \
+			|| { $$sudo apt-get update -q && $$sudo apt-get install -y -q pgbouncer; }; \
+	fi
+
 run: venv ## Serve on :8000 or PORT=N (embedded PostgreSQL unless DATABASE_URL is set) with a demo client
 	$(BIN)/neglect-service dev --port $(PORT) $(RUN_ARGS)
 
-test: lint typecheck ## Lint, type-check, then the whole suite (DATABASE_URL or embedded server)
+test: lint typecheck pgbouncer ## Lint, type-check, then the whole suite (DATABASE_URL or embedded server)
 	$(PYTEST)
 
-pytest: venv ## Only the test suite; pass options with PYTEST_ARGS='-k name'
+pytest: venv pgbouncer ## Only the test suite; pass options with PYTEST_ARGS='-k name'
 	$(PYTEST)
+
+test-pgbouncer: venv pgbouncer ## The referral, assessment, case-event and indicator suites through PgBouncer
+	NEGLECT_TEST_THROUGH_PGBOUNCER=1 $(PYTEST) tests/api/test_referral*.py \
+		tests/api/test_assessments.py tests/api/test_case_events.py tests/api/test_indicators*.py
 
 lint: venv ## ruff check, ruff format --check and the import-linter layer contracts
 	$(BIN)/ruff check .

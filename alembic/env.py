@@ -1,5 +1,8 @@
 """Async Alembic environment. The URL is the owner's (`NEGLECT_OWNER_DATABASE_URL`, else the
-service's `DATABASE_URL`), unless a caller sets one.
+service's `DATABASE_URL`), unless a caller sets one. Behind a transaction-mode pooler the settings
+require the owner's URL, a direct connection to the primary: a migration may hold session locks,
+which a pooler handing each transaction to another server connection would break. TLS follows
+the settings (`NEGLECT_DB_SSLMODE`, `NEGLECT_DB_SSLROOTCERT`).
 
 Besides the tables, autogenerate and `alembic check` compare the database functions with their
 current definitions, the `.sql` files beside the service's modules (alembic_utils): a changed
@@ -14,14 +17,12 @@ from logging.config import fileConfig
 
 from alembic_utils.pg_function import PGFunction
 from alembic_utils.replaceable_entity import register_entities
-from sqlalchemy import pool
 from sqlalchemy.engine import Connection
-from sqlalchemy.ext.asyncio import create_async_engine
 
 from alembic import context
 from service import models
-from service.db import async_url, owner_database_url
-from service.settings import InvalidSettings, get_settings
+from service.db import async_url, create_migration_engine, owner_database_url
+from service.settings import InvalidSettings, Settings, get_settings
 from service.sql_functions import SqlFunction, registered_functions
 
 config = context.config
@@ -37,14 +38,18 @@ register_entities(registered_functions(), entity_types=[PGFunction, SqlFunction]
 
 def _url() -> str:
     configured = config.attributes.get("database_url") or config.get_main_option("sqlalchemy.url")
+    # Rendered with its password: `str(url)` would mask it as "***".
     if configured:
-        return str(async_url(configured))
+        return async_url(configured).render_as_string(hide_password=False)
+    return async_url(owner_database_url(_settings())).render_as_string(hide_password=False)
+
+
+def _settings() -> Settings:
     try:
-        settings = get_settings()
+        return get_settings()
     except InvalidSettings as exc:
         # `alembic upgrade head` as a release step: one line naming the variable.
         raise SystemExit(f"neglect-service: {exc}") from None
-    return str(async_url(owner_database_url(settings)))
 
 
 def _configure(connection: Connection | None = None, url: str | None = None) -> None:
@@ -71,7 +76,7 @@ def _run_sync(connection: Connection) -> None:
 
 
 async def run_migrations_online() -> None:
-    engine = create_async_engine(_url(), poolclass=pool.NullPool)
+    engine = create_migration_engine(_settings(), _url())
     async with engine.connect() as connection:
         await connection.run_sync(_run_sync)
     await engine.dispose()

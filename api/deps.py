@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import base64
 import binascii
+import math
 from collections.abc import AsyncIterator
 from typing import Annotated, Final
 
-from fastapi import Depends, Header, Query, Request, Security
+from fastapi import Depends, Header, Query, Request, Response, Security
 from fastapi.openapi.models import OAuthFlowClientCredentials, OAuthFlows
 from fastapi.security import OAuth2, SecurityScopes
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -24,6 +25,7 @@ from service.logs import request_id_var
 from service.models import ApiClient
 from service.pagination import DEFAULT_LIMIT, MAX_CURSOR_LENGTH, MAX_LIMIT, PageRequest
 from service.rate_limits import RateLimits
+from service.replica import LAG_KEY, ReadSessions
 
 
 async def get_session(request: Request) -> AsyncIterator[AsyncSession]:
@@ -39,6 +41,35 @@ async def get_session(request: Request) -> AsyncIterator[AsyncSession]:
 
 
 SessionDep = Annotated[AsyncSession, Depends(get_session, scope="function")]
+
+DATA_LAG_HEADER: Final = "X-Data-Lag-Seconds"
+DATA_LAG_DOC: Final = {
+    DATA_LAG_HEADER: {
+        "description": "At most how many seconds behind the primary database this answer's "
+        "data is: 0.0 from the primary; from a read replica, its lag when last measured (every "
+        "second) plus the time since",
+        "schema": {"type": "string", "example": "0.4"},
+    }
+}
+
+
+def data_lag(session: AsyncSession) -> str:
+    """The `X-Data-Lag-Seconds` value for what `session` read, rounded up to a tenth: it is a
+    bound, so 0.04 s behind is "0.1", never "0.0" (which only the primary says)."""
+    return f"{math.ceil(float(session.info.get(LAG_KEY, 0.0)) * 10) / 10:.1f}"
+
+
+async def get_read_session(request: Request, response: Response) -> AsyncIterator[AsyncSession]:
+    """A READ ONLY session, on the read replica when one is configured and close enough behind
+    (`service.replica`). Sets `X-Data-Lag-Seconds` on the answer (a route that returns its own
+    Response copies it)."""
+    reads: ReadSessions = request.app.state.reads
+    async with reads.session() as session:
+        response.headers[DATA_LAG_HEADER] = data_lag(session)
+        yield session
+
+
+ReadSessionDep = Annotated[AsyncSession, Depends(get_read_session, scope="function")]
 
 oauth2_scheme = OAuth2(
     flows=OAuthFlows(

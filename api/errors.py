@@ -18,6 +18,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from service.audit import record_denied
 from service.auth.caller import Caller
 from service.errors import (
+    DatabaseBusy,
     DatabaseUnavailable,
     DomainError,
     InsufficientScope,
@@ -107,8 +108,23 @@ def odata_error_response(
     return response
 
 
+def _busy_reason(exc: BaseException) -> str | None:
+    """Why a reachable database did not serve in time, or None: the engine's pool had no free
+    connection within its timeout; the driver pool timed out (a bare TimeoutError, as asyncpg
+    raises it for an acquire and for a statement it cancelled past its command timeout); or the
+    server cancelled a statement for the statement timeout. Checked before the connection
+    failures: TimeoutError is an OSError."""
+    if isinstance(exc, PoolTimeoutError):
+        return "every database connection is in use; retry shortly"
+    orig = exc.orig if isinstance(exc, DBAPIError) else exc
+    cause = getattr(orig, "__cause__", None) or orig
+    if isinstance(cause, asyncpg.QueryCanceledError) or isinstance(exc, TimeoutError):
+        return "the database did not answer in time; retry shortly"
+    return None
+
+
 def _is_connection_failure(exc: BaseException) -> bool:
-    if isinstance(exc, OSError | PoolTimeoutError | asyncpg.CannotConnectNowError):
+    if isinstance(exc, OSError | asyncpg.CannotConnectNowError):
         return True
     if isinstance(exc, asyncpg.PostgresConnectionError | asyncpg.InterfaceError):
         return True
@@ -241,6 +257,10 @@ async def _unexpected_error(request: Request, exc: Exception) -> JSONResponse:
             "a text value contains a character that cannot be stored (such as NUL)", []
         )
         return await _domain_error(request, unstorable)
+    busy = _busy_reason(exc)
+    if busy is not None:
+        logger.warning("database busy", extra={"error": type(exc).__name__})
+        return await _domain_error(request, DatabaseBusy(busy))
     if _is_connection_failure(exc):
         logger.warning("database unavailable", extra={"error": type(exc).__name__})
         unavailable = DatabaseUnavailable("the database cannot be reached; retry shortly")

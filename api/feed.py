@@ -11,6 +11,10 @@ HTTP Basic), or a user's delegated Entra ID token from Power BI's "Organizationa
 `authenticate_reader`. Like `GET /v1/indicators/{id}`, a series read with
 `indicators:read:unsuppressed` is recorded as an `export` audit event; feed keys and users'
 delegated tokens never read unsuppressed figures.
+
+Replica: a pull's first page computes its figures on the read replica when one is configured and
+close enough behind (`service.replica`), like the JSON series; the snapshot it stores, and every
+later page read from it, are on the primary, where the snapshot was just written.
 """
 
 from __future__ import annotations
@@ -220,7 +224,7 @@ async def _snapshot_for(
     if query.skiptoken:
         raise QueryOptionInvalid("$skiptoken belongs to another entity set")
     rows = await compute_points_consistently(
-        request.app.state.session_factory, query, unsuppressed=unsuppressed
+        request.app.state.reads, query, unsuppressed=unsuppressed
     )
     snapshot_id = await store_snapshot(
         session,

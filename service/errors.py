@@ -153,6 +153,16 @@ class DatabaseUnavailable(DomainError):
     title = "The database is unavailable; retry shortly"
 
 
+class DatabaseBusy(DomainError):
+    """The database is reachable but could not serve the request in time: every connection of
+    the pool was taken for longer than the pool timeout, or a statement ran past the statement
+    timeout and was cancelled."""
+
+    status = 503
+    problem = "database-busy"
+    title = "The database is busy; retry shortly"
+
+
 class OAuthError(DomainError):
     """A token endpoint error (RFC 6749 section 5.2); the body also carries `error`."""
 

@@ -50,7 +50,6 @@ from schemas.feed import INDICATOR_POINTS, EntityProperty, EntitySet
 from schemas.indicators import PERIODS, Breakdown, Period
 from schemas.open_data import time_identifier, time_period
 from service.auth.caller import Caller
-from service.db import SessionFactory
 from service.errors import (
     QueryOptionInvalid,
     QueryOptionNotImplemented,
@@ -60,6 +59,7 @@ from service.errors import (
 from service.indicators.catalogue import load_catalogue
 from service.indicators.compute import compute_series
 from service.models import FeedSnapshot, FeedSnapshotPoint
+from service.replica import ReadSessions
 
 SUPPORTED_OPTIONS: Final = frozenset(
     {"$select", "$filter", "$orderby", "$top", "$skip", "$count", "$skiptoken", "$format"}
@@ -562,16 +562,14 @@ async def compute_points(
 
 
 async def compute_points_consistently(
-    factory: SessionFactory, query: FeedQuery, *, unsuppressed: bool
+    reads: ReadSessions, query: FeedQuery, *, unsuppressed: bool
 ) -> list[dict[str, Any]]:
-    """`compute_points` in a REPEATABLE READ transaction of its own, so that every series of the
-    snapshot counts the same committed data, whatever is written while they run."""
-    async with factory() as session:
-        await session.connection(execution_options={"isolation_level": "REPEATABLE READ"})
-        try:
-            return await compute_points(session, query, unsuppressed=unsuppressed)
-        finally:
-            await session.rollback()
+    """`compute_points` in a READ ONLY, REPEATABLE READ transaction of its own, so that every
+    series of the snapshot counts the same committed data, whatever is written while they run:
+    on the read replica when one serves (`service.replica`); the snapshot itself is stored, and
+    its pages read, on the primary."""
+    async with reads.session(isolation_level="REPEATABLE READ") as session:
+        return await compute_points(session, query, unsuppressed=unsuppressed)
 
 
 _POINT_COLUMNS: Final = tuple(prop.column for prop in INDICATOR_POINTS.properties)

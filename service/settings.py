@@ -49,6 +49,7 @@ def decode_key_encryption_key(encoded: str) -> bytes:
 
 
 Environment = Literal["development", "production"]
+SslMode = Literal["disable", "allow", "prefer", "require", "verify-ca", "verify-full"]
 
 IssuerPreset = Literal["entra-id-v1", "entra-id-v2", "keycloak"]
 ClientClaim = Literal["client_id", "azp", "appid", "sub"]
@@ -150,7 +151,9 @@ class Settings(BaseSettings):
     owner_database_url: str | None = Field(
         default=None,
         description="URL of the role that owns the tables: `migrate`, `db roles`, `demo-data` "
-        "and `audit verify` use it. Unset means `DATABASE_URL` (one role for everything).",
+        "and `audit verify` use it. Unset means `DATABASE_URL` (one role for everything). "
+        "Required in `transaction` pool mode, and then a direct connection to the primary, not "
+        "through the pooler (migrations hold session locks).",
     )
     runtime_role: str | None = Field(
         default=None,
@@ -176,6 +179,31 @@ class Settings(BaseSettings):
     )
     key_encryption_key_file: Path | None = Field(
         default=None, description="A file holding the key-encryption key (a secret mount)."
+    )
+    read_database_url: str | None = Field(
+        default=None,
+        description="A read-only replica for the indicator series, the figures of an OData "
+        "feed pull, and the audit-event and toolkit lists; unset means the primary.",
+    )
+    read_max_lag_s: float = Field(
+        default=30.0,
+        gt=0,
+        description="A replica further behind than this is passed over for the primary.",
+    )
+    db_pool_mode: Literal["session", "transaction"] = Field(
+        default="session",
+        description="`transaction` behind a transaction-mode pooler (PgBouncer): no startup "
+        "parameters, no prepared statement kept across transactions.",
+    )
+    db_sslmode: SslMode | None = Field(
+        default=None,
+        description="TLS to PostgreSQL, as libpq's `sslmode`; unset means the URL's "
+        "`sslmode`, else asyncpg's default (`prefer`).",
+    )
+    db_sslrootcert: Path | None = Field(
+        default=None,
+        description="CA certificate(s) the server's certificate must chain to; unset means "
+        "the URL's `sslrootcert`, else the system's trust store.",
     )
     db_pool_size: int = Field(default=10, ge=1, le=200)
     db_max_overflow: int = Field(default=10, ge=0, le=200)
@@ -271,7 +299,7 @@ class Settings(BaseSettings):
         description="Serve /docs, /redoc and /openapi.json; turn off in production if wanted",
     )
 
-    @field_validator("database_url", "owner_database_url")
+    @field_validator("database_url", "owner_database_url", "read_database_url")
     @classmethod
     def _postgres_url(cls, value: str | None) -> str | None:
         # A plain string: unix-socket URLs (`postgresql://u@/db?host=/dir`) have no host part,
@@ -284,6 +312,35 @@ class Settings(BaseSettings):
             raise ValueError("not a database URL") from exc
         if not url.drivername.startswith("postgresql"):
             raise ValueError("must be a PostgreSQL URL")
+        return value
+
+    @model_validator(mode="after")
+    def _owner_direct_behind_a_pooler(self) -> Self:
+        # Migrations and admin commands hold session-level locks and may run statements that
+        # cannot be in a transaction: a transaction-mode pooler would hand each transaction to
+        # another server connection. The owner's URL is their direct way to the primary.
+        if self.db_pool_mode != "transaction":
+            return self
+        if self.owner_database_url is None:
+            raise ValueError(
+                "NEGLECT_OWNER_DATABASE_URL: required when NEGLECT_DB_POOL_MODE is transaction "
+                "(a direct connection to the primary, not through the pooler)"
+            )
+        if self.database_url is not None and _server(self.owner_database_url) == _server(
+            self.database_url
+        ):
+            raise ValueError(
+                "NEGLECT_OWNER_DATABASE_URL: must be a direct connection to the primary when "
+                "NEGLECT_DB_POOL_MODE is transaction, not the pooler DATABASE_URL reaches "
+                "(same host and port)"
+            )
+        return self
+
+    @field_validator("db_sslrootcert")
+    @classmethod
+    def _readable_file(cls, value: Path | None) -> Path | None:
+        if value is not None and not value.is_file():
+            raise ValueError("no such file")
         return value
 
     @field_validator("key_encryption_key")
@@ -360,6 +417,13 @@ class Settings(BaseSettings):
                 raise ValueError(f"the issuer {name} is configured twice (or is our own)")
             seen.add(name)
         return self
+
+
+def _server(raw: str) -> tuple[str | None, int]:
+    """The host (or socket folder) and port a PostgreSQL URL connects to."""
+    url = make_url(raw.replace("postgres://", "postgresql://", 1))
+    host = url.host or url.query.get("host")
+    return (host if isinstance(host, str) else None), url.port or 5432
 
 
 class InvalidSettings(ValueError):

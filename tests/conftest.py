@@ -6,6 +6,11 @@ ASGI; registered API clients.
 Tests commit for real (the service commits per request, and the concurrency tests need separate
 transactions), so each test makes its own children, clients and references, and the tests that
 count across tables (indicators) clear the domain tables first.
+
+With NEGLECT_TEST_THROUGH_PGBOUNCER=1 (`make test-pgbouncer`), the app reaches the database through
+a PgBouncer in transaction mode (`NEGLECT_DB_POOL_MODE=transaction`), still as the runtime role;
+`database_url` stays the direct URL, the owner's (migrations, admin work, the tests' own checks),
+which that mode requires as `NEGLECT_OWNER_DATABASE_URL`.
 """
 
 from __future__ import annotations
@@ -16,6 +21,8 @@ import logging
 import os
 import re
 import secrets
+import shutil
+import tempfile
 import uuid
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
@@ -38,6 +45,7 @@ from service.db import SessionFactory, async_url, create_session_factory, transa
 from service.logs import JsonFormatter
 from service.migrations import migrate_database
 from service.settings import Settings
+from tests.servers import PgBouncer
 
 TEST_ISSUER = "http://test"
 TEST_AUDIENCE = "neglect-service"
@@ -45,6 +53,7 @@ TEST_AUDIENCE = "neglect-service"
 TEST_KEY_ENCRYPTION_KEY = base64.b64encode(os.urandom(32)).decode()
 # Ignored by trust authentication, used by a server that asks for one.
 TEST_RUNTIME_PASSWORD = secrets.token_urlsafe(16)
+THROUGH_PGBOUNCER = os.environ.get("NEGLECT_TEST_THROUGH_PGBOUNCER") == "1"
 
 
 def _server_url() -> str:
@@ -74,7 +83,13 @@ async def _create_runtime_role(url: str) -> None:
     factory, engine = owner_sessions_for(url)
     try:
         async with transaction(factory) as session:
-            await db_roles.ensure_runtime_role(session, runtime_role_of(url), TEST_RUNTIME_PASSWORD)
+            await db_roles.ensure_runtime_role(
+                session,
+                runtime_role_of(url),
+                TEST_RUNTIME_PASSWORD,
+                # What `db roles` gives it, so that a pooler in front keeps the timeout.
+                Settings.model_fields["db_statement_timeout_ms"].default,
+            )
     finally:
         await engine.dispose()
 
@@ -133,8 +148,15 @@ def worker_id(request: pytest.FixtureRequest) -> str:
 
 
 @pytest.fixture(scope="session")
-def settings() -> Settings:
-    # Production, as deployed: the key-encryption key is given, none is made on disk.
+def settings(request: pytest.FixtureRequest) -> Settings:
+    # Production, as deployed: the key-encryption key is given, none is made on disk. Behind
+    # the pooler, the owner's URL (required then) is the direct one.
+    pooled = {}
+    if THROUGH_PGBOUNCER:
+        pooled = {
+            "db_pool_mode": "transaction",
+            "owner_database_url": request.getfixturevalue("database_url"),
+        }
     return Settings(
         issuer=TEST_ISSUER,
         audience=TEST_AUDIENCE,
@@ -142,12 +164,42 @@ def settings() -> Settings:
         env="production",
         key_encryption_key=TEST_KEY_ENCRYPTION_KEY,
         key_encryption_key_file=None,
+        **pooled,
     )
 
 
 @pytest.fixture(scope="session")
-async def app(settings: Settings, runtime_database_url: str) -> AsyncIterator[FastAPI]:
-    application = create_app(settings, runtime_database_url)
+def pgbouncer(database_url: str) -> Iterator[PgBouncer]:
+    """A real PgBouncer in transaction mode in front of the test database's server, letting in
+    the superuser that owns the tables and the database's runtime role."""
+    folder = Path(tempfile.mkdtemp(prefix="ns-pgbouncer-"))
+    bouncer = PgBouncer(
+        folder,
+        database_url,
+        pool_mode="transaction",
+        users={runtime_role_of(database_url): TEST_RUNTIME_PASSWORD},
+    )
+    bouncer.start()
+    try:
+        yield bouncer
+    finally:
+        bouncer.stop()
+        shutil.rmtree(folder, ignore_errors=True)
+
+
+def through_pgbouncer(bouncer: PgBouncer, database_url: str) -> str:
+    """The test database through `bouncer`, as its runtime role (what the app connects as)."""
+    return bouncer.url(str(make_url(database_url).database), runtime_role_of(database_url))
+
+
+@pytest.fixture(scope="session")
+async def app(
+    settings: Settings, database_url: str, runtime_database_url: str, request: pytest.FixtureRequest
+) -> AsyncIterator[FastAPI]:
+    url = runtime_database_url
+    if THROUGH_PGBOUNCER:
+        url = through_pgbouncer(request.getfixturevalue("pgbouncer"), database_url)
+    application = create_app(settings, url)
     async with application.router.lifespan_context(application):
         yield application
 

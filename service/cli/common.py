@@ -32,7 +32,11 @@ def with_session(work: Callable[[AsyncSession], Awaitable[T]], *, owner: bool = 
 
     async def run() -> T:
         settings = get_settings()
-        engine = create_engine(settings, owner_database_url(settings) if owner else None)
+        engine = (
+            create_engine(settings, owner_database_url(settings), direct=True)
+            if owner
+            else create_engine(settings)
+        )
         try:
             async with transaction(create_session_factory(engine)) as session:
                 return await work(session)

@@ -48,7 +48,10 @@ def setup_runtime_role(role: str | None = None) -> RuntimeRole:
         name = role or runtime_role_name(settings)
         return with_session(
             lambda session: ensure_runtime_role(
-                session, name, password.get_secret_value() if password else None
+                session,
+                name,
+                password.get_secret_value() if password else None,
+                settings.db_statement_timeout_ms,
             ),
             owner=True,
         )
@@ -66,6 +69,11 @@ def describe_runtime_role(result: RuntimeRole) -> str:
         f"runtime role {result.name} {'created' if result.created else 'exists'}"
         f"{', password set' if result.password_set else ''}: SELECT, INSERT, UPDATE, DELETE on "
         f"{len(result.domain_tables)} tables of {result.database}.{result.schema}; {narrow}"
+        + (
+            f"; statement_timeout {result.statement_timeout_ms} ms"
+            if result.statement_timeout_ms is not None
+            else ""
+        )
     )
 
 
@@ -83,7 +91,8 @@ def db_roles(
     """Create (unless it exists) the runtime role the service connects as, and grant it only
     what the service needs: nothing that can alter or empty the audit trail. Run it as the owner
     (NEGLECT_OWNER_DATABASE_URL), after every `migrate`; NEGLECT_RUNTIME_ROLE_PASSWORD sets its
-    password."""
+    password, and NEGLECT_DB_STATEMENT_TIMEOUT_MS its statement timeout in this database (which
+    a transaction-mode pooler cannot carry as a connection parameter)."""
     result = setup_runtime_role(role)
     if as_json:
         typer.echo(
@@ -96,6 +105,7 @@ def db_roles(
                     "schema": result.schema,
                     "owner": result.owner,
                     "domain_tables": result.domain_tables,
+                    "statement_timeout_ms": result.statement_timeout_ms,
                     "narrow_grants": {table: list(p) for table, p in NARROW_GRANTS.items()},
                 }
             )

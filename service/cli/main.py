@@ -46,7 +46,8 @@ def _migrate(url: str) -> None:
 @app.command()
 def migrate() -> None:
     """Apply every database migration (`alembic upgrade head`) as the owner of the tables
-    (NEGLECT_OWNER_DATABASE_URL, else DATABASE_URL); then run `db roles`."""
+    (NEGLECT_OWNER_DATABASE_URL, else DATABASE_URL; behind a transaction-mode pooler the
+    owner's URL is required and goes to the primary directly); then run `db roles`."""
     _migrate(resolved_owner_url())
     console.print("[green]database migrated to head[/green]")
 

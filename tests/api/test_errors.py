@@ -5,8 +5,11 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 
 import httpx
+from sqlalchemy import text
 
-from tests.conftest import ClientMaker
+from api.main import create_app
+from service.settings import Settings
+from tests.conftest import ClientMaker, assert_errors_are_problems
 
 
 async def test_an_unknown_route_is_a_problem_404(client: httpx.AsyncClient) -> None:
@@ -169,3 +172,29 @@ async def test_an_issuer_with_control_characters_is_422(
     )
     assert response.status_code == 422
     assert response.json()["errors"][0]["field"] == "body.issuer"
+
+
+async def test_no_free_engine_connection_within_the_pool_timeout_is_503_busy_not_unreachable(
+    settings: Settings, runtime_database_url: str
+) -> None:
+    tight = settings.model_copy(
+        update={"db_pool_size": 1, "db_max_overflow": 0, "db_pool_timeout_s": 0.2}
+    )
+    application = create_app(tight, runtime_database_url)
+    async with application.router.lifespan_context(application):
+        reader = await ClientMaker(application)(["referrals:read"])
+        transport = httpx.ASGITransport(app=application, raise_app_exceptions=False)
+        async with (
+            httpx.AsyncClient(
+                transport=transport,
+                base_url="http://test",
+                event_hooks={"response": [assert_errors_are_problems]},
+            ) as http,
+            application.state.engine.connect() as held,  # the pool's only connection
+        ):
+            await held.execute(text("SELECT 1"))
+            response = await http.get("/v1/referrals", headers=reader.headers)
+    assert response.status_code == 503
+    assert response.headers["Retry-After"]
+    assert response.json()["type"].endswith("/database-busy")
+    assert response.json()["detail"] == "every database connection is in use; retry shortly"

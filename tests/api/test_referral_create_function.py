@@ -168,7 +168,7 @@ async def test_no_free_driver_connection_within_the_pool_timeout_is_503_and_stor
             response = await post_referral(client, school)
         assert response.status_code == 503
         assert response.headers["Retry-After"]
-        assert response.json()["type"] == PROBLEMS + "database-unavailable"
+        assert response.json()["type"] == PROBLEMS + "database-busy"
         assert await count_referrals(session_factory) == before
 
 
