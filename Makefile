@@ -6,7 +6,12 @@ SHELL := bash
 PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
-# pip installs again only when pyproject.toml is newer than this file.
+# Every dependency pinned with its hashes, for Python 3.11 on Linux x86_64: the service's own
+# (what the image installs) and, as a superset, its dev tools (what `make venv` installs).
+# `make lock` writes both from pyproject.toml.
+LOCK := requirements.lock
+DEV_LOCK := requirements-dev.lock
+# pip installs again only when the lock or pyproject.toml is newer than this file.
 STAMP := $(VENV)/.installed
 # One process by default: on the two-core machine we measured, two xdist workers (one database
 # each) were slower, not faster. `make test PYTEST_WORKERS=2` (or `auto`) where cores are idle.
@@ -20,7 +25,7 @@ PYTEST := $(BIN)/python -m pytest -n $(PYTEST_WORKERS) $(PYTEST_ARGS)
 MYPY_PATHS := $(wildcard service api schemas tests alembic bench)
 PGDATA := $(or $(NEGLECT_EMBEDDED_PGDATA),.pgdata)
 
-.PHONY: help venv pgbouncer run test pytest test-pgbouncer lint typecheck openapi bench bench-indicators bench-feed bench-token-timing clean
+.PHONY: help venv lock pgbouncer run test pytest test-pgbouncer lint typecheck openapi bench bench-indicators bench-feed bench-token-timing bench-docs-offline clean
 
 help: ## List the targets
 	@awk 'BEGIN {FS = ":.*## "} /^[a-z][a-z-]*:.*## / {printf "  %-10s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -28,11 +33,35 @@ help: ## List the targets
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
 
-$(STAMP): pyproject.toml | $(BIN)/python
-	$(BIN)/python -m pip install --quiet -e '.[dev]'
+# Exactly the locked versions, each checked against its hash, and nothing resolved here: first
+# the locked build backend (setuptools), then everything, so that a package published only as
+# source (sly) is built with that backend, not one fetched unpinned for an isolated build; then
+# the project itself, editable. pip names each package as it fetches it.
+$(STAMP): $(DEV_LOCK) pyproject.toml | $(BIN)/python
+	@echo "venv: installing the $$(grep -c '^[a-zA-Z0-9]' $(DEV_LOCK)) packages pinned in $(DEV_LOCK) (a few minutes the first time)"
+	awk '/^setuptools==/{p=1} p{print} p&&!/\\$$/{exit}' $(DEV_LOCK) > $(VENV)/build-backend.lock
+	$(BIN)/python -m pip install --require-hashes --no-deps --only-binary :all: -r $(VENV)/build-backend.lock
+	$(BIN)/python -m pip install --require-hashes --no-deps --no-build-isolation --progress-bar on -r $(DEV_LOCK)
+	@echo "venv: installing neglect-service itself (editable)"
+	$(BIN)/python -m pip install --quiet --no-deps --no-build-isolation -e .
 	@touch $@
+	@echo "venv: ready"
 
-venv: $(STAMP) ## Create .venv and install the package with its dev tools
+venv: $(STAMP) ## Create .venv with exactly the versions in requirements-dev.lock
+
+# The lock covers the target platform whatever machine runs this: CPython 3.11, Linux x86_64.
+# setuptools (the build backend) is pinned too, so the project builds offline from the lock.
+# Pins already in the files are kept unless they no longer fit; `make lock LOCK_ARGS=--upgrade`
+# moves everything to the newest versions allowed.
+LOCK_ARGS ?=
+UV_COMPILE = $(BIN)/uv pip compile --quiet --generate-hashes --python-version 3.11 \
+	--python-platform x86_64-unknown-linux-gnu --custom-compile-command 'make lock' $(LOCK_ARGS)
+
+lock: venv ## Re-pin every dependency (after editing pyproject.toml); commit both lock files
+	@test -x $(BIN)/uv || $(BIN)/python -m pip install --quiet 'uv>=0.9'
+	echo 'setuptools>=69' | $(UV_COMPILE) pyproject.toml - -o $(LOCK)
+	echo 'setuptools>=69' | $(UV_COMPILE) pyproject.toml - --extra dev -c $(LOCK) -o $(DEV_LOCK)
+	@echo "lock: $$(grep -c '^[a-zA-Z0-9]' $(LOCK)) service and $$(grep -c '^[a-zA-Z0-9]' $(DEV_LOCK)) development packages pinned; 'make venv' installs them"
 
 # The tests run a real PgBouncer (Debian's package); installed here when missing, with sudo
 # unless root. The package may also start a system PgBouncer on :6432; the tests use their own.
@@ -80,7 +109,13 @@ bench-feed: venv ## The OData feed's full pull against the JSON API, 36 months a
 bench-token-timing: venv ## Unknown, disabled and wrong-secret clients at /oauth/token: same time?
 	$(BIN)/python -m bench.token_timing
 
+bench-docs-offline: venv ## /docs and /redoc in headless Chromium, no network beyond loopback
+	bash bench/docs_offline.sh
+
+# `db stop` stops the server whatever ended the processes that used it, and exits non-zero if it
+# is still running: then nothing is deleted.
 clean: ## Stop the embedded PostgreSQL and delete its data folder
 	@if [[ -f "$(PGDATA)/postmaster.pid" ]]; then \
-		$(MAKE) -s --no-print-directory venv && $(BIN)/neglect-service db stop; fi
+		if [[ ! -x $(BIN)/neglect-service ]]; then $(MAKE) -s --no-print-directory venv; fi; \
+		NEGLECT_EMBEDDED_PGDATA="$(PGDATA)" $(BIN)/neglect-service db stop; fi
 	rm -rf -- "$(PGDATA)"

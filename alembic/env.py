@@ -17,11 +17,13 @@ from logging.config import fileConfig
 
 from alembic_utils.pg_function import PGFunction
 from alembic_utils.replaceable_entity import register_entities
+from sqlalchemy import text
 from sqlalchemy.engine import Connection
 
 from alembic import context
 from service import models
 from service.db import async_url, create_migration_engine, owner_database_url
+from service.migrations import MIGRATION_LOCK_KEY
 from service.settings import InvalidSettings, Settings, get_settings
 from service.sql_functions import SqlFunction, registered_functions
 
@@ -63,15 +65,24 @@ def _configure(connection: Connection | None = None, url: str | None = None) -> 
     )
 
 
+# Transaction-scoped: held until the migrations' one transaction commits or rolls back (no
+# revision leaves it with an autocommit block), released even if the process dies, and it works
+# through a transaction-mode pooler, which a session lock would outlive. The versions table is read
+# after it is granted, so a run that waited sees what the run before it did.
+_TAKE_MIGRATION_LOCK = f"SELECT pg_advisory_xact_lock({MIGRATION_LOCK_KEY})"
+
+
 def run_migrations_offline() -> None:
     _configure(url=_url())
     with context.begin_transaction():
+        context.execute(_TAKE_MIGRATION_LOCK)
         context.run_migrations()
 
 
 def _run_sync(connection: Connection) -> None:
     _configure(connection)
     with context.begin_transaction():
+        connection.execute(text(_TAKE_MIGRATION_LOCK))
         context.run_migrations()
 
 

@@ -56,6 +56,7 @@ async def post_assessment(
         body,
         lambda: create_assessment(session, caller, body),
         RESOURCE_TYPE,
+        location=lambda created: f"/v1/assessments/{created['id']}",
     )
 
 

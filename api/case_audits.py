@@ -51,6 +51,7 @@ async def post_case_audit(
         body,
         lambda: create_case_audit(session, caller, body),
         RESOURCE_TYPE,
+        location=lambda created: f"/v1/case-audits/{created['id']}",
     )
 
 

@@ -4,11 +4,11 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, Path
+from fastapi import APIRouter, Path, Response
 
 from schemas.clients import ClientCreate, ClientCreated, ClientPublic, ClientSecretRotated
 from service.auth import clients as registry
-from service.errors import Unprocessable
+from service.errors import NotFound, Unprocessable
 
 from .deps import AdminDep, SessionDep
 from .responses import problems
@@ -17,7 +17,9 @@ router = APIRouter(prefix="/v1", tags=["administration"])
 
 
 @router.post("/clients", status_code=201, responses=problems(401, 403, 409, 422))
-async def create_client(body: ClientCreate, session: SessionDep, caller: AdminDep) -> ClientCreated:
+async def create_client(
+    body: ClientCreate, session: SessionDep, caller: AdminDep, response: Response
+) -> ClientCreated:
     """Register a machine client; its secret is shown once, in this response only."""
     if body.client_id and not body.issuer:
         raise Unprocessable("client_id can only be chosen for an external issuer's client")
@@ -31,6 +33,7 @@ async def create_client(body: ClientCreate, session: SessionDep, caller: AdminDe
         client_id=body.client_id,
     )
     public = ClientPublic.model_validate(created.client)
+    response.headers["Location"] = f"/v1/clients/{public.client_id}"
     return ClientCreated(**public.model_dump(), client_secret=created.secret)
 
 
@@ -41,6 +44,17 @@ async def list_clients(session: SessionDep, caller: AdminDep) -> list[ClientPubl
 
 
 ClientIdPath = Annotated[str, Path(max_length=64)]
+
+
+@router.get("/clients/{client_id}", responses=problems(401, 403, 404))
+async def get_client(
+    client_id: ClientIdPath, session: SessionDep, caller: AdminDep
+) -> ClientPublic:
+    """One registered client (never its secret)."""
+    client = await registry.get_client(session, client_id)
+    if client is None:
+        raise NotFound("no client with this id")
+    return ClientPublic.model_validate(client)
 
 
 @router.post("/clients/{client_id}/disable", responses=problems(401, 403, 404, 409))

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
+from typing import Any
 
 from fastapi.responses import JSONResponse, Response
 from pydantic import BaseModel
@@ -21,23 +22,29 @@ async def create_idempotently(
     body: BaseModel,
     create: Callable[[], Awaitable[BaseModel]],
     resource_type: str,
+    location: Callable[[Mapping[str, Any]], str],
     status_code: int = 201,
 ) -> Response:
     """Run `create` once per (client, key); a retry with the same body gets the first answer.
 
     The stored answer is written in the same transaction as the record it describes, so either
-    both exist or neither does. A replay is audited as a read of the record it returns.
+    both exist or neither does. A replay is audited as a read of the record it returns. A 201,
+    first or replayed, carries `Location`: `location` of the created record as answered.
     """
     valid_key = check_key(key)
     fingerprint = body_fingerprint(operation, body.model_dump(mode="json"))
     stored = await claim_key(session, caller.client_id, valid_key, operation, fingerprint)
     if stored is not None:
         await record_replay(session, caller, resource_type, stored.body)
-        return JSONResponse(
-            stored.body, status_code=stored.status, headers={"Idempotent-Replayed": "true"}
-        )
+        headers = {"Idempotent-Replayed": "true"}
+        if stored.status == 201:
+            headers["Location"] = location(stored.body)
+        return JSONResponse(stored.body, status_code=stored.status, headers=headers)
     created = await create()
     # Serialised once, by pydantic: the same bytes are stored for replays and sent now.
     payload = created.model_dump_json()
     await store_response(session, caller.client_id, valid_key, status_code, payload)
-    return Response(payload, status_code=status_code, media_type="application/json")
+    headers = {"Location": location(created.model_dump(mode="json"))} if status_code == 201 else {}
+    return Response(
+        payload, status_code=status_code, media_type="application/json", headers=headers
+    )

@@ -44,6 +44,7 @@ from . import (
     toolkits,
 )
 from .deps import enforce_api_quota
+from .docs import install_docs
 from .errors import install_error_handlers
 from .middleware import RequestContextMiddleware
 from .openapi import install_openapi
@@ -141,9 +142,10 @@ def create_app(settings: Settings | None = None, database_url: str | None = None
         version="0.1.0",
         description=API_DESCRIPTION,
         lifespan=lifespan,
-        # Off, these answer 404 like any unknown path; `make openapi` does not need them.
-        docs_url="/docs" if settings.docs_enabled else None,
-        redoc_url="/redoc" if settings.docs_enabled else None,
+        # Off, these answer 404 like any unknown path; `make openapi` does not need them. The
+        # pages themselves are ours (api/docs.py): FastAPI's would load their scripts from a CDN.
+        docs_url=None,
+        redoc_url=None,
         openapi_url="/openapi.json" if settings.docs_enabled else None,
     )
     app.state.settings = settings
@@ -169,4 +171,6 @@ def create_app(settings: Settings | None = None, database_url: str | None = None
         )
     app.include_router(feed.router)
     install_openapi(app)
+    if app.openapi_url is not None:
+        install_docs(app, app.openapi_url)
     return app

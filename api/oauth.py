@@ -14,6 +14,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
 from fastapi.routing import APIRoute
 
+from schemas.examples import TOKEN_REQUEST_EXAMPLE
 from service.auth.clients import client_secret_matches, get_client
 from service.auth.keys import ALGORITHM, KeyRing, issue_access_token
 from service.auth.scopes import SCOPES, parse_scopes
@@ -91,7 +92,16 @@ async def _refuse_when_limited(limits: RateLimits, client_id: str | None, addres
         )
 
 
-@router.post("/oauth/token", responses=_OAUTH_ERRORS)
+@router.post(
+    "/oauth/token",
+    responses=_OAUTH_ERRORS,
+    # Form fields have no model to carry it; with HTTP Basic credentials this succeeds.
+    openapi_extra={
+        "requestBody": {
+            "content": {"application/x-www-form-urlencoded": {"example": TOKEN_REQUEST_EXAMPLE}}
+        }
+    },
+)
 async def issue_token(
     request: Request,
     session: SessionDep,

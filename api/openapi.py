@@ -23,6 +23,10 @@ _DESCRIPTIONS = {
     "429": "The client's API quota is used up; retry after `Retry-After` seconds",
     "503": "The database is unavailable; retry after `Retry-After` seconds",
 }
+_LOCATION_HEADER = {
+    "description": "The created resource, as a path on this service",
+    "schema": {"type": "string", "format": "uri-reference"},
+}
 _PUBLIC_WITHOUT_DATABASE = {"/health/live", "/.well-known/oauth-authorization-server"}
 # RFC 6749 5.2: the token endpoint answers a malformed request 400 `invalid_request`.
 _NO_VALIDATION_PROBLEM = {"/oauth/token"}
@@ -33,6 +37,26 @@ def _problem_response(description: str) -> dict[str, Any]:
         "description": description,
         "content": {"application/problem+json": {"schema": _PROBLEM_REF}},
     }
+
+
+def _example_of(schema: dict[str, Any], schemas: dict[str, Any]) -> Any:
+    """The first of a request body schema's `examples`, following a component reference."""
+    ref = schema.get("$ref", "")
+    if ref.startswith("#/components/schemas/"):
+        schema = schemas.get(ref.rsplit("/", 1)[-1], {})
+    examples = schema.get("examples") or [None]
+    return examples[0]
+
+
+def _lift_examples(operation: dict[str, Any], schemas: dict[str, Any]) -> None:
+    # Swagger UI fills "Try it out" from the media type's example, ReDoc shows it as the
+    # request sample; the schemas keep theirs for other tools.
+    content = operation.get("requestBody", {}).get("content", {})
+    for media in content.values():
+        if "example" not in media:
+            example = _example_of(media.get("schema", {}), schemas)
+            if example is not None:
+                media["example"] = example
 
 
 def _complete(path: str, operation: dict[str, Any]) -> None:
@@ -59,6 +83,8 @@ def _complete(path: str, operation: dict[str, Any]) -> None:
         wanted.append("503")
     for status in wanted:
         responses.setdefault(status, _problem_response(_DESCRIPTIONS[status]))
+    if "201" in responses:
+        responses["201"].setdefault("headers", {})["Location"] = _LOCATION_HEADER
     for status, response in responses.items():
         if status.isdigit() and int(status) >= 400:
             described = response.get("description") or _DESCRIPTIONS.get(status, "Error")
@@ -82,6 +108,7 @@ def build_document(app: FastAPI) -> dict[str, Any]:
         for method, operation in item.items():
             if method in {"get", "post", "put", "patch", "delete", "options", "head"}:
                 _complete(path, operation)
+                _lift_examples(operation, schemas)
     # FastAPI's own validation-error models are never served.
     schemas.pop("HTTPValidationError", None)
     schemas.pop("ValidationError", None)

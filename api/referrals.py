@@ -5,6 +5,7 @@ from __future__ import annotations
 import uuid
 from typing import Annotated
 
+import orjson
 from fastapi import APIRouter, Query, Request, Security
 from fastapi.responses import Response
 
@@ -70,13 +71,20 @@ async def create_referral(
     if isinstance(created, referrals.Replay):
         async with transaction(app_state.session_factory) as session:
             status, content = await referrals.replay_created(session, created)
-        return Response(
-            content,
-            status_code=status,
-            media_type="application/json",
-            headers={"Idempotent-Replayed": "true"},
-        )
-    return Response(created.model_dump_json(), status_code=201, media_type="application/json")
+        headers = {"Idempotent-Replayed": "true"}
+        if status == 201:
+            headers["Location"] = referral_location(orjson.loads(content)["id"])
+        return Response(content, status_code=status, media_type="application/json", headers=headers)
+    return Response(
+        created.model_dump_json(),
+        status_code=201,
+        media_type="application/json",
+        headers={"Location": referral_location(created.id)},
+    )
+
+
+def referral_location(referral_id: uuid.UUID | str) -> str:
+    return f"/v1/referrals/{referral_id}"
 
 
 @router.get("/referrals", responses=problems(401, 403, 422, 503))

@@ -9,6 +9,7 @@ from fastapi import APIRouter, Body, Path, Query, Response, Security
 
 from schemas.assessments import ScorePublic, ScoreRequest
 from schemas.common import Page
+from schemas.examples import TOOLKIT_DEFINITION_EXAMPLE
 from schemas.toolkits import ToolkitVersionPublic, ToolkitVersionSummary
 from service.assessments import score_without_storing
 from service.audit import record_access
@@ -62,7 +63,10 @@ async def get_toolkit_schema(caller: ToolkitReader) -> dict[str, Any]:
 async def publish_toolkit(
     document: Annotated[
         dict[str, Any],
-        Body(description="A toolkit definition, valid against GET /v1/toolkits/schema"),
+        Body(
+            description="A toolkit definition, valid against GET /v1/toolkits/schema",
+            examples=[TOOLKIT_DEFINITION_EXAMPLE],
+        ),
     ],
     session: SessionDep,
     caller: AdminDep,
@@ -71,13 +75,15 @@ async def publish_toolkit(
     """Publish a toolkit version. Once published it is immutable: the same content again is a
     no-op (200), other content under the same id and version is 409."""
     published = await publish_toolkit_version(session, document, published_by=caller.client_id)
+    public = ToolkitVersionPublic.model_validate(published.version)
     if published.created:
         await record_access(
             session, caller, "create", "toolkit_version", published.version.id, child_id=None
         )
+        response.headers["Location"] = f"/v1/toolkits/{public.toolkit_id}/versions/{public.version}"
     else:
         response.status_code = 200
-    return ToolkitVersionPublic.model_validate(published.version)
+    return public
 
 
 @router.get("/toolkits", responses={**problems(401, 403, 422, 503), 200: {"headers": DATA_LAG_DOC}})

@@ -12,10 +12,11 @@ from datetime import date, datetime
 from typing import Annotated, Literal
 from uuid import UUID
 
-from pydantic import Field, Strict, StringConstraints, model_validator
+from pydantic import ConfigDict, Field, Strict, StringConstraints, model_validator
 
 from .children import ChildRef
 from .common import NUL_FREE, LongText, PastDate, PublicModel, ShortText, StrictModel
+from .examples import ASSESSMENT_CREATE_EXAMPLE, SCORE_REQUEST_EXAMPLE
 from .toolkits import ToolkitId, ToolkitVersionText
 from .vocabulary import NeglectFormName
 
@@ -140,6 +141,8 @@ class _ScoredInputs(StrictModel):
 class AssessmentCreate(_ScoredInputs):
     """A completed toolkit assessment of one child."""
 
+    model_config = ConfigDict(json_schema_extra={"examples": [ASSESSMENT_CREATE_EXAMPLE]})
+
     child: ChildRef
     toolkit_id: ToolkitId
     toolkit_version: ToolkitVersionText
@@ -167,6 +170,8 @@ class AssessmentCreate(_ScoredInputs):
 
 class ScoreRequest(_ScoredInputs):
     """Responses to score without storing anything (a dry run)."""
+
+    model_config = ConfigDict(json_schema_extra={"examples": [SCORE_REQUEST_EXAMPLE]})
 
     child_date_of_birth: date | None = Field(
         default=None,

@@ -28,6 +28,7 @@ from pydantic import (
 
 from .children import ChildRef
 from .common import IsoDate, LongText, PublicModel, StrictModel, not_in_future
+from .examples import CASE_AUDIT_CREATE_EXAMPLE
 from .vocabulary import AgencyType, UniqueList
 
 
@@ -114,6 +115,8 @@ AuditGrade = Annotated[
 
 class CaseAuditCreate(StrictModel):
     """One multi-agency audit of the work with one child."""
+
+    model_config = ConfigDict(json_schema_extra={"examples": [CASE_AUDIT_CREATE_EXAMPLE]})
 
     child: ChildRef
     audited_work: AuditedWork = Field(description="What the panel audited")

@@ -14,6 +14,7 @@ from collections.abc import Sequence
 from typing import Annotated, Any, Final, Literal, Self, get_args
 
 from pydantic import (
+    ConfigDict,
     Field,
     GetJsonSchemaHandler,
     StrictBool,
@@ -27,6 +28,7 @@ from pydantic_core import core_schema as cs
 
 from schemas.children import ChildRef
 from schemas.common import PastDate, PublicModel, ShortText, StrictModel
+from schemas.examples import CASE_EVENT_BATCH_EXAMPLE
 
 MAX_EVENTS_PER_BATCH: Final = 1000
 _MAX_REASON_CHARS: Final = 1000
@@ -260,6 +262,8 @@ class CaseEventBatchIn(StrictModel):
     `parse_case_event` so a bad event is rejected on its own. OpenAPI shows each item as the
     `CaseEvent` union, which is the contract every event must meet to be stored.
     """
+
+    model_config = ConfigDict(json_schema_extra={"examples": [CASE_EVENT_BATCH_EXAMPLE]})
 
     events: list[Annotated[dict[str, Any], _DocumentedAsCaseEvent()]] = Field(
         min_length=1,

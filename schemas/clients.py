@@ -5,9 +5,10 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Annotated, Literal
 
-from pydantic import Field, StringConstraints
+from pydantic import ConfigDict, Field, StringConstraints
 
 from .common import PublicModel, ShortText, StrictModel
+from .examples import CLIENT_CREATE_EXAMPLE
 
 AgencyType = Literal[
     "front_door",
@@ -41,6 +42,8 @@ ClientId = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9_.:@\-]{3,64}$"
 
 
 class ClientCreate(StrictModel):
+    model_config = ConfigDict(json_schema_extra={"examples": [CLIENT_CREATE_EXAMPLE]})
+
     name: ShortText
     agency_type: AgencyType
     agency_name: ShortText

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable
+from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
 from typing import Annotated, Final, Generic, TypeVar
 from zoneinfo import ZoneInfo
@@ -38,19 +39,40 @@ def refuse_nul(value: str) -> str:
     return value
 
 
-class NulFreeInSchema:
-    """Says in the JSON schema what `refuse_nul` enforces (a pattern without NUL), so that a
-    client generating valid data from the OpenAPI document never sends a NUL."""
+@dataclass(frozen=True)
+class DocumentedPattern:
+    """Says in the JSON schema (`pattern`) what a validator enforces with its own message, so that
+    a client generating valid data from the OpenAPI document (Schemathesis among them) knows which
+    text is refused with 422. With `keep_existing`, a pattern already stated (a stricter one of
+    `StringConstraints`) stays; otherwise this one replaces it and must be at least as strict."""
+
+    pattern: str
+    keep_existing: bool = False
 
     def __get_pydantic_json_schema__(
         self, core_schema: CoreSchema, handler: GetJsonSchemaHandler
     ) -> JsonSchemaValue:
         schema = handler(core_schema)
-        schema.setdefault("pattern", "^[^\\u0000]*$")
+        if not (self.keep_existing and "pattern" in schema):
+            schema["pattern"] = self.pattern
         return schema
 
 
-NUL_FREE: Final = (AfterValidator(refuse_nul), NulFreeInSchema())
+NO_NUL_PATTERN: Final = "^[^\\u0000]*$"
+"""Text without NUL (`refuse_nul`)."""
+
+# What `str.strip()` removes: the characters for which `str.isspace()` is true.
+_PYTHON_WHITESPACE: Final = (
+    "\\t\\n\\u000b\\u000c\\r\\u001c-\\u0020\\u0085\\u00a0\\u1680\\u2000-\\u200a"
+    "\\u2028\\u2029\\u202f\\u205f\\u3000"
+)
+NOT_BLANK_PATTERN: Final = f"^[^\\u0000]*[^\\u0000{_PYTHON_WHITESPACE}][^\\u0000]*$"
+"""Text without NUL holding at least one character that is not whitespace."""
+
+NUL_FREE: Final = (
+    AfterValidator(refuse_nul),
+    DocumentedPattern(NO_NUL_PATTERN, keep_existing=True),
+)
 """Annotated metadata for text that PostgreSQL will store: refused with NUL, and documented so."""
 
 

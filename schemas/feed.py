@@ -8,9 +8,10 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Final, Literal
 
-from pydantic import Field
+from pydantic import ConfigDict, Field
 
 from .common import PublicModel, ShortText, StrictModel
+from .examples import FEED_KEY_CREATE_EXAMPLE
 
 EdmType = Literal["Edm.String", "Edm.Int32", "Edm.Double", "Edm.Boolean", "Edm.Date"]
 
@@ -116,6 +117,8 @@ NAMESPACE: Final = "Neglect"
 
 
 class FeedKeyCreate(StrictModel):
+    model_config = ConfigDict(json_schema_extra={"examples": [FEED_KEY_CREATE_EXAMPLE]})
+
     name: ShortText = Field(description="What the key is for, e.g. 'Power BI: neglect dashboard'")
 
 

@@ -9,6 +9,7 @@ from uuid import UUID
 
 from pydantic import (
     AfterValidator,
+    ConfigDict,
     Field,
     StringConstraints,
     ValidationInfo,
@@ -18,12 +19,19 @@ from pydantic import (
 
 from schemas.children import ChildDetailsPublic, ChildIn
 from schemas.common import (
+    NOT_BLANK_PATTERN,
+    DocumentedPattern,
     LongText,
     PastDate,
     PastInstant,
     PublicModel,
     ShortText,
     StrictModel,
+)
+from schemas.examples import (
+    DECISION_CREATE_EXAMPLE,
+    REFERRAL_CREATE_EXAMPLE,
+    WITHDRAW_CREATE_EXAMPLE,
 )
 from schemas.vocabulary import (
     AgencyType,
@@ -71,7 +79,10 @@ def _check_decision_outcome(value: str) -> str:
 
 
 RequiredLongText = Annotated[
-    LongText, StringConstraints(min_length=1), AfterValidator(_refuse_blank)
+    LongText,
+    StringConstraints(min_length=1),
+    AfterValidator(_refuse_blank),
+    DocumentedPattern(NOT_BLANK_PATTERN),
 ]
 """Free text that must say something: 1-10,000 characters, not only whitespace."""
 
@@ -190,6 +201,8 @@ class ParentalAwarenessIn(StrictModel):
 class ReferralCreate(StrictModel):
     """A Request for Support about one child."""
 
+    model_config = ConfigDict(json_schema_extra={"examples": [REFERRAL_CREATE_EXAMPLE]})
+
     external_reference: ExternalReference = Field(
         description="The sender's own id for this referral; unique per API client"
     )
@@ -212,6 +225,8 @@ class ReferralCreate(StrictModel):
 class DecisionCreate(StrictModel):
     """The Front Door's decision on a referral."""
 
+    model_config = ConfigDict(json_schema_extra={"examples": [DECISION_CREATE_EXAMPLE]})
+
     outcome: DecisionOutcome
     rationale: RequiredLongText
     decided_by: ShortText
@@ -220,6 +235,8 @@ class DecisionCreate(StrictModel):
 
 class WithdrawCreate(StrictModel):
     """The referrer withdraws a referral that has not been decided."""
+
+    model_config = ConfigDict(json_schema_extra={"examples": [WITHDRAW_CREATE_EXAMPLE]})
 
     reason: RequiredLongText
 

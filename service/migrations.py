@@ -7,6 +7,11 @@ from pathlib import Path
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 
+MIGRATION_LOCK_KEY = 0x6E65676C656374
+"""The PostgreSQL advisory lock every Alembic run takes first ("neglect" in ASCII), so that two
+release steps started together run one after the other: the second then finds the schema at head
+and does nothing, instead of failing half-way on tables the first has just made."""
+
 
 class MigrationsNotFound(RuntimeError):
     """No alembic.ini with its `alembic/` folder beside it could be found."""
@@ -31,7 +36,8 @@ def alembic_ini() -> Path:
 
 
 def migrate_database(url: str) -> None:
-    """`alembic upgrade head` against `url`, without Alembic's own logging set-up."""
+    """`alembic upgrade head` against `url`, without Alembic's own logging set-up; waits for any
+    other migration in progress on that database (`MIGRATION_LOCK_KEY`)."""
     from alembic.config import Config
 
     from alembic import command

@@ -81,6 +81,14 @@ async def list_feed_keys(session: AsyncSession, client_id: str | None = None) ->
     return list(await session.scalars(query))
 
 
+async def get_feed_key(session: AsyncSession, key_id: str, client_id: str) -> FeedKey:
+    """One of the client's feed keys (revoked or not); NotFound for another client's."""
+    feed_key = await session.get(FeedKey, key_id)
+    if feed_key is None or feed_key.client_id != client_id:
+        raise NotFound(f"no feed key {key_id}")
+    return feed_key
+
+
 async def _locked_key(session: AsyncSession, key_id: str, client_id: str | None) -> FeedKey:
     feed_key = await session.get(FeedKey, key_id, with_for_update=True)
     if feed_key is None or (client_id is not None and feed_key.client_id != client_id):

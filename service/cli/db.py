@@ -26,11 +26,19 @@ db_app = typer.Typer(
 
 @db_app.command("stop")
 def db_stop() -> None:
-    """Stop the embedded PostgreSQL server, if one runs."""
-    from service.embedded import stop_embedded_server
+    """Stop the embedded PostgreSQL server, if one runs; exit 1 if it is still running."""
+    from service.embedded import EmbeddedServerStillRunning, stop_embedded_server
 
-    stopped = stop_embedded_server(get_settings().embedded_pgdata)
-    console.print("embedded server stopped" if stopped else "no embedded server running")
+    pgdata = get_settings().embedded_pgdata
+    try:
+        stopped = stop_embedded_server(pgdata)
+    except EmbeddedServerStillRunning as exc:
+        # `make clean` deletes the data folder only after this command succeeds.
+        err_console.print(f"[red]error:[/red] {exc}")
+        raise typer.Exit(1) from exc
+    console.print(
+        f"embedded server in {pgdata} stopped" if stopped else "no embedded server running"
+    )
 
 
 @db_app.command("url")

@@ -28,6 +28,7 @@ PUBLIC_PATHS = frozenset(
         "/docs",
         "/docs/oauth2-redirect",
         "/redoc",
+        "/docs-assets",
         "/openapi.json",
     }
 )
