@@ -39,6 +39,7 @@ from . import (
     oauth,
     referrals,
     toolkits,
+    webhooks,
 )
 from .deps import enforce_api_quota
 from .errors import install_error_handlers
@@ -87,6 +88,7 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     app.state.session_factory = factory
     app.state.pool = pool
     app.state.key_ring = key_ring
+    app.state.kek = kek
     app.state.rate_limits = rate_limits
     app.state.token_verifier = TokenVerifier(settings, key_ring, external_issuers(settings, http))
     # Objects built at startup (routes, models, schemas) live as long as the process: moved out
@@ -141,6 +143,7 @@ def create_app(settings: Settings | None = None, database_url: str | None = None
         indicators,
         clients,
         feed_keys,
+        webhooks,
         audit,
     ):
         app.include_router(

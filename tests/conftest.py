@@ -142,6 +142,8 @@ def settings() -> Settings:
         env="production",
         key_encryption_key=TEST_KEY_ENCRYPTION_KEY,
         key_encryption_key_file=None,
+        # The test receivers of the webhook tests listen on loopback (development and tests only).
+        webhook_allowed_networks=["127.0.0.1/32"],
     )
 
 
