@@ -25,12 +25,15 @@ def worker(
     batch_size: Annotated[
         int, typer.Option(min=1, max=1000, help="Deliveries claimed and sent together")
     ] = 100,
+    concurrency: Annotated[
+        int, typer.Option(min=1, max=1000, help="Requests of a batch in flight at once")
+    ] = 20,
     lease_s: Annotated[
         float,
         typer.Option(
             min=20.0, help="Seconds a claimed delivery stays this worker's before another may"
         ),
-    ] = 60.0,
+    ] = 90.0,
 ) -> None:
     """Deliver webhooks until SIGTERM or SIGINT, which finish the batch in flight (or release it
     after 20 s). Run as many as needed: they never claim the same delivery."""
@@ -43,7 +46,14 @@ def worker(
 
     async def run() -> int:
         pool = await create_pool(settings, url)
-        delivery = DeliveryWorker(pool, settings, kek, batch_size=batch_size, lease_s=lease_s)
+        delivery = DeliveryWorker(
+            pool,
+            settings,
+            kek,
+            batch_size=batch_size,
+            concurrency=concurrency,
+            lease_s=lease_s,
+        )
         try:
             if once:
                 return await delivery.run_once()

@@ -219,9 +219,12 @@ class DeliveryWorker:
     kek: KeyEncryptionKey
     policy: RetryPolicy = field(default_factory=RetryPolicy)
     batch_size: int = 100
-    lease_s: float = 60.0
+    concurrency: int = 20
+    """Requests of a batch in flight at once: as many as the HTTP client keeps connections alive
+    for (httpx keeps 20 by default), so a busy worker reuses its connections."""
+    lease_s: float = 90.0
     """How long a claimed delivery stays this worker's: longer than a batch's requests (15 s
-    timeout each, sent together) and its recording."""
+    timeout each, `concurrency` at a time) and its recording."""
     poll_interval_s: float = 1.0
     shutdown_grace_s: float = 20.0
     """On stop, how long the batch in flight may take to finish before it is released."""
@@ -400,16 +403,35 @@ class DeliveryWorker:
         claimed = await self.claim(lease)
         if not claimed:
             return 0
+        gate = asyncio.Semaphore(self.concurrency)
+
+        async def send_in_turn(each: Claimed) -> Attempt:
+            async with gate:
+                return await self.send(each)
+
+        tasks = [asyncio.ensure_future(send_in_turn(each)) for each in claimed]
         try:
-            attempts = await asyncio.gather(*(self.send(each) for each in claimed))
+            attempts = await asyncio.gather(*tasks)
         except asyncio.CancelledError:
-            await asyncio.shield(self.release(lease))
+            # Stopping: what was sent is recorded, what was not is given back, due at once.
+            for task in tasks:
+                task.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+            finished = [
+                task.result() for task in tasks if not task.cancelled() and not task.exception()
+            ]
+            await asyncio.shield(self._finish_stopping(lease, finished))
             raise
         await self._record_with_retries(lease, attempts)
         self.stats.batches += 1
         self.stats.succeeded += sum(1 for a in attempts if a.outcome == "succeeded")
         self.stats.failed += sum(1 for a in attempts if a.outcome != "succeeded")
         return len(claimed)
+
+    async def _finish_stopping(self, lease: uuid.UUID, finished: Sequence[Attempt]) -> None:
+        if finished:
+            await self._record_with_retries(lease, finished)
+        await self.release(lease)
 
     async def _record_with_retries(self, lease: uuid.UUID, attempts: Sequence[Attempt]) -> None:
         # The database may be restarting: keep trying for about half the lease. After that the
