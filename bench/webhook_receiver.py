@@ -25,6 +25,8 @@ class DedupingReceiver:
     bad_signatures: int = 0
     first_at: float | None = None
     last_at: float | None = None
+    in_flight: set[int] = field(default_factory=set)
+    """Ports of the senders whose request is being held (received, not answered yet)."""
     _server: asyncio.Server | None = None
     _connections: set[asyncio.StreamWriter] = field(default_factory=set)
 
@@ -65,6 +67,7 @@ class DedupingReceiver:
 
     async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         self._connections.add(writer)
+        peer_port = writer.get_extra_info("peername")[1]
         try:
             while True:
                 if not await reader.readline():
@@ -74,9 +77,13 @@ class DedupingReceiver:
                     name, _, value = line.decode().partition(":")
                     headers[name.strip().lower()] = value.strip()
                 body = await reader.readexactly(int(headers.get("content-length", "0")))
-                if self.delay_s:
-                    await asyncio.sleep(self.delay_s)
                 self._take(headers, body)
+                if self.delay_s:
+                    self.in_flight.add(peer_port)
+                    try:
+                        await asyncio.sleep(self.delay_s)
+                    finally:
+                        self.in_flight.discard(peer_port)
                 writer.write(b"HTTP/1.1 204 No Content\r\ncontent-length: 0\r\n\r\n")
                 await writer.drain()
         except (ConnectionError, asyncio.IncompleteReadError):

@@ -384,7 +384,7 @@ def main() -> int:
     parser.add_argument("--rounds", type=int, default=3, help="rounds of each variant")
     parser.add_argument("--concurrency", type=int, default=8)
     parser.add_argument("--events", type=int, default=3000, help="events per worker round")
-    parser.add_argument("--worker-rounds", type=int, default=3)
+    parser.add_argument("--worker-rounds", type=int, default=5)
     parser.add_argument("--batch-size", type=int, default=100)
     return asyncio.run(run(parser.parse_args()))
 

@@ -225,7 +225,7 @@ class DeliveryWorker:
     lease_s: float = 90.0
     """How long a claimed delivery stays this worker's: longer than a batch's requests (15 s
     timeout each, `concurrency` at a time) and its recording."""
-    poll_interval_s: float = 1.0
+    poll_interval_s: float = 0.5
     shutdown_grace_s: float = 20.0
     """On stop, how long the batch in flight may take to finish before it is released."""
     worker_id: str = field(default_factory=default_worker_id)
