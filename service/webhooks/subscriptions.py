@@ -14,6 +14,7 @@ from typing import Any, Final
 
 from sqlalchemy import Table, func, select, text, tuple_, update
 from sqlalchemy.ext.asyncio import AsyncSession
+from sqlmodel import col
 
 from schemas.common import Instant, Page
 from schemas.webhooks import (
@@ -128,9 +129,9 @@ async def get_subscription(
 ) -> WebhookSubscription:
     """The caller's own subscription (not deleted); `NotFound` for anyone else's."""
     query = select(WebhookSubscription).where(
-        WebhookSubscription.id == subscription_id,  # type: ignore[arg-type]
-        WebhookSubscription.client_id == caller.client_id,  # type: ignore[arg-type]
-        WebhookSubscription.status != "deleted",  # type: ignore[arg-type]
+        col(WebhookSubscription.id) == subscription_id,
+        col(WebhookSubscription.client_id) == caller.client_id,
+        col(WebhookSubscription.status) != "deleted",
     )
     if lock:
         query = query.with_for_update()

@@ -365,6 +365,24 @@ async def test_a_dead_workers_claim_ends_with_its_lease_and_another_worker_deliv
     assert len(receiver.at("/lease")) == 1
 
 
+async def test_two_workers_at_once_never_send_one_delivery_twice(
+    app: FastAPI,
+    client: httpx.AsyncClient,
+    pool: DriverPool,
+    receiver: Receiver,
+    front_door: RegisteredClient,
+    partner: RegisteredClient,
+) -> None:
+    await subscribe(client, front_door, receiver.url("/shared"), ["referral.received"])
+    for _ in range(12):
+        await create_referral(client, partner)
+    first, second = (make_worker(app, pool, batch_size=3) for _ in range(2))
+    attempted = await asyncio.gather(first.run_once(), second.run_once())
+    ids = [each.webhook_id for each in receiver.at("/shared")]
+    assert sum(attempted) == len(ids) == len(set(ids)) == 12
+    assert all(count > 0 for count in attempted)
+
+
 async def test_stopping_releases_a_batch_still_in_flight_after_the_grace_period(
     app: FastAPI,
     client: httpx.AsyncClient,
