@@ -85,6 +85,7 @@ class Claimed:
     client_id: str
     agency_type: str
     agency_name: str
+    client_enabled: bool
     kek_id: str
     secret_enc: bytes
     previous_secret_enc: bytes | None
@@ -128,7 +129,8 @@ FROM due, webhook_message AS m, webhook_subscription AS s, api_client AS c
 WHERE d.id = due.id AND m.id = d.message_id AND s.id = d.subscription_id
   AND c.client_id = s.client_id
 RETURNING d.id AS delivery_id, d.attempts, m.id AS message_id, m.event_type, m.body,
-    s.id AS subscription_id, s.url, s.client_id, c.agency_type, c.agency_name, s.kek_id,
+    s.id AS subscription_id, s.url, s.client_id, c.agency_type, c.agency_name, c.enabled,
+    s.kek_id,
     s.secret_enc,
     CASE WHEN s.previous_secret_expires_at > clock_timestamp() THEN s.previous_secret_enc END
         AS previous_secret_enc
@@ -260,6 +262,7 @@ class DeliveryWorker:
                 client_id=row["client_id"],
                 agency_type=row["agency_type"],
                 agency_name=row["agency_name"],
+                client_enabled=row["enabled"],
                 kek_id=row["kek_id"],
                 secret_enc=row["secret_enc"],
                 previous_secret_enc=row["previous_secret_enc"],
@@ -288,6 +291,9 @@ class DeliveryWorker:
         error: str | None = None
         retry_after: float | None = None
         try:
+            if not claimed.client_enabled:
+                # Retried on the schedule: sent if the client is enabled again in time.
+                raise DestinationRefused("the subscription's client is disabled")
             headers = {
                 "webhook-id": claimed.message_id,
                 "webhook-timestamp": str(timestamp),

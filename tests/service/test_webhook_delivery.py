@@ -343,6 +343,32 @@ async def test_a_time_range_replay_sends_past_events_again_with_their_ids(
     assert again == first
 
 
+async def test_nothing_is_sent_to_a_disabled_clients_endpoint(
+    app: FastAPI,
+    client: httpx.AsyncClient,
+    pool: DriverPool,
+    receiver: Receiver,
+    partner: RegisteredClient,
+    session_factory: SessionFactory,
+) -> None:
+    hook = await subscribe(client, partner, receiver.url("/disabled"), ["referral.withdrawn"])
+    await _withdrawn(client, partner)
+    async with session_factory() as session, session.begin():
+        await session.execute(
+            text("UPDATE api_client SET enabled = false WHERE client_id = :id"),
+            {"id": partner.client_id},
+        )
+    await make_worker(app, pool).run_once()
+    assert receiver.at("/disabled") == []
+    [attempt] = await attempts_of(session_factory, hook["id"])
+    assert (attempt["outcome"], attempt["error"]) == (
+        "refused",
+        "the subscription's client is disabled",
+    )
+    [delivery] = await deliveries_of(session_factory, hook["id"])
+    assert delivery["status"] == "pending"
+
+
 # --- Workers: leases, stopping, audit, heartbeat ------------------------------------------------
 
 
