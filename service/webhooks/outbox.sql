@@ -42,9 +42,13 @@ CREATE OR REPLACE FUNCTION public.neglect_enqueue_webhook(
 -- The payload is thin by construction: the record's id, its status and a link, nothing a caller
 -- could fill with personal data (the receiver reads the record with its own token, scoped and
 -- audited). The body is stored as the exact text every attempt signs and sends.
+-- The id is 'msg_' and 32 hex digits: the microsecond it occurred (14), then 18 random ones, so
+-- new ids sort last and the outbox's indexes grow at their right edge instead of at random pages.
 DECLARE
-    v_id text := 'msg_' || replace(gen_random_uuid()::text, '-', '');
     v_at timestamptz := clock_timestamp();
+    v_id text := 'msg_'
+        || lpad(to_hex((extract(epoch FROM v_at) * 1000000)::bigint), 14, '0')
+        || left(replace(gen_random_uuid()::text, '-', ''), 18);
     v_kind text := split_part(p_event_type, '.', 1);
 BEGIN
     INSERT INTO webhook_message (id, event_type, agency_name, occurred_at, body)
