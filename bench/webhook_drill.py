@@ -10,9 +10,9 @@ fail.
    receiver on loopback (`bench/webhook_receiver.py`: dedupes on `webhook-id`, verifies every
    signature with the `standardwebhooks` library, holds each answer 50 ms so that workers are
    always mid-delivery); `--decisions` referrals sent by the school.
-3. Two `neglect-service worker` processes (`--lease-s 20`), then the Front Door decides every
-   referral through the API (the app in process, `--senders` at once, retrying after 503 or a
-   lost connection; a 409 after a retry means the first try committed).
+3. Two `neglect-service worker` processes (`--lease-s 30`, batches of 20), then the Front Door
+   decides every referral through the API (the app in process, `--senders` at once, retrying
+   after 503 or a lost connection; a 409 after a retry means the first try committed).
    Decisions are paced (`--rate`, 40 a second) so that the failures below fall within them.
 4. Meanwhile: once a fifth of the decisions are made (and deliveries flow), one worker is killed
    with SIGKILL mid-delivery and started again a second later; once half are, PostgreSQL is
@@ -78,7 +78,7 @@ class Workers:
 
     def start(self) -> subprocess.Popen[bytes]:
         process = subprocess.Popen(
-            [*_command(), "worker", "--lease-s", "20", "--batch-size", "50"],
+            [*_command(), "worker", "--lease-s", "30", "--batch-size", "20"],
             env=self.env,
             stdout=self.log,
             stderr=self.log,

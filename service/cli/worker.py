@@ -14,7 +14,7 @@ from service.cli.common import console, resolved_url
 from service.db import create_pool
 from service.logs import configure_logging
 from service.settings import get_settings
-from service.webhooks.worker import DeliveryWorker
+from service.webhooks.worker import REQUEST_TIMEOUT_S, DeliveryWorker
 
 
 def worker(
@@ -37,6 +37,15 @@ def worker(
 ) -> None:
     """Deliver webhooks until SIGTERM or SIGINT, which finish the batch in flight (or release it
     after 20 s). Run as many as needed: they never claim the same delivery."""
+    # Every wave of a batch may take the whole request timeout; the lease must outlast them all.
+    waves = -(-batch_size // concurrency)
+    if lease_s < (waves + 1) * REQUEST_TIMEOUT_S:
+        raise typer.BadParameter(
+            f"a batch of {batch_size}, {concurrency} at a time, can take {waves} x "
+            f"{REQUEST_TIMEOUT_S:g} s: give a lease of at least "
+            f"{(waves + 1) * REQUEST_TIMEOUT_S:g} s",
+            param_hint="--lease-s",
+        )
     url = resolved_url()
     settings = get_settings()
     configure_logging(settings.log_level)

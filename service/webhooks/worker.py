@@ -46,6 +46,8 @@ from service.webhooks.signing import SecretUnreadable, decrypt_secret, signature
 logger = logging.getLogger("neglect_service.webhooks")
 
 USER_AGENT: Final = "neglect-service-webhooks/1"
+REQUEST_TIMEOUT_S: Final = 15.0
+"""The egress client's timeout per request (`service.webhooks.egress.build_client`)."""
 
 
 @dataclass(frozen=True)
@@ -187,6 +189,10 @@ SET heartbeat_at = excluded.heartbeat_at, stopped_at = excluded.stopped_at,
 """
 
 GONE_REASON: Final = "the endpoint answered 410 Gone"
+
+DATABASE_ERRORS: Final = (OSError, TimeoutError, asyncpg.PostgresError, asyncpg.InterfaceError)
+"""What the database going away looks like: refused or dropped connections, a pool wait that
+timed out, a server shutting down or starting up."""
 
 
 def _retry_after_s(response: httpx.Response, now: datetime) -> float | None:
@@ -448,7 +454,7 @@ class DeliveryWorker:
             try:
                 await self.record(lease, attempts)
                 return
-            except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
+            except DATABASE_ERRORS as exc:
                 if time.monotonic() + pause > deadline:
                     logger.error(
                         "could not record %d webhook attempts; they will be sent again",
@@ -483,16 +489,11 @@ class DeliveryWorker:
 
     async def run(self, stop: asyncio.Event) -> None:
         """Deliver until `stop` is set; then finish the batch in flight (or, after
-        `shutdown_grace_s`, release it) and say so in the heartbeat."""
-        last_beat = 0.0
+        `shutdown_grace_s`, record what was sent and release the rest) and say so in the
+        heartbeat, which beats on its own meanwhile, however long a batch takes."""
+        beating = asyncio.create_task(self._beat_until(stop))
         pause = self.poll_interval_s
         while not stop.is_set():
-            if time.monotonic() - last_beat >= self.settings.webhook_worker_heartbeat_s:
-                try:
-                    await self.heartbeat()
-                    last_beat = time.monotonic()
-                except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError):
-                    pass  # the batch below reports the database's state
             batch = asyncio.create_task(self.deliver_batch())
             stopping = asyncio.create_task(stop.wait())
             try:
@@ -506,7 +507,7 @@ class DeliveryWorker:
                         break
                 attempted = batch.result()
                 pause = self.poll_interval_s
-            except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
+            except DATABASE_ERRORS as exc:
                 logger.warning(
                     "webhook worker cannot reach the database; retrying",
                     extra={"error": type(exc).__name__},
@@ -520,10 +521,25 @@ class DeliveryWorker:
                     await asyncio.wait_for(stop.wait(), timeout=pause)
                 except TimeoutError:
                     pass
+        stop.set()
+        await beating
         try:
             await self.heartbeat(stopped=True)
-        except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError):
+        except DATABASE_ERRORS:
             pass
+
+    async def _beat_until(self, stop: asyncio.Event) -> None:
+        while not stop.is_set():
+            try:
+                await self.heartbeat()
+            except DATABASE_ERRORS:
+                pass  # the delivery loop reports the database's state
+            try:
+                await asyncio.wait_for(
+                    stop.wait(), timeout=self.settings.webhook_worker_heartbeat_s
+                )
+            except TimeoutError:
+                pass
 
 
 def _audit_reason(attempt: Attempt) -> str:
