@@ -31,12 +31,12 @@ ROLE_NAME: Final = re.compile(ROLE_NAME_PATTERN)
 # Tables the runtime role is granted less than the domain tables' SELECT, INSERT, UPDATE, DELETE.
 NARROW_GRANTS: Final[dict[str, tuple[str, ...]]] = {
     "audit_event": ("SELECT", "INSERT"),
+    "audit_chain_head": (),
+    "alembic_version": (),
     # A webhook event and a record of an attempt, once written, stay as written: what was sent,
     # and what came back, are evidence like the audit trail.
     "webhook_message": ("SELECT", "INSERT"),
     "webhook_attempt": ("SELECT", "INSERT"),
-    "audit_chain_head": (),
-    "alembic_version": (),
 }
 DOMAIN_PRIVILEGES: Final = "SELECT, INSERT, UPDATE, DELETE"
 # One run at a time per database: concurrent GRANTs on one object fail ("tuple concurrently
