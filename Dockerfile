@@ -75,6 +75,8 @@ EXPOSE 8000
 HEALTHCHECK --interval=30s --timeout=5s --start-period=20s --retries=3 \
     CMD ["python", "-c", "import urllib.request; urllib.request.urlopen('http://127.0.0.1:8000/health/live', timeout=3)"]
 
+# The webhook workers run from this image too, with the command `neglect-service worker` (and a
+# stop timeout above 20 s, so SIGTERM lets the batch in flight finish).
 # uvicorn's access log would print query strings; the service logs each request itself. On
 # SIGTERM uvicorn stops accepting, lets requests in flight finish (up to the graceful timeout),
 # runs the lifespan's shutdown and exits; keep the orchestrator's grace period above it.

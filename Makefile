@@ -25,7 +25,7 @@ PYTEST := $(BIN)/python -m pytest -n $(PYTEST_WORKERS) $(PYTEST_ARGS)
 MYPY_PATHS := $(wildcard service api schemas tests alembic bench)
 PGDATA := $(or $(NEGLECT_EMBEDDED_PGDATA),.pgdata)
 
-.PHONY: help venv lock pgbouncer run test pytest test-pgbouncer lint typecheck openapi bench bench-indicators bench-feed bench-token-timing bench-docs-offline clean
+.PHONY: help venv lock pgbouncer run test pytest test-pgbouncer lint typecheck openapi bench bench-indicators bench-feed bench-token-timing bench-docs-offline bench-webhooks drill-webhooks clean
 
 help: ## List the targets
 	@awk 'BEGIN {FS = ":.*## "} /^[a-z][a-z-]*:.*## / {printf "  %-10s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -108,6 +108,12 @@ bench-feed: venv ## The OData feed's full pull against the JSON API, 36 months a
 
 bench-token-timing: venv ## Unknown, disabled and wrong-secret clients at /oauth/token: same time?
 	$(BIN)/python -m bench.token_timing
+
+bench-webhooks: venv ## Referral create with and without the webhook outbox; two workers' events/s
+	$(BIN)/python -m bench.webhooks $(BENCH_ARGS)
+
+drill-webhooks: venv ## SIGKILL a webhook worker and restart a private PostgreSQL during 500 decisions
+	$(BIN)/python -m bench.webhook_drill $(BENCH_ARGS)
 
 bench-docs-offline: venv ## /docs and /redoc in headless Chromium, no network beyond loopback
 	bash bench/docs_offline.sh

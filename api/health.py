@@ -5,10 +5,11 @@ from __future__ import annotations
 import asyncio
 
 from fastapi import APIRouter, Request
-from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from schemas.health import Readiness
 from service.errors import DatabaseUnavailable
+from service.webhooks.worker import worker_health
 
 router = APIRouter(prefix="/health", tags=["health"])
 
@@ -25,13 +26,13 @@ async def live() -> dict[str, str]:
 
 
 @router.get("/ready", responses={503: _PROBLEM_503})
-async def ready(request: Request) -> dict[str, str]:
-    """The process is up and its database answers."""
+async def ready(request: Request) -> Readiness:
+    """The process is up and its database answers; with the webhook workers' heartbeat."""
     engine: AsyncEngine = request.app.state.engine
     try:
         async with asyncio.timeout(3):
             async with engine.connect() as connection:
-                await connection.execute(text("SELECT 1"))
+                workers = await worker_health(connection, request.app.state.settings)
     except Exception as exc:
         raise DatabaseUnavailable("the database cannot be reached") from exc
-    return {"status": "ok"}
+    return Readiness(status="ok", webhook_workers=workers)

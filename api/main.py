@@ -42,6 +42,7 @@ from . import (
     oauth,
     referrals,
     toolkits,
+    webhooks,
 )
 from .deps import enforce_api_quota
 from .docs import install_docs
@@ -108,6 +109,7 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     app.state.pool = pool
     app.state.reads = reads
     app.state.key_ring = key_ring
+    app.state.kek = kek
     app.state.rate_limits = rate_limits
     app.state.token_verifier = TokenVerifier(settings, key_ring, external_issuers(settings, http))
     # Objects built at startup (routes, models, schemas) live as long as the process: moved out
@@ -164,6 +166,7 @@ def create_app(settings: Settings | None = None, database_url: str | None = None
         indicators,
         clients,
         feed_keys,
+        webhooks,
         audit,
     ):
         app.include_router(

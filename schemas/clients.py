@@ -35,6 +35,7 @@ Scope = Literal[
     "indicators:read",
     "indicators:read:unsuppressed",
     "audit:read",
+    "webhooks:manage",
     "admin",
 ]
 

@@ -47,6 +47,7 @@ from service.pagination import Keyset, PageRequest
 from service.scoring import ResponsesInvalid, ResponseValue, ScoreResult, score_assessment
 from service.toolkits.definition import ToolkitDefinition
 from service.toolkits.versions import definition_of, find_toolkit_version, get_toolkit_version
+from service.webhooks.outbox import enqueue_event
 
 RESOURCE_TYPE = "assessment"
 
@@ -402,6 +403,13 @@ async def create_assessment(
     if previous is not None:
         await record_access(session, caller, "read", RESOURCE_TYPE, previous.id, previous.child_id)
     await record_access(session, caller, "create", RESOURCE_TYPE, assessment.id, child_id)
+    await enqueue_event(
+        session,
+        "assessment.completed",
+        agency_name=caller.agency_name,
+        resource_id=assessment.id,
+        status="completed",
+    )
     return _to_public(assessment)
 
 

@@ -4,8 +4,9 @@ The role that owns a table can `ALTER TABLE audit_event DISABLE TRIGGER USER`, a
 `SET session_replication_role = replica`; either silences the audit trail's append-only and chain
 triggers. So the service connects as a runtime role that owns nothing and holds only what the
 service needs: SELECT, INSERT, UPDATE and DELETE on the domain tables, SELECT and INSERT on
-`audit_event`, nothing on `audit_chain_head` (the chain trigger, SECURITY DEFINER, writes it for
-it), nothing on `alembic_version`; USAGE on the sequences; EXECUTE on the functions.
+`audit_event`, `webhook_message` and `webhook_attempt`, nothing on `audit_chain_head` (the chain
+trigger, SECURITY DEFINER, writes it for it), nothing on `alembic_version`; USAGE on the
+sequences; EXECUTE on the functions.
 `ensure_runtime_role`, run by the owner (the role that migrates), creates it and grants exactly
 that, again after each migration (the default privileges it sets also cover tables that later
 migrations create, but only a run grants a new audit table narrowly). It also gives the role its
@@ -35,6 +36,10 @@ NARROW_GRANTS: Final[dict[str, tuple[str, ...]]] = {
     "audit_event": ("SELECT", "INSERT"),
     "audit_chain_head": (),
     "alembic_version": (),
+    # A webhook event and a record of an attempt, once written, stay as written: what was sent,
+    # and what came back, are evidence like the audit trail.
+    "webhook_message": ("SELECT", "INSERT"),
+    "webhook_attempt": ("SELECT", "INSERT"),
 }
 DOMAIN_PRIVILEGES: Final = "SELECT, INSERT, UPDATE, DELETE"
 # One run at a time per database: concurrent GRANTs on one object fail ("tuple concurrently

@@ -64,6 +64,7 @@ from service.errors import (
 from service.idempotency import body_fingerprint, raise_for_claim_outcome
 from service.models import metadata
 from service.pagination import Keyset, PageRequest
+from service.webhooks.outbox import enqueue_event
 
 DECISION_WINDOW: Final = timedelta(hours=24)
 """Front Door decision due this long after receipt (SPEC 5: one working day, 24 h locally)."""
@@ -113,7 +114,8 @@ OPERATION: Final = "referral.create"
 
 # The whole create is the database function `neglect_create_referral` (referrals.sql), run as
 # one statement in autocommit: one round trip does the client check, the key claim, the child,
-# the referral, its audit event and the back-loading links, and either all of it commits or none.
+# the referral, its audit event, its webhook event (the outbox) and the back-loading links, and
+# either all of it commits or none.
 _CREATE_ARGUMENTS: Final = (
     "client_id",
     "issuer",
@@ -549,6 +551,14 @@ async def decide_referral(
         .one()
     )
     await record_access(session, caller, "update", RESOURCE_TYPE, referral_id, row["child_id"])
+    # To the referring agency's subscriptions only (the referral's, not the decider's agency).
+    await enqueue_event(
+        session,
+        "referral.decided",
+        agency_name=updated["agency_name"],
+        resource_id=referral_id,
+        status=ReferralStatus.DECIDED.value,
+    )
     return referral_to_public(updated, caller.has(READ_ALL_REFERRALS))
 
 
@@ -602,6 +612,13 @@ async def withdraw_referral(
     )
     await session.execute(_RELINK, {"child_ids": [updated["child_id"]]})
     await record_access(session, caller, "update", RESOURCE_TYPE, referral_id, updated["child_id"])
+    await enqueue_event(
+        session,
+        "referral.withdrawn",
+        agency_name=updated["agency_name"],
+        resource_id=referral_id,
+        status=ReferralStatus.WITHDRAWN.value,
+    )
     return referral_to_public(updated, caller.has(READ_ALL_REFERRALS))
 
 

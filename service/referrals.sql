@@ -107,6 +107,11 @@ BEGIN
         p_resource_type => 'referral', p_resource_id => p_id::text, p_child_id => v_child,
         p_request_id => p_request_id, p_access_reason => p_access_reason
     );
+    -- The Front Door hears of it (webhooks, SPEC 2.7), in this same statement's transaction.
+    PERFORM neglect_enqueue_webhook(
+        p_event_type => 'referral.received', p_agency_name => v_client.agency_name,
+        p_resource_id => p_id, p_status => 'received'
+    );
     -- The new referral's previous one, and its successors' when it is back-loaded. A child's only
     -- referral follows none and precedes none: nothing to relink.
     IF v_others > 0 THEN

@@ -15,6 +15,7 @@ from pydantic import (
     BaseModel,
     ConfigDict,
     Field,
+    IPvAnyNetwork,
     SecretStr,
     ValidationError,
     field_validator,
@@ -289,6 +290,19 @@ class Settings(BaseSettings):
         default="",
         max_length=3,
         description="The 3-digit old LA code, for `geographic_level` Local authority",
+    )
+
+    webhook_allowed_networks: list[IPvAnyNetwork] = Field(
+        default=[],
+        description="Networks a webhook URL may reach although private or loopback (JSON list "
+        'of CIDRs, e.g. ["127.0.0.1/32"]), plain http allowed there: development and tests '
+        "only",
+    )
+    webhook_egress_proxy: str | None = Field(
+        default=None, description="Proxy URL every webhook delivery goes through (production)"
+    )
+    webhook_worker_heartbeat_s: float = Field(
+        default=10.0, ge=1.0, le=300.0, description="How often a webhook worker says it is alive"
     )
 
     max_body_bytes: int = Field(default=1024 * 1024, ge=1024)

@@ -165,6 +165,8 @@ def settings(request: pytest.FixtureRequest) -> Settings:
         key_encryption_key=TEST_KEY_ENCRYPTION_KEY,
         key_encryption_key_file=None,
         **pooled,
+        # The test receivers of the webhook tests listen on loopback (development and tests only).
+        webhook_allowed_networks=["127.0.0.1/32"],
     )
 
 

@@ -1,4 +1,5 @@
-"""The key-encryption key (KEK) that keeps the issuer's private keys encrypted at rest.
+"""The key-encryption key (KEK) that keeps the issuer's private keys (and the webhook signing
+secrets, `service.webhooks.signing`) encrypted at rest.
 
 Anyone who could read the `signing_key` table could otherwise mint an admin token. Each private
 key is stored encrypted with AES-256-GCM (`cryptography`'s AESGCM) under a KEK that never enters the
@@ -59,9 +60,21 @@ def _aad(kid: str) -> bytes:
     return _AAD_LABEL + kid.encode()
 
 
-def encrypt_private_key(kek: KeyEncryptionKey, kid: str, private_pem: bytes) -> bytes:
+def encrypt_with(kek: KeyEncryptionKey, associated: bytes, plaintext: bytes) -> bytes:
+    """A fresh nonce, then the AES-256-GCM ciphertext and tag of `plaintext` under the KEK,
+    bound to `associated` (what the value is, and whose)."""
     nonce = os.urandom(_NONCE_BYTES)
-    return nonce + AESGCM(kek.key).encrypt(nonce, private_pem, _aad(kid))
+    return nonce + AESGCM(kek.key).encrypt(nonce, plaintext, associated)
+
+
+def decrypt_with(kek: KeyEncryptionKey, associated: bytes, encrypted: bytes) -> bytes:
+    """The plaintext `encrypt_with` encrypted; `InvalidTag` when altered or bound elsewhere."""
+    nonce, ciphertext = encrypted[:_NONCE_BYTES], encrypted[_NONCE_BYTES:]
+    return AESGCM(kek.key).decrypt(nonce, ciphertext, associated)
+
+
+def encrypt_private_key(kek: KeyEncryptionKey, kid: str, private_pem: bytes) -> bytes:
+    return encrypt_with(kek, _aad(kid), private_pem)
 
 
 def decrypt_private_key(kek: KeyEncryptionKey, kid: str, kek_id: str, encrypted: bytes) -> bytes:
@@ -72,8 +85,7 @@ def decrypt_private_key(kek: KeyEncryptionKey, kid: str, kek_id: str, encrypted:
             "`neglect-service keys rotate` with this one"
         )
     try:
-        nonce, ciphertext = encrypted[:_NONCE_BYTES], encrypted[_NONCE_BYTES:]
-        return AESGCM(kek.key).decrypt(nonce, ciphertext, _aad(kid))
+        return decrypt_with(kek, _aad(kid), encrypted)
     except InvalidTag as exc:
         raise SigningKeyUnreadable(
             f"signing key {kid} does not decrypt: its stored value was altered or belongs to "

@@ -15,12 +15,15 @@ SCOPES: dict[str, str] = {
     "indicators:read": "Read the partnership's indicators (small numbers suppressed)",
     "indicators:read:unsuppressed": "Read exact indicator figures",
     "audit:read": "Read the audit trail",
+    "webhooks:manage": "Subscribe your own endpoints to webhooks, see their deliveries, replay",
     "admin": "Register clients, publish toolkit versions",
 }
 
 
 WRITE_REFERRALS = "referrals:write"
 """Send referrals (and withdraw your own)."""
+MANAGE_WEBHOOKS = "webhooks:manage"
+"""Manage the client's own webhook subscriptions."""
 READ_ALL_REFERRALS = "referrals:read:all"
 """The Front Door's scope: lifts agency scoping on referrals, assessments and child timelines."""
 

@@ -1,5 +1,5 @@
-"""`neglect-service`: serve, migrate, set up the runtime role, manage clients, feed keys,
-toolkits and signing keys, verify the audit trail, generate demo data."""
+"""`neglect-service`: serve, deliver webhooks, migrate, set up the runtime role, manage clients,
+feed keys, toolkits and signing keys, verify the audit trail, generate demo data."""
 
 from __future__ import annotations
 
@@ -20,6 +20,7 @@ from service.cli.demo import demo_data
 from service.cli.feed_keys import feed_keys_app
 from service.cli.keys import keys_app
 from service.cli.toolkits import toolkits_app, toolkits_load_demo
+from service.cli.worker import worker
 from service.db_roles import runtime_database_url
 from service.migrations import MigrationsNotFound, migrate_database
 from service.settings import InvalidSettings, get_settings
@@ -32,6 +33,7 @@ app.add_typer(keys_app, name="keys")
 app.add_typer(feed_keys_app, name="feed-keys")
 app.add_typer(audit_app, name="audit")
 app.command("demo-data")(demo_data)
+app.command("worker")(worker)
 
 DEMO_CLIENT_NAME = "Demonstration client"
 

@@ -16,6 +16,13 @@ from .keys import SigningKey
 from .rate_limits import RateLimitCounter
 from .referrals import Referral
 from .toolkits import ToolkitVersion
+from .webhooks import (
+    WebhookAttempt,
+    WebhookDelivery,
+    WebhookMessage,
+    WebhookSubscription,
+    WebhookWorker,
+)
 
 __all__ = [
     "ApiClient",
@@ -32,5 +39,10 @@ __all__ = [
     "Referral",
     "SigningKey",
     "ToolkitVersion",
+    "WebhookAttempt",
+    "WebhookDelivery",
+    "WebhookMessage",
+    "WebhookSubscription",
+    "WebhookWorker",
     "metadata",
 ]

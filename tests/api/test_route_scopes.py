@@ -110,3 +110,9 @@ async def test_a_token_without_scopes_is_refused_with_403_first(
     else:
         assert response.headers["content-type"].startswith("application/problem+json")
     assert 'error="insufficient_scope"' in response.headers["www-authenticate"]
+
+
+def test_every_webhook_route_needs_the_webhooks_manage_scope() -> None:
+    webhook_routes = [r for r in _routes() if (r.path or "").startswith("/v1/webhooks")]
+    assert len(webhook_routes) == 7
+    assert all(_required_scopes(route) == {"webhooks:manage"} for route in webhook_routes)

@@ -59,6 +59,13 @@ BUSINESS_RULE_422 = {
     ): "a child to match on; effectiveness only when the toolkit was used",
     ("GET", "/v1/case-audits"): "a cursor must be one this service issued",
     ("POST", "/v1/toolkits/{toolkit_id}/versions/{version}/score"): "responses match the items",
+    (
+        "POST",
+        "/v1/webhooks",
+    ): "a URL the egress rules admit; each event type's scope allowed; a key reused, another body",
+    ("GET", "/v1/webhooks"): "a cursor must be one this service issued",
+    ("GET", "/v1/webhooks/{webhook_id}/deliveries"): "a cursor must be one this service issued",
+    ("POST", "/v1/webhooks/{webhook_id}/replay"): "a message id or a range; until after since",
 }
 POSITIVE_STATUSES_WITH_422 = ["2xx", "3xx", "401", "403", "404", "409", "422", "429"]
 

@@ -103,6 +103,11 @@ def test_db_roles_grants_the_runtime_role_only_what_the_service_needs(
     assert _privileges(database_url, role, "alembic_version") == set()
     for table in ("referral", "idempotency_record", "rate_limit_counter", "signing_key"):
         assert _privileges(database_url, role, table) == {"SELECT", "INSERT", "UPDATE", "DELETE"}
+    # Webhooks: what was sent and what came back stay as written; deliveries change state.
+    for table in ("webhook_message", "webhook_attempt"):
+        assert _privileges(database_url, role, table) == {"SELECT", "INSERT"}
+    for table in ("webhook_subscription", "webhook_delivery", "webhook_worker"):
+        assert _privileges(database_url, role, table) == {"SELECT", "INSERT", "UPDATE", "DELETE"}
     [attributes] = asyncio.run(
         _fetch(
             database_url,
