@@ -15,6 +15,7 @@ from pydantic import (
     BaseModel,
     ConfigDict,
     Field,
+    IPvAnyNetwork,
     SecretStr,
     ValidationError,
     field_validator,
@@ -244,6 +245,18 @@ class Settings(BaseSettings):
         description="The 3-digit old LA code, for `geographic_level` Local authority",
     )
 
+    webhook_allowed_networks: list[IPvAnyNetwork] = Field(
+        default=[],
+        description="Networks webhook deliveries may reach although they are not public, and "
+        'over plain http, as a JSON list of CIDRs (`["127.0.0.1/32"]` for a test receiver). '
+        "Development and the test suite only: production refuses a non-empty list",
+    )
+    webhook_egress_proxy: SecretStr | None = Field(
+        default=None,
+        description="An http(s) proxy every webhook delivery goes through (e.g. smokescreen); "
+        "it then makes the connections and must refuse internal ranges itself",
+    )
+
     max_body_bytes: int = Field(default=1024 * 1024, ge=1024)
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
     workers: int = Field(default=1, ge=1, le=64)
@@ -279,6 +292,30 @@ class Settings(BaseSettings):
         if self.key_encryption_key is not None and self.key_encryption_key_file is not None:
             raise ValueError(
                 "set NEGLECT_KEY_ENCRYPTION_KEY or NEGLECT_KEY_ENCRYPTION_KEY_FILE, not both"
+            )
+        return self
+
+    @field_validator("webhook_egress_proxy")
+    @classmethod
+    def _egress_proxy_url(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is None or not value.get_secret_value().strip():
+            return None
+        parts = urlsplit(value.get_secret_value())
+        if parts.scheme not in {"http", "https"} or not parts.hostname:
+            raise ValueError("must be an http or https proxy URL, e.g. http://egress-proxy:4750")
+        if parts.path not in {"", "/"} or parts.query or parts.fragment:
+            raise ValueError("must be a proxy URL without a path, query or fragment")
+        return value
+
+    @model_validator(mode="after")
+    def _no_webhook_allow_list_in_production(self) -> Self:
+        # A listed network is one partners' URLs may reach inside ours: a sidecar's admin port on
+        # loopback, a metadata endpoint. Production reaches only public addresses, or what its
+        # egress proxy admits.
+        if self.env == "production" and self.webhook_allowed_networks:
+            raise ValueError(
+                "NEGLECT_WEBHOOK_ALLOWED_NETWORKS is for development and the test suite only; "
+                "production refuses it (NEGLECT_ENV=development on a developer's machine)"
             )
         return self
 
