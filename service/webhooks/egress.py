@@ -35,7 +35,9 @@ from __future__ import annotations
 
 import asyncio
 import ipaddress
+import re
 import socket
+import ssl
 from collections.abc import Iterable, Sequence
 from typing import Protocol
 
@@ -167,17 +169,30 @@ def _address_literal(host: str) -> IPAddress | None:
         return None
 
 
+# Letters, digits, hyphens, underscores and dots, as IDNA leaves a name (lower case).
+_HOST_NAME = re.compile(r"[a-z0-9_-]+(\.[a-z0-9_-]+)*\.?")
+
+
+def _host(url: httpx.URL) -> str:
+    """The host as looked up and as httpcore connects to it: IDNA-encoded, IPv6 unbracketed."""
+    return url.raw_host.decode("ascii")
+
+
 def _check_form(url: httpx.URL) -> None:
     """What the URL itself must be, before any lookup."""
     if url.scheme not in {"https", "http"}:
         raise DestinationRefused("the URL must be an https URL")
     if url.userinfo:
         raise DestinationRefused("the URL must not hold a user name or password")
-    host = url.host
+    host = _host(url)
     if not host:
         raise DestinationRefused("the URL has no host")
-    last_label = host.rstrip(".").rsplit(".", 1)[-1].lower()
-    if _address_literal(host) is None and (last_label.isdigit() or last_label.startswith("0x")):
+    if _address_literal(host) is not None:
+        return
+    if not _HOST_NAME.fullmatch(host):
+        raise DestinationRefused("the host is not a valid host name")
+    last_label = host.rstrip(".").rsplit(".", 1)[-1]
+    if last_label.isdigit() or last_label.startswith("0x"):
         # `2130706433`, `127.1`, `0x7f.0.0.1`: no DNS name ends in a number, but the C library
         # reads these as 127.0.0.1. Refused for what they are, not for where they lead.
         raise DestinationRefused("the host must be a host name or an address in standard form")
@@ -190,8 +205,6 @@ def _parse(url: str) -> httpx.URL:
         parsed = httpx.URL(url)
     except (httpx.InvalidURL, TypeError):
         raise DestinationRefused("the URL is not valid") from None
-    if not parsed.is_absolute_url:
-        raise DestinationRefused("the URL must be an absolute https URL")
     _check_form(parsed)
     return parsed
 
@@ -215,7 +228,7 @@ async def _check_destination(
     """Every address the URL's host stands for must be public or allow-listed, and plain http
     is only for allow-listed ones. OSError when the name does not resolve: the caller decides
     whether that is the URL's fault (registration) or the network's (a delivery, retried)."""
-    host = url.host
+    host = _host(url)
     literal = _address_literal(host)
     if literal is not None:
         addresses = [literal]
@@ -267,13 +280,13 @@ class _PinnedBackend(httpcore.AsyncNetworkBackend):
             except OSError as exc:
                 raise httpcore.ConnectError(f"cannot resolve {host}") from exc
         for address in addresses:
-            if self._allowed_only and not _admitted(address, self._allowed):
-                raise DestinationRefused("the URL must be an https URL")
             why = _refusal(address, self._allowed)
             if why is not None:
                 raise DestinationRefused(
                     f"the URL's address is {why}" if literal is not None else HOST_NAME_REFUSED
                 )
+        if self._allowed_only and not all(_admitted(a, self._allowed) for a in addresses):
+            raise DestinationRefused("the URL must be an https URL")
         return addresses
 
     async def connect_tcp(
@@ -318,14 +331,13 @@ class _PinnedTransport(httpx.AsyncHTTPTransport):
     """httpx's own transport (request mapping, exception mapping, pooling), its pool rebuilt
     around `_PinnedBackend`: httpx has no public way to pass a network backend."""
 
-    def __init__(self, backend: _PinnedBackend) -> None:
-        super().__init__(http1=True, http2=False, retries=0)
+    def __init__(self, backend: _PinnedBackend, ssl_context: ssl.SSLContext) -> None:
+        super().__init__(verify=ssl_context, http1=True, http2=False, retries=0)
         if not isinstance(self._pool, httpcore.AsyncConnectionPool):  # pragma: no cover
             raise RuntimeError("httpx no longer keeps its pool in `_pool`: pinning would fail")
         limits = httpx.Limits()
         self._pool = httpcore.AsyncConnectionPool(
-            # Honours SSL_CERT_FILE / SSL_CERT_DIR as httpx does, else certifi's roots.
-            ssl_context=httpx.create_ssl_context(),
+            ssl_context=ssl_context,
             max_connections=limits.max_connections,
             max_keepalive_connections=limits.max_keepalive_connections,
             keepalive_expiry=limits.keepalive_expiry,
@@ -343,12 +355,21 @@ class _EgressTransport(httpx.AsyncBaseTransport):
     def __init__(self, settings: Settings, resolver: Resolver) -> None:
         self._allowed = allowed_networks(settings)
         self._resolver = resolver
-        self._https = _PinnedTransport(_PinnedBackend(resolver, self._allowed, allowed_only=False))
-        self._http = _PinnedTransport(_PinnedBackend(resolver, self._allowed, allowed_only=True))
+        # Honours SSL_CERT_FILE / SSL_CERT_DIR as httpx does, else certifi's roots. Loading them
+        # is the slow part of building a client: once, for every pool.
+        tls = httpx.create_ssl_context()
+        self._https = _PinnedTransport(
+            _PinnedBackend(resolver, self._allowed, allowed_only=False), tls
+        )
+        self._http = _PinnedTransport(
+            _PinnedBackend(resolver, self._allowed, allowed_only=True), tls
+        )
         proxy = settings.webhook_egress_proxy
         # The proxy is the operator's: reached as configured, wherever it is.
         self._proxy = (
-            None if proxy is None else httpx.AsyncHTTPTransport(proxy=proxy.get_secret_value())
+            None
+            if proxy is None
+            else httpx.AsyncHTTPTransport(verify=tls, proxy=proxy.get_secret_value())
         )
 
     async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
@@ -357,7 +378,7 @@ class _EgressTransport(httpx.AsyncBaseTransport):
             try:
                 await _check_destination(request.url, self._allowed, self._resolver)
             except OSError as exc:
-                message = f"cannot resolve {request.url.host}"
+                message = f"cannot resolve {_host(request.url)}"
                 raise httpx.ConnectError(message, request=request) from exc
             return await self._proxy.handle_async_request(request)
         pinned = self._https if request.url.scheme == "https" else self._http
