@@ -213,9 +213,11 @@ def _port(url: httpx.URL) -> int:
     return url.port or (443 if url.scheme == "https" else 80)
 
 
-async def _resolve_name(resolver: Resolver, host: str, port: int) -> list[IPAddress]:
+async def _resolve_name(
+    resolver: Resolver, host: str, port: int, timeout: float | None = TIMEOUT_S
+) -> list[IPAddress]:
     """The addresses of a host name; OSError (TimeoutError included) when there are none."""
-    async with asyncio.timeout(TIMEOUT_S):
+    async with asyncio.timeout(timeout):
         addresses = await resolver.resolve(host, port)
     if not addresses:
         raise OSError(f"no address for {host}")
@@ -268,13 +270,13 @@ class _PinnedBackend(httpcore.AsyncNetworkBackend):
         self._allowed_only = allowed_only
         self._backend = httpcore.AnyIOBackend()
 
-    async def _addresses(self, host: str, port: int) -> list[IPAddress]:
+    async def _addresses(self, host: str, port: int, timeout: float | None) -> list[IPAddress]:
         literal = _address_literal(host)
         if literal is not None:
             addresses = [literal]
         else:
             try:
-                addresses = await _resolve_name(self._resolver, host, port)
+                addresses = await _resolve_name(self._resolver, host, port, timeout)
             except TimeoutError as exc:
                 raise httpcore.ConnectTimeout(f"resolving {host} timed out") from exc
             except OSError as exc:
@@ -299,7 +301,7 @@ class _PinnedBackend(httpcore.AsyncNetworkBackend):
     ) -> httpcore.AsyncNetworkStream:
         loop = asyncio.get_running_loop()
         deadline = None if timeout is None else loop.time() + timeout
-        addresses = await self._addresses(host, port)
+        addresses = await self._addresses(host, port, timeout)
         failure: Exception = httpcore.ConnectError(f"cannot connect to {host}")
         for address in addresses:
             remaining = None if deadline is None else max(deadline - loop.time(), 0.0)

@@ -543,6 +543,21 @@ async def test_sending_to_a_name_that_does_not_resolve_is_a_connect_error() -> N
     assert resolver.lookups == ["partner.example"]
 
 
+class HangingResolver:
+    async def resolve(self, host: str, port: int) -> list[IPAddress]:
+        await asyncio.Event().wait()
+        raise AssertionError("never answers")
+
+
+async def test_a_lookup_that_hangs_at_send_time_is_a_connect_timeout() -> None:
+    async with build_client(_settings(), resolver=HangingResolver()) as client:
+        # Bounded by the request's connect timeout, like the connection it is part of.
+        with pytest.raises(httpx.ConnectTimeout) as timed_out:
+            await client.post("https://partner.example/hook", content=b"{}", timeout=0.2)
+
+    assert "partner.example" in str(timed_out.value)
+
+
 async def test_an_allow_listed_receiver_is_reached_by_name_in_one_lookup_with_its_host_header(
     start_receiver: StartReceiver,
 ) -> None:
