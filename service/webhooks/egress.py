@@ -20,8 +20,11 @@ IPv6 loopback, unique-local, link-local, site-local, multicast and everything ou
 unicast; and any of these reached through an IPv4-mapped, NAT64 or 6to4 IPv6 address.
 
 `Settings.webhook_allowed_networks` admits listed networks all the same (a test receiver on
-127.0.0.1), and plain http to them. It is for development and the test suite: production settings
-refuse a non-empty list at start-up, and this module ignores it in production too.
+127.0.0.1), and plain http to them. It is for development and the test suite. The suite runs with
+production settings, so production admits loopback networks in it and nothing else: settings
+refuse any other network at start-up, and this module drops them in production too. A deployment
+leaves it unset (with it, partners could reach the worker's own loopback: a sidecar's admin
+port); `build_client` logs a warning when production settings hold one.
 
 With `Settings.webhook_egress_proxy` set, the proxy opens the connections and resolves the names
 itself. This module still checks the URL and the addresses the name resolves to here before
@@ -35,6 +38,7 @@ from __future__ import annotations
 
 import asyncio
 import ipaddress
+import logging
 import re
 import socket
 import ssl
@@ -44,7 +48,9 @@ from typing import Protocol
 import httpcore
 import httpx
 
-from service.settings import Settings
+from service.settings import Settings, is_loopback_network
+
+logger = logging.getLogger(__name__)
 
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
@@ -146,9 +152,13 @@ def non_public_reason(address: IPAddress) -> str | None:
 
 
 def allowed_networks(settings: Settings) -> Sequence[IPNetwork]:
-    """The allow list in force: none in production, whatever the settings say (they refuse one
-    at start-up; this also covers settings built without validation)."""
-    return () if settings.env == "production" else settings.webhook_allowed_networks
+    """The allow list in force: in production, its loopback networks only, whatever the
+    settings say (they refuse anything else at start-up; this covers settings built without
+    validation)."""
+    listed = settings.webhook_allowed_networks
+    if settings.env == "production":
+        return [network for network in listed if is_loopback_network(network)]
+    return listed
 
 
 def _admitted(address: IPAddress, allowed: Iterable[IPNetwork]) -> bool:
@@ -213,6 +223,12 @@ def _port(url: httpx.URL) -> int:
     return url.port or (443 if url.scheme == "https" else 80)
 
 
+def _check_plain_http(url: httpx.URL, allowed: Sequence[IPNetwork]) -> None:
+    """Without an allow list there is no host plain http may go to: refused before a lookup."""
+    if url.scheme == "http" and not allowed:
+        raise DestinationRefused("the URL must be an https URL")
+
+
 async def _resolve_name(
     resolver: Resolver, host: str, port: int, timeout: float | None = TIMEOUT_S
 ) -> list[IPAddress]:
@@ -230,6 +246,7 @@ async def _check_destination(
     """Every address the URL's host stands for must be public or allow-listed, and plain http
     is only for allow-listed ones. OSError when the name does not resolve: the caller decides
     whether that is the URL's fault (registration) or the network's (a delivery, retried)."""
+    _check_plain_http(url, allowed)
     host = _host(url)
     literal = _address_literal(host)
     if literal is not None:
@@ -376,6 +393,7 @@ class _EgressTransport(httpx.AsyncBaseTransport):
 
     async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
         _check_form(request.url)
+        _check_plain_http(request.url, self._allowed)
         if self._proxy is not None:
             try:
                 await _check_destination(request.url, self._allowed, self._resolver)
@@ -398,6 +416,11 @@ def build_client(settings: Settings, *, resolver: Resolver | None = None) -> htt
     every connection checked and pinned as this module describes. A refused destination raises
     `DestinationRefused` from `client.post(...)`; a name that does not resolve at send time
     raises `httpx.ConnectError` (the network's fault, worth a retry). Close it (`async with`)."""
+    if settings.env == "production" and settings.webhook_allowed_networks:
+        logger.warning(
+            "NEGLECT_WEBHOOK_ALLOWED_NETWORKS is set in production: webhooks may reach %s",
+            ", ".join(str(network) for network in allowed_networks(settings)),
+        )
     return httpx.AsyncClient(
         transport=_EgressTransport(settings, resolver or SystemResolver()),
         follow_redirects=False,

@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import datetime
 import ipaddress
+import logging
 import os
 import socket
 import ssl
@@ -399,26 +400,62 @@ async def test_the_allow_list_does_not_admit_plain_http_to_a_public_host() -> No
     assert refused.value.reason == "the URL must be an https URL"
 
 
-async def test_production_settings_refuse_an_allow_list(environment: pytest.MonkeyPatch) -> None:
+async def test_production_settings_admit_loopback_networks_only(
+    environment: pytest.MonkeyPatch,
+) -> None:
     environment.setenv("NEGLECT_ENV", "production")
-    environment.setenv("NEGLECT_WEBHOOK_ALLOWED_NETWORKS", '["127.0.0.1/32"]')
+    environment.setenv("NEGLECT_WEBHOOK_ALLOWED_NETWORKS", '["127.0.0.1/32", "::1/128"]')
+    admitted = load_settings().webhook_allowed_networks
+    environment.setenv("NEGLECT_WEBHOOK_ALLOWED_NETWORKS", '["127.0.0.1/32", "10.0.0.0/8"]')
 
     with pytest.raises(InvalidSettings) as invalid:
         load_settings()
 
-    assert str(invalid.value).startswith(
-        "NEGLECT_WEBHOOK_ALLOWED_NETWORKS is for development and the test suite only"
+    assert [str(network) for network in admitted] == ["127.0.0.1/32", "::1/128"]
+    assert str(invalid.value) == (
+        "NEGLECT_WEBHOOK_ALLOWED_NETWORKS is for development and the test suite; "
+        "production admits loopback networks only (within 127.0.0.0/8, or ::1/128)"
     )
 
 
-async def test_production_ignores_an_allow_list_that_bypassed_validation() -> None:
-    settings = _settings("127.0.0.1/32").model_copy(update={"env": "production"})
+async def test_production_drops_what_is_not_loopback_from_an_unvalidated_allow_list() -> None:
+    settings = _settings("10.0.0.0/8", "127.0.0.1/32").model_copy(update={"env": "production"})
 
-    with pytest.raises(DestinationRefused):
-        await check_url("https://127.0.0.1/hook", settings)
+    await check_url("https://127.0.0.1/hook", settings)
+    with pytest.raises(DestinationRefused) as refused:
+        await check_url("https://10.1.2.3/hook", settings)
     async with build_client(settings) as client:
         with pytest.raises(DestinationRefused):
-            await client.post("https://127.0.0.1/hook")
+            await client.post("https://10.1.2.3/hook")
+
+    assert refused.value.reason == "the URL's address is private"
+
+
+async def test_a_production_client_with_an_allow_list_says_so_in_the_log(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    with caplog.at_level(logging.WARNING, logger="service.webhooks.egress"):
+        async with build_client(_settings("127.0.0.1/32", env="production")):
+            pass
+        async with build_client(_settings(env="production")):
+            pass
+
+    assert [record.getMessage() for record in caplog.records] == [
+        "NEGLECT_WEBHOOK_ALLOWED_NETWORKS is set in production: webhooks may reach 127.0.0.1/32"
+    ]
+
+
+async def test_without_an_allow_list_plain_http_is_refused_before_any_lookup() -> None:
+    resolver = StubResolver(partner_example=[[PUBLIC_V4]])
+
+    with pytest.raises(DestinationRefused) as at_registration:
+        await check_url("http://partner.example/hook", _settings(), resolver=resolver)
+    async with build_client(_settings(), resolver=resolver) as client:
+        with pytest.raises(DestinationRefused) as at_send:
+            await client.post("http://partner.example/hook", content=b"{}")
+
+    assert at_registration.value.reason == at_send.value.reason == "the URL must be an https URL"
+    assert resolver.lookups == []
 
 
 async def test_a_network_with_host_bits_set_is_refused_by_name(
