@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import ipaddress
 import re
 from functools import cache
 from pathlib import Path
@@ -47,6 +48,18 @@ def decode_key_encryption_key(encoded: str) -> bytes:
             "make one with `openssl rand -base64 32`"
         )
     return raw
+
+
+_LOOPBACK_V4 = ipaddress.IPv4Network("127.0.0.0/8")
+_LOOPBACK_V6 = ipaddress.IPv6Network("::1/128")
+
+
+def is_loopback_network(network: ipaddress.IPv4Network | ipaddress.IPv6Network) -> bool:
+    """Whether every address of `network` is loopback: all the webhook allow-list may hold in
+    production."""
+    if isinstance(network, ipaddress.IPv4Network):
+        return network.subnet_of(_LOOPBACK_V4)
+    return network == _LOOPBACK_V6
 
 
 Environment = Literal["development", "production"]
@@ -294,12 +307,15 @@ class Settings(BaseSettings):
 
     webhook_allowed_networks: list[IPvAnyNetwork] = Field(
         default=[],
-        description="Networks a webhook URL may reach although private or loopback (JSON list "
-        'of CIDRs, e.g. ["127.0.0.1/32"]), plain http allowed there: development and tests '
-        "only",
+        description="Networks webhook deliveries may reach although they are not public, and "
+        'over plain http, as a JSON list of CIDRs (`["127.0.0.1/32"]` for a test receiver). '
+        "For development and the test suite: production admits loopback networks only (the "
+        "suite runs with production settings) and a deployment leaves it unset",
     )
-    webhook_egress_proxy: str | None = Field(
-        default=None, description="Proxy URL every webhook delivery goes through (production)"
+    webhook_egress_proxy: SecretStr | None = Field(
+        default=None,
+        description="An http(s) proxy every webhook delivery goes through (e.g. smokescreen); "
+        "it then makes the connections and must refuse internal ranges itself",
     )
     webhook_worker_heartbeat_s: float = Field(
         default=10.0, ge=1.0, le=300.0, description="How often a webhook worker says it is alive"
@@ -369,6 +385,32 @@ class Settings(BaseSettings):
         if self.key_encryption_key is not None and self.key_encryption_key_file is not None:
             raise ValueError(
                 "set NEGLECT_KEY_ENCRYPTION_KEY or NEGLECT_KEY_ENCRYPTION_KEY_FILE, not both"
+            )
+        return self
+
+    @field_validator("webhook_egress_proxy")
+    @classmethod
+    def _egress_proxy_url(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is None or not value.get_secret_value().strip():
+            return None
+        parts = urlsplit(value.get_secret_value())
+        if parts.scheme not in {"http", "https"} or not parts.hostname:
+            raise ValueError("must be an http or https proxy URL, e.g. http://egress-proxy:4750")
+        if parts.path not in {"", "/"} or parts.query or parts.fragment:
+            raise ValueError("must be a proxy URL without a path, query or fragment")
+        return value
+
+    @model_validator(mode="after")
+    def _no_webhook_allow_list_in_production(self) -> Self:
+        # A listed network is one partners' URLs may reach inside ours: a metadata endpoint, a
+        # database's subnet. The test suite runs with production settings and its receivers on
+        # loopback, so production admits loopback, and nothing else, for them.
+        if self.env == "production" and not all(
+            is_loopback_network(network) for network in self.webhook_allowed_networks
+        ):
+            raise ValueError(
+                "NEGLECT_WEBHOOK_ALLOWED_NETWORKS is for development and the test suite; "
+                "production admits loopback networks only (within 127.0.0.0/8, or ::1/128)"
             )
         return self
 
