@@ -152,6 +152,9 @@ def create_app(settings: Settings | None = None, database_url: str | None = None
     )
     app.state.settings = settings
     app.state.database_url = database_url
+    # Looks up a webhook URL's host at registration; None is the system's resolver. Tests put a
+    # resolver of their own here, so that no test asks the network.
+    app.state.webhook_resolver = None
     install_error_handlers(app)
     app.add_middleware(RequestContextMiddleware, max_body_bytes=settings.max_body_bytes)
     app.include_router(health.router)

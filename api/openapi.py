@@ -40,7 +40,11 @@ def _problem_response(description: str) -> dict[str, Any]:
 
 
 def _example_of(schema: dict[str, Any], schemas: dict[str, Any]) -> Any:
-    """The first of a request body schema's `examples`, following a component reference."""
+    """The first of a request body schema's `examples`, following a component reference (and,
+    for an optional body, the one branch of its `anyOf` that is not null)."""
+    branches = [branch for branch in schema.get("anyOf", []) if branch.get("type") != "null"]
+    if len(branches) == 1:
+        schema = branches[0]
     ref = schema.get("$ref", "")
     if ref.startswith("#/components/schemas/"):
         schema = schemas.get(ref.rsplit("/", 1)[-1], {})

@@ -40,6 +40,10 @@ def _issued(issued: IssuedSecret) -> WebhookSecretIssued:
     return WebhookSecretIssued(**public.model_dump(), secret=issued.secret)
 
 
+def _location(webhook_id: uuid.UUID | str) -> str:
+    return f"/v1/webhooks/{webhook_id}"
+
+
 @router.post(
     "/webhooks",
     status_code=201,
@@ -62,12 +66,18 @@ async def create_webhook(
         await record_access(
             session, caller, "read", subscriptions.RESOURCE_TYPE, stored.body.get("id")
         )
-        return JSONResponse(
-            stored.body, status_code=stored.status, headers={"Idempotent-Replayed": "true"}
-        )
+        headers = {"Idempotent-Replayed": "true"}
+        if stored.status == 201:
+            headers["Location"] = _location(stored.body["id"])
+        return JSONResponse(stored.body, status_code=stored.status, headers=headers)
     issued = _issued(
         await subscriptions.create_subscription(
-            session, caller, body, request.app.state.settings, request.app.state.kek
+            session,
+            caller,
+            body,
+            request.app.state.settings,
+            request.app.state.kek,
+            resolver=request.app.state.webhook_resolver,
         )
     )
     # The secret is never stored in the clear, not even in the replayable answer.
@@ -78,7 +88,12 @@ async def create_webhook(
         201,
         issued.model_copy(update={"secret": None}).model_dump_json(),
     )
-    return Response(issued.model_dump_json(), status_code=201, media_type="application/json")
+    return Response(
+        issued.model_dump_json(),
+        status_code=201,
+        media_type="application/json",
+        headers={"Location": _location(issued.id)},
+    )
 
 
 @router.get("/webhooks", responses=problems(401, 403, 422, 503))

@@ -3,7 +3,8 @@
 Each is posted as it stands by tests/api/test_examples.py and must succeed, in this order: publish
 the example toolkit, score against it, send the referral (it makes the example child), assess
 the child, send its case events, record a case audit of the work with it, decide the referral,
-withdraw another one, register a client, and issue a feed key. So they name one synthetic
+withdraw another one, register a client, issue a feed key, subscribe to webhooks, rotate the
+subscription's secret and replay its past events. So they name one synthetic
 child (an NHS number from the 999 test range) and one toolkit.
 
 Dates are fixed, so the document does not change from day to day: far enough in the past to stay
@@ -231,3 +232,17 @@ TOKEN_REQUEST_EXAMPLE: Final[dict[str, Any]] = {
     "scope": "referrals:write referrals:read",
 }
 """Form fields; the client authenticates with HTTP Basic (`client_secret_basic`)."""
+
+
+WEBHOOK_CREATE_EXAMPLE: Final[dict[str, Any]] = {
+    "url": "https://mis.northtown-primary.example/hooks/neglect",
+    "event_types": ["referral.decided", "referral.withdrawn"],
+    "description": "Safeguarding lead's MIS",
+}
+
+WEBHOOK_ROTATE_EXAMPLE: Final[dict[str, Any]] = {"grace_period_s": 86400}
+
+WEBHOOK_REPLAY_EXAMPLE: Final[dict[str, Any]] = {
+    "since": "2026-12-01T00:00:00Z",
+    "until": "2026-12-02T00:00:00Z",
+}

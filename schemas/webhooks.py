@@ -10,6 +10,7 @@ from typing import Annotated, Final, Literal
 from pydantic import AfterValidator, ConfigDict, Field, StringConstraints, model_validator
 
 from .common import NUL_FREE, Instant, PublicModel, ShortText, StrictModel
+from .examples import WEBHOOK_CREATE_EXAMPLE, WEBHOOK_REPLAY_EXAMPLE, WEBHOOK_ROTATE_EXAMPLE
 from .vocabulary import UniqueList
 
 EventType = Literal[
@@ -56,17 +57,7 @@ MessageId = Annotated[str, StringConstraints(pattern=r"^msg_[0-9a-f]{32}$")]
 class WebhookCreate(StrictModel):
     """A subscription: where to send which events."""
 
-    model_config = ConfigDict(
-        json_schema_extra={
-            "examples": [
-                {
-                    "url": "https://mis.northtown-primary.example/hooks/neglect",
-                    "event_types": ["referral.decided", "referral.withdrawn"],
-                    "description": "Safeguarding lead's MIS",
-                }
-            ]
-        }
-    )
+    model_config = ConfigDict(json_schema_extra={"examples": [WEBHOOK_CREATE_EXAMPLE]})
 
     url: WebhookUrl = Field(
         description="https only; an address inside the partnership's network is refused"
@@ -82,7 +73,7 @@ class WebhookCreate(StrictModel):
 class SecretRotate(StrictModel):
     """How long the secret being replaced keeps signing beside the new one."""
 
-    model_config = ConfigDict(json_schema_extra={"examples": [{"grace_period_s": 86400}]})
+    model_config = ConfigDict(json_schema_extra={"examples": [WEBHOOK_ROTATE_EXAMPLE]})
 
     grace_period_s: int = Field(
         default=DEFAULT_GRACE_PERIOD_S,
@@ -99,8 +90,8 @@ class WebhookReplay(StrictModel):
     model_config = ConfigDict(
         json_schema_extra={
             "examples": [
+                WEBHOOK_REPLAY_EXAMPLE,
                 {"message_id": "msg_2b7f4e0c9d1a4f6e8b3c5d7e9f0a1b2c"},
-                {"since": "2026-12-01T00:00:00Z", "until": "2026-12-02T00:00:00Z"},
                 {"since": "2026-12-01T00:00:00Z", "dead_only": True},
             ]
         }

@@ -45,6 +45,7 @@ from service.db import SessionFactory, async_url, create_session_factory, transa
 from service.logs import JsonFormatter
 from service.migrations import migrate_database
 from service.settings import Settings
+from tests.resolvers import ExampleNamesResolver
 from tests.servers import PgBouncer
 
 TEST_ISSUER = "http://test"
@@ -202,6 +203,7 @@ async def app(
     if THROUGH_PGBOUNCER:
         url = through_pgbouncer(request.getfixturevalue("pgbouncer"), database_url)
     application = create_app(settings, url)
+    application.state.webhook_resolver = ExampleNamesResolver()
     async with application.router.lifespan_context(application):
         yield application
 

@@ -34,7 +34,7 @@ from service.errors import Conflict, NotFound, ValidationFailed, field_problem
 from service.models import ApiClient, WebhookSubscription, metadata
 from service.pagination import Keyset, PageRequest
 from service.settings import Settings
-from service.webhooks.egress import DestinationRefused, check_url
+from service.webhooks.egress import DestinationRefused, Resolver, check_url
 from service.webhooks.signing import encrypt_secret, new_secret
 
 RESOURCE_TYPE: Final = "webhook_subscription"
@@ -68,9 +68,9 @@ class IssuedSecret:
     """Shown once; only its encryption is stored."""
 
 
-async def _check_destination(url: str, settings: Settings) -> None:
+async def _check_destination(url: str, settings: Settings, resolver: Resolver | None) -> None:
     try:
-        await check_url(url, settings)
+        await check_url(url, settings, resolver=resolver)
     except DestinationRefused as exc:
         raise ValidationFailed(
             f"body.url: {exc.reason}", [field_problem("body.url", exc.reason, "destination")]
@@ -100,9 +100,12 @@ async def create_subscription(
     body: WebhookCreate,
     settings: Settings,
     kek: KeyEncryptionKey,
+    *,
+    resolver: Resolver | None = None,
 ) -> IssuedSecret:
-    """Subscribe the caller's endpoint; the new secret is returned once."""
-    await _check_destination(body.url, settings)
+    """Subscribe the caller's endpoint; the new secret is returned once. `resolver` looks up
+    the URL's host (the system's resolver when None)."""
+    await _check_destination(body.url, settings, resolver)
     await _check_event_types(session, caller, list(body.event_types))
     subscription_id = uuid.uuid4()
     secret = new_secret()

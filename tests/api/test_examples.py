@@ -193,6 +193,23 @@ async def test_every_request_body_example_posts_successfully(
     await poster.assert_location_serves(rotated, auth)
     assert rotated.headers["Location"] != feed_key.headers["Location"]
 
+    # A webhook subscription (its example URL is on a reserved `.example` name, which the test
+    # resolver answers with a public address), the rotation of its secret, and a replay.
+    webhook = await poster.post("/v1/webhooks", idempotent(auth))
+    assert webhook.status_code == 201, webhook.text
+    await poster.assert_location_serves(webhook, auth)
+    assert webhook.json()["secret"].startswith("whsec_")
+    webhook_id = webhook.json()["id"]
+    rotated_secret = await poster.post(
+        "/v1/webhooks/{webhook_id}/rotate-secret", auth, webhook_id=webhook_id
+    )
+    assert rotated_secret.status_code == 200, rotated_secret.text
+    assert rotated_secret.json()["secret"] != webhook.json()["secret"]
+    replayed_events = await poster.post(
+        "/v1/webhooks/{webhook_id}/replay", auth, webhook_id=webhook_id
+    )
+    assert replayed_events.status_code == 202, replayed_events.text
+
     assert poster.posted == {("POST", path) for (_, path) in BODIES}
 
 

@@ -87,6 +87,8 @@ async def test_a_retried_create_replays_the_answer_without_the_secret(
     assert again.headers["idempotent-replayed"] == "true"
     assert again.json()["id"] == first.json()["id"]
     assert again.json()["secret"] is None
+    assert again.headers["location"] == first.headers["location"]
+    assert first.headers["location"] == f"/v1/webhooks/{first.json()['id']}"
     listed = await client.get("/v1/webhooks", headers=partner.headers)
     assert [each["id"] for each in listed.json()["items"]] == [first.json()["id"]]
 
