@@ -10,7 +10,6 @@ README promises, and the Dockerfile installs from the lock.
 from __future__ import annotations
 
 import copy
-import dataclasses
 import json
 import os
 import re
@@ -36,10 +35,9 @@ SECRET_NAME = "neglect-service"
 SECRET_LOOKING = re.compile(r"PASSWORD|SECRET|TOKEN|KEY$|DATABASE_URL", re.IGNORECASE)
 KEK_FILE = "NEGLECT_KEY_ENCRYPTION_KEY_FILE"
 EGRESS_PROXY = "NEGLECT_WEBHOOK_EGRESS_PROXY"
-# How long a stopping worker lets its batch in flight finish (the CLI keeps the default).
-WORKER_DRAIN_S = next(
-    f.default for f in dataclasses.fields(DeliveryWorker) if f.name == "shutdown_grace_s"
-)
+# How long a stopping worker lets its batch in flight finish: the dataclass field's default,
+# which stays on the class (the CLI keeps it).
+WORKER_DRAIN_S = DeliveryWorker.shutdown_grace_s
 # After the drain a stopping worker records what was sent and releases the rest: a few
 # statements, with room for a slow database, before SIGKILL.
 AFTER_DRAIN_S = 10
@@ -259,9 +257,8 @@ def test_the_webhook_workers_run_the_worker_command() -> None:
     pod = deployment["spec"]["template"]["spec"]
     (container,) = pod["containers"]
     assert container["command"] == ["neglect-service", "worker"]
-    assert container["image"] == api_deployment()["spec"]["template"]["spec"]["containers"][0][
-        "image"
-    ]
+    (api,) = api_deployment()["spec"]["template"]["spec"]["containers"]
+    assert container["image"] == api["image"]
     # Several are safe (FOR UPDATE SKIP LOCKED); two keep deliveries going through a restart.
     assert deployment["spec"]["replicas"] == 2
     assert container["envFrom"] == [
@@ -309,9 +306,8 @@ def test_the_webhook_workers_have_their_own_pods_and_budget() -> None:
     assert not the("Service")["spec"]["selector"].items() <= pod_labels.items()
     api_budget = component("PodDisruptionBudget", "api")["spec"]
     assert not api_budget["selector"]["matchLabels"].items() <= pod_labels.items()
-    assert the("HorizontalPodAutoscaler")["spec"]["scaleTargetRef"]["name"] != (
-        deployment["metadata"]["name"]
-    )
+    autoscaled = the("HorizontalPodAutoscaler")["spec"]["scaleTargetRef"]["name"]
+    assert autoscaled != deployment["metadata"]["name"]
     budget = component("PodDisruptionBudget", "webhook-worker")["spec"]
     assert budget["selector"]["matchLabels"].items() <= pod_labels.items()
     assert 0 < budget["minAvailable"] < deployment["spec"]["replicas"]
