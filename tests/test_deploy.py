@@ -23,6 +23,9 @@ import kubernetes_validate
 import pytest
 import yaml
 
+from service.settings import Settings
+from service.webhooks.worker import DeliveryWorker
+
 ROOT = Path(__file__).resolve().parent.parent
 KUBERNETES = ROOT / "deploy" / "kubernetes"
 # The oldest minor version still supported by the managed offerings councils use, and the newest
@@ -31,6 +34,13 @@ KUBERNETES_VERSIONS = ["1.30", kubernetes_validate.latest_version()]
 SECRET_NAME = "neglect-service"
 SECRET_LOOKING = re.compile(r"PASSWORD|SECRET|TOKEN|KEY$|DATABASE_URL", re.IGNORECASE)
 KEK_FILE = "NEGLECT_KEY_ENCRYPTION_KEY_FILE"
+EGRESS_PROXY = "NEGLECT_WEBHOOK_EGRESS_PROXY"
+# How long a stopping worker lets its batch in flight finish: the dataclass field's default,
+# which stays on the class (the CLI keeps it).
+WORKER_DRAIN_S = DeliveryWorker.shutdown_grace_s
+# After the drain a stopping worker records what was sent and releases the rest: a few
+# statements, with room for a slow database, before SIGKILL.
+AFTER_DRAIN_S = 10
 
 
 def manifests() -> list[tuple[str, dict[str, Any]]]:
@@ -51,6 +61,24 @@ def by_kind(kind: str) -> list[dict[str, Any]]:
 def the(kind: str) -> dict[str, Any]:
     (document,) = by_kind(kind)
     return document
+
+
+def component(kind: str, name: str) -> dict[str, Any]:
+    """The one document of `kind` labelled `app.kubernetes.io/component: name`."""
+    (document,) = [
+        d
+        for d in by_kind(kind)
+        if d["metadata"].get("labels", {}).get("app.kubernetes.io/component") == name
+    ]
+    return document
+
+
+def api_deployment() -> dict[str, Any]:
+    return component("Deployment", "api")
+
+
+def worker_deployment() -> dict[str, Any]:
+    return component("Deployment", "webhook-worker")
 
 
 def pod_specs() -> list[dict[str, Any]]:
@@ -74,7 +102,7 @@ def test_manifest_validates_against_the_kubernetes_schema(
 
 def test_the_validator_refuses_a_misplaced_field() -> None:
     """The check above can fail: a probe put one level too high is caught."""
-    deployment = copy.deepcopy(the("Deployment"))
+    deployment = copy.deepcopy(api_deployment())
     container = deployment["spec"]["template"]["spec"]["containers"][0]
     deployment["spec"]["template"]["spec"]["readinessProbe"] = container["readinessProbe"]
     with pytest.raises(kubernetes_validate.ValidationError):
@@ -119,7 +147,8 @@ def test_the_key_encryption_key_comes_from_the_secret_as_a_file() -> None:
     """Every pod that needs the key-encryption key reads it from a file the Secret mounts, and
     none is given the key itself as a variable."""
     for spec in [
-        the("Deployment")["spec"]["template"]["spec"],
+        api_deployment()["spec"]["template"]["spec"],
+        worker_deployment()["spec"]["template"]["spec"],
         the("Job")["spec"]["template"]["spec"],
     ]:
         (container,) = spec["containers"]
@@ -137,7 +166,7 @@ def test_the_key_encryption_key_comes_from_the_secret_as_a_file() -> None:
 
 
 def test_the_api_has_probes_and_shuts_down_gracefully() -> None:
-    deployment = the("Deployment")
+    deployment = api_deployment()
     pod = deployment["spec"]["template"]["spec"]
     (api,) = pod["containers"]
     assert api["livenessProbe"]["httpGet"]["path"] == "/health/live"
@@ -155,11 +184,11 @@ def test_the_api_has_probes_and_shuts_down_gracefully() -> None:
 
 
 def test_service_budget_and_autoscaler_point_at_the_api_pods() -> None:
-    deployment = the("Deployment")
+    deployment = api_deployment()
     pod_labels = deployment["spec"]["template"]["metadata"]["labels"]
     assert deployment["spec"]["selector"]["matchLabels"].items() <= pod_labels.items()
     assert the("Service")["spec"]["selector"].items() <= pod_labels.items()
-    budget = the("PodDisruptionBudget")["spec"]
+    budget = component("PodDisruptionBudget", "api")["spec"]
     assert budget["selector"]["matchLabels"].items() <= pod_labels.items()
     autoscaler = the("HorizontalPodAutoscaler")["spec"]
     assert autoscaler["scaleTargetRef"]["name"] == deployment["metadata"]["name"]
@@ -207,9 +236,9 @@ def test_the_release_steps_first_apply_holds_what_the_job_needs_and_no_api() -> 
 
 def test_the_api_connects_as_the_runtime_role_only() -> None:
     """Least privilege: the owner's URL is given to the migration Job alone."""
-    (api,) = the("Deployment")["spec"]["template"]["spec"]["containers"]
-    assert secret_key_of(api, "DATABASE_URL") == "database-url"
-    read = next(v for v in api["env"] if v["name"] == "NEGLECT_READ_DATABASE_URL")
+    (container,) = api_deployment()["spec"]["template"]["spec"]["containers"]
+    assert secret_key_of(container, "DATABASE_URL") == "database-url"
+    read = next(v for v in container["env"] if v["name"] == "NEGLECT_READ_DATABASE_URL")
     assert read["valueFrom"]["secretKeyRef"] == {
         "name": SECRET_NAME,
         "key": "read-database-url",
@@ -221,6 +250,86 @@ def test_the_api_connects_as_the_runtime_role_only() -> None:
             if container["name"] != "migrate":
                 assert secret_key_of(container, "NEGLECT_OWNER_DATABASE_URL") is None
                 assert secret_key_of(container, "NEGLECT_RUNTIME_ROLE_PASSWORD") is None
+
+
+def test_the_webhook_workers_run_the_worker_command() -> None:
+    deployment = worker_deployment()
+    pod = deployment["spec"]["template"]["spec"]
+    (container,) = pod["containers"]
+    assert container["command"] == ["neglect-service", "worker"]
+    (api,) = api_deployment()["spec"]["template"]["spec"]["containers"]
+    assert container["image"] == api["image"]
+    # Several are safe (FOR UPDATE SKIP LOCKED); two keep deliveries going through a restart.
+    assert deployment["spec"]["replicas"] == 2
+    assert container["envFrom"] == [
+        {"configMapRef": {"name": the("ConfigMap")["metadata"]["name"]}}
+    ]
+    assert pod["serviceAccountName"] == the("ServiceAccount")["metadata"]["name"]
+    assert pod["automountServiceAccountToken"] is False
+    # It serves no HTTP: no port, and no probe pretending to check it over HTTP.
+    assert "ports" not in container
+    for probe in ("startupProbe", "livenessProbe", "readinessProbe"):
+        assert "httpGet" not in container.get(probe, {})
+    assert pod["securityContext"]["runAsNonRoot"] is True
+    assert container["securityContext"]["readOnlyRootFilesystem"] is True
+    assert container["securityContext"]["allowPrivilegeEscalation"] is False
+    assert container["securityContext"]["capabilities"]["drop"] == ["ALL"]
+    assert container["resources"]["requests"].keys() == {"cpu", "memory"}
+    assert "memory" in container["resources"]["limits"]
+
+
+def test_the_webhook_workers_connect_as_the_runtime_role_only() -> None:
+    (container,) = worker_deployment()["spec"]["template"]["spec"]["containers"]
+    assert secret_key_of(container, "DATABASE_URL") == "database-url"
+    assert secret_key_of(container, "NEGLECT_OWNER_DATABASE_URL") is None
+    assert secret_key_of(container, "NEGLECT_RUNTIME_ROLE_PASSWORD") is None
+    assert {v["name"] for v in container["env"]} == {"DATABASE_URL", KEK_FILE}
+    # Through PgBouncer in transaction mode, as the API.
+    assert the("ConfigMap")["data"]["NEGLECT_DB_POOL_MODE"] == "transaction"
+
+
+def test_the_webhook_workers_outlast_their_drain() -> None:
+    """SIGTERM gives the batch in flight `shutdown_grace_s` to finish, then it is recorded and
+    released: the kubelet's SIGKILL comes only after that."""
+    deployment = worker_deployment()
+    pod = deployment["spec"]["template"]["spec"]
+    assert pod["terminationGracePeriodSeconds"] >= WORKER_DRAIN_S + AFTER_DRAIN_S
+    assert deployment["spec"]["strategy"]["rollingUpdate"]["maxUnavailable"] == 0
+
+
+def test_the_webhook_workers_have_their_own_pods_and_budget() -> None:
+    """The Service never sends a request to a worker, the API's budget and autoscaler never
+    count one, and a drain takes the workers one at a time."""
+    deployment = worker_deployment()
+    pod_labels = deployment["spec"]["template"]["metadata"]["labels"]
+    assert deployment["spec"]["selector"]["matchLabels"].items() <= pod_labels.items()
+    assert not the("Service")["spec"]["selector"].items() <= pod_labels.items()
+    api_budget = component("PodDisruptionBudget", "api")["spec"]
+    assert not api_budget["selector"]["matchLabels"].items() <= pod_labels.items()
+    autoscaled = the("HorizontalPodAutoscaler")["spec"]["scaleTargetRef"]["name"]
+    assert autoscaled != deployment["metadata"]["name"]
+    budget = component("PodDisruptionBudget", "webhook-worker")["spec"]
+    assert budget["selector"]["matchLabels"].items() <= pod_labels.items()
+    assert 0 < budget["minAvailable"] < deployment["spec"]["replicas"]
+    assert budget["unhealthyPodEvictionPolicy"] == "AlwaysAllow"
+
+
+def test_the_webhook_egress_proxy_is_optional_and_no_network_is_allowed() -> None:
+    settings = the("ConfigMap")["data"]
+    assert settings[EGRESS_PROXY] == ""
+    assert "NEGLECT_WEBHOOK_ALLOWED_NETWORKS" not in settings
+    for spec in pod_specs():
+        for container in spec["containers"]:
+            names = {v["name"] for v in container.get("env", [])}
+            assert "NEGLECT_WEBHOOK_ALLOWED_NETWORKS" not in names
+
+
+def test_an_empty_egress_proxy_from_the_deployment_means_none(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """What the ConfigMap and compose give when no proxy is wanted is read as no proxy."""
+    monkeypatch.setenv(EGRESS_PROXY, "")
+    assert Settings(database_url=None).webhook_egress_proxy is None
 
 
 # --- compose.yaml -------------------------------------------------------------------------------
@@ -285,10 +394,32 @@ def test_compose_describes_the_deployment() -> None:
     assert api["environment"]["NEGLECT_WORKERS"] == "1"
 
 
-def test_compose_keeps_a_marked_place_for_the_webhook_worker() -> None:
-    text = COMPOSE_FILE.read_text()
-    assert "The webhook worker" in text
-    assert 'command: ["neglect-service", "worker"]' in text
+def compose_seconds(duration: str) -> int:
+    """A compose duration such as `40s` or `1m30s`, in seconds."""
+    parsed = re.fullmatch(r"(?:(\d+)m)?(?:(\d+)s)?", duration)
+    assert parsed is not None, duration
+    return int(parsed[1] or 0) * 60 + int(parsed[2] or 0)
+
+
+def test_compose_runs_the_webhook_workers() -> None:
+    services = compose()["services"]
+    worker = services["worker"]
+    assert worker["command"] == ["neglect-service", "worker"]
+    assert worker["image"] == services["api"]["image"]
+    assert worker["deploy"]["replicas"] == 2
+    # The runtime role through PgBouncer in transaction mode, never the owner.
+    assert "//neglect_app:" in worker["environment"]["DATABASE_URL"]
+    assert "@pgbouncer:6432/" in worker["environment"]["DATABASE_URL"]
+    assert worker["environment"]["NEGLECT_DB_POOL_MODE"] == "transaction"
+    assert "NEGLECT_OWNER_DATABASE_URL" not in worker["environment"]
+    assert "NEGLECT_RUNTIME_ROLE_PASSWORD" not in worker["environment"]
+    assert worker["depends_on"]["migrate"]["condition"] == "service_completed_successfully"
+    assert compose_seconds(worker["stop_grace_period"]) >= WORKER_DRAIN_S + AFTER_DRAIN_S
+    assert worker["restart"] == "unless-stopped"
+    # The egress proxy is optional, from the environment; no network is ever allowed in.
+    assert worker["environment"][EGRESS_PROXY] == "${NEGLECT_WEBHOOK_EGRESS_PROXY:-}"
+    for service in services.values():
+        assert "NEGLECT_WEBHOOK_ALLOWED_NETWORKS" not in service.get("environment", {})
 
 
 def test_compose_holds_no_secret_value() -> None:
@@ -302,7 +433,7 @@ def test_compose_holds_no_secret_value() -> None:
     assert document["secrets"]["neglect_key_encryption_key"] == {
         "environment": "NEGLECT_KEY_ENCRYPTION_KEY"
     }
-    for name in ("migrate", "api"):
+    for name in ("migrate", "api", "worker"):
         service = document["services"][name]
         assert "NEGLECT_KEY_ENCRYPTION_KEY" not in service["environment"]
         assert service["environment"][KEK_FILE] == "/run/secrets/neglect_key_encryption_key"
