@@ -1,0 +1,642 @@
+"""Storing a census file: the import's entry point, batches, bulk writes and provenance.
+
+A file is scanned first (`scan_census`): one not well-formed, with a DTD, or without a supported
+header stores nothing. Then it is read child by child in a background thread while earlier
+batches are stored. Each batch of children is one transaction on its own connection (two at a
+time): children are matched with the database's `neglect_resolve_child` (the API's matching),
+their rows locked as the case-events API locks them, what is stored about them read, the changes
+worked out in memory (`service.census.plan`), and everything written with binary COPY and a few
+set-based statements. A batch, not the whole file, is a transaction because matching holds an
+advisory lock per identifier until commit, and a lock table sized for a server's connections
+cannot hold a hundred thousand children's.
+
+A child that fails a check of the file, or whose records would break a case-event rule against
+what is stored, is left out whole and reported with the item at fault; the rest of the file is
+imported. Importing the file again after correcting it adds the children left out. Use
+`dry_run` to check a file without storing anything.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import queue
+import threading
+import time
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import date
+from pathlib import Path
+from typing import Any, Final
+
+import asyncpg
+from sqlalchemy import text
+
+from service.audit import record_access
+from service.auth.caller import Caller
+from service.census.model import CensusChild, CensusHeader, Problem
+from service.census.parse import CensusFile, read_census, scan_census
+from service.census.plan import (
+    CENSUS_CLIENT_ID,
+    ChildContext,
+    ChildState,
+    StoredEvent,
+    StoredPlan,
+    StoredReferral,
+    Writes,
+    plan_child,
+    planned_events,
+    referral_reference,
+)
+from service.db import SessionFactory, transaction
+
+CHILDREN_PER_BATCH: Final = 1000
+BATCHES_IN_FLIGHT: Final = 2
+_RETRIES: Final = 3
+
+_REFERRAL_COLUMNS: Final = (
+    "id",
+    "client_id",
+    "agency_type",
+    "agency_name",
+    "external_reference",
+    "child_id",
+    "status",
+    "received_at",
+    "referral_source",
+    "rereferral",
+    "rereferral_count",
+    "body",
+    "decision_outcome",
+    "census_import_id",
+)
+_EVENT_COLUMNS: Final = (
+    "id",
+    "client_id",
+    "agency_type",
+    "agency_name",
+    "event_id",
+    "payload_sha256",
+    "child_id",
+    "event_type",
+    "occurred_on",
+    "details",
+    "census_import_id",
+)
+_ENQUIRY_COLUMNS: Final = (
+    "id",
+    "child_id",
+    "enquiry_ref",
+    "started_on",
+    "strategy_discussion_on",
+    "case_event_id",
+)
+_ICPC_COLUMNS: Final = (
+    "id",
+    "child_id",
+    "enquiry_ref",
+    "held_on",
+    "outcome",
+    "categories",
+    "case_event_id",
+)
+_PLAN_COLUMNS: Final = (
+    "id",
+    "child_id",
+    "plan_type",
+    "plan_ref",
+    "started_on",
+    "ended_on",
+    "initial_category",
+    "latest_category",
+    "domestic_abuse_focus",
+    "neglect",
+    "started_event_id",
+    "ended_event_id",
+    "previous_cp_plans",
+)
+_CHANGE_COLUMNS: Final = ("care_plan_id", "changed_on", "category", "case_event_id")
+_AUDIT_COLUMNS: Final = (
+    "client_id",
+    "agency_type",
+    "agency_name",
+    "action",
+    "resource_type",
+    "resource_id",
+    "child_id",
+    "request_id",
+    "access_reason",
+)
+
+
+class CensusFileRefused(Exception):
+    """The file itself is unusable (not XML, a DTD, no supported header): nothing was stored."""
+
+    def __init__(self, problems: list[Problem]) -> None:
+        super().__init__("; ".join(f"{p.item}: {p.message}" for p in problems))
+        self.problems = problems
+
+
+@dataclass
+class ImportReport:
+    """What an import did. `children_changed` counts children with anything new or updated;
+    `problems` names each child left out and why."""
+
+    census_import_id: uuid.UUID | None
+    sha256: str
+    file_name: str | None
+    census_year: str
+    la_code: str
+    reference_date: date
+    dry_run: bool
+    already_imported: bool
+    children_in_file: int = 0
+    children_imported: int = 0
+    children_changed: int = 0
+    children_skipped: int = 0
+    referrals_created: int = 0
+    referrals_updated: int = 0
+    events_created: dict[str, int] = field(default_factory=dict)
+    problems: list[Problem] = field(default_factory=list)
+    seconds: float = 0.0
+
+    @property
+    def children_per_second(self) -> float:
+        return self.children_in_file / self.seconds if self.seconds > 0 else 0.0
+
+    def as_json(self) -> dict[str, Any]:
+        """The report as plain JSON values (CLI `--json` and the API answer)."""
+        return {
+            "census_import_id": str(self.census_import_id) if self.census_import_id else None,
+            "sha256": self.sha256,
+            "file_name": self.file_name,
+            "census_year": self.census_year,
+            "la_code": self.la_code,
+            "reference_date": self.reference_date.isoformat(),
+            "dry_run": self.dry_run,
+            "already_imported": self.already_imported,
+            "children_in_file": self.children_in_file,
+            "children_imported": self.children_imported,
+            "children_changed": self.children_changed,
+            "children_skipped": self.children_skipped,
+            "referrals_created": self.referrals_created,
+            "referrals_updated": self.referrals_updated,
+            "events_created": dict(sorted(self.events_created.items())),
+            "problems": [
+                {"child": p.child, "item": p.item, "message": p.message} for p in self.problems
+            ],
+            "seconds": round(self.seconds, 3),
+        }
+
+
+def file_sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as stream:
+        while chunk := stream.read(1 << 20):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+async def import_census_file(
+    factory: SessionFactory,
+    path: Path,
+    importer: Caller,
+    *,
+    file_name: str | None = None,
+    dry_run: bool = False,
+    on_start: Callable[[int], None] | None = None,
+    on_progress: Callable[[int], None] | None = None,
+    children_per_batch: int = CHILDREN_PER_BATCH,
+) -> ImportReport:
+    """Import the census file at `path` (see the module docstring); `importer` is audited.
+
+    Raises `CensusFileRefused` when the file itself is unusable. `on_start` gets the number of
+    children in the file, `on_progress` the number read so far.
+    """
+    started = time.perf_counter()
+    header, count, problems = scan_census(path)
+    if header is None:
+        raise CensusFileRefused(problems)
+    if on_start is not None:
+        on_start(count)
+    sha256 = file_sha256(path)
+    report = ImportReport(
+        census_import_id=None,
+        sha256=sha256,
+        file_name=file_name or path.name,
+        census_year=header.census_year,
+        la_code=header.la_code,
+        reference_date=header.reference_date,
+        dry_run=dry_run,
+        already_imported=False,
+        children_in_file=count,
+    )
+    if not dry_run:
+        report.census_import_id, report.already_imported = await _record_file(
+            factory, report, importer
+        )
+    reader = _BackgroundReader(path, children_per_batch)
+    loop = asyncio.get_running_loop()
+    in_flight: set[asyncio.Task[None]] = set()
+    read = 0
+    try:
+        while (batch := await loop.run_in_executor(None, reader.next_batch)) is not None:
+            read += len(batch)
+            if not dry_run:
+                if len(in_flight) >= BATCHES_IN_FLIGHT:
+                    done, in_flight = await asyncio.wait(
+                        in_flight, return_when=asyncio.FIRST_COMPLETED
+                    )
+                    for task in done:
+                        task.result()
+                assert report.census_import_id is not None  # noqa: S101 - set above
+                in_flight.add(
+                    asyncio.create_task(
+                        _store_batch(
+                            factory, header, report.census_import_id, batch, importer, report
+                        )
+                    )
+                )
+            else:
+                report.children_imported += len(batch)
+            if on_progress is not None:
+                on_progress(read + reader.invalid_children)
+        for task in list(in_flight):
+            await task
+    finally:
+        reader.stop()
+        for task in in_flight:
+            task.cancel()
+    report.problems = (reader.result.problems if reader.result else []) + report.problems
+    report.children_skipped = len({p.child for p in report.problems})
+    if on_progress is not None:
+        on_progress(count)
+    report.seconds = time.perf_counter() - started
+    return report
+
+
+async def _record_file(
+    factory: SessionFactory, report: ImportReport, importer: Caller
+) -> tuple[uuid.UUID, bool]:
+    async with transaction(factory) as session:
+        created = await session.scalar(
+            text(
+                "INSERT INTO census_import (id, sha256, file_name, census_year, la_code, "
+                "reference_date, children, imported_by) VALUES (:id, :sha256, :file_name, "
+                ":census_year, :la_code, :reference_date, :children, :imported_by) "
+                "ON CONFLICT ON CONSTRAINT uq_census_import_sha256 DO NOTHING RETURNING id"
+            ),
+            {
+                "id": uuid.uuid4(),
+                "sha256": report.sha256,
+                "file_name": (report.file_name or "")[:255] or None,
+                "census_year": report.census_year,
+                "la_code": report.la_code,
+                "reference_date": report.reference_date,
+                "children": report.children_in_file,
+                "imported_by": importer.client_id,
+            },
+        )
+        if isinstance(created, uuid.UUID):
+            await record_access(session, importer, "create", "census_import", created)
+            return created, False
+        existing = await session.scalar(
+            text("SELECT id FROM census_import WHERE sha256 = :sha256"), {"sha256": report.sha256}
+        )
+        if not isinstance(existing, uuid.UUID):
+            raise TypeError("census_import row vanished")
+        return existing, True
+
+
+class _BackgroundReader:
+    """Reads and checks the file in a thread, handing over batches of valid children."""
+
+    def __init__(self, path: Path, size: int) -> None:
+        self._size = size
+        self._current: list[CensusChild] = []
+        self._handoff: queue.Queue[list[CensusChild] | BaseException | None] = queue.Queue(4)
+        self._stopped = threading.Event()
+        self.result: CensusFile | None = None
+        self._thread = threading.Thread(target=self._read, args=(path,), daemon=True)
+        self._thread.start()
+
+    @property
+    def invalid_children(self) -> int:
+        result = self.result
+        return 0 if result is None else len({p.child for p in result.problems})
+
+    def _put(self, item: list[CensusChild] | BaseException | None) -> None:
+        while not self._stopped.is_set():
+            try:
+                self._handoff.put(item, timeout=0.2)
+                return
+            except queue.Full:
+                continue
+
+    def _on_child(self, child: CensusChild) -> None:
+        if self._stopped.is_set():
+            raise _Stopped
+        self._current.append(child)
+        if len(self._current) >= self._size:
+            self._put(self._current)
+            self._current = []
+
+    def _read(self, path: Path) -> None:
+        try:
+            self.result = read_census(path, on_child=self._on_child)
+            if self._current:
+                self._put(self._current)
+        except _Stopped:
+            return
+        except BaseException as error:  # handed to the consumer, which raises it
+            self._put(error)
+            return
+        self._put(None)
+
+    def next_batch(self) -> list[CensusChild] | None:
+        while True:
+            try:
+                item = self._handoff.get(timeout=0.2)
+            except queue.Empty:
+                if self._stopped.is_set():
+                    return None
+                continue
+            if isinstance(item, BaseException):
+                raise item
+            return item
+
+    def stop(self) -> None:
+        self._stopped.set()
+        self._thread.join()
+
+
+class _Stopped(Exception):
+    pass
+
+
+# --- one batch -----------------------------------------------------------------------------------
+
+_RESOLVE: Final = """
+SELECT x.position, neglect_resolve_child(
+    p_nhs_number => NULL, p_la_child_id => x.la_child_id, p_upn => x.upn, p_given_name => NULL,
+    p_family_name => NULL, p_family_name_key => NULL, p_date_of_birth => x.birth_on,
+    p_expected_date_of_birth => x.expected_on, p_sex => x.sex, p_ethnicity => x.ethnicity
+) AS child_id
+FROM unnest($1::int[], $2::text[], $3::text[], $4::date[], $5::date[], $6::text[], $7::text[])
+    AS x(position, la_child_id, upn, birth_on, expected_on, sex, ethnicity)
+ORDER BY x.position
+"""
+# As the case-events API does for each event, so a batch and an API request about the same
+# child take turns.
+_LOCK_CHILDREN: Final = (
+    "SELECT id, created_at = now() AS created FROM child WHERE id = ANY($1::uuid[]) "
+    "ORDER BY id FOR NO KEY UPDATE"
+)
+_PLANS: Final = (
+    "SELECT id, child_id, plan_type, plan_ref, started_on, ended_on, initial_category, "
+    "latest_category FROM care_plan WHERE child_id = ANY($1::uuid[])"
+)
+_CHANGES: Final = (
+    "SELECT ch.care_plan_id, ch.changed_on, ch.id, ch.category FROM care_plan_category_change ch "
+    "JOIN care_plan p ON p.id = ch.care_plan_id WHERE p.child_id = ANY($1::uuid[])"
+)
+_ENQUIRIES: Final = (
+    "SELECT child_id, enquiry_ref, started_on FROM section47_enquiry "
+    "WHERE child_id = ANY($1::uuid[])"
+)
+_ICPCS: Final = "SELECT child_id, enquiry_ref, held_on FROM icpc WHERE child_id = ANY($1::uuid[])"
+_EVENTS: Final = (
+    "SELECT event_id, child_id, occurred_on, details ->> 'initial_category' AS initial_category "
+    "FROM case_event WHERE client_id = $2 AND event_id = ANY($1::text[])"
+)
+_REFERRALS: Final = (
+    "SELECT id, child_id, external_reference, "
+    "body -> 'census' ->> 'reference_date' AS reference_date, "
+    "body -> 'census' ->> 'fingerprint' AS fingerprint FROM referral "
+    "WHERE client_id = $2 AND external_reference = ANY($1::text[])"
+)
+_UPDATE_PLANS: Final = """
+UPDATE care_plan p SET ended_on = u.ended_on, ended_event_id = u.ended_event_id,
+    latest_category = u.latest_category
+FROM unnest($1::uuid[], $2::date[], $3::uuid[], $4::text[])
+    AS u(id, ended_on, ended_event_id, latest_category)
+WHERE p.id = u.id
+"""
+_UPDATE_REFERRALS: Final = """
+UPDATE referral r SET body = u.body::jsonb, census_import_id = u.census_import_id
+FROM unnest($1::uuid[], $2::text[], $3::uuid[]) AS u(id, body, census_import_id)
+WHERE r.id = u.id
+"""
+# A new child that was then refused leaves no trace.
+_DROP_REFUSED: Final = """
+DELETE FROM child c WHERE c.id = ANY($1::uuid[]) AND c.created_at = now()
+  AND NOT EXISTS (SELECT 1 FROM referral r WHERE r.child_id = c.id)
+  AND NOT EXISTS (SELECT 1 FROM case_event e WHERE e.child_id = c.id)
+  AND NOT EXISTS (SELECT 1 FROM assessment a WHERE a.child_id = c.id)
+"""
+
+# Re-referral links of referrals stored in bulk, by the rule `neglect_create_referral` applies
+# to one referral (service/referrals.py): a new referral counts the child's other non-withdrawn
+# referrals received in the 12 months up to it, and every live referral of the child points at
+# the latest earlier one. This is the import's one call site of that rule.
+_COUNT_EARLIER: Final = """
+UPDATE referral r SET rereferral = x.earlier > 0, rereferral_count = x.earlier
+FROM (
+    SELECT n.id, (
+        SELECT count(*) FROM referral o
+        WHERE o.child_id = n.child_id AND o.id <> n.id AND o.status <> 'withdrawn'
+          AND o.received_at <= n.received_at
+          AND o.received_at >= n.received_at - interval '12 months'
+    ) AS earlier
+    FROM referral n WHERE n.id = ANY($1::uuid[])
+) x
+WHERE r.id = x.id AND r.rereferral_count <> x.earlier
+"""
+_RELINK: Final = """
+UPDATE referral r SET previous_received_at = x.previous
+FROM (
+    SELECT n.id, (
+        SELECT max(o.received_at) FROM referral o
+        WHERE o.child_id = n.child_id AND o.status <> 'withdrawn' AND o.received_at < n.received_at
+    ) AS previous
+    FROM referral n WHERE n.child_id = ANY($1::uuid[]) AND n.status <> 'withdrawn'
+) x
+WHERE r.id = x.id AND r.previous_received_at IS DISTINCT FROM x.previous
+"""
+
+
+async def link_referrals(
+    connection: Any, new_referral_ids: list[uuid.UUID], children: list[uuid.UUID]
+) -> None:
+    """Set the re-referral count of referrals stored in bulk and relink `previous_received_at`
+    for every referral of these children (see `_COUNT_EARLIER`)."""
+    await connection.execute(_COUNT_EARLIER, new_referral_ids)
+    await connection.execute(_RELINK, children)
+
+
+async def _store_batch(
+    factory: SessionFactory,
+    header: CensusHeader,
+    import_id: uuid.UUID,
+    batch: list[CensusChild],
+    importer: Caller,
+    report: ImportReport,
+) -> None:
+    for attempt in range(_RETRIES):
+        try:
+            outcome = await _try_batch(factory, header, import_id, batch, importer)
+        except (asyncpg.DeadlockDetectedError, asyncpg.SerializationError):
+            # Another batch or request locked the same children in the other order: nothing
+            # of this batch was stored, so it is tried again.
+            if attempt == _RETRIES - 1:
+                raise
+            await asyncio.sleep(0.1 * (attempt + 1))
+            continue
+        writes, problems = outcome
+        report.problems.extend(problems)
+        report.children_imported += len(batch) - len(problems)
+        report.children_changed += len(writes.changed_children)
+        report.referrals_created += len(writes.referrals)
+        report.referrals_updated += len(writes.referral_updates)
+        for event_type, count in writes.events_by_type.items():
+            report.events_created[event_type] = report.events_created.get(event_type, 0) + count
+        return
+
+
+async def _raw(session: Any) -> Any:
+    connection = await session.connection()
+    raw = await connection.get_raw_connection()
+    return raw.driver_connection
+
+
+async def _try_batch(
+    factory: SessionFactory,
+    header: CensusHeader,
+    import_id: uuid.UUID,
+    batch: list[CensusChild],
+    importer: Caller,
+) -> tuple[Writes, list[Problem]]:
+    async with transaction(factory) as session:
+        # Started through the session, so the statements on its raw connection below are in
+        # this transaction. The matching function looks rows up by key: a generic plan suits it.
+        await session.execute(text("SET LOCAL plan_cache_mode = force_generic_plan"))
+        await session.execute(text("SET LOCAL statement_timeout = '10min'"))
+        connection = await _raw(session)
+        rows = await connection.fetch(
+            _RESOLVE,
+            list(range(len(batch))),
+            [child.la_child_id for child in batch],
+            [child.upn for child in batch],
+            [child.birth_on for child in batch],
+            [child.expected_birth_on for child in batch],
+            [child.sex for child in batch],
+            [child.ethnicity for child in batch],
+        )
+        child_ids: list[uuid.UUID] = [row["child_id"] for row in rows]
+        # Only the matching function gains from generic plans; the look-ups below by arrays of
+        # ids are planned for the batch.
+        await connection.execute("SET LOCAL plan_cache_mode = auto")
+        locked = await connection.fetch(_LOCK_CHILDREN, child_ids)
+        created = {row["id"] for row in locked if row["created"]}
+        contexts = await _contexts(connection, header, batch, child_ids)
+        writes = Writes()
+        problems: list[Problem] = []
+        refused: list[uuid.UUID] = []
+        for child, context in zip(batch, contexts, strict=True):
+            problem = plan_child(header, import_id, child, context, writes)
+            if problem is not None:
+                problems.append(problem)
+                refused.append(context.child_id)
+        await _write(connection, writes, import_id, importer)
+        dropped = [child_id for child_id in refused if child_id in created]
+        if dropped:
+            await connection.execute(_DROP_REFUSED, dropped)
+        return writes, problems
+
+
+async def _contexts(
+    connection: Any, header: CensusHeader, batch: list[CensusChild], child_ids: list[uuid.UUID]
+) -> list[ChildContext]:
+    states: dict[uuid.UUID, ChildState] = {child_id: ChildState() for child_id in child_ids}
+    plans: dict[uuid.UUID, StoredPlan] = {}
+    for row in await connection.fetch(_PLANS, child_ids):
+        plan = StoredPlan(
+            id=row["id"],
+            plan_type=row["plan_type"],
+            plan_ref=row["plan_ref"],
+            started_on=row["started_on"],
+            ended_on=row["ended_on"],
+            initial_category=row["initial_category"],
+            latest_category=row["latest_category"],
+        )
+        plans[plan.id] = plan
+        states[row["child_id"]].plans[(plan.plan_type, plan.plan_ref)] = plan
+    for row in await connection.fetch(_CHANGES, child_ids):
+        plans[row["care_plan_id"]].changes.append((row["changed_on"], row["id"], row["category"]))
+    for row in await connection.fetch(_ENQUIRIES, child_ids):
+        states[row["child_id"]].enquiries[row["enquiry_ref"]] = row["started_on"]
+    for row in await connection.fetch(_ICPCS, child_ids):
+        states[row["child_id"]].icpcs[row["enquiry_ref"]] = row["held_on"]
+    planned = [planned_events(header, child) for child in batch]
+    wanted_events = [event.event_id for events in planned for event in events]
+    stored_events = {
+        row["event_id"]: StoredEvent(row["child_id"], row["occurred_on"], row["initial_category"])
+        for row in await connection.fetch(_EVENTS, wanted_events, CENSUS_CLIENT_ID)
+    }
+    wanted_referrals = [
+        referral_reference(header, child, episode) for child in batch for episode in child.episodes
+    ]
+    stored_referrals = {
+        row["external_reference"]: StoredReferral(
+            row["id"], row["child_id"], row["reference_date"] or "", row["fingerprint"] or ""
+        )
+        for row in await connection.fetch(_REFERRALS, wanted_referrals, CENSUS_CLIENT_ID)
+    }
+    # A child seen twice in one batch (two census children matched to one) shares its state.
+    return [
+        ChildContext(child_id, events, states[child_id], stored_events, stored_referrals)
+        for child_id, events in zip(child_ids, planned, strict=True)
+    ]
+
+
+async def _copy(connection: Any, table: str, columns: tuple[str, ...], rows: list[Any]) -> None:
+    if rows:
+        await connection.copy_records_to_table(table, records=rows, columns=list(columns))
+
+
+async def _write(connection: Any, writes: Writes, import_id: uuid.UUID, importer: Caller) -> None:
+    await _copy(connection, "case_event", _EVENT_COLUMNS, writes.events)
+    if writes.plan_updates:
+        # Before the new plans: a plan ended here may make room for a new open one.
+        await connection.execute(_UPDATE_PLANS, *map(list, zip(*writes.plan_updates, strict=True)))
+    await _copy(connection, "care_plan", _PLAN_COLUMNS, writes.plans)
+    await _copy(connection, "care_plan_category_change", _CHANGE_COLUMNS, writes.changes)
+    await _copy(connection, "section47_enquiry", _ENQUIRY_COLUMNS, writes.enquiries)
+    await _copy(connection, "icpc", _ICPC_COLUMNS, writes.icpcs)
+    await _copy(connection, "referral", _REFERRAL_COLUMNS, writes.referrals)
+    if writes.referral_updates:
+        await connection.execute(
+            _UPDATE_REFERRALS, *map(list, zip(*writes.referral_updates, strict=True))
+        )
+    if writes.new_referral_children:
+        await link_referrals(
+            connection,
+            [row[0] for row in writes.referrals],
+            sorted(set(writes.new_referral_children)),
+        )
+    audit = [
+        (
+            importer.client_id,
+            importer.agency_type,
+            importer.agency_name,
+            "create",
+            "census_import",
+            str(import_id),
+            child_id,
+            importer.request_id,
+            importer.access_reason,
+        )
+        for child_id in dict.fromkeys(writes.changed_children)
+    ]
+    await _copy(connection, "audit_event", _AUDIT_COLUMNS, audit)
