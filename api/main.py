@@ -30,6 +30,7 @@ from . import (
     audit,
     case_audits,
     case_events,
+    census,
     children,
     clients,
     feed,
@@ -128,7 +129,11 @@ def create_app(settings: Settings | None = None, database_url: str | None = None
     app.state.settings = settings
     app.state.database_url = database_url
     install_error_handlers(app)
-    app.add_middleware(RequestContextMiddleware, max_body_bytes=settings.max_body_bytes)
+    app.add_middleware(
+        RequestContextMiddleware,
+        max_body_bytes=settings.max_body_bytes,
+        upload_limits={census.CENSUS_IMPORTS_PATH: settings.max_census_file_bytes},
+    )
     app.include_router(health.router)
     app.include_router(oauth.router)
     for module in (
@@ -141,6 +146,7 @@ def create_app(settings: Settings | None = None, database_url: str | None = None
         indicators,
         clients,
         feed_keys,
+        census,
         audit,
     ):
         app.include_router(

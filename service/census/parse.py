@@ -176,11 +176,11 @@ def _count(raw: str) -> int:
     return value
 
 
-def _parser_events(source: BinaryIO | Path) -> Any:
+def _parser_events(source: BinaryIO) -> Any:
     # Entities are never expanded and nothing is fetched from the network; a DTD is refused
     # outright below, since a census file has none.
     return etree.iterparse(
-        str(source) if isinstance(source, Path) else source,
+        source,
         events=("start", "end"),
         tag=("{*}Message", "{*}Header", "{*}Children", "{*}Child"),
         resolve_entities=False,
@@ -205,7 +205,11 @@ def read_census(
     """
     result = CensusFile(header=None)
     try:
-        _read(source, result, today or today_in_uk(), on_child)
+        if isinstance(source, Path):
+            with source.open("rb") as stream:
+                _read(stream, result, today or today_in_uk(), on_child)
+        else:
+            _read(source, result, today or today_in_uk(), on_child)
     except etree.XMLSyntaxError as error:
         result.problems.append(Problem(None, FILE_ITEM, f"not well-formed XML: {error}"))
     if result.header is None and not any(p.child is None for p in result.problems):
@@ -214,20 +218,23 @@ def read_census(
 
 
 def _read(
-    source: BinaryIO | Path,
+    source: BinaryIO,
     result: CensusFile,
     today: date,
     on_child: Callable[[CensusChild], None] | None,
 ) -> None:
     seen_ids: dict[str, int] = {}
     children_seen = False
-    for event, element in _parser_events(source):
+    root_checked = False
+    events = _parser_events(source)
+    for event, element in events:
         name = _local(element.tag)
+        if not root_checked:
+            root_checked = True
+            if not _acceptable_root(element.getroottree().getroot(), result):
+                return
         if event == "start":
-            if element.getparent() is None:
-                if not _acceptable_root(element, result):
-                    return
-            elif name == "Children":
+            if name == "Children":
                 children_seen = True
             continue
         if name == "Header" and _depth(element) == 1:
@@ -258,6 +265,8 @@ def _read(
                 else:
                     result.children.append(child)
             _release(element)
+    if not root_checked and not _acceptable_root(events.root, result):
+        return
     if result.header is not None and not children_seen:
         result.problems.append(Problem(None, "Message/Children", "missing"))
 
@@ -689,17 +698,29 @@ def _check_across_episodes(checks: _ChildChecks, child: CensusChild) -> None:
 
 
 def scan_census(source: BinaryIO | Path) -> tuple[CensusHeader | None, int, list[Problem]]:
+    """See `_scan`."""
+    if isinstance(source, Path):
+        with source.open("rb") as stream:
+            return _scan(stream)
+    return _scan(source)
+
+
+def _scan(source: BinaryIO) -> tuple[CensusHeader | None, int, list[Problem]]:
     """A quick first pass over the whole file: well-formed, no DTD, a `Message` with a supported
     `Header`; and how many children it holds. Only children are read, never checked, so a file
     that will be refused is refused before anything is stored."""
     result = CensusFile(header=None)
     children = 0
+    root_checked = False
     try:
-        for event, element in _parser_events(source):
+        events = _parser_events(source)
+        for event, element in events:
             name = _local(element.tag)
-            if event == "start":
-                if element.getparent() is None and not _acceptable_root(element, result):
+            if not root_checked:
+                root_checked = True
+                if not _acceptable_root(element.getroottree().getroot(), result):
                     break
+            if event == "start":
                 continue
             if name == "Header" and _depth(element) == 1:
                 result.header = _read_header(element, result.problems)
@@ -708,6 +729,8 @@ def scan_census(source: BinaryIO | Path) -> tuple[CensusHeader | None, int, list
             elif name == "Child":
                 children += 1
                 _release(element)
+        if not root_checked:
+            _acceptable_root(events.root, result)
     except etree.XMLSyntaxError as error:
         result.problems.append(Problem(None, FILE_ITEM, f"not well-formed XML: {error}"))
     if result.header is None and not result.problems:
