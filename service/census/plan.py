@@ -28,10 +28,14 @@ neglect flag, an ICPC's outcome) are those of the first file that recorded it.
 
 from __future__ import annotations
 
+import hashlib
+import os
 import uuid
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, time, timedelta
 from typing import Any, Final
+
+import orjson
 
 from schemas.common import UK_TIME_ZONE
 from service.case_event_rules import (
@@ -45,7 +49,7 @@ from service.case_event_rules import (
     unknown_plan,
 )
 from service.census.model import CensusChild, CensusCpPlan, CensusEpisode, CensusHeader, Problem
-from service.fingerprint import fingerprint
+from service.fingerprint import canonical_json, fingerprint
 
 CENSUS_CLIENT_ID: Final = "cin-census"
 """The `client_id` of every imported referral and case event: the census, not an API client."""
@@ -288,10 +292,17 @@ def planned_events(header: CensusHeader, child: CensusChild) -> list[PlannedEven
     return planned
 
 
-def episode_body(
-    header: CensusHeader, child: CensusChild, episode: CensusEpisode
-) -> dict[str, Any]:
-    """An imported referral's `body`: the episode as the census file described it."""
+@dataclass(frozen=True, slots=True)
+class EpisodeBody:
+    json: str
+    reference_date: str
+    fingerprint: str
+
+
+def episode_body(header: CensusHeader, child: CensusChild, episode: CensusEpisode) -> EpisodeBody:
+    """An imported referral's `body` as JSON: the episode as the census file described it, under
+    `census`, with the file it was read from and a fingerprint of what it says, by which a later
+    file saying the same is recognised without reading the stored body back."""
 
     def day(value: date | None) -> str | None:
         return value.isoformat() if value else None
@@ -311,7 +322,7 @@ def episode_body(
                 "start_date": day(assessment.started_on),
                 "internal_review_date": day(assessment.internal_review_on),
                 "authorisation_date": day(assessment.authorised_on),
-                "factors": list(assessment.factors),
+                "factors": assessment.factors,
             }
             for assessment in episode.assessments
         ],
@@ -331,7 +342,7 @@ def episode_body(
                 "initial_category": plan.initial_category,
                 "latest_category": plan.latest_category,
                 "number_of_previous_plans": plan.previous_plans,
-                "review_dates": [day(review) for review in plan.reviews],
+                "review_dates": [review.isoformat() for review in plan.reviews],
             }
             for plan in episode.cp_plans
         ],
@@ -348,20 +359,41 @@ def episode_body(
             "sex": child.sex,
             "date_of_death": day(child.died_on),
             "ethnicity": child.ethnicity,
-            "disabilities": list(child.disabilities),
+            "disabilities": child.disabilities,
         },
     }
-    # The file it was read from, and a fingerprint of what it says, by which a later file that
-    # says the same is recognised without reading the stored body back.
-    return {
-        "census": {
+    canonical = canonical_json(content)
+    reference_date = header.reference_date.isoformat()
+    digest = hashlib.sha256(canonical).hexdigest()
+    provenance = orjson.dumps(
+        {
             "census_year": header.census_year,
-            "reference_date": header.reference_date.isoformat(),
+            "reference_date": reference_date,
             "la_code": header.la_code,
-            **content,
-            "fingerprint": fingerprint(content),
+            "fingerprint": digest,
         }
-    }
+    )
+    # One serialisation: the provenance's members, then the content's.
+    body = b'{"census":' + provenance[:-1] + b"," + canonical[1:] + b"}"
+    return EpisodeBody(body.decode(), reference_date, digest)
+
+
+class _Ids:
+    """Random (version 4) UUIDs, from one read of the system's random source per thousand."""
+
+    def __init__(self) -> None:
+        self._pool = b""
+        self._at = 0
+
+    def __call__(self) -> uuid.UUID:
+        if self._at >= len(self._pool):
+            self._pool, self._at = os.urandom(16 * 1024), 0
+        chunk = self._pool[self._at : self._at + 16]
+        self._at += 16
+        return uuid.UUID(bytes=chunk, version=4)
+
+
+new_id: Final = _Ids()
 
 
 @dataclass
@@ -430,15 +462,16 @@ def _plan_referrals(
                     "this episode is already stored for another child; the child's identifiers "
                     "changed since it was imported",
                 )
-            census = body["census"]
-            newer = stored.reference_date <= census["reference_date"]
-            if newer and stored.fingerprint != census["fingerprint"]:
-                writes.referral_updates.append((stored.id, _json(body), import_id))
+            if (
+                stored.reference_date <= body.reference_date
+                and stored.fingerprint != body.fingerprint
+            ):
+                writes.referral_updates.append((stored.id, body.json, import_id))
             continue
         writes.new_referral_children.append(context.child_id)
         writes.referrals.append(
             (
-                uuid.uuid4(),
+                new_id(),
                 CENSUS_CLIENT_ID,
                 CENSUS_AGENCY_TYPE,
                 agency_name,
@@ -449,7 +482,7 @@ def _plan_referrals(
                 episode.referral_source,
                 False,
                 0,
-                _json(body),
+                body.json,
                 "no_further_action" if episode.referral_nfa else None,
                 import_id,
             )
@@ -457,8 +490,6 @@ def _plan_referrals(
 
 
 def _json(value: Any) -> str:
-    import orjson
-
     return orjson.dumps(value).decode()
 
 
@@ -490,7 +521,7 @@ def _plan_events(
         reason = _refusal(state, planned)
         if reason is not None:
             raise _Refused(planned.item, reason)
-        row_id = uuid.uuid4()
+        row_id = new_id()
         payload = {
             "event_id": planned.event_id,
             "child": child_ref,
@@ -577,12 +608,12 @@ def _project(
     kind = planned.event_type
     if kind == "section47_started":
         state.enquiries[fields["enquiry_ref"]] = on
-        writes.enquiries.append((uuid.uuid4(), child_id, fields["enquiry_ref"], on, None, row_id))
+        writes.enquiries.append((new_id(), child_id, fields["enquiry_ref"], on, None, row_id))
     elif kind == "icpc_held":
         state.icpcs[fields["enquiry_ref"]] = on
         writes.icpcs.append(
             (
-                uuid.uuid4(),
+                new_id(),
                 child_id,
                 fields["enquiry_ref"],
                 on,
@@ -594,7 +625,7 @@ def _project(
     elif kind in ("cp_plan_started", "cin_plan_started"):
         plan_type = "cp" if kind == "cp_plan_started" else "cin"
         plan = StoredPlan(
-            id=uuid.uuid4(),
+            id=new_id(),
             plan_type=plan_type,
             plan_ref=fields["plan_ref"],
             started_on=on,
