@@ -269,7 +269,7 @@ async def import_census_file(
         for task in in_flight:
             task.cancel()
     report.problems = (reader.result.problems if reader.result else []) + report.problems
-    report.children_skipped = len({p.child for p in report.problems})
+    report.children_skipped = len({p.child for p in report.problems if p.child is not None})
     if on_progress is not None:
         on_progress(count)
     report.seconds = time.perf_counter() - started
@@ -438,21 +438,37 @@ DELETE FROM child c WHERE c.id = ANY($1::uuid[]) AND c.created_at = now()
 
 # Re-referral links of referrals stored in bulk, by the rule `neglect_create_referral` applies
 # to one referral (service/referrals.py): a new referral counts the child's other non-withdrawn
-# referrals received in the 12 months up to it, and every live referral of the child points at
-# the latest earlier one. This is the import's one call site of that rule.
-_COUNT_EARLIER: Final = """
-UPDATE referral r SET rereferral = x.earlier > 0, rereferral_count = x.earlier
-FROM (
-    SELECT n.id, (
-        SELECT count(*) FROM referral o
-        WHERE o.child_id = n.child_id AND o.id <> n.id AND o.status <> 'withdrawn'
-          AND o.received_at <= n.received_at
-          AND o.received_at >= n.received_at - interval '12 months'
-    ) AS earlier
-    FROM referral n WHERE n.id = ANY($1::uuid[])
+# referrals received in the 12 months up to it and points at the latest earlier one, and every
+# other live referral of the child is relinked to the latest before it. The new referrals are
+# copied into a temporary table first, so each is written once with its links; this module calls
+# the rule in one place, `store_referrals`.
+_STAGE: Final = (
+    "CREATE TEMPORARY TABLE IF NOT EXISTS census_referral_stage "
+    "(LIKE referral INCLUDING DEFAULTS) ON COMMIT DELETE ROWS"
+)
+_LINKED: Final = ("rereferral", "rereferral_count")
+_UNLINKED_COLUMNS: Final = tuple(column for column in _REFERRAL_COLUMNS if column not in _LINKED)
+_INSERT_STAGED: Final = f"""
+INSERT INTO referral ({", ".join(_UNLINKED_COLUMNS)}, rereferral, rereferral_count,
+                      previous_received_at)
+SELECT {", ".join(f"s.{column}" for column in _UNLINKED_COLUMNS)}, x.earlier > 0, x.earlier,
+       x.previous
+FROM census_referral_stage s
+CROSS JOIN LATERAL (
+    SELECT count(*) FILTER (
+               WHERE o.received_at >= s.received_at - interval '12 months'
+                 AND o.received_at <= s.received_at
+           ) AS earlier,
+           max(o.received_at) FILTER (WHERE o.received_at < s.received_at) AS previous
+    FROM (
+        SELECT received_at FROM referral
+        WHERE child_id = s.child_id AND status <> 'withdrawn'
+        UNION ALL
+        SELECT t.received_at FROM census_referral_stage t
+        WHERE t.child_id = s.child_id AND t.id <> s.id
+    ) o
 ) x
-WHERE r.id = x.id AND r.rereferral_count <> x.earlier
-"""
+"""  # noqa: S608 - the column names are this module's constants
 _RELINK: Final = """
 UPDATE referral r SET previous_received_at = x.previous
 FROM (
@@ -466,12 +482,15 @@ WHERE r.id = x.id AND r.previous_received_at IS DISTINCT FROM x.previous
 """
 
 
-async def link_referrals(
-    connection: Any, new_referral_ids: list[uuid.UUID], children: list[uuid.UUID]
-) -> None:
-    """Set the re-referral count of referrals stored in bulk and relink `previous_received_at`
-    for every referral of these children (see `_COUNT_EARLIER`)."""
-    await connection.execute(_COUNT_EARLIER, new_referral_ids)
+async def store_referrals(connection: Any, rows: list[Any], children: list[uuid.UUID]) -> None:
+    """Insert referrals made in bulk (`_REFERRAL_COLUMNS`) with their re-referral links, and
+    relink the other referrals of these children (see `_INSERT_STAGED`)."""
+    await connection.execute(_STAGE)
+    await connection.copy_records_to_table(
+        "census_referral_stage", records=rows, columns=list(_REFERRAL_COLUMNS)
+    )
+    await connection.execute(_INSERT_STAGED)
+    await connection.execute("DELETE FROM census_referral_stage")
     await connection.execute(_RELINK, children)
 
 
@@ -614,16 +633,13 @@ async def _write(connection: Any, writes: Writes, import_id: uuid.UUID, importer
     await _copy(connection, "care_plan_category_change", _CHANGE_COLUMNS, writes.changes)
     await _copy(connection, "section47_enquiry", _ENQUIRY_COLUMNS, writes.enquiries)
     await _copy(connection, "icpc", _ICPC_COLUMNS, writes.icpcs)
-    await _copy(connection, "referral", _REFERRAL_COLUMNS, writes.referrals)
+    if writes.referrals:
+        await store_referrals(
+            connection, writes.referrals, sorted(set(writes.new_referral_children))
+        )
     if writes.referral_updates:
         await connection.execute(
             _UPDATE_REFERRALS, *map(list, zip(*writes.referral_updates, strict=True))
-        )
-    if writes.new_referral_children:
-        await link_referrals(
-            connection,
-            [row[0] for row in writes.referrals],
-            sorted(set(writes.new_referral_children)),
         )
     audit = [
         (
