@@ -211,7 +211,7 @@ def read_census(
         else:
             _read(source, result, today or today_in_uk(), on_child)
     except etree.XMLSyntaxError as error:
-        result.problems.append(Problem(None, FILE_ITEM, f"not well-formed XML: {error}"))
+        result.problems.append(Problem(None, FILE_ITEM, f"not well-formed XML: {error.msg}"))
     if result.header is None and not any(p.child is None for p in result.problems):
         result.problems.append(Problem(None, "Message/Header", "missing"))
     return result
@@ -676,7 +676,7 @@ def _check_across_episodes(checks: _ChildChecks, child: CensusChild) -> None:
     for plan, where in sorted(located, key=lambda pair: pair[0].started_on):
         refusal = cp_plan_overlap(plan.started_on, earlier)
         if refusal is not None:
-            checks.fail(f"{where}/CPPstartDate", refusal.replace(" plan_ref CPP-", " starting "))
+            checks.fail(f"{where}/CPPstartDate", refusal)
         earlier.append(
             PlanFacts("cp", f"CPP-{plan.started_on.isoformat()}", plan.started_on, plan.ended_on)
         )
@@ -732,7 +732,7 @@ def _scan(source: BinaryIO) -> tuple[CensusHeader | None, int, list[Problem]]:
         if not root_checked:
             _acceptable_root(events.root, result)
     except etree.XMLSyntaxError as error:
-        result.problems.append(Problem(None, FILE_ITEM, f"not well-formed XML: {error}"))
+        result.problems.append(Problem(None, FILE_ITEM, f"not well-formed XML: {error.msg}"))
     if result.header is None and not result.problems:
         result.problems.append(Problem(None, "Message/Header", "missing"))
     return (None if result.problems else result.header), children, result.problems

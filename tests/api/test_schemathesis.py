@@ -55,6 +55,7 @@ BUSINESS_RULE_422 = {
     ): "a child to match on; effectiveness only when the toolkit was used",
     ("GET", "/v1/case-audits"): "a cursor must be one this service issued",
     ("POST", "/v1/toolkits/{toolkit_id}/versions/{version}/score"): "responses match the items",
+    ("POST", "/v1/census-imports"): "the body must be a well-formed CIN census XML file",
 }
 POSITIVE_STATUSES_WITH_422 = ["2xx", "3xx", "401", "403", "404", "409", "422", "429"]
 

@@ -288,6 +288,19 @@ async def test_the_next_years_file_adds_its_new_episodes_and_closes_what_closed(
             f"AND p.started_on = '{plan.start}' AND p.ended_on = '{plan.end}'",
         )
         assert ended_on == 1
+    # Provenance: what the second file added or changed carries its identity.
+    ended_by_second = await _count(
+        session_factory,
+        "SELECT count(*) FROM case_event e JOIN census_import ci ON ci.id = e.census_import_id "  # noqa: S608
+        f"WHERE e.event_type = 'cp_plan_ended' AND ci.sha256 = '{report.sha256}'",
+    )
+    assert ended_by_second == report.events_created["cp_plan_ended"]
+    updated_by_second = await _count(
+        session_factory,
+        "SELECT count(*) FROM referral r JOIN census_import ci ON ci.id = r.census_import_id "
+        "WHERE ci.census_year = '2023-24'",
+    )
+    assert updated_by_second == report.referrals_created + report.referrals_updated
     # Nothing doubled: one referral per episode across both files.
     assert await _count(session_factory, "SELECT count(*) FROM referral") == len(
         known | {(e.child, e.referral) for e in second}
