@@ -562,7 +562,20 @@ async def _try_batch(
         writes = Writes()
         problems: list[Problem] = []
         refused: list[uuid.UUID] = []
+        first_of: dict[uuid.UUID, CensusChild] = {}
         for child, context in zip(batch, contexts, strict=True):
+            first = first_of.setdefault(context.child_id, child)
+            if first is not child:
+                # Two children of the file are one child here (a shared UPN, say): the file
+                # contradicts itself, so the second is not merged into the first.
+                problems.append(
+                    Problem(
+                        child.la_child_id,
+                        "ChildIdentifiers",
+                        f"matches the same child as LAchildID {first.la_child_id} in this file",
+                    )
+                )
+                continue
             problem = plan_child(header, import_id, child, context, writes)
             if problem is not None:
                 problems.append(problem)
