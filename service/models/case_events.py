@@ -79,12 +79,12 @@ class CaseEvent(SQLModel, table=True):
     occurred_on: date = Field(sa_column=Column(Date, nullable=False))
     details: dict[str, Any] = Field(sa_column=Column(JSONB, nullable=False))
     created_at: datetime | None = Field(default=None, sa_column=now_column())
-    record_key: int | None = record_key_column()
     # The CIN census file the event was imported from; NULL for an event sent to the API.
     census_import_id: uuid.UUID | None = Field(
         default=None,
         sa_column=Column(UUID(as_uuid=True), ForeignKey("census_import.id"), nullable=True),
     )
+    record_key: int | None = record_key_column()
 
 
 class CarePlan(SQLModel, table=True):
@@ -126,10 +126,10 @@ class CarePlan(SQLModel, table=True):
     started_event_id: uuid.UUID = _event_fk()
     ended_event_id: uuid.UUID | None = _event_fk(nullable=True)
     created_at: datetime | None = Field(default=None, sa_column=now_column())
-    record_key: int | None = record_key_column()
     # The CIN census NumberOfPreviousCPP: child protection plans the child had before this one,
     # anywhere, including before the history held here. NULL when not recorded (the API).
     previous_cp_plans: int | None = Field(default=None, sa_column=Column(Integer, nullable=True))
+    record_key: int | None = record_key_column()
 
 
 class CarePlanCategoryChange(SQLModel, table=True):

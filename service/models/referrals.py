@@ -126,10 +126,10 @@ class Referral(SQLModel, table=True):
     )
     withdrawal_reason: str | None = Field(default=None, sa_column=Column(Text, nullable=True))
     created_at: datetime | None = Field(default=None, sa_column=now_column())
-    record_key: int | None = record_key_column()
     # The CIN census file this referral was imported from (the latest that described it); NULL
     # for a referral sent to the API.
     census_import_id: uuid.UUID | None = Field(
         default=None,
         sa_column=Column(UUID(as_uuid=True), ForeignKey("census_import.id"), nullable=True),
     )
+    record_key: int | None = record_key_column()

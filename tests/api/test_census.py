@@ -30,9 +30,9 @@ BAD = _child(
 
 
 @pytest.fixture
-async def empty(session_factory: SessionFactory) -> None:
-    await clear_domain_tables(session_factory)
-    async with transaction(session_factory) as session:
+async def empty(owner_session_factory: SessionFactory) -> None:
+    await clear_domain_tables(owner_session_factory)
+    async with transaction(owner_session_factory) as session:
         await session.execute(text("TRUNCATE census_import CASCADE"))
 
 

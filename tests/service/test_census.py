@@ -50,9 +50,9 @@ def files(tmp_path: Path, population: list[SimChild]) -> dict[int, Path]:
 
 
 @pytest.fixture
-async def empty(session_factory: SessionFactory) -> None:
-    await clear_domain_tables(session_factory)
-    async with transaction(session_factory) as session:
+async def empty(owner_session_factory: SessionFactory) -> None:
+    await clear_domain_tables(owner_session_factory)
+    async with transaction(owner_session_factory) as session:
         await session.execute(text("TRUNCATE census_import CASCADE"))
 
 
@@ -325,6 +325,7 @@ async def _series(
 
 async def test_census_indicators_equal_the_figures_computed_from_the_xml(
     session_factory: SessionFactory,
+    owner_session_factory: SessionFactory,
     files: dict[int, Path],
     empty: None,
     client: httpx.AsyncClient,
@@ -601,6 +602,7 @@ async def _every_indicator(factory: SessionFactory) -> dict[str, object]:
 
 async def test_export_then_restore_into_an_empty_database_reproduces_every_indicator(
     session_factory: SessionFactory,
+    owner_session_factory: SessionFactory,
     files: dict[int, Path],
     empty: None,
     client: httpx.AsyncClient,
@@ -616,8 +618,8 @@ async def test_export_then_restore_into_an_empty_database_reproduces_every_indic
         lines = [line async for line in export_children(session, IMPORTER)]
     children = await _count(session_factory, "SELECT count(*) FROM child")
     assert len(lines) == children
-    await clear_domain_tables(session_factory)
-    async with transaction(session_factory) as session:
+    await clear_domain_tables(owner_session_factory)
+    async with transaction(owner_session_factory) as session:
         await session.execute(text("TRUNCATE census_import CASCADE"))
         exported = await session.scalar(
             text("SELECT count(*) FROM audit_event WHERE action = 'export' AND client_id = :c"),
@@ -626,7 +628,7 @@ async def test_export_then_restore_into_an_empty_database_reproduces_every_indic
     assert exported is not None
     assert exported >= children
 
-    async with transaction(session_factory) as session:
+    async with transaction(owner_session_factory) as session:
         summary = await restore_children(session, iter_lines("\n".join(lines)))
 
     assert summary.children == children
