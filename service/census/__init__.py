@@ -23,7 +23,20 @@ as the API matches them, a referral per episode, case events through the API's r
 stores them in bulk with the file's identity for provenance.
 """
 
-from service.census.load import CensusFileRefused, ImportReport, import_census_file
+from service.census.load import (
+    CensusFileRefused,
+    ImportReport,
+    Workers,
+    default_workers,
+    import_census_file,
+)
 from service.census.model import Problem
 
-__all__ = ["CensusFileRefused", "ImportReport", "Problem", "import_census_file"]
+__all__ = [
+    "CensusFileRefused",
+    "ImportReport",
+    "Problem",
+    "Workers",
+    "default_workers",
+    "import_census_file",
+]

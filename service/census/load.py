@@ -20,13 +20,17 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import mmap
+import multiprocessing
+import os
 import queue
 import threading
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
+from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
-from datetime import date
+from datetime import date, datetime
 from pathlib import Path
 from typing import Any, Final
 
@@ -36,7 +40,15 @@ from sqlalchemy import text
 from service.audit import record_access
 from service.auth.caller import Caller
 from service.census.model import CensusChild, CensusHeader, Problem
-from service.census.parse import CensusFile, read_census, scan_census
+from service.census.parse import (
+    CensusFile,
+    CensusScan,
+    child_chunks,
+    chunk_document,
+    read_census,
+    read_chunk,
+    scan_census,
+)
 from service.census.plan import (
     CENSUS_CLIENT_ID,
     ChildContext,
@@ -67,6 +79,8 @@ _REFERRAL_COLUMNS: Final = (
     "referral_source",
     "rereferral",
     "rereferral_count",
+    "agency_rereferral_count",
+    "previous_received_at",
     "body",
     "decision_outcome",
     "census_import_id",
@@ -117,17 +131,6 @@ _PLAN_COLUMNS: Final = (
     "previous_cp_plans",
 )
 _CHANGE_COLUMNS: Final = ("care_plan_id", "changed_on", "category", "case_event_id")
-_AUDIT_COLUMNS: Final = (
-    "client_id",
-    "agency_type",
-    "agency_name",
-    "action",
-    "resource_type",
-    "resource_id",
-    "child_id",
-    "request_id",
-    "access_reason",
-)
 
 
 class CensusFileRefused(Exception):
@@ -160,6 +163,8 @@ class ImportReport:
     events_created: dict[str, int] = field(default_factory=dict)
     problems: list[Problem] = field(default_factory=list)
     seconds: float = 0.0
+    worker_processes: int = 0
+    """How many worker processes read and stored the file (0: the importing process did)."""
 
     @property
     def children_per_second(self) -> float:
@@ -198,6 +203,22 @@ def file_sha256(path: Path) -> str:
     return digest.hexdigest()
 
 
+@dataclass(frozen=True)
+class Workers:
+    """Import in `processes` worker processes, each reading, checking and storing runs of the
+    file's children on its own connection (`dsn`, `connect_args`: `service.db.driver_options`).
+    """
+
+    processes: int
+    dsn: str
+    connect_args: dict[str, Any]
+
+
+def default_workers() -> int:
+    """One worker process per CPU the process may use, at most 8."""
+    return max(1, min(8, len(os.sched_getaffinity(0))))
+
+
 async def import_census_file(
     factory: SessionFactory,
     path: Path,
@@ -208,58 +229,88 @@ async def import_census_file(
     on_start: Callable[[int], None] | None = None,
     on_progress: Callable[[int], None] | None = None,
     children_per_batch: int = CHILDREN_PER_BATCH,
+    workers: Workers | None = None,
 ) -> ImportReport:
     """Import the census file at `path` (see the module docstring); `importer` is audited.
 
     Raises `CensusFileRefused` when the file itself is unusable. `on_start` gets the number of
-    children in the file, `on_progress` the number read so far.
+    children in the file, `on_progress` the number read so far. With `workers`, a file of more
+    than one batch is read and stored by worker processes (see `_import_in_workers`).
     """
     started = time.perf_counter()
-    header, count, problems = scan_census(path)
-    if header is None:
-        raise CensusFileRefused(problems)
-    if on_start is not None:
-        on_start(count)
-    sha256 = file_sha256(path)
-    report = ImportReport(
-        census_import_id=None,
-        sha256=sha256,
-        file_name=file_name or path.name,
-        census_year=header.census_year,
-        la_code=header.la_code,
-        reference_date=header.reference_date,
-        dry_run=dry_run,
-        already_imported=False,
-        children_in_file=count,
-    )
-    if not dry_run:
-        report.census_import_id, report.already_imported = await _record_file(
-            factory, report, importer
+    pool = _start_workers(workers) if workers is not None and not dry_run else None
+    try:
+        scan = scan_census(path)
+        header = scan.header
+        if header is None:
+            raise CensusFileRefused(scan.problems)
+        if on_start is not None:
+            on_start(scan.children)
+        report = ImportReport(
+            census_import_id=None,
+            sha256=file_sha256(path),
+            file_name=file_name or path.name,
+            census_year=header.census_year,
+            la_code=header.la_code,
+            reference_date=header.reference_date,
+            dry_run=dry_run,
+            already_imported=False,
+            children_in_file=scan.children,
         )
+        if not dry_run:
+            report.census_import_id, report.already_imported = await _record_file(
+                factory, report, importer
+            )
+        done = False
+        if pool is not None and report.census_import_id is not None:
+            done = await _import_in_workers(
+                pool, path, scan, report.census_import_id, report, children_per_batch, on_progress
+            )
+            if done and workers is not None:
+                report.worker_processes = workers.processes
+        if not done:
+            await _import_here(factory, path, header, report, children_per_batch, on_progress)
+    finally:
+        if pool is not None:
+            pool.shutdown(cancel_futures=True)
+    report.children_skipped = len({p.child for p in report.problems if p.child is not None})
+    if on_progress is not None:
+        on_progress(scan.children)
+    report.seconds = time.perf_counter() - started
+    return report
+
+
+async def _import_here(
+    factory: SessionFactory,
+    path: Path,
+    header: CensusHeader,
+    report: ImportReport,
+    children_per_batch: int,
+    on_progress: Callable[[int], None] | None,
+) -> None:
+    """Read the file in a background thread while this process stores its batches."""
     reader = _BackgroundReader(path, children_per_batch)
     loop = asyncio.get_running_loop()
     in_flight: set[asyncio.Task[None]] = set()
+    stored: list[Problem] = []
     read = 0
     try:
         while (batch := await loop.run_in_executor(None, reader.next_batch)) is not None:
             read += len(batch)
-            if not dry_run:
+            if report.census_import_id is not None:
                 if len(in_flight) >= BATCHES_IN_FLIGHT:
                     done, in_flight = await asyncio.wait(
                         in_flight, return_when=asyncio.FIRST_COMPLETED
                     )
                     for task in done:
                         task.result()
-                assert report.census_import_id is not None  # noqa: S101 - set above
                 in_flight.add(
                     asyncio.create_task(
                         _store_batch(
-                            factory, header, report.census_import_id, batch, importer, report
+                            factory, header, report.census_import_id, batch, report, stored
                         )
                     )
                 )
-            else:
-                report.children_imported += len(batch)
             if on_progress is not None:
                 on_progress(read + reader.invalid_children)
         for task in list(in_flight):
@@ -268,12 +319,63 @@ async def import_census_file(
         reader.stop()
         for task in in_flight:
             task.cancel()
-    report.problems = (reader.result.problems if reader.result else []) + report.problems
-    report.children_skipped = len({p.child for p in report.problems if p.child is not None})
-    if on_progress is not None:
-        on_progress(count)
-    report.seconds = time.perf_counter() - started
-    return report
+    report.problems = (reader.result.problems if reader.result else []) + stored
+    if report.census_import_id is None:
+        report.children_imported = read
+    else:
+        report.children_imported = read - len({p.child for p in stored})
+
+
+async def _import_in_workers(
+    pool: ProcessPoolExecutor,
+    path: Path,
+    scan: CensusScan,
+    import_id: uuid.UUID,
+    report: ImportReport,
+    children_per_batch: int,
+    on_progress: Callable[[int], None] | None,
+) -> bool:
+    """Hand runs of the file's children to the worker processes (`_work_on_chunk`); False, and
+    nothing stored, when the file cannot be cut into runs safely (`child_chunks`)."""
+    with path.open("rb") as stream, mmap.mmap(stream.fileno(), 0, access=mmap.ACCESS_READ) as data:
+        chunks = child_chunks(data, scan, children_per_batch)
+    if len(chunks) < 2:
+        return False
+    header = scan.header
+    assert header is not None  # noqa: S101 - only a scan that found a header is imported
+    loop = asyncio.get_running_loop()
+    futures = [
+        asyncio.wrap_future(
+            pool.submit(
+                _work_on_chunk,
+                _Chunk(path, start, end, first, header, import_id, scan.namespaces, scan.encoding),
+                {
+                    la_child_id: position
+                    for la_child_id, position in scan.first_positions.items()
+                    if position < first + children_per_batch
+                },
+            ),
+            loop=loop,
+        )
+        for first, start, end in chunks
+    ]
+    read = 0
+    try:
+        for future in asyncio.as_completed(futures):
+            outcome = await future
+            read += outcome.children_read
+            if on_progress is not None:
+                on_progress(read)
+    except BaseException:
+        for future in futures:
+            future.cancel()
+        raise
+    outcomes = [future.result() for future in futures]
+    for outcome in outcomes:
+        report.problems.extend(outcome.problems)
+        report.children_imported += outcome.children_read - len({p.child for p in outcome.problems})
+        outcome.tally.add_to(report)
+    return True
 
 
 async def _record_file(
@@ -306,6 +408,8 @@ async def _record_file(
         )
         if not isinstance(existing, uuid.UUID):
             raise TypeError("census_import row vanished")
+        # Imported again: it may add the children a first run left out.
+        await record_access(session, importer, "update", "census_import", existing)
         return existing, True
 
 
@@ -436,62 +540,52 @@ DELETE FROM child c WHERE c.id = ANY($1::uuid[]) AND c.created_at = now()
   AND NOT EXISTS (SELECT 1 FROM assessment a WHERE a.child_id = c.id)
 """
 
-# Re-referral links of referrals stored in bulk, by the rule `neglect_create_referral` applies
-# to one referral (service/referrals.py): a new referral counts the child's other non-withdrawn
-# referrals received in the 12 months up to it and points at the latest earlier one, and every
-# other live referral of the child is relinked to the latest before it. The new referrals are
-# copied into a temporary table first, so each is written once with its links; this module calls
-# the rule in one place, `store_referrals`.
-_STAGE: Final = (
-    "CREATE TEMPORARY TABLE IF NOT EXISTS census_referral_stage "
-    "(LIKE referral INCLUDING DEFAULTS) ON COMMIT DELETE ROWS"
+# `previous_received_at` of the children's other referrals, which a new one may now precede: the
+# database function the API's creates and withdrawals call (service/referrals.sql).
+_RELINK: Final = "SELECT neglect_relink_referrals(p_child_ids => $1::uuid[])"
+_STORED_MOMENTS: Final = (
+    "SELECT child_id, received_at, agency_name FROM referral "
+    "WHERE child_id = ANY($1::uuid[]) AND status <> 'withdrawn'"
 )
-_LINKED: Final = ("rereferral", "rereferral_count")
-_UNLINKED_COLUMNS: Final = tuple(column for column in _REFERRAL_COLUMNS if column not in _LINKED)
-_INSERT_STAGED: Final = f"""
-INSERT INTO referral ({", ".join(_UNLINKED_COLUMNS)}, rereferral, rereferral_count,
-                      previous_received_at)
-SELECT {", ".join(f"s.{column}" for column in _UNLINKED_COLUMNS)}, x.earlier > 0, x.earlier,
-       x.previous
-FROM census_referral_stage s
-CROSS JOIN LATERAL (
-    SELECT count(*) FILTER (
-               WHERE o.received_at >= s.received_at - interval '12 months'
-                 AND o.received_at <= s.received_at
-           ) AS earlier,
-           max(o.received_at) FILTER (WHERE o.received_at < s.received_at) AS previous
-    FROM (
-        SELECT received_at FROM referral
-        WHERE child_id = s.child_id AND status <> 'withdrawn'
-        UNION ALL
-        SELECT t.received_at FROM census_referral_stage t
-        WHERE t.child_id = s.child_id AND t.id <> s.id
-    ) o
-) x
-"""  # noqa: S608 - the column names are this module's constants
-_RELINK: Final = """
-UPDATE referral r SET previous_received_at = x.previous
-FROM (
-    SELECT n.id, (
-        SELECT max(o.received_at) FROM referral o
-        WHERE o.child_id = n.child_id AND o.status <> 'withdrawn' AND o.received_at < n.received_at
-    ) AS previous
-    FROM referral n WHERE n.child_id = ANY($1::uuid[]) AND n.status <> 'withdrawn'
-) x
-WHERE r.id = x.id AND r.previous_received_at IS DISTINCT FROM x.previous
-"""
 
 
-async def store_referrals(connection: Any, rows: list[Any], children: list[uuid.UUID]) -> None:
-    """Insert referrals made in bulk (`_REFERRAL_COLUMNS`) with their re-referral links, and
-    relink the other referrals of these children (see `_INSERT_STAGED`)."""
-    await connection.execute(_STAGE)
-    await connection.copy_records_to_table(
-        "census_referral_stage", records=rows, columns=list(_REFERRAL_COLUMNS)
-    )
-    await connection.execute(_INSERT_STAGED)
-    await connection.execute("DELETE FROM census_referral_stage")
-    await connection.execute(_RELINK, children)
+@dataclass
+class _Tally:
+    """What one batch stored, for the report."""
+
+    changed: int = 0
+    referrals_created: int = 0
+    referrals_updated: int = 0
+    events_created: dict[str, int] = field(default_factory=dict)
+
+    @classmethod
+    def of(cls, writes: Writes) -> _Tally:
+        return cls(
+            changed=len(writes.changed_children),
+            referrals_created=len(writes.referrals),
+            referrals_updated=len(writes.referral_updates),
+            events_created=dict(writes.events_by_type),
+        )
+
+    def add_to(self, report: ImportReport) -> None:
+        report.children_changed += self.changed
+        report.referrals_created += self.referrals_created
+        report.referrals_updated += self.referrals_updated
+        for event_type, count in self.events_created.items():
+            report.events_created[event_type] = report.events_created.get(event_type, 0) + count
+
+
+async def _with_retries(attempt_batch: Callable[[], Awaitable[_BatchOutcome]]) -> _BatchOutcome:
+    for attempt in range(_RETRIES):
+        try:
+            return await attempt_batch()
+        except (asyncpg.DeadlockDetectedError, asyncpg.SerializationError):
+            # Another batch or request locked the same children in the other order: nothing
+            # of this batch was stored, so it is tried again.
+            if attempt == _RETRIES - 1:
+                raise
+            await asyncio.sleep(0.1 * (attempt + 1))
+    raise AssertionError("unreachable")
 
 
 async def _store_batch(
@@ -499,28 +593,18 @@ async def _store_batch(
     header: CensusHeader,
     import_id: uuid.UUID,
     batch: list[CensusChild],
-    importer: Caller,
     report: ImportReport,
+    problems: list[Problem],
 ) -> None:
-    for attempt in range(_RETRIES):
-        try:
-            outcome = await _try_batch(factory, header, import_id, batch, importer)
-        except (asyncpg.DeadlockDetectedError, asyncpg.SerializationError):
-            # Another batch or request locked the same children in the other order: nothing
-            # of this batch was stored, so it is tried again.
-            if attempt == _RETRIES - 1:
-                raise
-            await asyncio.sleep(0.1 * (attempt + 1))
-            continue
-        writes, problems = outcome
-        report.problems.extend(problems)
-        report.children_imported += len(batch) - len(problems)
-        report.children_changed += len(writes.changed_children)
-        report.referrals_created += len(writes.referrals)
-        report.referrals_updated += len(writes.referral_updates)
-        for event_type, count in writes.events_by_type.items():
-            report.events_created[event_type] = report.events_created.get(event_type, 0) + count
-        return
+    async def attempt() -> _BatchOutcome:
+        async with transaction(factory) as session:
+            # Begun through the session, so the statements on its raw connection are in it.
+            await session.execute(text("SELECT 1"))
+            return await _batch(await _raw(session), header, import_id, batch)
+
+    outcome = await _with_retries(attempt)
+    problems.extend(outcome.problems)
+    outcome.tally.add_to(report)
 
 
 async def _raw(session: Any) -> Any:
@@ -529,62 +613,62 @@ async def _raw(session: Any) -> Any:
     return raw.driver_connection
 
 
-async def _try_batch(
-    factory: SessionFactory,
-    header: CensusHeader,
-    import_id: uuid.UUID,
-    batch: list[CensusChild],
-    importer: Caller,
-) -> tuple[Writes, list[Problem]]:
-    async with transaction(factory) as session:
-        # Started through the session, so the statements on its raw connection below are in
-        # this transaction. The matching function looks rows up by key: a generic plan suits it.
-        await session.execute(text("SET LOCAL plan_cache_mode = force_generic_plan"))
-        await session.execute(text("SET LOCAL statement_timeout = '10min'"))
-        connection = await _raw(session)
-        rows = await connection.fetch(
-            _RESOLVE,
-            list(range(len(batch))),
-            [child.la_child_id for child in batch],
-            [child.upn for child in batch],
-            [child.birth_on for child in batch],
-            [child.expected_birth_on for child in batch],
-            [child.sex for child in batch],
-            [child.ethnicity for child in batch],
-        )
-        child_ids: list[uuid.UUID] = [row["child_id"] for row in rows]
-        # Only the matching function gains from generic plans; the look-ups below by arrays of
-        # ids are planned for the batch.
-        await connection.execute("SET LOCAL plan_cache_mode = auto")
-        locked = await connection.fetch(_LOCK_CHILDREN, child_ids)
-        created = {row["id"] for row in locked if row["created"]}
-        contexts = await _contexts(connection, header, batch, child_ids)
-        writes = Writes()
-        problems: list[Problem] = []
-        refused: list[uuid.UUID] = []
-        first_of: dict[uuid.UUID, CensusChild] = {}
-        for child, context in zip(batch, contexts, strict=True):
-            first = first_of.setdefault(context.child_id, child)
-            if first is not child:
-                # Two children of the file are one child here (a shared UPN, say): the file
-                # contradicts itself, so the second is not merged into the first.
-                problems.append(
-                    Problem(
-                        child.la_child_id,
-                        "ChildIdentifiers",
-                        f"matches the same child as LAchildID {first.la_child_id} in this file",
-                    )
+@dataclass
+class _BatchOutcome:
+    problems: list[Problem]
+    tally: _Tally
+
+
+async def _batch(
+    connection: Any, header: CensusHeader, import_id: uuid.UUID, batch: list[CensusChild]
+) -> _BatchOutcome:
+    """Store one batch in the connection's open transaction (see the module docstring)."""
+    # The matching function looks rows up by key: a generic plan suits it.
+    await connection.execute("SET LOCAL plan_cache_mode = force_generic_plan")
+    await connection.execute("SET LOCAL statement_timeout = '10min'")
+    rows = await connection.fetch(
+        _RESOLVE,
+        list(range(len(batch))),
+        [child.la_child_id for child in batch],
+        [child.upn for child in batch],
+        [child.birth_on for child in batch],
+        [child.expected_birth_on for child in batch],
+        [child.sex for child in batch],
+        [child.ethnicity for child in batch],
+    )
+    child_ids: list[uuid.UUID] = [row["child_id"] for row in rows]
+    # Only the matching function gains from generic plans; the look-ups below by arrays of
+    # ids are planned for the batch.
+    await connection.execute("SET LOCAL plan_cache_mode = auto")
+    locked = await connection.fetch(_LOCK_CHILDREN, child_ids)
+    created = {row["id"] for row in locked if row["created"]}
+    contexts = await _contexts(connection, header, batch, child_ids)
+    writes = Writes()
+    problems: list[Problem] = []
+    refused: list[uuid.UUID] = []
+    first_of: dict[uuid.UUID, CensusChild] = {}
+    for child, context in zip(batch, contexts, strict=True):
+        first = first_of.setdefault(context.child_id, child)
+        if first is not child:
+            # Two children of the file are one child here (a shared UPN, say): the file
+            # contradicts itself, so the second is not merged into the first.
+            problems.append(
+                Problem(
+                    child.la_child_id,
+                    "ChildIdentifiers",
+                    f"matches the same child as LAchildID {first.la_child_id} in this file",
                 )
-                continue
-            problem = plan_child(header, import_id, child, context, writes)
-            if problem is not None:
-                problems.append(problem)
-                refused.append(context.child_id)
-        await _write(connection, writes, import_id, importer)
-        dropped = [child_id for child_id in refused if child_id in created]
-        if dropped:
-            await connection.execute(_DROP_REFUSED, dropped)
-        return writes, problems
+            )
+            continue
+        problem = plan_child(header, import_id, child, context, writes)
+        if problem is not None:
+            problems.append(problem)
+            refused.append(context.child_id)
+    await _write(connection, writes)
+    dropped = [child_id for child_id in refused if child_id in created]
+    if dropped:
+        await connection.execute(_DROP_REFUSED, dropped)
+    return _BatchOutcome(problems, _Tally.of(writes))
 
 
 async def _contexts(
@@ -610,6 +694,9 @@ async def _contexts(
         states[row["child_id"]].enquiries[row["enquiry_ref"]] = row["started_on"]
     for row in await connection.fetch(_ICPCS, child_ids):
         states[row["child_id"]].icpcs[row["enquiry_ref"]] = row["held_on"]
+    moments: dict[uuid.UUID, list[tuple[datetime, str]]] = {}
+    for row in await connection.fetch(_STORED_MOMENTS, child_ids):
+        moments.setdefault(row["child_id"], []).append((row["received_at"], row["agency_name"]))
     planned = [planned_events(header, child) for child in batch]
     wanted_events = [event.event_id for events in planned for event in events]
     stored_events = {
@@ -627,7 +714,14 @@ async def _contexts(
     }
     # A child seen twice in one batch (two census children matched to one) shares its state.
     return [
-        ChildContext(child_id, events, states[child_id], stored_events, stored_referrals)
+        ChildContext(
+            child_id,
+            events,
+            states[child_id],
+            stored_events,
+            stored_referrals,
+            moments.get(child_id, []),
+        )
         for child_id, events in zip(child_ids, planned, strict=True)
     ]
 
@@ -637,7 +731,7 @@ async def _copy(connection: Any, table: str, columns: tuple[str, ...], rows: lis
         await connection.copy_records_to_table(table, records=rows, columns=list(columns))
 
 
-async def _write(connection: Any, writes: Writes, import_id: uuid.UUID, importer: Caller) -> None:
+async def _write(connection: Any, writes: Writes) -> None:
     await _copy(connection, "case_event", _EVENT_COLUMNS, writes.events)
     if writes.plan_updates:
         # Before the new plans: a plan ended here may make room for a new open one.
@@ -646,26 +740,86 @@ async def _write(connection: Any, writes: Writes, import_id: uuid.UUID, importer
     await _copy(connection, "care_plan_category_change", _CHANGE_COLUMNS, writes.changes)
     await _copy(connection, "section47_enquiry", _ENQUIRY_COLUMNS, writes.enquiries)
     await _copy(connection, "icpc", _ICPC_COLUMNS, writes.icpcs)
-    if writes.referrals:
-        await store_referrals(
-            connection, writes.referrals, sorted(set(writes.new_referral_children))
-        )
+    await _copy(connection, "referral", _REFERRAL_COLUMNS, writes.referrals)
+    if writes.relink_children:
+        await connection.execute(_RELINK, sorted(set(writes.relink_children)))
     if writes.referral_updates:
         await connection.execute(
             _UPDATE_REFERRALS, *map(list, zip(*writes.referral_updates, strict=True))
         )
-    audit = [
-        (
-            importer.client_id,
-            importer.agency_type,
-            importer.agency_name,
-            "create",
-            "census_import",
-            str(import_id),
-            child_id,
-            importer.request_id,
-            importer.access_reason,
-        )
-        for child_id in dict.fromkeys(writes.changed_children)
-    ]
-    await _copy(connection, "audit_event", _AUDIT_COLUMNS, audit)
+
+
+# --- worker processes ----------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class _Chunk:
+    """A run of the file's children for a worker: bytes `start` to `end` of the file."""
+
+    path: Path
+    start: int
+    end: int
+    first_position: int
+    header: CensusHeader
+    import_id: uuid.UUID
+    namespaces: dict[str | None, str]
+    encoding: str
+
+
+@dataclass
+class _ChunkOutcome:
+    children_read: int
+    problems: list[Problem]
+    tally: _Tally
+
+
+class _Worker:
+    """A worker process's event loop and connection, made once by `_start_worker`."""
+
+    loop: asyncio.AbstractEventLoop | None = None
+    connection: Any = None
+
+
+def _start_workers(workers: Workers) -> ProcessPoolExecutor:
+    """The worker processes, started (connecting) while the file is scanned. Spawned, not forked:
+    the importing process may hold open connections and threads a fork would copy."""
+    pool = ProcessPoolExecutor(
+        max_workers=workers.processes,
+        mp_context=multiprocessing.get_context("spawn"),
+        initializer=_start_worker,
+        initargs=(workers.dsn, workers.connect_args),
+    )
+    for _ in range(workers.processes):
+        pool.submit(_ready)
+    return pool
+
+
+def _ready() -> None:
+    return None
+
+
+def _start_worker(dsn: str, connect_args: dict[str, Any]) -> None:
+    loop = asyncio.new_event_loop()
+    _Worker.loop = loop
+    _Worker.connection = loop.run_until_complete(asyncpg.connect(dsn, **connect_args))
+
+
+def _work_on_chunk(chunk: _Chunk, first_positions: dict[str, int]) -> _ChunkOutcome:
+    """In a worker: read and check a run of children, then store them as one batch."""
+    with chunk.path.open("rb") as stream:
+        stream.seek(chunk.start)
+        data = stream.read(chunk.end - chunk.start)
+    scan = CensusScan(header=chunk.header, namespaces=chunk.namespaces, encoding=chunk.encoding)
+    read = read_chunk(
+        chunk_document(scan, data), chunk.header, chunk.first_position, first_positions
+    )
+    loop, connection = _Worker.loop, _Worker.connection
+    if loop is None or connection is None:
+        raise RuntimeError("the worker process was not started with _start_worker")
+
+    async def attempt() -> _BatchOutcome:
+        async with connection.transaction():
+            return await _batch(connection, chunk.header, chunk.import_id, read.children)
+
+    outcome = loop.run_until_complete(_with_retries(attempt))
+    return _ChunkOutcome(read.children_read, read.problems + outcome.problems, outcome.tally)

@@ -15,11 +15,15 @@ child protection plans do not overlap, an ICPC is not held before its Section 47
 
 from __future__ import annotations
 
+import itertools
+import mmap
+import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import date
 from pathlib import Path
 from typing import Any, BinaryIO, Final, TypeVar
+from xml.sax.saxutils import quoteattr
 
 from lxml import etree
 
@@ -252,14 +256,7 @@ def _read(
             if child is not None:
                 first = seen_ids.setdefault(child.la_child_id, child.position)
                 if first != child.position:
-                    result.problems.append(
-                        Problem(
-                            child.la_child_id,
-                            "ChildIdentifiers/LAchildID",
-                            f"the same LAchildID as child {first} in the file; a child "
-                            "appears once",
-                        )
-                    )
+                    result.problems.append(_repeated(child, first))
                 elif on_child is not None:
                     on_child(child)
                 else:
@@ -697,7 +694,27 @@ def _check_across_episodes(checks: _ChildChecks, child: CensusChild) -> None:
             )
 
 
-def scan_census(source: BinaryIO | Path) -> tuple[CensusHeader | None, int, list[Problem]]:
+@dataclass
+class CensusScan:
+    """What the first pass over a file found (`scan_census`).
+
+    `header` is None when the file is refused (`problems` says why). `first_positions` maps each
+    LAchildID given to more than one child to the position of its first child. `split` says
+    whether the file's children can be cut out of its bytes and read apart (`child_chunks`):
+    every `Child` sits directly in `Children`, and `namespaces` and `encoding` are what a cut-out
+    needs to be read on its own.
+    """
+
+    header: CensusHeader | None
+    children: int = 0
+    problems: list[Problem] = field(default_factory=list)
+    first_positions: dict[str, int] = field(default_factory=dict)
+    split: bool = True
+    namespaces: dict[str | None, str] = field(default_factory=dict)
+    encoding: str = "UTF-8"
+
+
+def scan_census(source: BinaryIO | Path) -> CensusScan:
     """See `_scan`."""
     if isinstance(source, Path):
         with source.open("rb") as stream:
@@ -705,12 +722,13 @@ def scan_census(source: BinaryIO | Path) -> tuple[CensusHeader | None, int, list
     return _scan(source)
 
 
-def _scan(source: BinaryIO) -> tuple[CensusHeader | None, int, list[Problem]]:
+def _scan(source: BinaryIO) -> CensusScan:
     """A quick first pass over the whole file: well-formed, no DTD, a `Message` with a supported
-    `Header`; and how many children it holds. Only children are read, never checked, so a file
-    that will be refused is refused before anything is stored."""
+    `Header`; how many children it holds and which LAchildIDs repeat. Children are not checked,
+    so a file that will be refused is refused before anything is stored."""
     result = CensusFile(header=None)
-    children = 0
+    scan = CensusScan(header=None)
+    seen: dict[str, int] = {}
     root_checked = False
     try:
         events = _parser_events(source)
@@ -720,14 +738,24 @@ def _scan(source: BinaryIO) -> tuple[CensusHeader | None, int, list[Problem]]:
                 root_checked = True
                 if not _acceptable_root(element.getroottree().getroot(), result):
                     break
+                scan.encoding = element.getroottree().docinfo.encoding or "UTF-8"
             if event == "start":
+                if name == "Children":
+                    scan.namespaces = dict(element.nsmap)
                 continue
             if name == "Header" and _depth(element) == 1:
                 result.header = _read_header(element, result.problems)
                 if result.header is None:
                     break
             elif name == "Child":
-                children += 1
+                scan.children += 1
+                if _local(element.getparent().tag) != "Children":
+                    scan.split = False
+                la_child_id = (element.findtext("{*}ChildIdentifiers/{*}LAchildID") or "").strip()
+                if la_child_id:
+                    first = seen.setdefault(la_child_id, scan.children)
+                    if first != scan.children:
+                        scan.first_positions[la_child_id] = first
                 _release(element)
         if not root_checked:
             _acceptable_root(events.root, result)
@@ -735,4 +763,97 @@ def _scan(source: BinaryIO) -> tuple[CensusHeader | None, int, list[Problem]]:
         result.problems.append(Problem(None, FILE_ITEM, f"not well-formed XML: {error.msg}"))
     if result.header is None and not result.problems:
         result.problems.append(Problem(None, "Message/Header", "missing"))
-    return (None if result.problems else result.header), children, result.problems
+    scan.problems = result.problems
+    scan.header = None if result.problems else result.header
+    return scan
+
+
+# A `Child` start tag, with or without a namespace prefix (not `Children`, `ChildIdentifiers`...).
+_CHILD_START: Final = re.compile(rb"<(?:[A-Za-z_][\w.\-]*:)?Child(?=[\s/>])")
+_CHILDREN_END: Final = re.compile(rb"</(?:[A-Za-z_][\w.\-]*:)?Children\s*>")
+
+
+def child_chunks(
+    data: bytes | mmap.mmap, scan: CensusScan, size: int
+) -> list[tuple[int, int, int]]:
+    """The file's children cut into runs of `size`, as (position of the first child, start byte,
+    end byte); empty when the file cannot be cut safely (read it whole instead).
+
+    A run of well-formed sibling elements is itself well-formed, and every real `Child` start tag
+    matches `_CHILD_START`: so when the matches are exactly as many as the `Child` elements the
+    scan counted (text in a comment or CDATA section would add one), each is a child's start.
+    """
+    if (
+        not scan.split
+        or scan.children == 0
+        or scan.encoding.upper().replace("-", "")
+        not in (
+            "UTF8",
+            "ASCII",
+            "USASCII",
+            "ISO88591",
+            "LATIN1",
+        )
+    ):
+        return []
+    starts = [match.start() for match in _CHILD_START.finditer(data)]
+    ends = [match.start() for match in _CHILDREN_END.finditer(data, starts[-1] if starts else 0)]
+    if len(starts) != scan.children or len(ends) != 1:
+        return []
+    bounds = [*starts[::size], ends[0]]
+    return [
+        (index * size + 1, start, end)
+        for index, (start, end) in enumerate(itertools.pairwise(bounds))
+    ]
+
+
+def chunk_document(scan: CensusScan, chunk: bytes) -> bytes:
+    """A run of children cut from the file, as a document of its own: the file's encoding and the
+    namespaces in scope at `Children`."""
+    declarations = "".join(
+        f" xmlns={quoteattr(uri)}" if prefix is None else f" xmlns:{prefix}={quoteattr(uri)}"
+        for prefix, uri in scan.namespaces.items()
+    )
+    head = f"<?xml version='1.0' encoding='{scan.encoding}'?>\n<Children{declarations}>"
+    return head.encode(scan.encoding) + chunk + b"</Children>"
+
+
+def read_chunk(
+    document: bytes,
+    header: CensusHeader,
+    first_position: int,
+    first_positions: dict[str, int],
+    today: date | None = None,
+) -> CensusFile:
+    """Read and check the children of `chunk_document`, as `read_census` reads a whole file;
+    `first_positions` (the scan's) refuses a child whose LAchildID an earlier child gave."""
+    result = CensusFile(header=header)
+    parser = etree.XMLParser(
+        resolve_entities=False,
+        no_network=True,
+        load_dtd=False,
+        huge_tree=False,
+        remove_comments=True,
+        remove_pis=True,
+    )
+    children = etree.fromstring(document, parser)
+    day = today or today_in_uk()
+    for position, element in enumerate(children, start=first_position):
+        result.children_read += 1
+        child = _read_child(element, position, header, day, result.problems)
+        if child is None:
+            continue
+        first = first_positions.get(child.la_child_id, position)
+        if first != position:
+            result.problems.append(_repeated(child, first))
+        else:
+            result.children.append(child)
+    return result
+
+
+def _repeated(child: CensusChild, first: int) -> Problem:
+    return Problem(
+        child.la_child_id,
+        "ChildIdentifiers/LAchildID",
+        f"the same LAchildID as child {first} in the file; a child appears once",
+    )

@@ -50,6 +50,7 @@ from service.case_event_rules import (
 )
 from service.census.model import CensusChild, CensusCpPlan, CensusEpisode, CensusHeader, Problem
 from service.fingerprint import canonical_json, fingerprint
+from service.referrals import rereferral_count
 
 CENSUS_CLIENT_ID: Final = "cin-census"
 """The `client_id` of every imported referral and case event: the census, not an API client."""
@@ -157,7 +158,8 @@ class Writes:
         default_factory=list
     )
     changed_children: list[uuid.UUID] = field(default_factory=list)
-    new_referral_children: list[uuid.UUID] = field(default_factory=list)
+    relink_children: list[uuid.UUID] = field(default_factory=list)
+    """Children with referrals stored before: their later referrals may follow a new one."""
     events_by_type: dict[str, int] = field(default_factory=dict)
 
 
@@ -406,6 +408,8 @@ class ChildContext:
     state: ChildState
     stored_events: dict[str, StoredEvent]
     stored_referrals: dict[str, StoredReferral]
+    stored_moments: list[tuple[datetime, str]] = field(default_factory=list)
+    """When the child's stored live referrals were received, and from which agency."""
 
 
 def plan_child(
@@ -435,7 +439,7 @@ def plan_child(
         "changes",
         "plan_updates",
         "changed_children",
-        "new_referral_children",
+        "relink_children",
     ):
         getattr(writes, name).extend(getattr(local, name))
     for event_type, count in local.events_by_type.items():
@@ -451,6 +455,7 @@ def _plan_referrals(
     writes: Writes,
 ) -> None:
     agency_name = census_agency_name(header.la_code)
+    new: list[tuple[uuid.UUID, str, datetime, CensusEpisode, EpisodeBody]] = []
     for e, episode in enumerate(child.episodes, start=1):
         reference = referral_reference(header, child, episode)
         body = episode_body(header, child, episode)
@@ -468,20 +473,33 @@ def _plan_referrals(
             ):
                 writes.referral_updates.append((stored.id, body.json, import_id))
             continue
-        writes.new_referral_children.append(context.child_id)
+        new.append((new_id(), reference, received_at(episode.referral_on), episode, body))
+    if not new:
+        return
+    # Re-referral links as `neglect_create_referral` sets them on a referral it creates: the
+    # child's other live referrals (stored, and the file's other new episodes) within
+    # REREFERRAL_MONTHS up to it, all of them and the census agency's own; and the latest before.
+    others = [*context.stored_moments, *((moment, agency_name) for _, _, moment, _, _ in new)]
+    if context.stored_moments:
+        writes.relink_children.append(context.child_id)
+    for row_id, reference, moment, episode, body in new:
+        earlier = [(at, agency) for at, agency in others if at != moment]
+        count = rereferral_count((at for at, _ in earlier), moment)
         writes.referrals.append(
             (
-                new_id(),
+                row_id,
                 CENSUS_CLIENT_ID,
                 CENSUS_AGENCY_TYPE,
                 agency_name,
                 reference,
                 context.child_id,
                 "decided",
-                received_at(episode.referral_on),
+                moment,
                 episode.referral_source,
-                False,
-                0,
+                count > 0,
+                count,
+                rereferral_count((at for at, agency in earlier if agency == agency_name), moment),
+                max((at for at, _ in earlier if at < moment), default=None),
                 body.json,
                 "no_further_action" if episode.referral_nfa else None,
                 import_id,

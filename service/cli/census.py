@@ -24,9 +24,16 @@ from rich.table import Table
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from service.auth.caller import Caller
-from service.census import CensusFileRefused, ImportReport, Problem, import_census_file
+from service.census import (
+    CensusFileRefused,
+    ImportReport,
+    Problem,
+    Workers,
+    default_workers,
+    import_census_file,
+)
 from service.cli.common import console, err_console, resolved_url, with_session
-from service.db import create_engine, create_session_factory
+from service.db import create_engine, create_session_factory, driver_options
 from service.export import RestoreSummary, restore_children
 from service.settings import get_settings
 
@@ -79,9 +86,10 @@ def _print_report(report: ImportReport) -> None:
     console.print(table)
     if report.already_imported:
         console.print("This file (same SHA-256) was imported before.")
+    processes = f", {report.worker_processes} worker processes" if report.worker_processes else ""
     console.print(
         f"{report.children_in_file:,} children in {report.seconds:.1f} s "
-        f"({report.children_per_second:,.0f} children/s); file SHA-256 {report.sha256}"
+        f"({report.children_per_second:,.0f} children/s{processes}); file SHA-256 {report.sha256}"
     )
 
 
@@ -92,6 +100,15 @@ def import_cin_census(
     dry_run: Annotated[
         bool, typer.Option("--dry-run", help="Read and check the file; store nothing")
     ] = False,
+    workers: Annotated[
+        int,
+        typer.Option(
+            min=0,
+            max=32,
+            help="Worker processes reading and storing the file (0: this process only); "
+            "default one per CPU",
+        ),
+    ] = default_workers(),
 ) -> None:
     """Import a DfE Children in Need census XML file (2017-18 to 2024-25). A child that fails a
     check is left out whole and reported; the rest is imported. Importing a file again changes
@@ -110,13 +127,16 @@ def import_cin_census(
     task = progress.add_task("children", total=None)
 
     async def run() -> ImportReport:
-        engine = create_engine(get_settings())
+        settings = get_settings()
+        engine = create_engine(settings)
+        dsn, connect_args = driver_options(settings)
         try:
             return await import_census_file(
                 create_session_factory(engine),
                 file,
                 cli_caller(),
                 dry_run=dry_run,
+                workers=Workers(workers, dsn, connect_args) if workers else None,
                 on_start=lambda total: progress.update(task, total=total),
                 on_progress=lambda done: progress.update(task, completed=done),
             )

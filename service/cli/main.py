@@ -19,8 +19,8 @@ from service.cli.clients import clients_app, print_client
 from service.cli.common import console, resolved_owner_url, resolved_url, with_session
 from service.cli.db import db_app, describe_runtime_role, setup_runtime_role
 from service.cli.demo import demo_data
-from service.cli.feed_keys import feed_keys_app
 from service.cli.export import export_app
+from service.cli.feed_keys import feed_keys_app
 from service.cli.keys import keys_app
 from service.cli.toolkits import toolkits_app, toolkits_load_demo
 from service.db_roles import runtime_database_url

@@ -20,11 +20,12 @@ from holidays import country_holidays
 from sqlalchemy import text
 
 from service.auth.caller import Caller
-from service.census import CensusFileRefused, ImportReport, import_census_file
-from service.db import SessionFactory, transaction
+from service.census import CensusFileRefused, ImportReport, Workers, import_census_file
+from service.db import SessionFactory, driver_options, transaction
 from service.export import export_children, restore_children
 from service.indicators.catalogue import load_catalogue
 from service.indicators.compute import compute_series
+from service.settings import Settings
 from tests.builders.census import SimChild, census_xml, simulate
 from tests.builders.indicators import DOMAIN_TABLES, clear_domain_tables
 from tests.builders.referrals import create_referral
@@ -49,11 +50,15 @@ def files(tmp_path: Path, population: list[SimChild]) -> dict[int, Path]:
     return paths
 
 
-@pytest.fixture
-async def empty(owner_session_factory: SessionFactory) -> None:
+async def empty_tables(owner_session_factory: SessionFactory) -> None:
     await clear_domain_tables(owner_session_factory)
     async with transaction(owner_session_factory) as session:
         await session.execute(text("TRUNCATE census_import CASCADE"))
+
+
+@pytest.fixture
+async def empty(owner_session_factory: SessionFactory) -> None:
+    await empty_tables(owner_session_factory)
 
 
 async def _import(factory: SessionFactory, path: Path) -> ImportReport:
@@ -311,6 +316,55 @@ async def test_the_next_years_file_adds_its_new_episodes_and_closes_what_closed(
     assert await _digests(session_factory) == before
 
 
+async def test_worker_processes_import_a_file_as_one_process_does(
+    session_factory: SessionFactory,
+    owner_session_factory: SessionFactory,
+    settings: Settings,
+    runtime_database_url: str,
+    files: dict[int, Path],
+    empty: None,
+    client: httpx.AsyncClient,
+    make_client: ClientMaker,
+) -> None:
+    # The file cut into runs of 150 children for two worker processes, with a repeated LAchildID
+    # (its first child in one run, the repeat in the last) and a bad child.
+    content = files[2024].read_bytes()
+    first_child = content[content.index(b"<Child>") : content.index(b"</Child>") + 8]
+    path = files[2024].with_name("cin_2024_workers.xml")
+    path.write_bytes(content.replace(b"</Children>", first_child + BAD_PLAN_END + b"</Children>"))
+    dsn, connect_args = driver_options(settings, runtime_database_url)
+    workers = Workers(2, dsn, connect_args)
+    here = await import_census_file(session_factory, files[2024], IMPORTER)
+    await empty_tables(owner_session_factory)
+
+    report = await import_census_file(
+        session_factory, path, IMPORTER, workers=workers, children_per_batch=150
+    )
+
+    assert report.worker_processes == 2
+    repeated = first_child[first_child.index(b"<LAchildID>") + 11 : first_child.index(b"</LA")]
+    assert [(p.child, p.item) for p in report.problems] == [
+        (repeated.decode(), "ChildIdentifiers/LAchildID"),
+        ("BAD9", "CINdetails[1]/CINPlanDates[1]/CINPlanEndDate"),
+    ]
+    assert report.children_in_file == here.children_in_file + 2
+    assert report.children_imported == here.children_imported
+    for counted in ("referrals_created", "events_created", "children_changed"):
+        assert getattr(report, counted) == getattr(here, counted)
+    reader = await make_client(["indicators:read", "indicators:read:unsuppressed"])
+    year = {"from": "2023-04-01", "to": "2024-03-31", "period": "financial_year"}
+    expected = expected_figures(files[2024], date(2023, 4, 1), date(2024, 3, 31))
+    for indicator in ("cp_plan_starts_neglect_share", "rereferral_rate_12m"):
+        got = await _series(client, reader.headers, indicator, **year)
+        assert got == expected[indicator]
+    before = await _digests(session_factory)
+    again = await import_census_file(
+        session_factory, path, IMPORTER, workers=workers, children_per_batch=150
+    )
+    assert again.children_changed == again.referrals_created == 0
+    assert await _digests(session_factory) == before
+
+
 # --- acceptance 2: indicators equal figures computed from the XML ---------------------------------
 
 
@@ -375,6 +429,12 @@ GOOD = _child(
     "</InitialCategoryOfAbuse><LatestCategoryOfAbuse>NEG</LatestCategoryOfAbuse>"
     "<NumberOfPreviousCPP>0</NumberOfPreviousCPP></ChildProtectionPlans>",
 )
+
+BAD_PLAN_END = _child(
+    "BAD9",
+    "<CINPlanDates><CINPlanStartDate>2023-09-01</CINPlanStartDate><CINPlanEndDate>2023-08-01"
+    "</CINPlanEndDate></CINPlanDates>",
+).encode()
 
 
 @pytest.mark.parametrize(
