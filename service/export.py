@@ -1,10 +1,11 @@
 """Every child's records as NDJSON, and back (SPEC 2.9): a partnership is never locked in.
 
 `export_children` writes one JSON object per line per child: the child's identity and every
-referral, toolkit assessment, case event, plan (with its category changes), Section 47 enquiry
-and ICPC about them, each with all its stored columns, plus the CIN census files those records
-were imported from. `--child` exports one child, for a subject access request (UK GDPR article
-15). Every child exported is audited (`export`).
+referral, toolkit assessment, case event, plan (with its category changes), Section 47 enquiry,
+ICPC and multi-agency case audit about them, each with all its stored columns (the disclosure
+control's record keys included, so restored records perturb published figures as before), plus
+the CIN census files those records were imported from. `--child` exports one child, for a
+subject access request (UK GDPR article 15). Every child exported is audited (`export`).
 
 The same lines restore the records into a database that does not hold them (`restore_children`):
 every row keeps its id, so the history, the re-referral links and every indicator come back
@@ -57,6 +58,9 @@ SELECT c.id, jsonb_build_object(
     'icpcs', COALESCE((
         SELECT jsonb_agg(to_jsonb(i) ORDER BY i.held_on, i.id)
         FROM icpc i WHERE i.child_id = c.id), '[]'),
+    'case_audits', COALESCE((
+        SELECT jsonb_agg(to_jsonb(ca) ORDER BY ca.audited_on, ca.id)
+        FROM case_audit ca WHERE ca.child_id = c.id), '[]'),
     'census_imports', COALESCE((
         SELECT jsonb_agg(to_jsonb(ci) ORDER BY ci.imported_at, ci.id)
         FROM census_import ci WHERE ci.id IN (
@@ -106,10 +110,11 @@ _TABLES: Final = (
     ("icpcs", "icpc", ""),
     ("referrals", "referral", ""),
     ("assessments", "assessment", ""),
+    ("case_audits", "case_audit", ""),
 )
 _KEYS: Final = frozenset(
     {"format", "version", "child", "referrals", "assessments", "case_events", "care_plans"}
-    | {"section47_enquiries", "icpcs", "census_imports"}
+    | {"section47_enquiries", "icpcs", "case_audits", "census_imports"}
 )
 
 

@@ -57,6 +57,8 @@ def upgrade() -> None:
             server_default=sa.text("now()"),
             nullable=False,
         ),
+        sa.Column("completed_at", sa.DateTime(timezone=True), nullable=True),
+        sa.Column("children_imported", sa.Integer(), nullable=True),
         sa.PrimaryKeyConstraint("id", name=op.f("pk_census_import")),
         sa.UniqueConstraint("sha256", name="uq_census_import_sha256"),
     )

@@ -274,6 +274,8 @@ async def import_census_file(
         if pool is not None:
             pool.shutdown(cancel_futures=True)
     report.children_skipped = len({p.child for p in report.problems if p.child is not None})
+    if report.census_import_id is not None:
+        await _record_completion(factory, report)
     if on_progress is not None:
         on_progress(scan.children)
     report.seconds = time.perf_counter() - started
@@ -376,6 +378,20 @@ async def _import_in_workers(
         report.children_imported += outcome.children_read - len({p.child for p in outcome.problems})
         outcome.tally.add_to(report)
     return True
+
+
+async def _record_completion(factory: SessionFactory, report: ImportReport) -> None:
+    """Note the finished run on the file's row. The batches commit without waiting for their WAL
+    to reach disk (`_batch`); this commit waits, and so makes every batch's durable before the
+    report is given."""
+    async with transaction(factory) as session:
+        await session.execute(
+            text(
+                "UPDATE census_import SET completed_at = now(), children_imported = :children "
+                "WHERE id = :id"
+            ),
+            {"id": report.census_import_id, "children": report.children_imported},
+        )
 
 
 async def _record_file(
@@ -497,28 +513,37 @@ _LOCK_CHILDREN: Final = (
     "SELECT id, created_at = now() AS created FROM child WHERE id = ANY($1::uuid[]) "
     "ORDER BY id FOR NO KEY UPDATE"
 )
+# What is stored about a batch's children, looked up key by key through the indexes: joined to
+# the keys unnested, not `= ANY(...)`, which a table the import is filling (its statistics still
+# those of an empty table) is estimated to match whole, and scanned whole for.
 _PLANS: Final = (
-    "SELECT id, child_id, plan_type, plan_ref, started_on, ended_on, initial_category, "
-    "latest_category FROM care_plan WHERE child_id = ANY($1::uuid[])"
+    "SELECT p.id, p.child_id, p.plan_type, p.plan_ref, p.started_on, p.ended_on, "
+    "p.initial_category, p.latest_category FROM unnest($1::uuid[]) AS c(id) "
+    "JOIN care_plan p ON p.child_id = c.id"
 )
 _CHANGES: Final = (
-    "SELECT ch.care_plan_id, ch.changed_on, ch.id, ch.category FROM care_plan_category_change ch "
-    "JOIN care_plan p ON p.id = ch.care_plan_id WHERE p.child_id = ANY($1::uuid[])"
+    "SELECT ch.care_plan_id, ch.changed_on, ch.id, ch.category FROM unnest($1::uuid[]) AS c(id) "
+    "JOIN care_plan p ON p.child_id = c.id JOIN care_plan_category_change ch "
+    "ON ch.care_plan_id = p.id"
 )
 _ENQUIRIES: Final = (
-    "SELECT child_id, enquiry_ref, started_on FROM section47_enquiry "
-    "WHERE child_id = ANY($1::uuid[])"
+    "SELECT s.child_id, s.enquiry_ref, s.started_on FROM unnest($1::uuid[]) AS c(id) "
+    "JOIN section47_enquiry s ON s.child_id = c.id"
 )
-_ICPCS: Final = "SELECT child_id, enquiry_ref, held_on FROM icpc WHERE child_id = ANY($1::uuid[])"
+_ICPCS: Final = (
+    "SELECT i.child_id, i.enquiry_ref, i.held_on FROM unnest($1::uuid[]) AS c(id) "
+    "JOIN icpc i ON i.child_id = c.id"
+)
 _EVENTS: Final = (
-    "SELECT event_id, child_id, occurred_on, details ->> 'initial_category' AS initial_category "
-    "FROM case_event WHERE client_id = $2 AND event_id = ANY($1::text[])"
+    "SELECT e.event_id, e.child_id, e.occurred_on, "
+    "e.details ->> 'initial_category' AS initial_category FROM unnest($1::text[]) AS w(event_id) "
+    "JOIN case_event e ON e.client_id = $2 AND e.event_id = w.event_id"
 )
 _REFERRALS: Final = (
-    "SELECT id, child_id, external_reference, "
-    "body -> 'census' ->> 'reference_date' AS reference_date, "
-    "body -> 'census' ->> 'fingerprint' AS fingerprint FROM referral "
-    "WHERE client_id = $2 AND external_reference = ANY($1::text[])"
+    "SELECT r.id, r.child_id, r.external_reference, "
+    "r.body -> 'census' ->> 'reference_date' AS reference_date, "
+    "r.body -> 'census' ->> 'fingerprint' AS fingerprint FROM unnest($1::text[]) AS w(reference) "
+    "JOIN referral r ON r.client_id = $2 AND r.external_reference = w.reference"
 )
 _UPDATE_PLANS: Final = """
 UPDATE care_plan p SET ended_on = u.ended_on, ended_event_id = u.ended_event_id,
@@ -544,8 +569,8 @@ DELETE FROM child c WHERE c.id = ANY($1::uuid[]) AND c.created_at = now()
 # database function the API's creates and withdrawals call (service/referrals.sql).
 _RELINK: Final = "SELECT neglect_relink_referrals(p_child_ids => $1::uuid[])"
 _STORED_MOMENTS: Final = (
-    "SELECT child_id, received_at, agency_name FROM referral "
-    "WHERE child_id = ANY($1::uuid[]) AND status <> 'withdrawn'"
+    "SELECT r.child_id, r.received_at, r.agency_name FROM unnest($1::uuid[]) AS c(id) "
+    "JOIN referral r ON r.child_id = c.id WHERE r.status <> 'withdrawn'"
 )
 
 
@@ -624,8 +649,13 @@ async def _batch(
 ) -> _BatchOutcome:
     """Store one batch in the connection's open transaction (see the module docstring)."""
     # The matching function looks rows up by key: a generic plan suits it.
-    await connection.execute("SET LOCAL plan_cache_mode = force_generic_plan")
-    await connection.execute("SET LOCAL statement_timeout = '10min'")
+    # A batch's commit does not wait for its WAL to be flushed: the run's last commit
+    # (`_record_completion`) does, for every batch before it. A crash before then loses at most
+    # the latest batches, which importing the file again stores.
+    await connection.execute(
+        "SET LOCAL plan_cache_mode = force_generic_plan; SET LOCAL statement_timeout = '10min'; "
+        "SET LOCAL synchronous_commit = off"
+    )
     rows = await connection.fetch(
         _RESOLVE,
         list(range(len(batch))),

@@ -36,6 +36,7 @@ from datetime import UTC, date, datetime, time, timedelta
 from typing import Any, Final
 
 import orjson
+from asyncpg.pgproto.pgproto import UUID as DriverUUID
 
 from schemas.common import UK_TIME_ZONE
 from service.case_event_rules import (
@@ -381,18 +382,28 @@ def episode_body(header: CensusHeader, child: CensusChild, episode: CensusEpisod
 
 
 class _Ids:
-    """Random (version 4) UUIDs, from one read of the system's random source per thousand."""
+    """Random (version 4) UUIDs, from one read of the system's random source per thousand.
+
+    Made as the driver's own UUID type (a `uuid.UUID`, equal and hashing alike), which is built
+    from 16 bytes ten times faster than `uuid.UUID(bytes=..., version=4)`: an import makes about
+    eight per child.
+    """
 
     def __init__(self) -> None:
-        self._pool = b""
+        self._pool = bytearray()
         self._at = 0
 
     def __call__(self) -> uuid.UUID:
         if self._at >= len(self._pool):
-            self._pool, self._at = os.urandom(16 * 1024), 0
-        chunk = self._pool[self._at : self._at + 16]
-        self._at += 16
-        return uuid.UUID(bytes=chunk, version=4)
+            pool = bytearray(os.urandom(16 * 1024))
+            # RFC 9562 version 4: the version nibble 0100, the variant bits 10.
+            pool[6::16] = bytes((byte & 0x0F) | 0x40 for byte in pool[6::16])
+            pool[8::16] = bytes((byte & 0x3F) | 0x80 for byte in pool[8::16])
+            self._pool, self._at = pool, 0
+        at = self._at
+        self._at = at + 16
+        made: uuid.UUID = DriverUUID(bytes(self._pool[at : at + 16]))
+        return made
 
 
 new_id: Final = _Ids()
@@ -484,7 +495,7 @@ def _plan_referrals(
         writes.relink_children.append(context.child_id)
     for row_id, reference, moment, episode, body in new:
         earlier = [(at, agency) for at, agency in others if at != moment]
-        count = rereferral_count((at for at, _ in earlier), moment)
+        count = rereferral_count((at for at, _ in earlier), moment) if earlier else 0
         writes.referrals.append(
             (
                 row_id,
@@ -498,7 +509,9 @@ def _plan_referrals(
                 episode.referral_source,
                 count > 0,
                 count,
-                rereferral_count((at for at, agency in earlier if agency == agency_name), moment),
+                rereferral_count((at for at, agency in earlier if agency == agency_name), moment)
+                if count
+                else 0,
                 max((at for at, _ in earlier if at < moment), default=None),
                 body.json,
                 "no_further_action" if episode.referral_nfa else None,

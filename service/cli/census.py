@@ -172,14 +172,15 @@ def import_children(
     as_json: Annotated[bool, typer.Option("--json", help="Print the summary as JSON")] = False,
 ) -> None:
     """Restore an NDJSON export (`neglect-service export children`) into a database that does not
-    hold its records: every record keeps its id. All or nothing."""
+    hold its records: every record keeps its id. All or nothing. As the owner of the tables (it
+    moves the category changes' identity sequence past the ids it restores)."""
     resolved_url()
 
     async def restore(session: AsyncSession) -> RestoreSummary:
         with file.open("rb") as lines:
             return await restore_children(session, lines)
 
-    summary = with_session(restore)
+    summary = with_session(restore, owner=True)
     if as_json:
         typer.echo(json.dumps({"children": summary.children, "rows": summary.rows}))
         return

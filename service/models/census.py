@@ -5,7 +5,7 @@ from __future__ import annotations
 import uuid
 from datetime import date, datetime
 
-from sqlalchemy import Column, Date, Integer, String, UniqueConstraint
+from sqlalchemy import Column, Date, DateTime, Integer, String, UniqueConstraint
 from sqlmodel import Field, SQLModel
 
 from .base import now_column, uuid_pk
@@ -30,3 +30,9 @@ class CensusImport(SQLModel, table=True):
     children: int = Field(sa_column=Column(Integer, nullable=False))
     imported_by: str = Field(sa_column=Column(String(64), nullable=False))
     imported_at: datetime | None = Field(default=None, sa_column=now_column())
+    # When the latest import of the file finished and how many of its children it imported (or
+    # found up to date); NULL while a first import runs, or if it stopped part way.
+    completed_at: datetime | None = Field(
+        default=None, sa_column=Column(DateTime(timezone=True), nullable=True)
+    )
+    children_imported: int | None = Field(default=None, sa_column=Column(Integer, nullable=True))

@@ -6,26 +6,39 @@ independently of the service's parser, mapping and SQL.
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import xml.etree.ElementTree as ET
 from collections import defaultdict
-from collections.abc import Iterator
+from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from datetime import date, timedelta
 from pathlib import Path
 
+import asyncpg
 import httpx
 import pytest
 from holidays import country_holidays
 from sqlalchemy import text
+from sqlalchemy.engine import make_url
+from typer.testing import CliRunner
 
 from service.auth.caller import Caller
 from service.census import CensusFileRefused, ImportReport, Workers, import_census_file
-from service.db import SessionFactory, driver_options, transaction
-from service.export import export_children, restore_children
+from service.cli.main import app as cli_app
+from service.db import (
+    SessionFactory,
+    create_engine,
+    create_session_factory,
+    driver_options,
+    transaction,
+)
+from service.export import export_children
 from service.indicators.catalogue import load_catalogue
 from service.indicators.compute import compute_series
-from service.settings import Settings
+from service.migrations import migrate_database
+from service.settings import Settings, get_settings
+from tests.builders.case_audits import AUDIT_SCOPES, case_audit_body, post_case_audit
 from tests.builders.census import SimChild, census_xml, simulate
 from tests.builders.indicators import DOMAIN_TABLES, clear_domain_tables
 from tests.builders.referrals import create_referral
@@ -72,7 +85,7 @@ async def _digests(factory: SessionFactory) -> dict[str, str]:
         for table in TABLES:
             rows = await session.scalars(
                 text(
-                    f"SELECT (to_jsonb(t) - 'created_at' - 'imported_at')::text "  # noqa: S608
+                    f"SELECT (to_jsonb(t) - 'created_at' - 'imported_at' - 'completed_at')::text "  # noqa: S608
                     f"FROM {table} t ORDER BY 1"
                 )
             )
@@ -628,10 +641,6 @@ async def test_a_dry_run_reports_and_stores_nothing(
         assert await _count(session_factory, f"SELECT count(*) FROM {table}") == 0  # noqa: S608
 
 
-def iter_lines(text_: str) -> Iterator[bytes]:
-    return (line.encode() for line in text_.splitlines())
-
-
 # --- acceptance 5: export, then restore into an empty database, reproduces every indicator -------
 
 
@@ -640,12 +649,13 @@ async def _every_indicator(factory: SessionFactory) -> dict[str, object]:
     async with transaction(factory) as session:
         for meta in load_catalogue().values():
             # Every indicator, by year and at each month's end where offered, with and without
-            # its first breakdown.
-            for period, breakdown in (
-                (period, breakdown)
+            # its first breakdown; exact, and as published (suppressed and perturbed).
+            for period, breakdown, unsuppressed in (
+                (period, breakdown, unsuppressed)
                 for period in meta.periods
                 if period in ("year", "snapshot")
                 for breakdown in (None, *meta.breakdowns[:1])
+                for unsuppressed in (True, False)
             ):
                 series = await compute_series(
                     session,
@@ -654,45 +664,95 @@ async def _every_indicator(factory: SessionFactory) -> dict[str, object]:
                     end=date(2024, 3, 31),
                     period=period,
                     breakdown=breakdown,
-                    unsuppressed=True,
+                    unsuppressed=unsuppressed,
                 )
-                figures[f"{meta.id}/{period}/{breakdown}"] = list(series.points)
+                figures[f"{meta.id}/{period}/{breakdown}/{unsuppressed}"] = list(series.points)
     return figures
 
 
-async def test_export_then_restore_into_an_empty_database_reproduces_every_indicator(
+def _cli(monkeypatch: pytest.MonkeyPatch, url: str, *arguments: str) -> str:
+    """Run `neglect-service ARGUMENTS` against the database at `url`; its standard output."""
+    monkeypatch.setenv("DATABASE_URL", url)
+    monkeypatch.delenv("NEGLECT_OWNER_DATABASE_URL", raising=False)
+    get_settings.cache_clear()
+    try:
+        result = CliRunner().invoke(cli_app, list(arguments))
+    finally:
+        get_settings.cache_clear()
+    assert result.exit_code == 0, result.output
+    return result.stdout
+
+
+@pytest.fixture
+async def fresh_database_url(database_url: str) -> AsyncIterator[str]:
+    """A database of its own, migrated and empty, dropped afterwards."""
+    name = f"{make_url(database_url).database}_restore"
+    server = make_url(database_url).set(drivername="postgresql")
+    connection = await asyncpg.connect(server.render_as_string(hide_password=False))
+    try:
+        await connection.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        await connection.execute(f'CREATE DATABASE "{name}"')
+        url = make_url(database_url).set(database=name).render_as_string(hide_password=False)
+        await asyncio.to_thread(migrate_database, url)
+        yield url
+    finally:
+        await connection.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        await connection.close()
+
+
+async def test_export_then_import_into_a_fresh_database_reproduces_every_indicator(
     session_factory: SessionFactory,
-    owner_session_factory: SessionFactory,
+    runtime_database_url: str,
+    fresh_database_url: str,
+    settings: Settings,
     files: dict[int, Path],
     empty: None,
     client: httpx.AsyncClient,
     make_client: ClientMaker,
+    monkeypatch: pytest.MonkeyPatch,
+    tmp_path: Path,
 ) -> None:
     await _import(session_factory, files[2023])
     await _import(session_factory, files[2024])
-    # Live data beside the imported history: a referral through the API.
+    # Live data beside the imported history: a referral and a case audit through the API.
     referrer = await make_client(["referrals:write"], agency_type="school")
     await create_referral(client, referrer)
+    auditor = await make_client(AUDIT_SCOPES)
+    await post_case_audit(client, auditor, case_audit_body())
     before = await _every_indicator(session_factory)
-    async with transaction(session_factory) as session:
-        lines = [line async for line in export_children(session, IMPORTER)]
     children = await _count(session_factory, "SELECT count(*) FROM child")
+    exported = tmp_path / "children.ndjson"
+
+    # `neglect-service export children --format ndjson`, as the service's role...
+    await asyncio.to_thread(
+        _cli,
+        monkeypatch,
+        runtime_database_url,
+        "export",
+        "children",
+        "--format",
+        "ndjson",
+        "--output",
+        str(exported),
+    )
+    # ...then `neglect-service import children` into a database of its own, as its owner.
+    await asyncio.to_thread(
+        _cli, monkeypatch, fresh_database_url, "import", "children", str(exported), "--json"
+    )
+
+    lines = exported.read_text().splitlines()
     assert len(lines) == children
-    await clear_domain_tables(owner_session_factory)
-    async with transaction(owner_session_factory) as session:
-        await session.execute(text("TRUNCATE census_import CASCADE"))
-        exported = await session.scalar(
-            text("SELECT count(*) FROM audit_event WHERE action = 'export' AND client_id = :c"),
-            {"c": IMPORTER.client_id},
-        )
-    assert exported is not None
-    assert exported >= children
-
-    async with transaction(owner_session_factory) as session:
-        summary = await restore_children(session, iter_lines("\n".join(lines)))
-
-    assert summary.children == children
-    assert await _every_indicator(session_factory) == before
-    async with transaction(session_factory) as session:
-        again = [line async for line in export_children(session, IMPORTER)]
+    engine = create_engine(settings, fresh_database_url)
+    try:
+        fresh = create_session_factory(engine)
+        assert await _every_indicator(fresh) == before
+        async with transaction(fresh) as session:
+            again = [line async for line in export_children(session, IMPORTER)]
+    finally:
+        await engine.dispose()
     assert again == lines
+    exports = await _count(
+        session_factory,
+        "SELECT count(*) FROM audit_event WHERE action = 'export' AND resource_type = 'child'",
+    )
+    assert exports >= children
