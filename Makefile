@@ -64,7 +64,7 @@ bench-feed: venv ## The OData feed's full pull against the JSON API, 36 months a
 	bash bench/feed.sh $(BENCH_ARGS)
 
 bench-census: venv ## Import a generated CIN census file of 100,000 children; prints children/s
-	$(BIN)/python -m bench.census_import
+	$(BIN)/python -m bench.census_import $(BENCH_ARGS)
 
 bench-token-timing: venv ## Unknown, disabled and wrong-secret clients at /oauth/token: same time?
 	$(BIN)/python -m bench.token_timing
