@@ -34,7 +34,7 @@ from sqlalchemy.engine import make_url
 
 from service.auth.caller import Caller
 from service.census import Workers, default_workers, import_census_file
-from service.db import create_engine, create_session_factory, driver_options
+from service.db import create_engine, create_session_factory
 from service.migrations import migrate_database
 from service.settings import Settings
 from tests.builders.census import census_xml, simulate
@@ -95,8 +95,7 @@ async def _import(
 ) -> dict[str, float]:
     settings = Settings(database_url=url, env="development")
     engine = create_engine(settings, url)
-    dsn, connect_args = driver_options(settings, url)
-    workers = Workers(processes, dsn, connect_args) if processes else None
+    workers = Workers(processes, settings, url) if processes else None
     importer = Caller("bench", "local_authority", "census import benchmark", frozenset({"admin"}))
     seen: dict[int, float] = {}
     try:

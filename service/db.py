@@ -138,33 +138,35 @@ class DriverPool:
         await self.pool.close()
 
 
-def driver_options(
-    settings: Settings, url: str | None = None, **server_settings: str
-) -> tuple[str, dict[str, Any]]:
-    """The DSN and `asyncpg.connect` arguments of a plain driver connection with the engine's
-    timeouts (the driver pool's, and the census import's worker processes')."""
+async def create_pool(settings: Settings, url: str | None = None) -> DriverPool:
+    """The driver pool, connected lazily, with the engine's timeouts."""
     dsn = (
         async_url(url or database_url(settings))
         .set(drivername="postgresql")
         .render_as_string(hide_password=False)
     )
-    return dsn, _connect_args(settings, **server_settings)
-
-
-async def create_pool(settings: Settings, url: str | None = None) -> DriverPool:
-    """The driver pool, connected lazily, with the engine's timeouts."""
-    # The functions this pool calls look rows up by key: a generic plan is always right for
-    # them, and re-planning their statements in every transaction would double their cost.
-    dsn, connect_args = driver_options(settings, url, plan_cache_mode="force_generic_plan")
     pool = await asyncpg.create_pool(
         dsn,
         # No floor: asyncpg would otherwise reconnect in the background through an outage.
         min_size=0,
         max_size=settings.db_pool_size,
         reset=_keep_session,
-        **connect_args,
+        # The functions this pool calls look rows up by key: a generic plan is always right for
+        # them, and re-planning their statements in every transaction would double their cost.
+        **_connect_args(settings, plan_cache_mode="force_generic_plan"),
     )
     return DriverPool(pool, settings.db_pool_timeout_s)
+
+
+def driver_options(settings: Settings, url: str | None = None) -> tuple[str, dict[str, Any]]:
+    """The DSN and `asyncpg.connect` arguments of one plain driver connection with the engine's
+    settings (the census import's worker processes each make one)."""
+    dsn = (
+        async_url(url or database_url(settings))
+        .set(drivername="postgresql")
+        .render_as_string(hide_password=False)
+    )
+    return dsn, _connect_args(settings)
 
 
 def create_session_factory(engine: AsyncEngine) -> SessionFactory:

@@ -1,19 +1,25 @@
 """Storing a census file: the import's entry point, batches, bulk writes and provenance.
 
 A file is scanned first (`scan_census`): one not well-formed, with a DTD, or without a supported
-header stores nothing. Then it is read child by child in a background thread while earlier
-batches are stored. Each batch of children is one transaction on its own connection (two at a
-time): children are matched with the database's `neglect_resolve_child` (the API's matching),
-their rows locked as the case-events API locks them, what is stored about them read, the changes
-worked out in memory (`service.census.plan`), and everything written with binary COPY and a few
-set-based statements. A batch, not the whole file, is a transaction because matching holds an
-advisory lock per identifier until commit, and a lock table sized for a server's connections
-cannot hold a hundred thousand children's.
+header stores nothing. Then its children are read, checked and stored in batches, each batch one
+transaction: children are matched with the database's `neglect_resolve_child` (the API's
+matching), their rows locked as the case-events API locks them, what is stored about them read,
+the changes worked out in memory (`service.census.plan`), and everything written with binary COPY
+and a few set-based statements. A batch, not the whole file, is a transaction because matching
+holds an advisory lock per identifier until commit, and a lock table sized for a server's
+connections cannot hold a hundred thousand children's.
+
+With `Workers`, the file is cut at its `Child` start tags (`child_chunks`) and worker processes
+each read, check and store runs of children on their own connection, so that reading, planning
+and the database's work spread over the machine's CPUs; without them, or for a file that cannot
+be cut safely, a background thread reads the file while this process stores two batches at a
+time. The records stored are the same either way.
 
 A child that fails a check of the file, or whose records would break a case-event rule against
 what is stored, is left out whole and reported with the item at fault; the rest of the file is
 imported. Importing the file again after correcting it adds the children left out. Use
-`dry_run` to check a file without storing anything.
+`dry_run` to check a file without storing anything. Each run is one audit event on the file's
+`census_import` row, not one per child (see README "History and portability").
 """
 
 from __future__ import annotations
@@ -61,7 +67,8 @@ from service.census.plan import (
     planned_events,
     referral_reference,
 )
-from service.db import SessionFactory, transaction
+from service.db import SessionFactory, driver_options, transaction
+from service.settings import Settings
 
 CHILDREN_PER_BATCH: Final = 1000
 BATCHES_IN_FLIGHT: Final = 2
@@ -206,12 +213,12 @@ def file_sha256(path: Path) -> str:
 @dataclass(frozen=True)
 class Workers:
     """Import in `processes` worker processes, each reading, checking and storing runs of the
-    file's children on its own connection (`dsn`, `connect_args`: `service.db.driver_options`).
-    """
+    file's children on its own connection to `url` (`service.db.driver_options`: the settings'
+    timeouts and connection options, made in the worker)."""
 
     processes: int
-    dsn: str
-    connect_args: dict[str, Any]
+    settings: Settings
+    url: str
 
 
 def default_workers() -> int:
@@ -817,7 +824,7 @@ def _start_workers(workers: Workers) -> ProcessPoolExecutor:
         max_workers=workers.processes,
         mp_context=multiprocessing.get_context("spawn"),
         initializer=_start_worker,
-        initargs=(workers.dsn, workers.connect_args),
+        initargs=(workers.settings, workers.url),
     )
     for _ in range(workers.processes):
         pool.submit(_ready)
@@ -828,7 +835,8 @@ def _ready() -> None:
     return None
 
 
-def _start_worker(dsn: str, connect_args: dict[str, Any]) -> None:
+def _start_worker(settings: Settings, url: str) -> None:
+    dsn, connect_args = driver_options(settings, url)
     loop = asyncio.new_event_loop()
     _Worker.loop = loop
     _Worker.connection = loop.run_until_complete(asyncpg.connect(dsn, **connect_args))

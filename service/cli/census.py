@@ -33,7 +33,7 @@ from service.census import (
     import_census_file,
 )
 from service.cli.common import console, err_console, resolved_url, with_session
-from service.db import create_engine, create_session_factory, driver_options
+from service.db import create_engine, create_session_factory, database_url
 from service.export import RestoreSummary, restore_children
 from service.settings import get_settings
 
@@ -129,14 +129,13 @@ def import_cin_census(
     async def run() -> ImportReport:
         settings = get_settings()
         engine = create_engine(settings)
-        dsn, connect_args = driver_options(settings)
         try:
             return await import_census_file(
                 create_session_factory(engine),
                 file,
                 cli_caller(),
                 dry_run=dry_run,
-                workers=Workers(workers, dsn, connect_args) if workers else None,
+                workers=Workers(workers, settings, database_url(settings)) if workers else None,
                 on_start=lambda total: progress.update(task, total=total),
                 on_progress=lambda done: progress.update(task, completed=done),
             )

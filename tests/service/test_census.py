@@ -30,7 +30,6 @@ from service.db import (
     SessionFactory,
     create_engine,
     create_session_factory,
-    driver_options,
     transaction,
 )
 from service.export import export_children
@@ -345,8 +344,7 @@ async def test_worker_processes_import_a_file_as_one_process_does(
     first_child = content[content.index(b"<Child>") : content.index(b"</Child>") + 8]
     path = files[2024].with_name("cin_2024_workers.xml")
     path.write_bytes(content.replace(b"</Children>", first_child + BAD_PLAN_END + b"</Children>"))
-    dsn, connect_args = driver_options(settings, runtime_database_url)
-    workers = Workers(2, dsn, connect_args)
+    workers = Workers(2, settings, runtime_database_url)
     here = await import_census_file(session_factory, files[2024], IMPORTER)
     await empty_tables(owner_session_factory)
 
