@@ -307,60 +307,58 @@ def episode_body(header: CensusHeader, child: CensusChild, episode: CensusEpisod
     `census`, with the file it was read from and a fingerprint of what it says, by which a later
     file saying the same is recognised without reading the stored body back."""
 
-    def day(value: date | None) -> str | None:
-        return value.isoformat() if value else None
-
+    # Dates as they are: orjson writes a date as YYYY-MM-DD.
     content = {
         "la_child_id": child.la_child_id,
-        "referral_date": episode.referral_on.isoformat(),
+        "referral_date": episode.referral_on,
         "referral_source": episode.referral_source,
         "primary_need": episode.primary_need,
         "referral_nfa": episode.referral_nfa,
-        "closure_date": day(episode.closed_on),
+        "closure_date": episode.closed_on,
         "reason_for_closure": episode.closure_reason,
-        "initial_cpc_date": day(episode.icpc_on),
+        "initial_cpc_date": episode.icpc_on,
         "neglect": episode.neglect,
         "assessments": [
             {
-                "start_date": day(assessment.started_on),
-                "internal_review_date": day(assessment.internal_review_on),
-                "authorisation_date": day(assessment.authorised_on),
+                "start_date": assessment.started_on,
+                "internal_review_date": assessment.internal_review_on,
+                "authorisation_date": assessment.authorised_on,
                 "factors": assessment.factors,
             }
             for assessment in episode.assessments
         ],
         "section47_enquiries": [
             {
-                "start_date": day(enquiry.started_on),
-                "initial_cpc_target": day(enquiry.icpc_target_on),
-                "initial_cpc_date": day(enquiry.icpc_on),
+                "start_date": enquiry.started_on,
+                "initial_cpc_target": enquiry.icpc_target_on,
+                "initial_cpc_date": enquiry.icpc_on,
                 "icpc_not_required": enquiry.icpc_not_required,
             }
             for enquiry in episode.section47s
         ],
         "child_protection_plans": [
             {
-                "start_date": day(plan.started_on),
-                "end_date": day(plan.ended_on),
+                "start_date": plan.started_on,
+                "end_date": plan.ended_on,
                 "initial_category": plan.initial_category,
                 "latest_category": plan.latest_category,
                 "number_of_previous_plans": plan.previous_plans,
-                "review_dates": [review.isoformat() for review in plan.reviews],
+                "review_dates": plan.reviews,
             }
             for plan in episode.cp_plans
         ],
         "cin_plans": [
-            {"start_date": day(plan.started_on), "end_date": day(plan.ended_on)}
+            {"start_date": plan.started_on, "end_date": plan.ended_on}
             for plan in episode.cin_plans
         ],
         "child": {
             "upn": child.upn,
             "former_upn": child.former_upn,
             "upn_unknown": child.upn_unknown,
-            "date_of_birth": day(child.birth_on),
-            "expected_date_of_birth": day(child.expected_birth_on),
+            "date_of_birth": child.birth_on,
+            "expected_date_of_birth": child.expected_birth_on,
             "sex": child.sex,
-            "date_of_death": day(child.died_on),
+            "date_of_death": child.died_on,
             "ethnicity": child.ethnicity,
             "disabilities": child.disabilities,
         },
