@@ -348,8 +348,7 @@ def episode_body(header: CensusHeader, child: CensusChild, episode: CensusEpisod
             for plan in episode.cp_plans
         ],
         "cin_plans": [
-            {"start_date": plan.started_on, "end_date": plan.ended_on}
-            for plan in episode.cin_plans
+            {"start_date": plan.started_on, "end_date": plan.ended_on} for plan in episode.cin_plans
         ],
         "child": {
             "upn": child.upn,
