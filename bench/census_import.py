@@ -34,6 +34,7 @@ from sqlalchemy.engine import make_url
 
 from service.auth.caller import Caller
 from service.census import Workers, default_workers, import_census_file
+from service.census.load import usable_cpus
 from service.db import create_engine, create_session_factory
 from service.migrations import migrate_database
 from service.settings import Settings
@@ -164,12 +165,12 @@ def main() -> None:
         f"imported {in_file:,} children ({size / 1e6:.0f} MB) in {run['seconds']:.1f} s with "
         f"{run['processes']:.0f} worker processes: [bold]{rate:,.0f} children/s[/bold] "
         f"(target {TARGET_PER_SECOND:,}); load average {load:.1f} on "
-        f"{len(os.sched_getaffinity(0))} CPUs before the run; a second import changed nothing"
+        f"{usable_cpus()} CPUs before the run; a second import changed nothing"
     )
     console.print(
         f"CPU per child: {per_child['cpu']:.0f} µs this process, {per_child['workers_cpu']:.0f} µs "
         f"workers, {per_child['server_cpu']:.0f} µs PostgreSQL (0 when the server is elsewhere): "
-        f"{total:.0f} µs in all, at most {len(os.sched_getaffinity(0)) / total * 1e6:,.0f} "
+        f"{total:.0f} µs in all, at most {usable_cpus() / total * 1e6:,.0f} "
         "children/s on these CPUs were they idle"
     )
 

@@ -221,9 +221,16 @@ class Workers:
     url: str
 
 
+def usable_cpus() -> int:
+    """The CPUs this process may run on (all of the machine's where the system cannot say)."""
+    if hasattr(os, "sched_getaffinity"):
+        return len(os.sched_getaffinity(0))
+    return os.cpu_count() or 1
+
+
 def default_workers() -> int:
     """One worker process per CPU the process may use, at most 8."""
-    return max(1, min(8, len(os.sched_getaffinity(0))))
+    return max(1, min(8, usable_cpus()))
 
 
 async def import_census_file(
