@@ -25,7 +25,7 @@ PYTEST := $(BIN)/python -m pytest -n $(PYTEST_WORKERS) $(PYTEST_ARGS)
 MYPY_PATHS := $(wildcard service api schemas tests alembic bench)
 PGDATA := $(or $(NEGLECT_EMBEDDED_PGDATA),.pgdata)
 
-.PHONY: help venv lock pgbouncer run test pytest test-pgbouncer lint typecheck openapi bench bench-indicators bench-feed bench-token-timing bench-docs-offline bench-webhooks drill-webhooks clean
+.PHONY: help venv lock pgbouncer run test pytest test-pgbouncer lint typecheck openapi bench bench-indicators bench-feed bench-census bench-token-timing bench-docs-offline bench-webhooks drill-webhooks clean
 
 help: ## List the targets
 	@awk 'BEGIN {FS = ":.*## "} /^[a-z][a-z-]*:.*## / {printf "  %-10s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -105,6 +105,9 @@ bench-indicators: venv ## Every indicator over 36 months at 1,000,000 referrals,
 
 bench-feed: venv ## The OData feed's full pull against the JSON API, 36 months at 1,000,000 referrals
 	bash bench/feed.sh $(BENCH_ARGS)
+
+bench-census: venv ## Import a generated CIN census file of 100,000 children; prints children/s
+	$(BIN)/python -m bench.census_import $(BENCH_ARGS)
 
 bench-token-timing: venv ## Unknown, disabled and wrong-secret clients at /oauth/token: same time?
 	$(BIN)/python -m bench.token_timing

@@ -33,6 +33,7 @@ from . import (
     audit,
     case_audits,
     case_events,
+    census,
     children,
     clients,
     feed,
@@ -156,7 +157,11 @@ def create_app(settings: Settings | None = None, database_url: str | None = None
     # resolver of their own here, so that no test asks the network.
     app.state.webhook_resolver = None
     install_error_handlers(app)
-    app.add_middleware(RequestContextMiddleware, max_body_bytes=settings.max_body_bytes)
+    app.add_middleware(
+        RequestContextMiddleware,
+        max_body_bytes=settings.max_body_bytes,
+        upload_limits={census.CENSUS_IMPORTS_PATH: settings.max_census_file_bytes},
+    )
     app.include_router(health.router)
     app.include_router(oauth.router)
     for module in (
@@ -169,6 +174,7 @@ def create_app(settings: Settings | None = None, database_url: str | None = None
         indicators,
         clients,
         feed_keys,
+        census,
         webhooks,
         audit,
     ):

@@ -68,9 +68,13 @@ class RequestContextMiddleware:
     with the route template (no raw path, query string or body), adds the headers of
     `add_response_headers`, and refuses bodies over the limit with 413."""
 
-    def __init__(self, app: ASGIApp, max_body_bytes: int) -> None:
+    def __init__(
+        self, app: ASGIApp, max_body_bytes: int, upload_limits: dict[str, int] | None = None
+    ) -> None:
         self.app = app
         self.max_body_bytes = max_body_bytes
+        # Exact paths that take a file upload, with their own (larger) limit.
+        self.upload_limits = upload_limits or {}
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -82,7 +86,7 @@ class RequestContextMiddleware:
         token = request_id_var.set(request_id)
         started = time.perf_counter()
         status_holder = {"status": 500}
-        limit = self.max_body_bytes
+        limit = self.upload_limits.get(scope["path"], self.max_body_bytes)
 
         received = 0
         too_large = False
@@ -94,7 +98,7 @@ class RequestContextMiddleware:
                 # The framework turned our refusal into its own error; answer 413 instead.
                 if message["type"] == "http.response.start" and not responded:
                     responded = True
-                    await self._too_large(send, request_id, status_holder, scope["path"])
+                    await self._too_large(send, request_id, status_holder, scope["path"], limit)
                 return
             if message["type"] == "http.response.start":
                 responded = True
@@ -107,7 +111,7 @@ class RequestContextMiddleware:
         try:
             declared = headers.get(b"content-length")
             if declared is not None and declared.isdigit() and int(declared) > limit:
-                await self._too_large(send, request_id, status_holder, scope["path"])
+                await self._too_large(send, request_id, status_holder, scope["path"], limit)
                 return
 
             async def receive_limited() -> Message:
@@ -125,7 +129,7 @@ class RequestContextMiddleware:
             except _BodyTooLarge:
                 if not responded:
                     responded = True
-                    await self._too_large(send, request_id, status_holder, scope["path"])
+                    await self._too_large(send, request_id, status_holder, scope["path"], limit)
         finally:
             logger.info(
                 "request",
@@ -139,13 +143,18 @@ class RequestContextMiddleware:
             request_id_var.reset(token)
 
     async def _too_large(
-        self, send: Send, request_id: str, status_holder: dict[str, int], path: str
+        self,
+        send: Send,
+        request_id: str,
+        status_holder: dict[str, int],
+        path: str,
+        limit: int | None = None,
     ) -> None:
         status_holder["status"] = 413
         headers, body = _problem(
             413,
             "Request body too large",
-            f"bodies are limited to {self.max_body_bytes} bytes",
+            f"bodies are limited to {limit or self.max_body_bytes} bytes",
             request_id,
             path,
         )

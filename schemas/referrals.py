@@ -17,6 +17,7 @@ from pydantic import (
     field_validator,
 )
 
+from schemas.census import CensusEpisodePublic
 from schemas.children import ChildDetailsPublic, ChildIn
 from schemas.common import (
     NOT_BLANK_PATTERN,
@@ -298,15 +299,24 @@ class DecisionPublic(PublicModel):
     )
 
 
+_NOT_IN_CENSUS = "; null for a referral imported from the CIN census, which does not record it"
+
+
 class ReferralPublic(PublicModel):
-    """A referral as the service holds it, with what was sent and what has happened since."""
+    """A referral as the service holds it, with what was sent and what has happened since.
+
+    A referral imported from the Children in Need census (`census` is set) is one episode of
+    need: the census records less than a Request for Support, so `urgent`, `decision_due_at`,
+    `referrer`, `child`, `concerns`, `immediate_risk`, `parental_awareness` and `dsl_consulted`
+    are null, `decision` is null, and `status` is `decided`; `census` holds what the census says.
+    """
 
     id: UUID
     external_reference: str
     status: ReferralStatus
-    urgent: bool
+    urgent: bool | None = Field(description="Marked urgent (immediate risk)" + _NOT_IN_CENSUS)
     received_at: datetime
-    decision_due_at: datetime = Field(description="received_at + 24 h")
+    decision_due_at: datetime | None = Field(description="received_at + 24 h" + _NOT_IN_CENSUS)
     child_id: UUID
     rereferral: bool = Field(
         description="The same child had a referral received in the 12 months before this one"
@@ -315,13 +325,22 @@ class ReferralPublic(PublicModel):
     agency_type: str = Field(description="From the API client's registration")
     agency_name: str = Field(description="From the API client's registration")
     client_id: str
-    referrer: ReferrerPublic
-    child: ChildDetailsPublic
+    referrer: ReferrerPublic | None = Field(default=None, description="As sent" + _NOT_IN_CENSUS)
+    child: ChildDetailsPublic | None = Field(
+        default=None, description="The child as the referrer described them" + _NOT_IN_CENSUS
+    )
     household: list[HouseholdMemberPublic] = Field(default_factory=list)
-    concerns: ConcernsPublic
-    immediate_risk: bool
-    parental_awareness: ParentalAwarenessPublic
-    dsl_consulted: bool
+    concerns: ConcernsPublic | None = Field(default=None, description="As sent" + _NOT_IN_CENSUS)
+    immediate_risk: bool | None = Field(default=None, description="As sent" + _NOT_IN_CENSUS)
+    parental_awareness: ParentalAwarenessPublic | None = Field(
+        default=None, description="As sent" + _NOT_IN_CENSUS
+    )
+    dsl_consulted: bool | None = Field(default=None, description="As sent" + _NOT_IN_CENSUS)
+    census: CensusEpisodePublic | None = Field(
+        default=None,
+        description="Set only for a referral imported from the CIN census: the episode as the "
+        "census file described it",
+    )
     decision: DecisionPublic | None = None
     withdrawn_at: datetime | None = None
     withdrawal_reason: str | None = None

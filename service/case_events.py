@@ -52,6 +52,16 @@ from schemas.case_events import (
 )
 from service.audit import record_access
 from service.auth.caller import Caller
+from service.case_event_rules import (
+    PlanFacts,
+    category_change_refusal,
+    cp_plan_overlap,
+    icpc_refusal,
+    plan_end_refusal,
+    repeated_plan_ref,
+    section47_start_refusal,
+    unknown_plan,
+)
 from service.children import ChildIdentity, resolve_child
 from service.errors import DomainError
 from service.fingerprint import ascii_escaped_fingerprint, fingerprint
@@ -85,8 +95,6 @@ _CHECKED_TYPES: Final = frozenset(
         "early_help_assessment_completed",
     }
 )
-
-_PLAN_NAMES: Final = {"cp": "child protection plan", "cin": "child in need plan"}
 
 
 class CaseEventsContention(DomainError):
@@ -297,28 +305,18 @@ async def _start_section47(
     session: AsyncSession, child_id: uuid.UUID, row_id: uuid.UUID, event: Section47StartedEvent
 ) -> None:
     refs = {"child_id": child_id, "enquiry_ref": event.enquiry_ref}
-    started = (
-        await session.execute(
-            text(
-                "SELECT started_on FROM section47_enquiry "
-                "WHERE child_id = :child_id AND enquiry_ref = :enquiry_ref"
-            ),
-            refs,
-        )
-    ).first()
-    if started is not None:
-        raise _Rejected(
-            "a Section 47 enquiry with this enquiry_ref is already recorded for the child "
-            f"(started on {started.started_on.isoformat()})"
-        )
+    started_on = await session.scalar(
+        text(
+            "SELECT started_on FROM section47_enquiry "
+            "WHERE child_id = :child_id AND enquiry_ref = :enquiry_ref"
+        ),
+        refs,
+    )
     held_on = await session.scalar(
         text("SELECT held_on FROM icpc WHERE child_id = :child_id AND enquiry_ref = :enquiry_ref"),
         refs,
     )
-    if held_on is not None and held_on < event.occurred_on:
-        raise _Rejected(
-            f"the ICPC for this enquiry was held on {held_on.isoformat()}, before this start date"
-        )
+    _refuse(section47_start_refusal(started_on, held_on, event.occurred_on))
     await session.execute(
         insert(Section47Enquiry).values(
             id=uuid.uuid4(),
@@ -339,11 +337,6 @@ async def _hold_icpc(
         text("SELECT held_on FROM icpc WHERE child_id = :child_id AND enquiry_ref = :enquiry_ref"),
         refs,
     )
-    if held_on is not None:
-        raise _Rejected(
-            "an ICPC is already recorded for this enquiry_ref "
-            f"(held on {held_on.isoformat()}); an enquiry has one initial conference"
-        )
     started_on = await session.scalar(
         text(
             "SELECT started_on FROM section47_enquiry "
@@ -351,11 +344,7 @@ async def _hold_icpc(
         ),
         refs,
     )
-    if started_on is not None and event.occurred_on < started_on:
-        raise _Rejected(
-            "an ICPC cannot be held before its Section 47 enquiry started "
-            f"(started on {started_on.isoformat()})"
-        )
+    _refuse(icpc_refusal(held_on, started_on, event.occurred_on))
     await session.execute(
         insert(Icpc).values(
             id=uuid.uuid4(),
@@ -375,23 +364,34 @@ async def _find_plan(
     return (
         await session.execute(
             text(
-                "SELECT id, started_on, ended_on FROM care_plan WHERE child_id = :child_id "
-                "AND plan_type = :plan_type AND plan_ref = :plan_ref"
+                "SELECT id, plan_ref, started_on, ended_on FROM care_plan "
+                "WHERE child_id = :child_id AND plan_type = :plan_type AND plan_ref = :plan_ref"
             ),
             {"child_id": child_id, "plan_type": plan_type, "plan_ref": plan_ref},
         )
     ).first()
 
 
+def _refuse(reason: str | None) -> None:
+    if reason is not None:
+        raise _Rejected(reason)
+
+
+def _facts(plan_type: str, plan: Any, last_change_on: date | None = None) -> PlanFacts:
+    return PlanFacts(
+        plan_type=plan_type,
+        plan_ref=plan.plan_ref,
+        started_on=plan.started_on,
+        ended_on=plan.ended_on,
+        last_change_on=last_change_on,
+    )
+
+
 async def _refuse_repeated_plan_ref(
     session: AsyncSession, child_id: uuid.UUID, plan_type: str, plan_ref: str
 ) -> None:
     plan = await _find_plan(session, child_id, plan_type, plan_ref)
-    if plan is not None:
-        raise _Rejected(
-            f"a {_PLAN_NAMES[plan_type]} with this plan_ref is already recorded for the child "
-            f"(started on {plan.started_on.isoformat()})"
-        )
+    _refuse(repeated_plan_ref(plan_type, None if plan is None else _facts(plan_type, plan)))
 
 
 async def _start_cp_plan(
@@ -410,18 +410,7 @@ async def _start_cp_plan(
             {"child_id": child_id, "starts_on": event.occurred_on},
         )
     ).first()
-    if clash is not None and clash.ended_on is None:
-        raise _Rejected(
-            "the child already has an open child protection plan "
-            f"(plan_ref {clash.plan_ref}, started on {clash.started_on.isoformat()}); "
-            "end it before starting another"
-        )
-    if clash is not None:
-        raise _Rejected(
-            f"the child's child protection plan {clash.plan_ref} was open until "
-            f"{clash.ended_on.isoformat()}, after this start date; child protection plans of one "
-            "child cannot overlap"
-        )
+    _refuse(cp_plan_overlap(event.occurred_on, [] if clash is None else [_facts("cp", clash)]))
     await session.execute(
         insert(CarePlan).values(
             id=uuid.uuid4(),
@@ -459,10 +448,7 @@ async def _existing_plan(
 ) -> Any:
     plan = await _find_plan(session, child_id, plan_type, plan_ref)
     if plan is None:
-        raise _Rejected(
-            f"plan_ref: no {_PLAN_NAMES[plan_type]} with this plan_ref is recorded for the child; "
-            "send its start first"
-        )
+        raise _Rejected(unknown_plan(plan_type))
     return plan
 
 
@@ -473,16 +459,7 @@ async def _change_cp_category(
     event: CpPlanCategoryChangedEvent,
 ) -> None:
     plan = await _existing_plan(session, child_id, "cp", event.plan_ref)
-    if event.occurred_on < plan.started_on:
-        raise _Rejected(
-            "a category change needs an open plan, and this plan starts on "
-            f"{plan.started_on.isoformat()}"
-        )
-    if plan.ended_on is not None and event.occurred_on >= plan.ended_on:
-        raise _Rejected(
-            f"a category change needs an open plan, and this plan ended on "
-            f"{plan.ended_on.isoformat()}"
-        )
+    _refuse(category_change_refusal(_facts("cp", plan), event.occurred_on))
     await session.execute(
         insert(CarePlanCategoryChange).values(
             care_plan_id=plan.id,
@@ -510,24 +487,11 @@ async def _end_plan(
 ) -> None:
     plan_type = "cp" if isinstance(event, CpPlanEndedEvent) else "cin"
     plan = await _existing_plan(session, child_id, plan_type, event.plan_ref)
-    if plan.ended_on is not None:
-        raise _Rejected(
-            f"the plan already ended on {plan.ended_on.isoformat()}; an ended plan cannot end again"
-        )
-    if event.occurred_on <= plan.started_on:
-        raise _Rejected(
-            "a plan cannot end before it starts or on the day it starts "
-            f"(it started on {plan.started_on.isoformat()})"
-        )
     last_change: date | None = await session.scalar(
         text("SELECT max(changed_on) FROM care_plan_category_change WHERE care_plan_id = :plan_id"),
         {"plan_id": plan.id},
     )
-    if last_change is not None and last_change >= event.occurred_on:
-        raise _Rejected(
-            f"the plan's category changed on {last_change.isoformat()}, so it cannot have ended "
-            "on or before that day"
-        )
+    _refuse(plan_end_refusal(_facts(plan_type, plan, last_change), event.occurred_on))
     await session.execute(
         text("UPDATE care_plan SET ended_on = :ended_on, ended_event_id = :row_id WHERE id = :id"),
         {"ended_on": event.occurred_on, "row_id": row_id, "id": plan.id},

@@ -165,7 +165,11 @@ def _start_of(day: date) -> datetime:
 
 
 def _referral_entry(row: Any) -> ChildTimelineEntry:
-    summary = f"Referral ({', '.join(row.concern_categories)}) from {row.agency_name}"
+    if row.concern_categories is None:
+        # Imported from the CIN census, which records no concerns.
+        summary = f"Episode of need from {row.agency_name}"
+    else:
+        summary = f"Referral ({', '.join(row.concern_categories)}) from {row.agency_name}"
     if row.urgent:
         summary += ", immediate risk"
     if row.decision_outcome:

@@ -333,6 +333,14 @@ async def role_statement_timeout_ms(pool: DriverPool) -> int | None:
     return int(value)
 
 
+def driver_options(settings: Settings, url: str | None = None) -> tuple[str, dict[str, Any]]:
+    """The DSN and `asyncpg.connect` arguments of one plain driver connection with the engine's
+    settings, TLS and pool mode (the census import's worker processes each make one)."""
+    target, tls = _tls(settings, async_url(url or database_url(settings)))
+    dsn = target.set(drivername="postgresql").render_as_string(hide_password=False)
+    return dsn, _connect_args(settings, tls)
+
+
 def create_session_factory(engine: AsyncEngine) -> SessionFactory:
     return async_sessionmaker(engine, expire_on_commit=False, autoflush=False)
 

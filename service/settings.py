@@ -322,6 +322,8 @@ class Settings(BaseSettings):
     )
 
     max_body_bytes: int = Field(default=1024 * 1024, ge=1024)
+    # A census file is one upload of every child the council returns: far over max_body_bytes.
+    max_census_file_bytes: int = Field(default=512 * 1024 * 1024, ge=1024)
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
     workers: int = Field(default=1, ge=1, le=64)
     docs_enabled: bool = Field(

@@ -1,5 +1,6 @@
 """`neglect-service`: serve, deliver webhooks, migrate, set up the runtime role, manage clients,
-feed keys, toolkits and signing keys, verify the audit trail, generate demo data."""
+feed keys, toolkits and signing keys, verify the audit trail, generate demo data, import history
+(CIN census, NDJSON) and export children."""
 
 from __future__ import annotations
 
@@ -13,10 +14,12 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from service.auth import clients as registry
 from service.auth.scopes import SCOPES
 from service.cli.audit import audit_app
+from service.cli.census import import_app
 from service.cli.clients import clients_app, print_client
 from service.cli.common import console, resolved_owner_url, resolved_url, with_session
 from service.cli.db import db_app, describe_runtime_role, setup_runtime_role
 from service.cli.demo import demo_data
+from service.cli.export import export_app
 from service.cli.feed_keys import feed_keys_app
 from service.cli.keys import keys_app
 from service.cli.toolkits import toolkits_app, toolkits_load_demo
@@ -32,6 +35,8 @@ app.add_typer(db_app, name="db")
 app.add_typer(keys_app, name="keys")
 app.add_typer(feed_keys_app, name="feed-keys")
 app.add_typer(audit_app, name="audit")
+app.add_typer(import_app, name="import")
+app.add_typer(export_app, name="export")
 app.command("demo-data")(demo_data)
 app.command("worker")(worker)
 

@@ -744,6 +744,7 @@ class DemoGenerator:
                 withdrawn_at,
                 withdrawal_reason,
                 received_at,
+                None,  # census_import_id: live data
             )
         )
         referral = _Referral(
@@ -816,6 +817,7 @@ class DemoGenerator:
                 occurred_on,
                 orjson.dumps(fields).decode(),
                 _uk_moment(occurred_on, 19, rng.randrange(60)),
+                None,  # census_import_id: live data
             )
         )
         return row_id
@@ -936,6 +938,7 @@ class DemoGenerator:
                 started_event,
                 ended_event,
                 _uk_moment(starts, 19, 0),
+                None,  # previous_cp_plans: not recorded by the case-events API
             )
         )
         child.cp_busy_until = ends or date.max
@@ -977,6 +980,7 @@ class DemoGenerator:
                 started_event,
                 ended_event,
                 _uk_moment(starts, 19, 0),
+                None,  # previous_cp_plans: not recorded by the case-events API
             )
         )
         self._maybe_audit(child, "child_in_need_plan", starts, neglect=neglect)

@@ -160,6 +160,10 @@ _REFERRALS_IN_RANGE = (
     f"AND r.received_at >= {_UK_RANGE_START} AND r.received_at < {_UK_RANGE_END}"
 )
 
+# A referral imported from the CIN census records no concerns (NULL), and is left out of the
+# indicators about concerns; the column is in the referral indexes the scans read.
+_CONCERNS_RECORDED = "AND r.concern_categories IS NOT NULL"
+
 _CP_PLANS_IN_RANGE = (
     f"p.plan_type = 'cp' AND p.started_on < {_RANGE_END} "
     f"AND (p.ended_on IS NULL OR p.ended_on > {_RANGE_START})"
@@ -311,18 +315,18 @@ def _neglect_referral_share(breakdown: Breakdown | None) -> UnitsQuery:
             UNION ALL
             SELECT {_REFERRAL_BUCKET}, {_REFERRAL_DAY}, r.child_id, NULL, {is_neglect}, 1,
                    r.record_key
-            {_REFERRALS_IN_RANGE}""",
+            {_REFERRALS_IN_RANGE} {_CONCERNS_RECORDED}""",
             totals_in_units=True,
             shared_denominator=True,
         )
     if breakdown is None:
-        return _referral_period_totals("'neglect' = ANY(r.concern_categories)")
+        return _referral_period_totals("'neglect' = ANY(r.concern_categories)", _CONCERNS_RECORDED)
     return UnitsQuery(
         sql=f"""
         SELECT {_REFERRAL_BUCKET} AS k, {_REFERRAL_DAY} AS day, r.child_id,
                r.referral_source, r.agency_type, {is_neglect} AS num, 1 AS den,
                r.record_key AS rkey
-        {_REFERRALS_IN_RANGE}"""
+        {_REFERRALS_IN_RANGE} {_CONCERNS_RECORDED}"""
     )
 
 
@@ -369,7 +373,7 @@ def _repeat_cp_plan_neglect(breakdown: Breakdown | None) -> UnitsQuery:
         SELECT k, min(day) AS day, child_id, max(num) AS num, 1 AS den
         FROM (
             SELECT {_bucket("p.started_on")} AS k, p.started_on AS day, p.child_id,
-                   CASE WHEN EXISTS (
+                   CASE WHEN p.previous_cp_plans > 0 OR EXISTS (
                        SELECT 1 FROM care_plan earlier
                        WHERE earlier.child_id = p.child_id AND earlier.plan_type = 'cp'
                          AND earlier.started_on < p.started_on
@@ -390,7 +394,8 @@ def _cp_plan_neglect_domestic_abuse_share(breakdown: Breakdown | None) -> UnitsQ
                CASE WHEN p.domestic_abuse_focus THEN 1 ELSE 0 END AS num, 1 AS den,
                p.record_key AS rkey
         FROM care_plan p
-        WHERE p.plan_type = 'cp' AND p.initial_category = 'NEG' AND {_in_range("p.started_on")}"""
+        WHERE p.plan_type = 'cp' AND p.initial_category = 'NEG' AND {_in_range("p.started_on")}
+          AND p.domestic_abuse_focus IS NOT NULL"""
     )
 
 

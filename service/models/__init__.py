@@ -8,6 +8,7 @@ from .assessments import Assessment
 from .audit import AuditChainHead, AuditEvent
 from .base import metadata
 from .case_audits import CaseAudit
+from .census import CensusImport
 from .children import Child
 from .clients import ApiClient
 from .feed import FeedKey, FeedSnapshot, FeedSnapshotPoint
@@ -30,6 +31,7 @@ __all__ = [
     "AuditChainHead",
     "AuditEvent",
     "CaseAudit",
+    "CensusImport",
     "Child",
     "FeedKey",
     "FeedSnapshot",

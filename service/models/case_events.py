@@ -22,6 +22,7 @@ from sqlalchemy import (
     ForeignKey,
     Identity,
     Index,
+    Integer,
     String,
     Text,
     UniqueConstraint,
@@ -78,6 +79,11 @@ class CaseEvent(SQLModel, table=True):
     occurred_on: date = Field(sa_column=Column(Date, nullable=False))
     details: dict[str, Any] = Field(sa_column=Column(JSONB, nullable=False))
     created_at: datetime | None = Field(default=None, sa_column=now_column())
+    # The CIN census file the event was imported from; NULL for an event sent to the API.
+    census_import_id: uuid.UUID | None = Field(
+        default=None,
+        sa_column=Column(UUID(as_uuid=True), ForeignKey("census_import.id"), nullable=True),
+    )
     record_key: int | None = record_key_column()
 
 
@@ -120,6 +126,9 @@ class CarePlan(SQLModel, table=True):
     started_event_id: uuid.UUID = _event_fk()
     ended_event_id: uuid.UUID | None = _event_fk(nullable=True)
     created_at: datetime | None = Field(default=None, sa_column=now_column())
+    # The CIN census NumberOfPreviousCPP: child protection plans the child had before this one,
+    # anywhere, including before the history held here. NULL when not recorded (the API).
+    previous_cp_plans: int | None = Field(default=None, sa_column=Column(Integer, nullable=True))
     record_key: int | None = record_key_column()
 
 
@@ -157,7 +166,8 @@ class Section47Enquiry(SQLModel, table=True):
     child_id: uuid.UUID = _child_fk()
     enquiry_ref: str = Field(sa_column=Column(String(100), nullable=False))
     started_on: date = Field(sa_column=Column(Date, nullable=False))
-    strategy_discussion_on: date = Field(sa_column=Column(Date, nullable=False))
+    # NULL for an enquiry imported from the CIN census, which does not record the discussion.
+    strategy_discussion_on: date | None = Field(default=None, sa_column=Column(Date, nullable=True))
     case_event_id: uuid.UUID = _event_fk()
 
 

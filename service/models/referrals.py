@@ -8,6 +8,7 @@ from typing import Any
 
 from sqlalchemy import (
     Boolean,
+    CheckConstraint,
     Column,
     DateTime,
     ForeignKey,
@@ -58,6 +59,15 @@ class Referral(SQLModel, table=True):
         ),
         Index("ix_referral_agency_name_received_at", "agency_name", "received_at"),
         Index("ix_referral_status_decision_due_at", "status", "decision_due_at"),
+        # What only a live referral carries: a referral imported from the CIN census leaves these
+        # empty (NULL), since the census does not record them.
+        CheckConstraint(
+            "census_import_id IS NOT NULL OR (urgent IS NOT NULL AND decision_due_at IS NOT NULL "
+            "AND concern_categories IS NOT NULL AND neglect_forms IS NOT NULL "
+            "AND risk_factors IS NOT NULL AND vulnerabilities IS NOT NULL "
+            "AND parents_informed IS NOT NULL AND parental_consent IS NOT NULL)",
+            name="live_referral_complete",
+        ),
     )
 
     id: uuid.UUID = uuid_pk()
@@ -69,16 +79,26 @@ class Referral(SQLModel, table=True):
         sa_column=Column(UUID(as_uuid=True), ForeignKey("child.id"), nullable=False)
     )
     status: str = Field(sa_column=Column(String(20), nullable=False))
-    urgent: bool = Field(sa_column=Column(Boolean, nullable=False))
+    urgent: bool | None = Field(default=None, sa_column=Column(Boolean, nullable=True))
     received_at: datetime = Field(sa_column=Column(DateTime(timezone=True), nullable=False))
-    decision_due_at: datetime = Field(sa_column=Column(DateTime(timezone=True), nullable=False))
+    decision_due_at: datetime | None = Field(
+        default=None, sa_column=Column(DateTime(timezone=True), nullable=True)
+    )
     referral_source: str = Field(sa_column=Column(String(4), nullable=False))
-    concern_categories: list[str] = Field(sa_column=Column(ARRAY(Text), nullable=False))
-    neglect_forms: list[str] = Field(sa_column=Column(ARRAY(Text), nullable=False))
-    risk_factors: list[str] = Field(sa_column=Column(ARRAY(Text), nullable=False))
-    vulnerabilities: list[str] = Field(sa_column=Column(ARRAY(Text), nullable=False))
-    parents_informed: bool = Field(sa_column=Column(Boolean, nullable=False))
-    parental_consent: str = Field(sa_column=Column(String(20), nullable=False))
+    concern_categories: list[str] | None = Field(
+        default=None, sa_column=Column(ARRAY(Text), nullable=True)
+    )
+    neglect_forms: list[str] | None = Field(
+        default=None, sa_column=Column(ARRAY(Text), nullable=True)
+    )
+    risk_factors: list[str] | None = Field(
+        default=None, sa_column=Column(ARRAY(Text), nullable=True)
+    )
+    vulnerabilities: list[str] | None = Field(
+        default=None, sa_column=Column(ARRAY(Text), nullable=True)
+    )
+    parents_informed: bool | None = Field(default=None, sa_column=Column(Boolean, nullable=True))
+    parental_consent: str | None = Field(default=None, sa_column=Column(String(20), nullable=True))
     rereferral: bool = Field(sa_column=Column(Boolean, nullable=False))
     rereferral_count: int = Field(sa_column=Column(Integer, nullable=False))
     # The same count over the sending agency's own referrals of the child: the re-referral context
@@ -106,4 +126,10 @@ class Referral(SQLModel, table=True):
     )
     withdrawal_reason: str | None = Field(default=None, sa_column=Column(Text, nullable=True))
     created_at: datetime | None = Field(default=None, sa_column=now_column())
+    # The CIN census file this referral was imported from (the latest that described it); NULL
+    # for a referral sent to the API.
+    census_import_id: uuid.UUID | None = Field(
+        default=None,
+        sa_column=Column(UUID(as_uuid=True), ForeignKey("census_import.id"), nullable=True),
+    )
     record_key: int | None = record_key_column()

@@ -66,6 +66,7 @@ BUSINESS_RULE_422 = {
     ("GET", "/v1/webhooks"): "a cursor must be one this service issued",
     ("GET", "/v1/webhooks/{webhook_id}/deliveries"): "a cursor must be one this service issued",
     ("POST", "/v1/webhooks/{webhook_id}/replay"): "a message id or a range; until after since",
+    ("POST", "/v1/census-imports"): "the body must be a well-formed CIN census XML file",
 }
 POSITIVE_STATUSES_WITH_422 = ["2xx", "3xx", "401", "403", "404", "409", "422", "429"]
 
