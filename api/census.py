@@ -9,6 +9,7 @@ from typing import Annotated, Final
 from fastapi import APIRouter, Query, Request
 
 from schemas.census import CensusImportPublic
+from schemas.examples import CENSUS_FILE_EXAMPLE
 from service.census import CensusFileRefused, import_census_file
 from service.errors import FieldInvalid, ValidationFailed, field_problem
 
@@ -24,7 +25,12 @@ _XML_BODY: Final = {
     "requestBody": {
         "required": True,
         "description": "The census XML file as it is returned to the DfE",
-        "content": {"application/xml": {"schema": {"type": "string", "format": "binary"}}},
+        "content": {
+            "application/xml": {
+                "schema": {"type": "string", "format": "binary"},
+                "example": CENSUS_FILE_EXAMPLE,
+            }
+        },
     }
 }
 

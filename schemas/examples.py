@@ -4,8 +4,8 @@ Each is posted as it stands by tests/api/test_examples.py and must succeed, in t
 the example toolkit, score against it, send the referral (it makes the example child), assess
 the child, send its case events, record a case audit of the work with it, decide the referral,
 withdraw another one, register a client, issue a feed key, subscribe to webhooks, rotate the
-subscription's secret and replay its past events. So they name one synthetic
-child (an NHS number from the 999 test range) and one toolkit.
+subscription's secret, replay its past events, and import a census file of one other child. So
+they name one synthetic child (an NHS number from the 999 test range) and one toolkit.
 
 Dates are fixed, so the document does not change from day to day: far enough in the past to stay
 valid, and the child (born 2018-05-14) stays under 18, as a referral requires, until 2036-05-14.
@@ -246,3 +246,60 @@ WEBHOOK_REPLAY_EXAMPLE: Final[dict[str, Any]] = {
     "since": "2026-12-01T00:00:00Z",
     "until": "2026-12-02T00:00:00Z",
 }
+
+# A Children in Need census return of one synthetic child (its own, not the example child: the
+# census names children by the LA's id, never by NHS number): a referral, an assessment naming
+# neglect (factor 16A), a Section 47 enquiry, an initial conference and a child protection plan
+# under neglect, still open at the census date.
+CENSUS_FILE_EXAMPLE: Final = """<?xml version="1.0" encoding="utf-8"?>
+<Message>
+  <Header>
+    <CollectionDetails>
+      <Collection>CIN</Collection><Year>2024</Year><ReferenceDate>2024-03-31</ReferenceDate>
+    </CollectionDetails>
+    <Source>
+      <SourceLevel>L</SourceLevel><LEA>201</LEA><SoftwareCode>example</SoftwareCode>
+      <Release>1</Release><SerialNo>1</SerialNo><DateTime>2024-05-01T09:00:00</DateTime>
+    </Source>
+    <Content><CBDSLevels><CBDSLevel>Child</CBDSLevel></CBDSLevels></Content>
+  </Header>
+  <Children>
+    <Child>
+      <ChildIdentifiers>
+        <LAchildID>EXAMPLE0001</LAchildID>
+        <UPNunknown>UN1</UPNunknown>
+        <PersonBirthDate>2019-07-05</PersonBirthDate>
+        <GenderCurrent>1</GenderCurrent>
+      </ChildIdentifiers>
+      <ChildCharacteristics>
+        <Ethnicity>WBRI</Ethnicity>
+        <Disabilities><Disability>NONE</Disability></Disabilities>
+      </ChildCharacteristics>
+      <CINdetails>
+        <CINreferralDate>2023-08-23</CINreferralDate>
+        <ReferralSource>3E</ReferralSource>
+        <PrimaryNeedCode>N1</PrimaryNeedCode>
+        <ReferralNFA>false</ReferralNFA>
+        <Assessments>
+          <AssessmentActualStartDate>2023-08-26</AssessmentActualStartDate>
+          <AssessmentAuthorisationDate>2023-10-06</AssessmentAuthorisationDate>
+          <AssessmentFactors><AssessmentFactor>16A</AssessmentFactor></AssessmentFactors>
+        </Assessments>
+        <Section47>
+          <S47ActualStartDate>2023-08-23</S47ActualStartDate>
+          <InitialCPCtarget>2023-09-13</InitialCPCtarget>
+          <DateOfInitialCPC>2023-09-03</DateOfInitialCPC>
+          <ICPCnotRequired>false</ICPCnotRequired>
+        </Section47>
+        <ChildProtectionPlans>
+          <CPPstartDate>2023-09-03</CPPstartDate>
+          <InitialCategoryOfAbuse>NEG</InitialCategoryOfAbuse>
+          <LatestCategoryOfAbuse>NEG</LatestCategoryOfAbuse>
+          <NumberOfPreviousCPP>0</NumberOfPreviousCPP>
+          <Reviews><CPPreviewDate>2023-11-27</CPPreviewDate></Reviews>
+        </ChildProtectionPlans>
+      </CINdetails>
+    </Child>
+  </Children>
+</Message>
+"""

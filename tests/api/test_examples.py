@@ -80,6 +80,10 @@ class ExamplePoster:
         self.posted.add(("POST", path_template))
         if media == "application/x-www-form-urlencoded":
             return await self.http.post(path, data=example, headers=headers)
+        if media == "application/xml":
+            return await self.http.post(
+                path, content=example.encode(), headers={**headers, "Content-Type": media}
+            )
         return await self.http.post(path, json=example, headers=headers)
 
     async def assert_location_serves(
@@ -209,6 +213,18 @@ async def test_every_request_body_example_posts_successfully(
         "/v1/webhooks/{webhook_id}/replay", auth, webhook_id=webhook_id
     )
     assert replayed_events.status_code == 202, replayed_events.text
+
+    # A census file of one child, imported whole: its referral, enquiry, conference and plan.
+    census = await poster.post("/v1/census-imports", auth)
+    assert census.status_code == 200, census.text
+    report = census.json()
+    assert (report["children_in_file"], report["children_skipped"]) == (1, 0), report["problems"]
+    assert report["referrals_created"] == 1
+    assert report["events_created"] == {
+        "section47_started": 1,
+        "icpc_held": 1,
+        "cp_plan_started": 1,
+    }
 
     assert poster.posted == {("POST", path) for (_, path) in BODIES}
 
