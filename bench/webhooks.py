@@ -333,7 +333,7 @@ async def measure_workers(
 
 
 async def run(args: argparse.Namespace) -> int:
-    server = find_server_url()
+    server = await asyncio.to_thread(find_server_url)
     name = f"ns_bench_wh_{int(time.time())}_{os.getpid()}"
     url = await create_database(server, name)
     key = base64.b64encode(os.urandom(32)).decode()
