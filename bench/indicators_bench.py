@@ -328,7 +328,8 @@ def main(argv: list[str] | None = None) -> int:
             header.append(
                 f"loaded {load['rows']['referral']:,} referrals, "
                 f"{load['rows']['child']:,} children, {load['rows']['case_event']:,} case events, "
-                f"{load['rows']['assessment']:,} assessments in {load['load_s']} s "
+                f"{load['rows']['assessment']:,} assessments in {load['load_s']} s, "
+                f"{load['rows']['referral'] / load['load_s']:,.0f} referrals a second "
                 f"(+ VACUUM ANALYZE and CHECKPOINT {load['vacuum_analyze_checkpoint_s']} s)"
             )
         count_runs, timings = asyncio.run(
