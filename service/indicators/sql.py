@@ -777,11 +777,14 @@ def _keyed_units(units: UnitsQuery) -> str:
         return units.sql
     key = "ck.record_key" if units.child_keyed else "x.rkey"
     child = "JOIN child ck ON ck.id = x.child_id" if units.child_keyed else ""
+    # OFFSET 0 keeps the units a subquery of their own: pulled up into this one, a `num` written
+    # with a look-up (an EXISTS probe per unit) would be evaluated again for every use of it
+    # here and in the sums, two or three probes per unit instead of one.
     return f"""
         SELECT x.*, CASE WHEN x.num <> 0 THEN {key} ELSE 0 END AS nkey,
                CASE WHEN x.den <> 0 THEN {key} ELSE 0 END AS dkey
         FROM ({units.sql}
-        ) x {child}"""
+        OFFSET 0) x {child}"""
 
 
 def _aggregate_sql(units: UnitsQuery, breakdown: Breakdown | None) -> str:
