@@ -106,8 +106,9 @@ from typing import Any, Final
 import asyncpg
 import orjson
 from sqlalchemy import ForeignKeyConstraint, Index, text
+from sqlalchemy.dialects import postgresql
 from sqlalchemy.ext.asyncio import AsyncSession
-from sqlalchemy.schema import AddConstraint, DropConstraint
+from sqlalchemy.schema import AddConstraint, CreateIndex, DropConstraint
 
 from schemas.case_audits import AUDIT_GRADES, GOOD_OR_BETTER_GRADES
 from schemas.common import UK_TIME_ZONE
@@ -1304,7 +1305,7 @@ class _BackgroundBatches:
 async def _copy(connection: Any, table: str, rows: list[Row]) -> None:
     try:
         await connection.copy_records_to_table(
-            table, records=rows, columns=list(TABLE_COLUMNS[table])
+            table, records=rows, columns=list(TABLE_COLUMNS[table]), timeout=_LONG_S
         )
     except asyncpg.UniqueViolationError as error:
         raise DemoDataConflict(
@@ -1370,12 +1371,12 @@ async def _work_to_defer(session: AsyncSession) -> _Deferred:
 # re-referral rule, for every such referral in one statement (the generator never withdraws a
 # referral after a later one was received, so these are the counts the creates would have
 # stored); `previous_received_at`: `neglect_relink_referrals`, for all those children at once.
+# They run on the driver's connection with `_LONG_S` as its time limit; `$1` is the demo clients.
 _REFERRED_AGAIN: Final = (
-    "SELECT child_id FROM referral WHERE client_id = ANY(CAST(:clients AS text[])) "
+    "SELECT child_id FROM referral WHERE client_id = ANY($1::text[]) "
     "GROUP BY child_id HAVING count(*) > 1"
 )
-_COUNT_DEMO_REREFERRALS: Final = text(
-    f"""
+_COUNT_DEMO_REREFERRALS: Final = f"""
     UPDATE referral AS target
     SET rereferral = counted.rereferral_count > 0,
         rereferral_count = counted.rereferral_count,
@@ -1385,19 +1386,21 @@ _COUNT_DEMO_REREFERRALS: Final = text(
         p_child_id => loaded.child_id, p_received_at => loaded.received_at,
         p_agency_name => loaded.agency_name, p_referral_id => loaded.id
     ) AS counted
-    WHERE loaded.client_id = ANY(CAST(:clients AS text[]))
+    WHERE loaded.client_id = ANY($1::text[])
       AND loaded.child_id IN ({_REFERRED_AGAIN})
       AND counted.rereferral_count > 0
       AND target.id = loaded.id
     """  # noqa: S608 - fixed text
-)
-_RELINK_DEMO_REFERRALS: Final = text(
+_RELINK_DEMO_REFERRALS: Final = (
     f"SELECT neglect_relink_referrals(p_child_ids => ARRAY({_REFERRED_AGAIN}))"
 )
-_TALLY_DEMO_REREFERRALS: Final = text(
+_TALLY_DEMO_REREFERRALS: Final = (
     "SELECT count(*) FROM referral "
-    "WHERE client_id = ANY(CAST(:clients AS text[])) AND rereferral AND status <> 'withdrawn'"
+    "WHERE client_id = ANY($1::text[]) AND rereferral AND status <> 'withdrawn'"
 )
+_LONG_S: Final = 24 * 3600.0
+"""The driver's time limit for each of the load's statements (COPY of a batch, an index build, a
+derivation over every referral): the connection's own limit is a request's, far too short."""
 
 
 async def load_demo_data(
@@ -1455,15 +1458,18 @@ async def load_demo_data(
         background.stop()
     if deferred.indexes and on_indexing is not None:
         on_indexing()
+    dialect = postgresql.dialect()  # type: ignore[no-untyped-call]
     for index in deferred.indexes:
-        await sql_connection.run_sync(index.create)
-    clients = {"clients": list(_DEMO_CLIENTS)}
-    await session.execute(_COUNT_DEMO_REREFERRALS, clients)
-    await session.execute(_RELINK_DEMO_REFERRALS, clients)
+        await connection.execute(str(CreateIndex(index).compile(dialect=dialect)), timeout=_LONG_S)
+    clients = list(_DEMO_CLIENTS)
+    await connection.execute(_COUNT_DEMO_REREFERRALS, clients, timeout=_LONG_S)
+    await connection.execute(_RELINK_DEMO_REFERRALS, clients, timeout=_LONG_S)
     tally = generator.tally
-    tally.rereferrals = await session.scalar(_TALLY_DEMO_REREFERRALS, clients) or 0
+    tally.rereferrals = await connection.fetchval(_TALLY_DEMO_REREFERRALS, clients, timeout=_LONG_S)
     for constraint in deferred.foreign_keys:
-        await sql_connection.execute(AddConstraint(constraint))
+        await connection.execute(
+            str(AddConstraint(constraint).compile(dialect=dialect)), timeout=_LONG_S
+        )
     return DemoSummary(
         seed=options.seed,
         start=options.start,
