@@ -1413,8 +1413,10 @@ async def load_demo_data(
     transaction (the caller commits). `on_progress` is called with the number of children loaded
     after each batch.
 
-    Into empty tables, their plain indexes are dropped first and built again after the load
-    (`on_indexing` is called then); unique indexes and constraints stay and check every row.
+    Into empty tables, their plain indexes and foreign keys are dropped first and put back after
+    the load (`on_indexing` is called then); unique indexes and the other constraints stay and
+    check every row. The referrals' derived columns are then set by the database's own rules,
+    set-based (`_COUNT_DEMO_REREFERRALS`, `_RELINK_DEMO_REFERRALS`).
 
     Raises `DemoDataConflict` when the database already holds demo records or identifiers the
     demo data would repeat.
