@@ -730,16 +730,17 @@ _GROUP_EXPRESSIONS: Final[dict[Breakdown, str]] = {
 }
 _CHILD_BREAKDOWNS: Final = frozenset({"age_band", "sex", "ethnicity"})
 
+_DISABILITIES = "r.body -> 'child' -> 'disabilities'"
 # The unit's child's disability groups (`g.grp`): one of none / any / not known, and each CIN
 # disability code, as recorded on the child's latest referral (withdrawn or not) that recorded
-# any; not known when none did. NONE cannot be sent with another code. `referral.disabilities` is
-# the body's list when it holds any code (a generated column), read with one probe per unit of
-# the partial index on the referrals that recorded some.
+# any; not known when none did. NONE cannot be sent with another code.
 _DISABILITY_GROUPS = f"""
     LEFT JOIN LATERAL (
-        SELECT r.disabilities AS codes
+        SELECT {_DISABILITIES} AS codes
         FROM referral r
-        WHERE r.child_id = u.child_id AND r.disabilities IS NOT NULL
+        WHERE r.child_id = u.child_id
+          AND jsonb_typeof({_DISABILITIES}) = 'array'
+          AND jsonb_array_length({_DISABILITIES}) > 0
         ORDER BY r.received_at DESC, r.id DESC
         LIMIT 1
     ) d ON true

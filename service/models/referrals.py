@@ -9,7 +9,6 @@ from typing import Any
 from sqlalchemy import (
     Boolean,
     Column,
-    Computed,
     DateTime,
     ForeignKey,
     Index,
@@ -17,19 +16,11 @@ from sqlalchemy import (
     String,
     Text,
     UniqueConstraint,
-    text,
 )
 from sqlalchemy.dialects.postgresql import ARRAY, JSONB, UUID
 from sqlmodel import Field, SQLModel
 
 from .base import now_column, record_key_column, uuid_pk
-
-DISABILITIES_RECORDED = (
-    "CASE WHEN jsonb_typeof(body -> 'child' -> 'disabilities') = 'array' "
-    "AND jsonb_array_length(body -> 'child' -> 'disabilities') > 0 "
-    "THEN body -> 'child' -> 'disabilities' END"
-)
-"""The expression of `referral.disabilities` (a stored generated column)."""
 
 
 class Referral(SQLModel, table=True):
@@ -66,16 +57,6 @@ class Referral(SQLModel, table=True):
                 "previous_received_at",
                 "record_key",
             ],
-        ),
-        # The disability breakdown reads, for each child counted, the codes on the child's latest
-        # referral that recorded any: from this index alone, one probe per child.
-        Index(
-            "ix_referral_child_id_received_at_disabilities",
-            "child_id",
-            "received_at",
-            "id",
-            postgresql_include=["disabilities"],
-            postgresql_where=text("disabilities IS NOT NULL"),
         ),
         Index("ix_referral_agency_name_received_at", "agency_name", "received_at"),
         Index("ix_referral_status_decision_due_at", "status", "decision_due_at"),
@@ -127,10 +108,4 @@ class Referral(SQLModel, table=True):
     )
     withdrawal_reason: str | None = Field(default=None, sa_column=Column(Text, nullable=True))
     created_at: datetime | None = Field(default=None, sa_column=now_column())
-    # The child's CIN disability codes as this referral's body records them; NULL when it records
-    # none (no list, or an empty one). Computed by PostgreSQL from the body on every write.
-    disabilities: list[str] | None = Field(
-        default=None,
-        sa_column=Column(JSONB, Computed(DISABILITIES_RECORDED, persisted=True), nullable=True),
-    )
     record_key: int | None = record_key_column()
