@@ -129,14 +129,20 @@ LANGUAGE sql STABLE AS $$
 -- once they are all stored, from an UPDATE, which gives the same counts when no referral of the
 -- load was withdrawn after a later one was received. STABLE and one SELECT, so PostgreSQL
 -- inlines it into such a statement as an index probe per referral.
-    SELECT count(*)::integer,
-           (count(*) FILTER (WHERE r.agency_name = p_agency_name))::integer
+-- Only the child is a condition of the scan; the rest are filters of the counts, so that a plan
+-- made while the table is small or empty still reads the child's referrals by its index, never
+-- every referral of the last year by the index on `received_at`.
+    SELECT (count(*) FILTER (
+                WHERE r.status <> 'withdrawn' AND r.received_at <= p_received_at
+                  AND r.received_at >= p_received_at - interval '12 months'
+            ))::integer,
+           (count(*) FILTER (
+                WHERE r.status <> 'withdrawn' AND r.received_at <= p_received_at
+                  AND r.received_at >= p_received_at - interval '12 months'
+                  AND r.agency_name = p_agency_name
+            ))::integer
     FROM referral AS r
-    WHERE r.child_id = p_child_id
-      AND r.id <> p_referral_id
-      AND r.status <> 'withdrawn'
-      AND r.received_at <= p_received_at
-      AND r.received_at >= p_received_at - interval '12 months'
+    WHERE r.child_id = p_child_id AND r.id <> p_referral_id
 $$;
 
 CREATE OR REPLACE FUNCTION public.neglect_relink_referrals(p_child_ids uuid[])
