@@ -74,6 +74,9 @@ class Timing:
     ratio: float
     verdict: str
     points: int
+    median_12_ms: float | None = None
+    """Without a breakdown: the median for the last 12 of the periods (None with one)."""
+    ratio_12_to_36: float | None = None
 
 
 def _verdict(ratio: float) -> str:
@@ -211,9 +214,17 @@ async def _time_everything(
             for breakdown in (None, *(meta.breakdowns if breakdowns else ()))
         ]
         measured: list[tuple[str, str | None, list[float], int]] = []
+        measured_12: dict[str, list[float]] = {}
+        # The last 12 of the monthly periods: from the first day of the 11th month before the last.
+        months_back = last.year * 12 + last.month - 1 - 11
+        first_12 = max(first, date(months_back // 12, months_back % 12 + 1, 1))
         async with httpx.AsyncClient(transport=transport, base_url="http://bench") as client:
-            for indicator_id, breakdown in series:
-                params = {"from": first.isoformat(), "to": last.isoformat(), "period": "month"}
+            for indicator_id, breakdown, months in [
+                *((indicator, breakdown, 36) for indicator, breakdown in series),
+                *((indicator, None, 12) for indicator, breakdown in series if breakdown is None),
+            ]:
+                start = first if months == 36 else first_12
+                params = {"from": start.isoformat(), "to": last.isoformat(), "period": "month"}
                 if breakdown is not None:
                     params["breakdown"] = breakdown
                 points = 0
@@ -233,15 +244,23 @@ async def _time_everything(
                     return points
 
                 timings = await _median_ms(request, runs)
-                measured.append((indicator_id, breakdown, timings, points))
+                if months == 12:
+                    measured_12[indicator_id] = timings
+                else:
+                    measured.append((indicator_id, breakdown, timings, points))
                 label = indicator_id + (f" by {breakdown}" if breakdown else "")
-                err.print(f"  {label}: {statistics.median(timings):.0f} ms")
+                err.print(f"  {label} ({months} periods): {statistics.median(timings):.0f} ms")
         count_runs += await _median_ms(count, runs)
     yardstick = statistics.median(count_runs)
     timings_out = []
     for indicator_id, breakdown, runs_ms, points in measured:
         median = statistics.median(runs_ms)
         ratio = median / yardstick
+        twelve = (
+            statistics.median(measured_12[indicator_id])
+            if breakdown is None and indicator_id in measured_12
+            else None
+        )
         timings_out.append(
             Timing(
                 indicator=indicator_id,
@@ -251,6 +270,8 @@ async def _time_everything(
                 ratio=round(ratio, 2),
                 verdict=_verdict(ratio),
                 points=points,
+                median_12_ms=None if twelve is None else round(twelve, 1),
+                ratio_12_to_36=None if twelve is None else round(twelve / median, 2),
             )
         )
     return count_runs, timings_out
@@ -263,15 +284,24 @@ def _report(count_runs: list[float], timings: list[Timing], header: list[str]) -
         f"count(*) over referral: median {yardstick:.1f} ms "
         f"(runs {', '.join(f'{value:.0f}' for value in count_runs)})",
         "",
-        f"{'indicator':<58} {'time ms':>9} {'x count':>8}  verdict",
-        "-" * 88,
+        f"{'indicator':<58} {'time ms':>9} {'x count':>8}  {'verdict':<9} "
+        f"{'12 periods ms':>13} {'12/36':>6}",
+        "-" * 110,
     ]
     for timing in timings:
         label = timing.indicator + (f" by {timing.breakdown}" if timing.breakdown else "")
-        lines.append(f"{label:<58} {timing.median_ms:>9.1f} {timing.ratio:>8.2f}  {timing.verdict}")
+        twelve = (
+            f"{timing.median_12_ms:>13.1f} {timing.ratio_12_to_36:>6.2f}"
+            if timing.median_12_ms is not None and timing.ratio_12_to_36 is not None
+            else ""
+        )
+        lines.append(
+            f"{label:<58} {timing.median_ms:>9.1f} {timing.ratio:>8.2f}  {timing.verdict:<9} "
+            f"{twelve}"
+        )
     verdicts = [timing.verdict for timing in timings]
     lines += [
-        "-" * 88,
+        "-" * 110,
         f"pass {verdicts.count('pass')}, within 3x {verdicts.count('within 3x')}, "
         f"FAIL {verdicts.count('FAIL')} (of {len(verdicts)} series)",
     ]
@@ -328,7 +358,8 @@ def main(argv: list[str] | None = None) -> int:
             header.append(
                 f"loaded {load['rows']['referral']:,} referrals, "
                 f"{load['rows']['child']:,} children, {load['rows']['case_event']:,} case events, "
-                f"{load['rows']['assessment']:,} assessments in {load['load_s']} s "
+                f"{load['rows']['assessment']:,} assessments in {load['load_s']} s, "
+                f"{load['rows']['referral'] / load['load_s']:,.0f} referrals a second "
                 f"(+ VACUUM ANALYZE and CHECKPOINT {load['vacuum_analyze_checkpoint_s']} s)"
             )
         count_runs, timings = asyncio.run(

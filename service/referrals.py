@@ -6,8 +6,10 @@ The Front Door (`referrals:decide`) may decide any referral; only the referring 
 withdraw one.
 
 Re-referral (DfE C1): a referral is a re-referral when the same child had another referral received
-in the 12 months up to and including its own `received_at`. Withdrawn referrals are not counted:
-a referral sent in error and withdrawn was never a request the Front Door acted on. The flag and
+in the 12 months up to and including its own `received_at`; the rule is one database function,
+`neglect_rereferral_counts` (referrals.sql), which the create calls and bulk loads call too.
+Withdrawn referrals are not counted: a referral sent in error and withdrawn was never a request the
+Front Door acted on. The flag and
 count are fixed when the referral is received; back-loading an older referral later, or withdrawing
 an earlier one, does not rewrite referrals already stored, so a C1 figure over back-loaded data
 should be computed from `received_at`, not from these stored flags.
@@ -28,7 +30,7 @@ is never stored twice.
 from __future__ import annotations
 
 import uuid
-from collections.abc import Iterable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any, Final
@@ -38,7 +40,6 @@ import orjson
 from sqlalchemy import RowMapping, Table, and_, func, not_, select, text, true, tuple_, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from schemas.children import add_months
 from schemas.common import Instant, Page
 from schemas.referrals import (
     SECTION47_OUTCOME,
@@ -70,8 +71,6 @@ DECISION_WINDOW: Final = timedelta(hours=24)
 """Front Door decision due this long after receipt (SPEC 5: one working day, 24 h locally)."""
 STRATEGY_DISCUSSION_WINDOW: Final = timedelta(hours=24)
 """A Section 47 outcome needs a strategy discussion this long after receipt."""
-REREFERRAL_MONTHS: Final = 12
-"""A referral is a re-referral when the child had another in this many months before it."""
 
 RESOURCE_TYPE: Final = "referral"
 
@@ -447,20 +446,6 @@ def parents_aware(parents_informed: bool, parental_consent: str) -> bool:
     return parents_informed or parental_consent == ParentalConsent.GIVEN.value
 
 
-def rereferral_count(earlier_received: Iterable[datetime], received_at: datetime) -> int:
-    """How many of the child's earlier non-withdrawn referrals, received at `earlier_received`,
-    make one received at `received_at` a re-referral: those in the `REREFERRAL_MONTHS` up to
-    and including `received_at` (the same calendar date and time, or the end of a shorter
-    month, as PostgreSQL's `received_at - interval '12 months'` in UTC).
-
-    `neglect_create_referral` counts the stored referrals this way in SQL; bulk loaders that
-    build referrals without it call this.
-    """
-    utc = received_at.astimezone(UTC)
-    window_start = datetime.combine(add_months(utc.date(), -REREFERRAL_MONTHS), utc.timetz())
-    return sum(1 for moment in earlier_received if window_start <= moment <= received_at)
-
-
 @dataclass(frozen=True)
 class DecisionRecord:
     """A Front Door decision as stored on its referral."""
@@ -633,6 +618,5 @@ __all__ = [
     "list_referrals",
     "parents_aware",
     "referral_to_public",
-    "rereferral_count",
     "withdraw_referral",
 ]

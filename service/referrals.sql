@@ -34,7 +34,6 @@ DECLARE
     v_received timestamptz;
     v_count integer;
     v_agency_count integer;
-    v_others integer;
     v_event bigint;
     v_relinked integer;
 BEGIN
@@ -74,19 +73,12 @@ BEGIN
     v_received := coalesce(p_received_at, clock_timestamp());
     -- The re-referral context twice: the partnership's (the Front Door's to see) and the sending
     -- agency's own history of the child (all a partner may learn of it).
-    SELECT count(*) FILTER (
-               WHERE status <> 'withdrawn' AND received_at <= v_received
-                 AND received_at >= v_received - interval '12 months'
-           ),
-           count(*) FILTER (
-               WHERE status <> 'withdrawn' AND received_at <= v_received
-                 AND received_at >= v_received - interval '12 months'
-                 AND agency_name = v_client.agency_name
-           ),
-           count(*)
-    INTO v_count, v_agency_count, v_others
-    FROM referral
-    WHERE child_id = v_child;
+    SELECT counted.rereferral_count, counted.agency_rereferral_count
+    INTO v_count, v_agency_count
+    FROM neglect_rereferral_counts(
+        p_child_id => v_child, p_received_at => v_received,
+        p_agency_name => v_client.agency_name, p_referral_id => p_id
+    ) AS counted;
 
     INSERT INTO referral (
         id, client_id, agency_type, agency_name, external_reference, child_id, status, urgent,
@@ -114,7 +106,7 @@ BEGIN
     );
     -- The new referral's previous one, and its successors' when it is back-loaded. A child's only
     -- referral follows none and precedes none: nothing to relink.
-    IF v_others > 0 THEN
+    IF EXISTS (SELECT FROM referral WHERE child_id = v_child AND id <> p_id) THEN
         v_relinked := neglect_relink_referrals(p_child_ids => ARRAY[v_child]);
     END IF;
 
@@ -128,37 +120,64 @@ BEGIN
 END
 $$;
 
+CREATE OR REPLACE FUNCTION public.neglect_rereferral_counts(
+    p_child_id uuid, p_received_at timestamptz, p_agency_name text, p_referral_id uuid
+) RETURNS TABLE (rereferral_count integer, agency_rereferral_count integer)
+LANGUAGE sql STABLE AS $$
+-- The re-referral rule (DfE C1; SPEC 2.2), its one definition. A referral of child `p_child_id`
+-- received at `p_received_at` counts the child's other non-withdrawn referrals received in the
+-- 12 months up to and including that moment (`received_at - interval '12 months'`, the same
+-- calendar date and time or the end of a shorter month, in the session's time zone, UTC for the
+-- service), and, of those, the ones agency `p_agency_name` sent. `p_referral_id` is the referral
+-- itself, never counted. `neglect_create_referral` calls it once as it stores a referral (only
+-- the referrals stored before it exist then); a bulk load calls it for every loaded referral
+-- once they are all stored, from an UPDATE, which gives the same counts when no referral of the
+-- load was withdrawn after a later one was received. STABLE and one SELECT, so PostgreSQL
+-- inlines it into such a statement as an index probe per referral.
+-- Only the child is a condition of the scan; the rest are filters of the counts, so that a plan
+-- made while the table is small or empty still reads the child's referrals by its index, never
+-- every referral of the last year by the index on `received_at`.
+    SELECT (count(*) FILTER (
+                WHERE r.status <> 'withdrawn' AND r.received_at <= p_received_at
+                  AND r.received_at >= p_received_at - interval '12 months'
+            ))::integer,
+           (count(*) FILTER (
+                WHERE r.status <> 'withdrawn' AND r.received_at <= p_received_at
+                  AND r.received_at >= p_received_at - interval '12 months'
+                  AND r.agency_name = p_agency_name
+            ))::integer
+    FROM referral AS r
+    WHERE r.child_id = p_child_id AND r.id <> p_referral_id
+$$;
+
 CREATE OR REPLACE FUNCTION public.neglect_relink_referrals(p_child_ids uuid[])
 RETURNS integer LANGUAGE plpgsql AS $$
 -- `referral.previous_received_at` of every referral of these children, withdrawn or not: when
 -- the child's latest earlier non-withdrawn referral was received, NULL when none was. Run after
 -- a create, a withdrawal and the demo data's bulk load, under the children's advisory locks where
 -- others may write. Returns how many referrals changed.
--- One query reads every referral of the children, child by child through the index on the child
--- (a lateral join cannot become a scan of the whole table, so a plan cached while the table was
--- small stays right as it grows); each referral whose value changes is updated by its key.
+-- One statement reads every referral of the children, child by child through the index on the
+-- child (a lateral join cannot become a scan of the whole table, so a plan cached while the table
+-- was small stays right as it grows), and updates by its key each referral whose value changes:
+-- set-based, so a bulk load relinks hundreds of thousands of children in one pass.
 DECLARE
-    v_referral record;
-    v_relinked integer := 0;
+    v_relinked integer;
 BEGIN
-    FOR v_referral IN
-        SELECT linked.id, linked.previous_received_at
-        FROM (SELECT DISTINCT unnest(p_child_ids)) AS child (id)
-        CROSS JOIN LATERAL (
-            SELECT r.id, r.previous_received_at AS stored,
-                   max(r.received_at) FILTER (WHERE r.status <> 'withdrawn') OVER (
-                       ORDER BY r.received_at
-                       RANGE BETWEEN UNBOUNDED PRECEDING AND CURRENT ROW EXCLUDE GROUP
-                   ) AS previous_received_at
-            FROM referral AS r
-            WHERE r.child_id = child.id
-        ) AS linked
-        WHERE linked.stored IS DISTINCT FROM linked.previous_received_at
-    LOOP
-        UPDATE referral SET previous_received_at = v_referral.previous_received_at
-        WHERE id = v_referral.id;
-        v_relinked := v_relinked + 1;
-    END LOOP;
+    UPDATE referral AS target
+    SET previous_received_at = linked.previous_received_at
+    FROM (SELECT DISTINCT unnest(p_child_ids)) AS child (id)
+    CROSS JOIN LATERAL (
+        SELECT r.id, r.previous_received_at AS stored,
+               max(r.received_at) FILTER (WHERE r.status <> 'withdrawn') OVER (
+                   ORDER BY r.received_at
+                   RANGE BETWEEN UNBOUNDED PRECEDING AND CURRENT ROW EXCLUDE GROUP
+               ) AS previous_received_at
+        FROM referral AS r
+        WHERE r.child_id = child.id
+    ) AS linked
+    WHERE linked.stored IS DISTINCT FROM linked.previous_received_at
+      AND target.id = linked.id;
+    GET DIAGNOSTICS v_relinked = ROW_COUNT;
     RETURN v_relinked;
 END
 $$;

@@ -582,6 +582,22 @@ DELETE FROM child c WHERE c.id = ANY($1::uuid[]) AND c.created_at = now()
 # `previous_received_at` of the children's other referrals, which a new one may now precede: the
 # database function the API's creates and withdrawals call (service/referrals.sql).
 _RELINK: Final = "SELECT neglect_relink_referrals(p_child_ids => $1::uuid[])"
+# The new referrals' re-referral flag and counts, by the rule's one definition
+# (`neglect_rereferral_counts`, which `neglect_create_referral` calls too), once the batch's
+# referrals are stored: each counts the child's other live referrals of the 12 months up to it,
+# stored before or imported with it. Copied with none; only those that count some are updated.
+_COUNT_REREFERRALS: Final = """
+UPDATE referral AS target
+SET rereferral = true,
+    rereferral_count = counted.rereferral_count,
+    agency_rereferral_count = counted.agency_rereferral_count
+FROM referral AS loaded
+CROSS JOIN LATERAL neglect_rereferral_counts(
+    p_child_id => loaded.child_id, p_received_at => loaded.received_at,
+    p_agency_name => loaded.agency_name, p_referral_id => loaded.id
+) AS counted
+WHERE loaded.id = ANY($1::uuid[]) AND counted.rereferral_count > 0 AND target.id = loaded.id
+"""
 _STORED_MOMENTS: Final = (
     "SELECT r.child_id, r.received_at, r.agency_name FROM unnest($1::uuid[]) AS c(id) "
     "JOIN referral r ON r.child_id = c.id WHERE r.status <> 'withdrawn'"
@@ -785,6 +801,8 @@ async def _write(connection: Any, writes: Writes) -> None:
     await _copy(connection, "section47_enquiry", _ENQUIRY_COLUMNS, writes.enquiries)
     await _copy(connection, "icpc", _ICPC_COLUMNS, writes.icpcs)
     await _copy(connection, "referral", _REFERRAL_COLUMNS, writes.referrals)
+    if writes.referrals:
+        await connection.execute(_COUNT_REREFERRALS, [row[0] for row in writes.referrals])
     if writes.relink_children:
         await connection.execute(_RELINK, sorted(set(writes.relink_children)))
     if writes.referral_updates:

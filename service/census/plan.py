@@ -51,7 +51,6 @@ from service.case_event_rules import (
 )
 from service.census.model import CensusChild, CensusCpPlan, CensusEpisode, CensusHeader, Problem
 from service.fingerprint import canonical_json, fingerprint
-from service.referrals import rereferral_count
 
 CENSUS_CLIENT_ID: Final = "cin-census"
 """The `client_id` of every imported referral and case event: the census, not an API client."""
@@ -484,15 +483,14 @@ def _plan_referrals(
         new.append((new_id(), reference, received_at(episode.referral_on), episode, body))
     if not new:
         return
-    # Re-referral links as `neglect_create_referral` sets them on a referral it creates: the
-    # child's other live referrals (stored, and the file's other new episodes) within
-    # REREFERRAL_MONTHS up to it, all of them and the census agency's own; and the latest before.
+    # The latest of the child's other live referrals before it (stored, and the file's other new
+    # episodes), as `neglect_relink_referrals` sets it; the re-referral counts are the database's
+    # (`neglect_rereferral_counts`, service/census/load.py), once the batch is stored.
     others = [*context.stored_moments, *((moment, agency_name) for _, _, moment, _, _ in new)]
     if context.stored_moments:
         writes.relink_children.append(context.child_id)
     for row_id, reference, moment, episode, body in new:
-        earlier = [(at, agency) for at, agency in others if at != moment]
-        count = rereferral_count((at for at, _ in earlier), moment) if earlier else 0
+        earlier = [at for at, _ in others if at != moment]
         writes.referrals.append(
             (
                 row_id,
@@ -504,12 +502,10 @@ def _plan_referrals(
                 "decided",
                 moment,
                 episode.referral_source,
-                count > 0,
-                count,
-                rereferral_count((at for at, agency in earlier if agency == agency_name), moment)
-                if count
-                else 0,
-                max((at for at, _ in earlier if at < moment), default=None),
+                False,
+                0,
+                0,
+                max((at for at in earlier if at < moment), default=None),
                 body.json,
                 "no_further_action" if episode.referral_nfa else None,
                 import_id,

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import time
 from datetime import date
 from typing import Annotated
 
@@ -24,10 +25,12 @@ from service.demo.generator import (
 )
 
 
-def _summary_json(summary: DemoSummary) -> str:
+def _summary_json(summary: DemoSummary, seconds: float) -> str:
     return json.dumps(
         {
             "seed": summary.seed,
+            "seconds": round(seconds, 1),
+            "referrals_per_second": round(summary.rows["referral"] / seconds),
             "start": summary.start.isoformat(),
             "end": summary.end.isoformat(),
             "toolkit": {"id": summary.toolkit_id, "version": summary.toolkit_version},
@@ -37,7 +40,7 @@ def _summary_json(summary: DemoSummary) -> str:
     )
 
 
-def _print_summary(summary: DemoSummary) -> None:
+def _print_summary(summary: DemoSummary, seconds: float) -> None:
     table = Table(title=f"Demo data loaded (seed {summary.seed})")
     table.add_column("table")
     table.add_column("rows", justify="right")
@@ -51,6 +54,10 @@ def _print_summary(summary: DemoSummary) -> None:
         shares.add_row(name.replace("_", " "), "-" if value is None else f"{value}")
     console.print(shares)
     console.print(f"toolkit assessments scored with {summary.toolkit_id} {summary.toolkit_version}")
+    console.print(
+        f"loaded {summary.rows['referral']:,} referrals with their children and events in "
+        f"{seconds:.1f} s: {summary.rows['referral'] / seconds:,.0f} referrals a second"
+    )
 
 
 def demo_data(
@@ -97,13 +104,15 @@ def demo_data(
             on_indexing=lambda: progress.console.print("building indexes"),
         )
 
+    started = time.perf_counter()
     try:
         with progress:
             summary = with_session(load, owner=True)
     except DemoDataConflict as exc:
         err_console.print(f"[red]error:[/red] {exc}")
         raise typer.Exit(2) from exc
+    seconds = time.perf_counter() - started
     if as_json:
-        typer.echo(_summary_json(summary))
+        typer.echo(_summary_json(summary, seconds))
     else:
-        _print_summary(summary)
+        _print_summary(summary, seconds)

@@ -12,19 +12,22 @@ case-events API would store them (same `details`, same payload fingerprint, so r
 through the API is a duplicate, not a conflict) together with their projections (`care_plan`,
 `care_plan_category_change`, `section47_enquiry`, `icpc`). Toolkit assessments are scored with the
 real engine, `service.scoring.score_assessment`, against the published demonstration toolkit.
-Loading into empty tables (a fresh database) drops their plain indexes first and builds them again
-at the end, in the same transaction: much faster than growing them row by row, at the price of
-locking those tables until the load commits. Unique indexes and constraints check every row.
+Loading into empty tables (a fresh database) drops their plain indexes and foreign keys first and
+puts them back at the end, in the same transaction: building an index once is much faster than
+growing it row by row, and checking a foreign key once for the whole table (one join) much faster
+than a trigger's look-up for each row, at the price of locking those tables until the load
+commits. Unique indexes and the other constraints check every row as it is copied.
 
 The rows obey every rule the API enforces: at most one open child protection plan per child and
 no overlapping CP plans; a plan ends after the day it starts and after its category changes; a
 category change falls while its plan is open; one Section 47 start and at most one ICPC per
 enquiry, the ICPC on or after the start; every non-Section-47 decision has the parents informed
-or consenting; `neglect_forms` is non-empty exactly when neglect is a concern; re-referral flags
-and counts follow the stored-referral rule (earlier non-withdrawn referrals of the child in the
-12 months up to receipt). The decision window, the decision rules and the re-referral count are
-`service.referrals`' own (`DECISION_WINDOW`, `decision_record`, `rereferral_count`), and each
-table's columns are read from the models' metadata. The agencies, vocabulary and weights are in
+or consenting; `neglect_forms` is non-empty exactly when neglect is a concern. The decision window
+and the decision rules are `service.referrals`' own (`DECISION_WINDOW`, `decision_record`), and
+each table's columns are read from the models' metadata. What the database derives for a referral
+stored through the API is derived by the same database functions once the rows are in, for every
+loaded referral at once: the re-referral flag and counts (`neglect_rereferral_counts`) and the
+previous referral's time (`neglect_relink_referrals`). The agencies, vocabulary and weights are in
 `service.demo.vocabulary`. No audit events are written: the data is synthetic and no caller reads
 it.
 
@@ -102,8 +105,10 @@ from typing import Any, Final
 
 import asyncpg
 import orjson
-from sqlalchemy import Index, text
+from sqlalchemy import ForeignKeyConstraint, Index, text
+from sqlalchemy.dialects import postgresql
 from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.schema import AddConstraint, CreateIndex, DropConstraint
 
 from schemas.case_audits import AUDIT_GRADES, GOOD_OR_BETTER_GRADES
 from schemas.common import UK_TIME_ZONE
@@ -155,7 +160,6 @@ from service.referrals import (
     DECISION_WINDOW,
     decision_record,
     parents_aware,
-    rereferral_count,
 )
 from service.scoring import ResponseValue, ScoreResult, score_assessment
 from service.toolkits.definition import ToolkitDefinition
@@ -290,7 +294,8 @@ class DemoTally:
     rows: Counter[str] = field(default_factory=Counter)
     referrals_live: int = 0
     referrals_neglect: int = 0
-    rereferrals: int = 0
+    rereferrals: int | None = None
+    """Counted in the database once the referrals are loaded (None until then)."""
     decided: int = 0
     decided_within_24h: int = 0
     icpcs: int = 0
@@ -303,8 +308,10 @@ class DemoTally:
     audits_neglect_impact_good: int = 0
 
     def proportions(self) -> dict[str, float | None]:
-        def share(numerator: int, denominator: int) -> float | None:
-            return round(100 * numerator / denominator, 1) if denominator else None
+        def share(numerator: int | None, denominator: int) -> float | None:
+            if numerator is None or not denominator:
+                return None
+            return round(100 * numerator / denominator, 1)
 
         return {
             "referrals_per_child": (
@@ -539,17 +546,13 @@ class DemoGenerator:
     def _referral_chain(self, child: _Child, first_day: date) -> datetime:
         """The child's referrals, oldest first; returns when the first was received."""
         rng = self.rng
-        history: list[tuple[datetime, str]] = []
-        """The child's live referrals so far: when each was received, and by which agency."""
         day = first_day
         first_received: datetime | None = None
         while True:
             agency = self._pick_agency()
             received_at = self._received_at(day, agency)
             first_received = first_received or received_at
-            withdrawn = self._referral(child, agency, day, received_at, history)
-            if not withdrawn:
-                history.append((received_at, agency.agency_name))
+            self._referral(child, agency, day, received_at)
             if child.date_of_birth is None:
                 # Unborn children get one referral: after the birth they are new records.
                 return first_received
@@ -572,9 +575,8 @@ class DemoGenerator:
         agency: Agency,
         day: date,
         received_at: datetime,
-        history: list[tuple[datetime, str]],
-    ) -> bool:
-        """One referral and everything that follows from it; True when it was withdrawn."""
+    ) -> None:
+        """One referral and everything that follows from it."""
         rng = self.rng
         tally = self.tally
         referral_id = _new_id(rng)
@@ -607,10 +609,6 @@ class DemoGenerator:
             consent = "not_sought"
         aware = parents_aware(informed, consent)
         decision_due_at = received_at + DECISION_WINDOW
-        earlier = rereferral_count((moment for moment, _ in history), received_at)
-        agency_earlier = rereferral_count(
-            (moment for moment, sender in history if sender == agency.agency_name), received_at
-        )
         source = rng.choice(agency.sources)
         external_reference = f"RFS-{rng.getrandbits(64):016x}"
 
@@ -666,7 +664,6 @@ class DemoGenerator:
         if not withdrawn:
             tally.referrals_live += 1
             tally.referrals_neglect += neglect
-            tally.rereferrals += earlier > 0
 
         summary = SUMMARIES[categories[0]].format(forms=", ".join(forms))
         body: dict[str, Any] = {
@@ -732,10 +729,13 @@ class DemoGenerator:
                 vulnerabilities,
                 informed,
                 consent,
-                earlier > 0,
-                earlier,
-                agency_earlier,
-                None,  # previous_received_at, set after the load by `_RELINK_DEMO_REFERRALS`
+                # rereferral, rereferral_count, agency_rereferral_count and
+                # previous_received_at: derived in the database after the load, by the rules
+                # the API's creates use (`_COUNT_DEMO_REREFERRALS`, `_RELINK_DEMO_REFERRALS`).
+                False,
+                0,
+                0,
+                None,
                 orjson.dumps(body).decode(),
                 outcome,
                 decision,
@@ -758,7 +758,6 @@ class DemoGenerator:
             outcome=outcome,
         )
         self._follow_up(child, referral)
-        return withdrawn
 
     # -- what follows a referral --
 
@@ -1310,7 +1309,7 @@ class _BackgroundBatches:
 async def _copy(connection: Any, table: str, rows: list[Row]) -> None:
     try:
         await connection.copy_records_to_table(
-            table, records=rows, columns=list(TABLE_COLUMNS[table])
+            table, records=rows, columns=list(TABLE_COLUMNS[table]), timeout=_LONG_S
         )
     except asyncpg.UniqueViolationError as error:
         raise DemoDataConflict(
@@ -1319,35 +1318,93 @@ async def _copy(connection: Any, table: str, rows: list[Row]) -> None:
         ) from error
 
 
-async def _indexes_to_defer(session: AsyncSession) -> list[Index]:
-    """The plain (not unique) indexes of the loaded tables, when every one of those tables is
-    empty: building them once after the load is much faster than growing them row by row."""
+@dataclass(frozen=True)
+class _Deferred:
+    """What a load into empty tables takes off them and puts back once every row is in."""
+
+    indexes: list[Index]
+    foreign_keys: list[ForeignKeyConstraint]
+
+
+async def _work_to_defer(session: AsyncSession) -> _Deferred:
+    """The plain (not unique) indexes and the foreign keys of the loaded tables, when every one
+    of those tables is empty: building an index once after the load is much faster than growing
+    it row by row, and checking a foreign key once for the whole table (one join) much faster
+    than a trigger's look-up for every row."""
     for table in LOAD_ORDER:
         if await session.scalar(text(f"SELECT EXISTS (SELECT 1 FROM {table})")):  # noqa: S608
-            return []
+            return _Deferred(indexes=[], foreign_keys=[])
+    tables = {"tables": list(LOAD_ORDER)}
     present = set(
         await session.scalars(
             text("SELECT indexname FROM pg_indexes WHERE tablename = ANY(CAST(:tables AS text[]))"),
-            {"tables": list(LOAD_ORDER)},
+            tables,
         )
     )
-    return [
-        index
-        for table in LOAD_ORDER
-        for index in sorted(metadata.tables[table].indexes, key=lambda index: str(index.name))
-        if not index.unique and index.name in present
-    ]
+    constrained = set(
+        await session.scalars(
+            text(
+                "SELECT conname FROM pg_constraint WHERE contype = 'f' "
+                "AND conrelid = ANY(CAST(:tables AS regclass[]))"
+            ),
+            tables,
+        )
+    )
+    return _Deferred(
+        indexes=[
+            index
+            for table in LOAD_ORDER
+            for index in sorted(metadata.tables[table].indexes, key=lambda index: str(index.name))
+            if not index.unique and index.name in present
+        ],
+        foreign_keys=[
+            constraint
+            for table in LOAD_ORDER
+            for constraint in sorted(
+                metadata.tables[table].foreign_key_constraints, key=lambda fk: str(fk.name)
+            )
+            if constraint.name in constrained
+        ],
+    )
 
 
-# `previous_received_at` of the loaded referrals, by the database function the API's creates and
-# withdrawals call, once the load is indexed (it reads each child's referrals through the index on
-# the child): one call for the children referred more than once, as a child's only referral
-# follows none (NULL, as loaded).
-_RELINK_DEMO_REFERRALS: Final = text(
-    "SELECT neglect_relink_referrals(p_child_ids => ARRAY("
-    "SELECT child_id FROM referral WHERE client_id = ANY(CAST(:clients AS text[])) "
-    "GROUP BY child_id HAVING count(*) > 1))"
+# The loaded referrals' derived columns, by the database functions the API's creates and
+# withdrawals call, once the load is indexed (both read each child's referrals through the index
+# on the child). Only children referred more than once have anything to derive: a child's only
+# referral counts none and follows none (as loaded). The counts: `neglect_rereferral_counts`, the
+# re-referral rule, for every such referral in one statement (the generator never withdraws a
+# referral after a later one was received, so these are the counts the creates would have
+# stored); `previous_received_at`: `neglect_relink_referrals`, for all those children at once.
+# They run on the driver's connection with `_LONG_S` as its time limit; `$1` is the demo clients.
+_REFERRED_AGAIN: Final = (
+    "SELECT child_id FROM referral WHERE client_id = ANY($1::text[]) "
+    "GROUP BY child_id HAVING count(*) > 1"
 )
+_COUNT_DEMO_REREFERRALS: Final = f"""
+    UPDATE referral AS target
+    SET rereferral = counted.rereferral_count > 0,
+        rereferral_count = counted.rereferral_count,
+        agency_rereferral_count = counted.agency_rereferral_count
+    FROM referral AS loaded
+    CROSS JOIN LATERAL neglect_rereferral_counts(
+        p_child_id => loaded.child_id, p_received_at => loaded.received_at,
+        p_agency_name => loaded.agency_name, p_referral_id => loaded.id
+    ) AS counted
+    WHERE loaded.client_id = ANY($1::text[])
+      AND loaded.child_id IN ({_REFERRED_AGAIN})
+      AND counted.rereferral_count > 0
+      AND target.id = loaded.id
+    """  # noqa: S608 - fixed text
+_RELINK_DEMO_REFERRALS: Final = (
+    f"SELECT neglect_relink_referrals(p_child_ids => ARRAY({_REFERRED_AGAIN}))"
+)
+_TALLY_DEMO_REREFERRALS: Final = (
+    "SELECT count(*) FROM referral "
+    "WHERE client_id = ANY($1::text[]) AND rereferral AND status <> 'withdrawn'"
+)
+_LONG_S: Final = 24 * 3600.0
+"""The driver's time limit for each of the load's statements (COPY of a batch, an index build, a
+derivation over every referral): the connection's own limit is a request's, far too short."""
 
 
 async def load_demo_data(
@@ -1360,8 +1417,10 @@ async def load_demo_data(
     transaction (the caller commits). `on_progress` is called with the number of children loaded
     after each batch.
 
-    Into empty tables, their plain indexes are dropped first and built again after the load
-    (`on_indexing` is called then); unique indexes and constraints stay and check every row.
+    Into empty tables, their plain indexes and foreign keys are dropped first and put back after
+    the load (`on_indexing` is called then); unique indexes and the other constraints stay and
+    check every row. The referrals' derived columns are then set by the database's own rules,
+    set-based (`_COUNT_DEMO_REREFERRALS`, `_RELINK_DEMO_REFERRALS`).
 
     Raises `DemoDataConflict` when the database already holds demo records or identifiers the
     demo data would repeat.
@@ -1382,9 +1441,11 @@ async def load_demo_data(
     # Loading takes far longer than one request may.
     await session.execute(text("SET LOCAL statement_timeout = 0"))
     await session.execute(text("SET LOCAL maintenance_work_mem = '256MB'"))
-    deferred = await _indexes_to_defer(session)
+    deferred = await _work_to_defer(session)
     sql_connection = await session.connection()
-    for index in deferred:
+    for constraint in deferred.foreign_keys:
+        await sql_connection.execute(DropConstraint(constraint))
+    for index in deferred.indexes:
         await sql_connection.run_sync(index.drop)
     connection = await _raw_connection(session)
     background = _BackgroundBatches(generator)
@@ -1401,19 +1462,28 @@ async def load_demo_data(
                 on_progress(loaded)
     finally:
         background.stop()
-    if deferred and on_indexing is not None:
+    if deferred.indexes and on_indexing is not None:
         on_indexing()
-    for index in deferred:
-        await sql_connection.run_sync(index.create)
-    await session.execute(_RELINK_DEMO_REFERRALS, {"clients": list(_DEMO_CLIENTS)})
+    dialect = postgresql.dialect()  # type: ignore[no-untyped-call]
+    for index in deferred.indexes:
+        await connection.execute(str(CreateIndex(index).compile(dialect=dialect)), timeout=_LONG_S)
+    clients = list(_DEMO_CLIENTS)
+    await connection.execute(_COUNT_DEMO_REREFERRALS, clients, timeout=_LONG_S)
+    await connection.execute(_RELINK_DEMO_REFERRALS, clients, timeout=_LONG_S)
+    tally = generator.tally
+    tally.rereferrals = await connection.fetchval(_TALLY_DEMO_REREFERRALS, clients, timeout=_LONG_S)
+    for constraint in deferred.foreign_keys:
+        await connection.execute(
+            str(AddConstraint(constraint).compile(dialect=dialect)), timeout=_LONG_S
+        )
     return DemoSummary(
         seed=options.seed,
         start=options.start,
         end=options.end,
         toolkit_id=toolkit.definition.id,
         toolkit_version=toolkit.definition.version,
-        rows={table: generator.tally.rows[table] for table in LOAD_ORDER},
-        proportions=generator.tally.proportions(),
+        rows={table: tally.rows[table] for table in LOAD_ORDER},
+        proportions=tally.proportions(),
     )
 
 

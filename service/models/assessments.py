@@ -25,7 +25,13 @@ class Assessment(SQLModel, table=True):
         Index(
             "ix_assessment_completed_on_indicators",
             "completed_on",
-            postgresql_include=["child_id", "agency_type", "areas_at_concern", "created_at"],
+            postgresql_include=[
+                "child_id",
+                "agency_type",
+                "areas_at_concern",
+                "created_at",
+                "record_key",
+            ],
         ),
         Index(
             "ix_assessment_child_id_toolkit_id_completed_on",

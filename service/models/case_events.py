@@ -64,7 +64,7 @@ class CaseEvent(SQLModel, table=True):
             "ix_case_event_event_type_occurred_on",
             "event_type",
             "occurred_on",
-            postgresql_include=["child_id", "details"],
+            postgresql_include=["child_id", "details", "record_key"],
         ),
     )
 

@@ -41,7 +41,8 @@ class Referral(SQLModel, table=True):
             "id",
             postgresql_include=["status", "referral_source", "agency_type"],
         ),
-        # Indicator series scan the referrals received in a range from this index alone.
+        # Indicator series scan the referrals received in a range from this index alone, the
+        # record keys of disclosure control included.
         Index(
             "ix_referral_received_at_indicators",
             "received_at",
@@ -55,6 +56,7 @@ class Referral(SQLModel, table=True):
                 "decided_at",
                 "decision_due_at",
                 "previous_received_at",
+                "record_key",
             ],
         ),
         Index("ix_referral_agency_name_received_at", "agency_name", "received_at"),
