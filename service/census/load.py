@@ -29,7 +29,6 @@ import hashlib
 import mmap
 import multiprocessing
 import os
-import queue
 import threading
 import time
 import uuid
@@ -68,6 +67,7 @@ from service.census.plan import (
     referral_reference,
 )
 from service.db import SessionFactory, driver_options, transaction
+from service.handoff import Handoff
 from service.settings import Settings
 
 CHILDREN_PER_BATCH: Final = 1000
@@ -449,8 +449,7 @@ class _BackgroundReader:
     def __init__(self, path: Path, size: int) -> None:
         self._size = size
         self._current: list[CensusChild] = []
-        self._handoff: queue.Queue[list[CensusChild] | BaseException | None] = queue.Queue(4)
-        self._stopped = threading.Event()
+        self._handoff: Handoff[list[CensusChild]] = Handoff(maxsize=4)
         self.result: CensusFile | None = None
         self._thread = threading.Thread(target=self._read, args=(path,), daemon=True)
         self._thread.start()
@@ -460,48 +459,31 @@ class _BackgroundReader:
         result = self.result
         return 0 if result is None else len({p.child for p in result.problems})
 
-    def _put(self, item: list[CensusChild] | BaseException | None) -> None:
-        while not self._stopped.is_set():
-            try:
-                self._handoff.put(item, timeout=0.2)
-                return
-            except queue.Full:
-                continue
-
     def _on_child(self, child: CensusChild) -> None:
-        if self._stopped.is_set():
+        if self._handoff.stopped.is_set():
             raise _Stopped
         self._current.append(child)
         if len(self._current) >= self._size:
-            self._put(self._current)
+            self._handoff.put(self._current)
             self._current = []
 
     def _read(self, path: Path) -> None:
         try:
             self.result = read_census(path, on_child=self._on_child)
             if self._current:
-                self._put(self._current)
+                self._handoff.put(self._current)
         except _Stopped:
             return
         except BaseException as error:  # handed to the consumer, which raises it
-            self._put(error)
+            self._handoff.put(error)
             return
-        self._put(None)
+        self._handoff.put(None)
 
     def next_batch(self) -> list[CensusChild] | None:
-        while True:
-            try:
-                item = self._handoff.get(timeout=0.2)
-            except queue.Empty:
-                if self._stopped.is_set():
-                    return None
-                continue
-            if isinstance(item, BaseException):
-                raise item
-            return item
+        return self._handoff.get()
 
     def stop(self) -> None:
-        self._stopped.set()
+        self._handoff.stopped.set()
         self._thread.join()
 
 

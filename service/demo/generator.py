@@ -93,7 +93,6 @@ collide on these: load demo data into a database without any.
 from __future__ import annotations
 
 import asyncio
-import queue
 import threading
 import uuid
 from collections import Counter
@@ -155,6 +154,7 @@ from service.demo.vocabulary import (
     Agency,
 )
 from service.fingerprint import fingerprint
+from service.handoff import Handoff
 from service.models import metadata
 from service.referrals import (
     DECISION_WINDOW,
@@ -1263,46 +1263,27 @@ class _BackgroundBatches:
 
     def __init__(self, generator: DemoGenerator) -> None:
         self._generator = generator
-        self._handoff: queue.Queue[DemoBatch | BaseException | None] = queue.Queue(maxsize=2)
-        self._stopped = threading.Event()
+        self._handoff: Handoff[DemoBatch] = Handoff(maxsize=2)
         self._thread = threading.Thread(target=self._produce, name="demo-data", daemon=True)
         self._thread.start()
-
-    def _put(self, item: DemoBatch | BaseException | None) -> bool:
-        while not self._stopped.is_set():
-            try:
-                self._handoff.put(item, timeout=0.2)
-            except queue.Full:
-                continue
-            return True
-        return False
 
     def _produce(self) -> None:
         try:
             for batch in self._generator.batches():
-                if not self._put(batch):
+                if not self._handoff.put(batch):
                     return
         except Exception as error:  # handed to the consumer, which raises it
-            self._put(error)
+            self._handoff.put(error)
             return
-        self._put(None)
+        self._handoff.put(None)
 
     def next_batch(self) -> DemoBatch | None:
         """The next batch (blocking), or None after the last or once stopped; raises what the
         generator raised."""
-        while True:
-            try:
-                item = self._handoff.get(timeout=0.2)
-            except queue.Empty:
-                if self._stopped.is_set():
-                    return None
-                continue
-            if isinstance(item, BaseException):
-                raise item
-            return item
+        return self._handoff.get()
 
     def stop(self) -> None:
-        self._stopped.set()
+        self._handoff.stopped.set()
         self._thread.join()
 
 
