@@ -68,6 +68,7 @@ from service.census.plan import (
 )
 from service.db import SessionFactory, driver_options, transaction
 from service.handoff import Handoff
+from service.referrals import count_rereferrals_of
 from service.settings import Settings
 
 CHILDREN_PER_BATCH: Final = 1000
@@ -568,18 +569,7 @@ _RELINK: Final = "SELECT neglect_relink_referrals(p_child_ids => $1::uuid[])"
 # (`neglect_rereferral_counts`, which `neglect_create_referral` calls too), once the batch's
 # referrals are stored: each counts the child's other live referrals of the 12 months up to it,
 # stored before or imported with it. Copied with none; only those that count some are updated.
-_COUNT_REREFERRALS: Final = """
-UPDATE referral AS target
-SET rereferral = true,
-    rereferral_count = counted.rereferral_count,
-    agency_rereferral_count = counted.agency_rereferral_count
-FROM referral AS loaded
-CROSS JOIN LATERAL neglect_rereferral_counts(
-    p_child_id => loaded.child_id, p_received_at => loaded.received_at,
-    p_agency_name => loaded.agency_name, p_referral_id => loaded.id
-) AS counted
-WHERE loaded.id = ANY($1::uuid[]) AND counted.rereferral_count > 0 AND target.id = loaded.id
-"""
+_COUNT_REREFERRALS: Final = count_rereferrals_of("loaded.id = ANY($1::uuid[])")
 _STORED_MOMENTS: Final = (
     "SELECT r.child_id, r.received_at, r.agency_name FROM unnest($1::uuid[]) AS c(id) "
     "JOIN referral r ON r.child_id = c.id WHERE r.status <> 'withdrawn'"

@@ -158,6 +158,7 @@ from service.handoff import Handoff
 from service.models import metadata
 from service.referrals import (
     DECISION_WINDOW,
+    count_rereferrals_of,
     decision_record,
     parents_aware,
 )
@@ -1361,21 +1362,9 @@ _REFERRED_AGAIN: Final = (
     "SELECT child_id FROM referral WHERE client_id = ANY($1::text[]) "
     "GROUP BY child_id HAVING count(*) > 1"
 )
-_COUNT_DEMO_REREFERRALS: Final = f"""
-    UPDATE referral AS target
-    SET rereferral = counted.rereferral_count > 0,
-        rereferral_count = counted.rereferral_count,
-        agency_rereferral_count = counted.agency_rereferral_count
-    FROM referral AS loaded
-    CROSS JOIN LATERAL neglect_rereferral_counts(
-        p_child_id => loaded.child_id, p_received_at => loaded.received_at,
-        p_agency_name => loaded.agency_name, p_referral_id => loaded.id
-    ) AS counted
-    WHERE loaded.client_id = ANY($1::text[])
-      AND loaded.child_id IN ({_REFERRED_AGAIN})
-      AND counted.rereferral_count > 0
-      AND target.id = loaded.id
-    """  # noqa: S608 - fixed text
+_COUNT_DEMO_REREFERRALS: Final = count_rereferrals_of(
+    f"loaded.client_id = ANY($1::text[]) AND loaded.child_id IN ({_REFERRED_AGAIN})"
+)
 _RELINK_DEMO_REFERRALS: Final = (
     f"SELECT neglect_relink_referrals(p_child_ids => ARRAY({_REFERRED_AGAIN}))"
 )
