@@ -24,12 +24,15 @@ async def create_idempotently(
     resource_type: str,
     location: Callable[[Mapping[str, Any]], str],
     status_code: int = 201,
+    replayable: Callable[[BaseModel], BaseModel] | None = None,
 ) -> Response:
     """Run `create` once per (client, key); a retry with the same body gets the first answer.
 
     The stored answer is written in the same transaction as the record it describes, so either
     both exist or neither does. A replay is audited as a read of the record it returns. A 201,
     first or replayed, carries `Location`: `location` of the created record as answered.
+    `replayable` is what of the answer is kept for replays, when not all of it may be stored (a
+    secret shown once).
     """
     valid_key = check_key(key)
     fingerprint = body_fingerprint(operation, body.model_dump(mode="json"))
@@ -43,7 +46,8 @@ async def create_idempotently(
     created = await create()
     # Serialised once, by pydantic: the same bytes are stored for replays and sent now.
     payload = created.model_dump_json()
-    await store_response(session, caller.client_id, valid_key, status_code, payload)
+    stored_payload = payload if replayable is None else replayable(created).model_dump_json()
+    await store_response(session, caller.client_id, valid_key, status_code, stored_payload)
     headers = {"Location": location(created.model_dump(mode="json"))} if status_code == 201 else {}
     return Response(
         payload, status_code=status_code, media_type="application/json", headers=headers

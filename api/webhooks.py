@@ -7,7 +7,7 @@ import uuid
 from typing import Annotated
 
 from fastapi import APIRouter, Request, Security
-from fastapi.responses import JSONResponse, Response
+from fastapi.responses import Response
 
 from schemas.common import Page
 from schemas.webhooks import (
@@ -20,14 +20,13 @@ from schemas.webhooks import (
     WebhookReplay,
     WebhookSecretIssued,
 )
-from service.audit import record_access
 from service.auth.caller import Caller
 from service.auth.scopes import MANAGE_WEBHOOKS
-from service.idempotency import body_fingerprint, check_key, claim_key, store_response
 from service.webhooks import subscriptions
 from service.webhooks.subscriptions import IssuedSecret
 
 from .deps import IdempotencyKeyDep, PageDep, SessionDep, authenticate
+from .idempotency import create_idempotently
 from .responses import problems
 
 router = APIRouter(prefix="/v1", tags=["webhooks"])
@@ -59,40 +58,30 @@ async def create_webhook(
 ) -> Response:
     """Subscribe an https endpoint to event types. The signing secret is in this answer only;
     a same-key retry replays the answer without it."""
-    key = check_key(idempotency_key)
-    fingerprint = body_fingerprint(subscriptions.OPERATION, body.model_dump(mode="json"))
-    stored = await claim_key(session, caller.client_id, key, subscriptions.OPERATION, fingerprint)
-    if stored is not None:
-        await record_access(
-            session, caller, "read", subscriptions.RESOURCE_TYPE, stored.body.get("id")
+
+    async def create() -> WebhookSecretIssued:
+        return _issued(
+            await subscriptions.create_subscription(
+                session,
+                caller,
+                body,
+                request.app.state.settings,
+                request.app.state.kek,
+                resolver=request.app.state.webhook_resolver,
+            )
         )
-        headers = {"Idempotent-Replayed": "true"}
-        if stored.status == 201:
-            headers["Location"] = _location(stored.body["id"])
-        return JSONResponse(stored.body, status_code=stored.status, headers=headers)
-    issued = _issued(
-        await subscriptions.create_subscription(
-            session,
-            caller,
-            body,
-            request.app.state.settings,
-            request.app.state.kek,
-            resolver=request.app.state.webhook_resolver,
-        )
-    )
-    # The secret is never stored in the clear, not even in the replayable answer.
-    await store_response(
+
+    return await create_idempotently(
         session,
-        caller.client_id,
-        key,
-        201,
-        issued.model_copy(update={"secret": None}).model_dump_json(),
-    )
-    return Response(
-        issued.model_dump_json(),
-        status_code=201,
-        media_type="application/json",
-        headers={"Location": _location(issued.id)},
+        caller,
+        idempotency_key,
+        subscriptions.OPERATION,
+        body,
+        create,
+        subscriptions.RESOURCE_TYPE,
+        location=lambda created: _location(created["id"]),
+        # The secret is never stored in the clear, not even in the replayable answer.
+        replayable=lambda issued: issued.model_copy(update={"secret": None}),
     )
 
 
