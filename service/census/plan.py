@@ -483,14 +483,13 @@ def _plan_referrals(
         new.append((new_id(), reference, received_at(episode.referral_on), episode, body))
     if not new:
         return
-    # The latest of the child's other live referrals before it (stored, and the file's other new
-    # episodes), as `neglect_relink_referrals` sets it; the re-referral counts are the database's
-    # (`neglect_rereferral_counts`, service/census/load.py), once the batch is stored.
-    others = [*context.stored_moments, *((moment, agency_name) for _, _, moment, _, _ in new)]
-    if context.stored_moments:
+    # Copied without re-referral counts or `previous_received_at`: the database's rules set them
+    # once the batch is stored (`neglect_rereferral_counts` for the new referrals, and
+    # `neglect_relink_referrals` for a child with more than one live referral; see
+    # service/census/load.py).
+    if context.stored_moments or len(new) > 1:
         writes.relink_children.append(context.child_id)
     for row_id, reference, moment, episode, body in new:
-        earlier = [at for at, _ in others if at != moment]
         writes.referrals.append(
             (
                 row_id,
@@ -505,7 +504,7 @@ def _plan_referrals(
                 False,
                 0,
                 0,
-                max((at for at in earlier if at < moment), default=None),
+                None,
                 body.json,
                 "no_further_action" if episode.referral_nfa else None,
                 import_id,
