@@ -22,6 +22,8 @@ import standardwebhooks
 from fastapi import FastAPI
 from sqlalchemy import text
 
+from schemas.webhooks import EVENT_TYPES
+from service.auth.scopes import SCOPES
 from service.db import DriverPool, SessionFactory
 from service.settings import Settings
 from service.webhooks.signing import sign
@@ -516,3 +518,23 @@ def test_jitter_spreads_retries_within_a_fifth_of_the_schedule() -> None:
     assert len(set(delays)) > 1
     assert policy.delay_after(policy.max_attempts) is None
     assert sum(policy.delays_s) / 3600 == pytest.approx(75.6, abs=0.1)
+
+
+async def test_every_event_type_the_api_offers_has_a_scope_in_the_database(
+    session_factory: SessionFactory,
+) -> None:
+    # Two lists name the event types: the wire vocabulary (schemas/webhooks.py, with their
+    # descriptions) and `neglect_webhook_scope` (outbox.sql), the rule the outbox routes by.
+    async with session_factory() as session:
+        rows = (
+            await session.execute(
+                text(
+                    "SELECT t, neglect_webhook_scope(p_event_type => t) "
+                    "FROM unnest(CAST(:types AS text[])) AS t"
+                ),
+                {"types": list(EVENT_TYPES)},
+            )
+        ).all()
+    scopes: dict[str, str | None] = {event_type: scope for event_type, scope in rows}
+    assert set(scopes) == set(EVENT_TYPES)
+    assert all(scope in SCOPES for scope in scopes.values()), scopes
