@@ -35,6 +35,7 @@ import asyncio
 import base64
 import json
 import os
+import shutil
 import signal
 import statistics
 import subprocess
@@ -602,6 +603,8 @@ async def measure_workers(
 
 
 async def run(args: argparse.Namespace) -> int:
+    if shutil.which("wrk") is None:
+        raise SystemExit("bench/webhooks.py needs wrk for the saturation runs: apt-get install wrk")
     server = await asyncio.to_thread(find_server_url)
     name = f"ns_bench_wh_{int(time.time())}_{os.getpid()}"
     url = await create_database(server, name)

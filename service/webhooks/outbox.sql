@@ -50,28 +50,23 @@ DECLARE
         || left(replace(gen_random_uuid()::text, '-', ''), 18);
     v_kind text := split_part(p_event_type, '.', 1);
 BEGIN
-    -- One statement for the event and its deliveries: one executor run instead of two.
-    WITH message AS (
-        INSERT INTO webhook_message (id, event_type, agency_name, occurred_at, body)
-        VALUES (
-            v_id, p_event_type, p_agency_name, v_at,
-            jsonb_build_object(
-                'type', p_event_type,
-                'timestamp', to_char(v_at AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.US"Z"'),
-                'data', jsonb_build_object(
-                    v_kind || '_id', p_resource_id,
-                    'status', p_status,
-                    'links', jsonb_build_object('self', '/v1/' || v_kind || 's/' || p_resource_id)
-                )
-            )::text
-        )
-        RETURNING id
-    )
+    INSERT INTO webhook_message (id, event_type, agency_name, occurred_at, body)
+    VALUES (
+        v_id, p_event_type, p_agency_name, v_at,
+        jsonb_build_object(
+            'type', p_event_type,
+            'timestamp', to_char(v_at AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.US"Z"'),
+            'data', jsonb_build_object(
+                v_kind || '_id', p_resource_id,
+                'status', p_status,
+                'links', jsonb_build_object('self', '/v1/' || v_kind || 's/' || p_resource_id)
+            )
+        )::text
+    );
     INSERT INTO webhook_delivery (message_id, subscription_id, next_attempt_at)
-    SELECT message.id, recipient, v_at
-    FROM message,
-        neglect_webhook_recipients(p_event_type => p_event_type, p_agency_name => p_agency_name)
-            AS recipient;
+    SELECT v_id, recipient, v_at
+    FROM neglect_webhook_recipients(p_event_type => p_event_type, p_agency_name => p_agency_name)
+        AS recipient;
     RETURN v_id;
 END
 $$;
