@@ -108,7 +108,7 @@ class WebhookDelivery(SQLModel, table=True):
     )
     # No foreign keys on these two: every referral create writes a delivery, and the checks
     # (each a row lock on the referenced row, the one Front Door subscription that every
-    # concurrent create shares) cost the create about a fifth of the outbox's time
+    # concurrent create shares) were about a quarter of what the outbox cost a create
     # (bench/outbox_costs.py). What they guarded cannot happen: deliveries are written only by
     # `neglect_enqueue_webhook` (the event it has just written, subscriptions it has just read)
     # and `neglect_replay_webhooks` (likewise), and the runtime role may delete neither events

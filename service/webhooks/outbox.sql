@@ -14,14 +14,14 @@ $$;
 
 CREATE OR REPLACE FUNCTION public.neglect_webhook_recipients(
     p_event_type text, p_agency_name text
-) RETURNS SETOF uuid LANGUAGE sql STABLE AS $$
--- The active subscriptions an event goes to, by SPEC 2.7. A referral received goes to the Front
--- Door (the clients allowed to read every referral); every other event only to the agency it
--- concerns (`p_agency_name`, the referring or assessing agency), as the records themselves are
+) RETURNS SETOF uuid LANGUAGE plpgsql STABLE AS $$
+-- The active subscriptions an event goes to, by SPEC 2.7: a referral received goes to the Front
+-- Door (the clients allowed `referrals:read:all`); every other event only to the agency it
+-- concerns (`p_agency_name`: the referring or assessing agency), as the records themselves are
 -- scoped (SPEC 2.6). The client must be enabled and allowed the event's scope.
--- LANGUAGE sql so that the planner inlines it into the outbox's INSERT (a PL/pgSQL set-returning
--- call cost the referral create about 20 microseconds more). No colon may appear in this body,
--- comments included, as alembic_utils escapes the colons of a SQL function's frozen copy twice.
+-- (PL/pgSQL, not SQL: alembic_utils escapes the colons of a SQL function's frozen copy twice.)
+BEGIN
+    RETURN QUERY
     SELECT s.id
     FROM webhook_subscription AS s
     JOIN api_client AS c ON c.client_id = s.client_id
@@ -29,7 +29,8 @@ CREATE OR REPLACE FUNCTION public.neglect_webhook_recipients(
       AND p_event_type = ANY (s.event_types)
       AND c.enabled
       AND neglect_webhook_scope(p_event_type => p_event_type) = ANY (c.allowed_scopes)
-      AND (p_event_type = 'referral.received' OR c.agency_name = p_agency_name)
+      AND (p_event_type = 'referral.received' OR c.agency_name = p_agency_name);
+END
 $$;
 
 CREATE OR REPLACE FUNCTION public.neglect_enqueue_webhook(
