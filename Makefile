@@ -112,7 +112,7 @@ bench-census: venv ## Import a generated CIN census file of 100,000 children; pr
 bench-token-timing: venv ## Unknown, disabled and wrong-secret clients at /oauth/token: same time?
 	$(BIN)/python -m bench.token_timing
 
-bench-webhooks: venv ## Referral create with and without the webhook outbox; two workers' events/s
+bench-webhooks: venv ## Referral create with and without the webhook outbox (HTTP, in process); two workers' events/s
 	$(BIN)/python -m bench.webhooks $(BENCH_ARGS)
 
 drill-webhooks: venv ## SIGKILL a webhook worker and restart a private PostgreSQL during 500 decisions

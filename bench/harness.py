@@ -571,7 +571,7 @@ def _cpu_bound_lines(referral: dict[str, Any], ceiling: dict[str, Any]) -> list[
     ]
 
 
-def _attach_cpu(figures: dict[str, Any], output: Path) -> None:
+def attach_cpu(figures: dict[str, Any], output: Path) -> None:
     measured = Path(f"{output}.cpu.json")
     if not measured.exists() or not figures["requests"]:
         return
@@ -592,7 +592,7 @@ def _load_round(paths: list[Path]) -> dict[str, dict[str, Any]]:
     for key, path in zip(ROUND_OUTPUTS, paths, strict=True):
         parse = parse_open_loop_output if key.endswith("open_loop") else parse_wrk_output
         measured[key] = parse(path.read_text())
-        _attach_cpu(measured[key], path)
+        attach_cpu(measured[key], path)
     return measured
 
 

@@ -1,15 +1,23 @@
 """Webhook benchmark (issue 12, acceptance 6): `make bench-webhooks`.
 
-1. **The outbox's cost on a referral create.** One fresh database; `neglect_create_referral` is
-   swapped, round by round, between its current definition (which writes the `referral.received`
-   event and its delivery to a Front Door subscription, in the same statement) and the same
-   definition without that call. Each round creates `--creates` referrals through the service's
-   own create path (`service.referrals.create_referral`: validation, the one database call, the
-   answer) with `--concurrency` at once on the driver pool, in process and without HTTP, so the
-   outbox's share is measured against the smallest total it can be part of. Rounds alternate
-   (without, with, without, ...: `--rounds` each); the target is the median of the "with" rounds'
-   creates per second at least 90% of the median of the "without" rounds'.
-2. **Worker throughput.** Two `neglect-service worker` processes and a receiver on loopback
+In every create part `neglect_create_referral` is swapped, round by round, between its current
+definition (which writes the `referral.received` event and, as the Front Door is subscribed to it,
+its delivery, in the same statement) and the same definition without that call.
+
+1. **The referral create through HTTP (judged).** `neglect-service serve --workers 2` (uvicorn),
+   a bearer token from `/oauth/token`, `bench/referrals.lua` and `bench/openloop.py` as `make
+   bench` uses them. After a `--http-warmup` of wrk, each round runs wrk at saturation
+   (`-t2 -c32`, `--http-duration` s) and then the open loop at `--rate` requests/s (default: half
+   the warm-up's rate, fixed for the run) for `--rate-duration` s; rounds go without, with, with,
+   without, ... (`--http-rounds` of each). The target: the median of the "with" rounds'
+   requests/s at saturation at least 90% of the "without" rounds', and no failed request. The
+   p99 at the fixed rate and the CPU per create (the server's processes, and the PostgreSQL
+   backends of the bench database, from /proc) are reported beside it for each variant.
+2. **The referral create in process**, reported: `--creates` referrals a round through
+   `service.referrals.create_referral` (validation, the one database call, the answer) with
+   `--concurrency` at once on the driver pool, no HTTP: the smallest total the outbox can be part
+   of, so its largest share. Rounds alternate (`--rounds` of each); creates/s and CPU per create.
+3. **Worker throughput.** Two `neglect-service worker` processes and a receiver on loopback
    (`bench/webhook_receiver.py`, deduping on `webhook-id`, verifying one signature in ten with the
    `standardwebhooks` library). `--events` events are enqueued in one statement once both workers
    beat; the rate is events over the time from that commit to the last new `webhook-id` received.
@@ -27,10 +35,12 @@ import asyncio
 import base64
 import json
 import os
+import shutil
 import signal
 import statistics
 import subprocess
 import sys
+import tempfile
 import time
 import uuid
 from datetime import UTC, datetime
@@ -42,10 +52,19 @@ import asyncpg
 from bench.harness import (
     NHS_PLACEHOLDER,
     REFERENCE_PLACEHOLDER,
+    attach_cpu,
+    cpu_snapshot,
+    cpu_used,
     create_database,
     drop_database,
+    fetch_token,
     find_server_url,
+    free_port,
     make_body_templates,
+    measure_load,
+    parse_open_loop_output,
+    parse_wrk_output,
+    wait_until_ready,
 )
 from bench.webhook_receiver import DedupingReceiver
 from schemas.identifiers import compute_nhs_check_digit
@@ -103,8 +122,9 @@ class Bodies:
 
 
 async def _register(settings: Settings, url: str) -> dict[str, str]:
-    """A sending school, and a Front Door client with one `referral.received` subscription (so
-    the "with" rounds also write a delivery per referral); and a partner for the worker part."""
+    """A sending school, a Front Door client (subscribed to `referral.received` by `run`, so the
+    "with" rounds write a delivery per referral as well as the event), and a partner for the
+    worker part."""
     engine = create_engine(settings, url)
     try:
         async with transaction(create_session_factory(engine)) as session:
@@ -131,8 +151,10 @@ async def _register(settings: Settings, url: str) -> dict[str, str]:
             )
     finally:
         await engine.dispose()
+    assert school.secret is not None
     return {
         "school": school.client.client_id,
+        "school_secret": school.secret,
         "front_door": front_door.client.client_id,
         "partner": partner.client.client_id,
         "partner_agency": partner.client.agency_name,
@@ -162,11 +184,16 @@ async def _subscribe(
 
 
 async def measure_creates(
-    settings: Settings, url: str, clients: dict[str, str], args: argparse.Namespace
+    settings: Settings,
+    url: str,
+    database: str,
+    clients: dict[str, str],
+    args: argparse.Namespace,
+    nhs_start: int,
 ) -> dict[str, Any]:
     with_outbox, without_outbox = create_function_variants()
     pool = await create_pool(settings, url)
-    bodies = Bodies(start=100_000)
+    bodies = Bodies(start=nhs_start)
     sender = Sender(
         client_id=clients["school"], issuer=settings.issuer, default_issuer=settings.issuer
     )
@@ -194,14 +221,20 @@ async def measure_creates(
             variant = "without" if index % 2 == 0 else "with"
             async with pool.acquire() as connection:
                 await connection.execute(with_outbox if variant == "with" else without_outbox)
+            cpu_before = cpu_snapshot(os.getpid(), database)
             started = time.perf_counter()
             latencies = await create_many(args.creates)
             elapsed = time.perf_counter() - started
+            cpu = cpu_used(cpu_before, cpu_snapshot(os.getpid(), database))
             rounds.append(
                 {
                     "variant": variant,
                     "creates_per_s": round(args.creates / elapsed, 1),
                     "p50_ms": round(statistics.median(latencies) * 1000, 2),
+                    "cpu_ms_per_create": {
+                        "app": round(1000 * cpu["server"] / args.creates, 3),
+                        "postgres": round(1000 * cpu["postgres"] / args.creates, 3),
+                    },
                 }
             )
             print(f"  round {index + 1}: {variant:7} {rounds[-1]}", file=sys.stderr)
@@ -210,6 +243,7 @@ async def measure_creates(
             events = await connection.fetchval(
                 "SELECT count(*) FROM webhook_message WHERE event_type = 'referral.received'"
             )
+            deliveries = await connection.fetchval("SELECT count(*) FROM webhook_delivery")
     finally:
         await pool.close()
     medians = {
@@ -229,9 +263,245 @@ async def measure_creates(
         "ratio": round(ratio, 3),
         "pair_ratios": pairs,
         "median_pair_ratio": statistics.median(pairs),
+        "median_cpu_ms_per_create": _median_cpu(rounds),
         "events_written": int(events),
+        "deliveries_written": int(deliveries),
         "target": f"with >= {CREATE_RATIO_TARGET:.0%} of without",
         "met": ratio >= CREATE_RATIO_TARGET,
+    }
+
+
+def _median_cpu(rounds: list[dict[str, Any]], key: str = "cpu_ms_per_create") -> dict[str, Any]:
+    """Per variant, the median over its rounds of CPU ms per create: the app, PostgreSQL, both."""
+    medians: dict[str, Any] = {}
+    for variant in ("without", "with"):
+        mine = [r[key] for r in rounds if r["variant"] == variant and r.get(key)]
+        if not mine:
+            continue
+        medians[variant] = {
+            side: round(statistics.median(m[side] for m in mine), 3) for side in ("app", "postgres")
+        }
+        medians[variant]["total"] = round(
+            statistics.median(m["app"] + m["postgres"] for m in mine), 3
+        )
+    if len(medians) == 2:
+        medians["ratio"] = round(medians["with"]["total"] / medians["without"]["total"], 3)
+    return medians
+
+
+HTTP_THREADS: Final = 2
+"""wrk's threads, and the number of NHS-range slices per load phase."""
+HTTP_CONNECTIONS: Final = 32
+
+
+def http_phases(args: argparse.Namespace) -> int:
+    """Load phases over HTTP (a warm-up, then saturation and fixed rate in every round), plus one
+    slice of the 999 range for the in-process creates (the last)."""
+    rounds: int = args.http_rounds
+    return 1 + 2 * 2 * rounds + 1
+
+
+def _round_variant(index: int) -> str:
+    # without, with, with, without, ...: a drift of the machine's speed over the run falls on
+    # both variants alike.
+    return ("without", "with", "with", "without")[index % 4]
+
+
+async def measure_http_creates(
+    url: str,
+    database: str,
+    clients: dict[str, str],
+    env: dict[str, str],
+    args: argparse.Namespace,
+    work: Path,
+) -> dict[str, Any]:
+    """POST /v1/referrals through the served service (`neglect-service serve --workers 2`,
+    uvicorn), as `make bench` drives it: wrk at saturation, then `bench/openloop.py` at a fixed
+    offered rate, in each round; the create function is swapped between rounds on the running
+    server (PL/pgSQL recompiles a replaced function on its next call)."""
+    with_outbox, without_outbox = create_function_variants()
+    bodies = work / "bodies.jsonl"
+    bodies.write_text("\n".join(make_body_templates(100)) + "\n")
+    phases = http_phases(args)
+    run_id = f"wh{int(time.time())}"
+    port = free_port()
+    base = f"http://127.0.0.1:{port}"
+    target = f"{base}/v1/referrals"
+    log = (work / "service.log").open("wb")
+    server = subprocess.Popen(
+        [*_service_command(), "serve", "--workers", "2", "--port", str(port)],
+        env=env,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+    )
+    admin = await asyncpg.connect(url)
+    rounds: list[dict[str, Any]] = []
+
+    def wrk(phase: int, seconds: float, out: Path) -> dict[str, Any]:
+        measure_load(
+            [
+                "wrk",
+                f"-t{HTTP_THREADS}",
+                f"-c{HTTP_CONNECTIONS}",
+                f"-d{seconds:g}s",
+                "--latency",
+                "--timeout",
+                "10s",
+                "-H",
+                f"Authorization: Bearer {token}",
+                "-s",
+                str(ROOT / "bench" / "referrals.lua"),
+                target,
+                "--",
+                str(bodies),
+                str(phase),
+                run_id,
+                str(HTTP_THREADS),
+                str(phases),
+            ],
+            server.pid,
+            database,
+            out,
+        )
+        figures = parse_wrk_output(out.read_text())
+        attach_cpu(figures, out)
+        return figures
+
+    def open_loop(phase: int, out: Path) -> dict[str, Any]:
+        measure_load(
+            [
+                sys.executable,
+                "-m",
+                "bench.openloop",
+                target,
+                str(bodies),
+                str(phase),
+                run_id,
+                str(HTTP_THREADS),
+                str(phases),
+                "--rate",
+                f"{args.rate:g}",
+                "--duration",
+                f"{args.rate_duration:g}s",
+                "--timeout",
+                "10s",
+                "--connections",
+                str(HTTP_CONNECTIONS),
+                "--max-connections",
+                "256",
+                "--token",
+                token,
+            ],
+            server.pid,
+            database,
+            out,
+        )
+        figures = parse_open_loop_output(out.read_text())
+        attach_cpu(figures, out)
+        return figures
+
+    def summary(figures: dict[str, Any], *, fixed: bool) -> dict[str, Any]:
+        cpu = figures.get("cpu_ms_per_request", {})
+        kept = {
+            "requests": figures["requests"],
+            "requests_per_s": round(figures["requests_per_s"], 1),
+            "p50_ms": round(figures["p50_ms"], 2),
+            "p99_ms": round(figures["p99_ms"], 2),
+            "max_ms": round(figures["max_ms"], 2),
+            "non_2xx": figures["non_2xx"],
+            "socket_errors": figures["socket_errors"],
+            "cpu_ms_per_create": {
+                "app": round(cpu.get("server", 0.0), 3),
+                "postgres": round(cpu.get("postgres", 0.0), 3),
+            },
+            "other_load": round(figures.get("other_load", 0.0), 2),
+        }
+        if fixed:
+            kept["start_lag_p99_ms"] = round(figures["start_lag_p99_ms"], 2)
+        return kept
+
+    try:
+        try:
+            await asyncio.to_thread(wait_until_ready, f"{base}/health/ready", server.pid, 180)
+        except SystemExit:
+            log.flush()
+            print((work / "service.log").read_text()[-3000:], file=sys.stderr)
+            raise
+        token = await asyncio.to_thread(
+            fetch_token,
+            base,
+            json.dumps({"client_id": clients["school"], "client_secret": clients["school_secret"]}),
+        )
+        await admin.execute(with_outbox)
+        warmup = await asyncio.to_thread(wrk, 0, args.http_warmup, work / "warmup.txt")
+        if not args.rate:
+            # Half of what the warm-up reached, so the fixed rate is below saturation on a
+            # machine whatever else it is running; the same rate for every round of the run.
+            args.rate = max(10.0, 10 * (warmup["requests_per_s"] // 20))
+        for index in range(2 * args.http_rounds):
+            variant = _round_variant(index)
+            await admin.execute(with_outbox if variant == "with" else without_outbox)
+            saturation = await asyncio.to_thread(
+                wrk, 1 + 2 * index, args.http_duration, work / f"saturation-{index}.txt"
+            )
+            await asyncio.sleep(1)  # the closed loop's last answers out of the way
+            fixed = await asyncio.to_thread(open_loop, 2 + 2 * index, work / f"fixed-{index}.txt")
+            rounds.append(
+                {
+                    "variant": variant,
+                    "saturation": summary(saturation, fixed=False),
+                    "fixed_rate": summary(fixed, fixed=True),
+                }
+            )
+            print(
+                f"  http round {index + 1}: {variant:7} saturation"
+                f" {saturation['requests_per_s']:.0f}/s p99 {saturation['p99_ms']:.1f} ms;"
+                f" at {args.rate:g}/s p99 {fixed['p99_ms']:.1f} ms;"
+                f" CPU/create app {rounds[-1]['saturation']['cpu_ms_per_create']['app']:.2f}"
+                f" + PG {rounds[-1]['saturation']['cpu_ms_per_create']['postgres']:.2f} ms",
+                file=sys.stderr,
+            )
+        await admin.execute(with_outbox)
+    finally:
+        await admin.close()
+        server.send_signal(signal.SIGTERM)
+        try:
+            server.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            server.kill()
+        log.close()
+
+    def median_of(phase: str, key: str, variant: str) -> float:
+        return float(statistics.median(r[phase][key] for r in rounds if r["variant"] == variant))
+
+    throughput = {v: median_of("saturation", "requests_per_s", v) for v in ("without", "with")}
+    p99 = {v: median_of("fixed_rate", "p99_ms", v) for v in ("without", "with")}
+    errors = sum(
+        r[phase]["non_2xx"] + r[phase]["socket_errors"]
+        for r in rounds
+        for phase in ("saturation", "fixed_rate")
+    )
+    ratio = throughput["with"] / throughput["without"]
+    return {
+        "server": "neglect-service serve --workers 2 (uvicorn)",
+        "saturation": f"wrk -t{HTTP_THREADS} -c{HTTP_CONNECTIONS} -d{args.http_duration:g}s",
+        "fixed_rate": f"bench/openloop.py, {args.rate:g} requests/s for {args.rate_duration:g} s",
+        "rounds": rounds,
+        "median_requests_per_s": throughput,
+        "ratio": round(ratio, 3),
+        "median_fixed_rate_p99_ms": p99,
+        "fixed_rate_p99_ratio": round(p99["with"] / p99["without"], 3),
+        "median_cpu_ms_per_create": {
+            "saturation": _median_cpu(
+                [{"variant": r["variant"], **r["saturation"]} for r in rounds]
+            ),
+            "fixed_rate": _median_cpu(
+                [{"variant": r["variant"], **r["fixed_rate"]} for r in rounds]
+            ),
+        },
+        "errors": errors,
+        "target": f"with >= {CREATE_RATIO_TARGET:.0%} of without (saturation, through HTTP)",
+        "met": ratio >= CREATE_RATIO_TARGET and errors == 0,
     }
 
 
@@ -333,6 +603,8 @@ async def measure_workers(
 
 
 async def run(args: argparse.Namespace) -> int:
+    if shutil.which("wrk") is None:
+        raise SystemExit("bench/webhooks.py needs wrk for the saturation runs: apt-get install wrk")
     server = await asyncio.to_thread(find_server_url)
     name = f"ns_bench_wh_{int(time.time())}_{os.getpid()}"
     url = await create_database(server, name)
@@ -355,9 +627,34 @@ async def run(args: argparse.Namespace) -> int:
     try:
         await asyncio.to_thread(migrate_database, url)
         clients = await _register(settings, url)
+        # The Front Door's subscription: every referral's event has a delivery to write. (No
+        # worker runs during the create parts; the worker part cancels these deliveries.)
+        connection = await asyncpg.connect(url)
+        try:
+            await _subscribe(
+                connection,
+                kek,
+                clients["front_door"],
+                "https://front-door.example/webhooks",
+                "referral.received",
+            )
+        finally:
+            await connection.close()
         load = os.getloadavg()
-        print("webhooks bench: referral create, with and without the outbox", file=sys.stderr)
-        creates = await measure_creates(settings, url, clients, args)
+        with tempfile.TemporaryDirectory(prefix="ns-bench-wh-") as work:
+            print(
+                "webhooks bench: referral create through HTTP, with and without the outbox",
+                file=sys.stderr,
+            )
+            http = await measure_http_creates(url, name, clients, env, args, Path(work))
+        print(
+            "webhooks bench: referral create in process, with and without the outbox",
+            file=sys.stderr,
+        )
+        # The in-process creates take the last slice of the 999 range (`http_phases`).
+        slice_size = 1_000_000 // (http_phases(args) * HTTP_THREADS)
+        nhs_start = (http_phases(args) - 1) * HTTP_THREADS * slice_size
+        creates = await measure_creates(settings, url, name, clients, args, nhs_start)
         print("webhooks bench: two workers to a local receiver", file=sys.stderr)
         workers = await measure_workers(settings, url, clients, kek, env, args)
     finally:
@@ -365,8 +662,10 @@ async def run(args: argparse.Namespace) -> int:
     result = {
         "at": datetime.now(UTC).isoformat(timespec="seconds"),
         "load_average_at_start": [round(x, 2) for x in load],
+        "load_average_at_end": [round(x, 2) for x in os.getloadavg()],
         "cpus": os.cpu_count(),
-        "referral_create": creates,
+        "referral_create_http": http,
+        "referral_create_in_process": creates,
         "worker": workers,
     }
     text = json.dumps(result, indent=2)
@@ -375,21 +674,53 @@ async def run(args: argparse.Namespace) -> int:
     results.mkdir(exist_ok=True)
     stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%S")
     (results / f"webhooks-{stamp}.json").write_text(text + "\n")
+    http_cpu = http["median_cpu_ms_per_create"]["saturation"]
     print(
-        f"referral create: median {creates['median_creates_per_s']['with']:.0f}/s with the outbox,"
-        f" {creates['median_creates_per_s']['without']:.0f}/s without: ratio {creates['ratio']:.3f}"
-        f" (target >= {CREATE_RATIO_TARGET}) {'MET' if creates['met'] else 'MISSED'}\n"
+        f"referral create through HTTP (judged): median {http['median_requests_per_s']['with']:.0f}"
+        f"/s with the outbox, {http['median_requests_per_s']['without']:.0f}/s without at"
+        f" saturation: ratio {http['ratio']:.3f} (target >= {CREATE_RATIO_TARGET})"
+        f" {'MET' if http['met'] else 'MISSED'}; errors {http['errors']}\n"
+        f"  p99 at {args.rate:g} requests/s: {http['median_fixed_rate_p99_ms']['with']:.1f} ms"
+        f" with, {http['median_fixed_rate_p99_ms']['without']:.1f} ms without"
+        f" (ratio {http['fixed_rate_p99_ratio']:.2f})\n"
+        f"  CPU per create at saturation: with {_cpu_text(http_cpu.get('with'))},"
+        f" without {_cpu_text(http_cpu.get('without'))} (ratio {http_cpu.get('ratio', 0):.3f})\n"
+        f"referral create in process: median {creates['median_creates_per_s']['with']:.0f}/s with"
+        f" the outbox, {creates['median_creates_per_s']['without']:.0f}/s without: ratio"
+        f" {creates['ratio']:.3f}; CPU per create: with"
+        f" {_cpu_text(creates['median_cpu_ms_per_create'].get('with'))}, without"
+        f" {_cpu_text(creates['median_cpu_ms_per_create'].get('without'))}\n"
         f"worker: median {workers['median_events_per_s']:.0f} events/s with two workers"
         f" (target >= {WORKER_RATE_TARGET:g}) {'MET' if workers['met'] else 'MISSED'}",
         file=sys.stderr,
     )
-    return 0 if creates["met"] and workers["met"] else 1
+    return 0 if http["met"] and workers["met"] else 1
+
+
+def _cpu_text(cpu: dict[str, float] | None) -> str:
+    if not cpu:
+        return "n/a"
+    return f"{cpu['app']:.2f} app + {cpu['postgres']:.2f} PG = {cpu['total']:.2f} ms"
 
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--creates", type=int, default=600, help="referrals per round")
-    parser.add_argument("--rounds", type=int, default=3, help="rounds of each variant")
+    parser.add_argument("--http-rounds", type=int, default=3, help="HTTP rounds of each variant")
+    parser.add_argument(
+        "--http-duration", type=float, default=15.0, help="seconds at saturation (wrk)"
+    )
+    parser.add_argument("--http-warmup", type=float, default=5.0, help="seconds of wrk first")
+    parser.add_argument(
+        "--rate",
+        type=float,
+        default=0.0,
+        help="offered requests/s in the fixed-rate phase (default: half the warm-up's rate)",
+    )
+    parser.add_argument(
+        "--rate-duration", type=float, default=15.0, help="seconds of the fixed-rate phase"
+    )
+    parser.add_argument("--creates", type=int, default=600, help="in-process referrals per round")
+    parser.add_argument("--rounds", type=int, default=3, help="in-process rounds of each variant")
     parser.add_argument("--concurrency", type=int, default=8)
     parser.add_argument("--events", type=int, default=3000, help="events per worker round")
     parser.add_argument("--worker-rounds", type=int, default=5)

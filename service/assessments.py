@@ -400,9 +400,7 @@ async def create_assessment(
     )
     session.add(assessment)
     await session.flush()
-    if previous is not None:
-        await record_access(session, caller, "read", RESOURCE_TYPE, previous.id, previous.child_id)
-    await record_access(session, caller, "create", RESOURCE_TYPE, assessment.id, child_id)
+    # Before the audit events, which lock the agency's audit chain head until the commit.
     await enqueue_event(
         session,
         "assessment.completed",
@@ -410,6 +408,9 @@ async def create_assessment(
         resource_id=assessment.id,
         status="completed",
     )
+    if previous is not None:
+        await record_access(session, caller, "read", RESOURCE_TYPE, previous.id, previous.child_id)
+    await record_access(session, caller, "create", RESOURCE_TYPE, assessment.id, child_id)
     return _to_public(assessment)
 
 

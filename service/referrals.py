@@ -554,8 +554,8 @@ async def decide_referral(
         .mappings()
         .one()
     )
-    await record_access(session, caller, "update", RESOURCE_TYPE, referral_id, row["child_id"])
     # To the referring agency's subscriptions only (the referral's, not the decider's agency).
+    # Before the audit event, which locks the agency's audit chain head until the commit.
     await enqueue_event(
         session,
         "referral.decided",
@@ -563,6 +563,7 @@ async def decide_referral(
         resource_id=referral_id,
         status=ReferralStatus.DECIDED.value,
     )
+    await record_access(session, caller, "update", RESOURCE_TYPE, referral_id, row["child_id"])
     return referral_to_public(updated, caller.has(READ_ALL_REFERRALS))
 
 
@@ -615,7 +616,7 @@ async def withdraw_referral(
         .one()
     )
     await session.execute(_RELINK, {"child_ids": [updated["child_id"]]})
-    await record_access(session, caller, "update", RESOURCE_TYPE, referral_id, updated["child_id"])
+    # Before the audit event, which locks the agency's audit chain head until the commit.
     await enqueue_event(
         session,
         "referral.withdrawn",
@@ -623,6 +624,7 @@ async def withdraw_referral(
         resource_id=referral_id,
         status=ReferralStatus.WITHDRAWN.value,
     )
+    await record_access(session, caller, "update", RESOURCE_TYPE, referral_id, updated["child_id"])
     return referral_to_public(updated, caller.has(READ_ALL_REFERRALS))
 
 

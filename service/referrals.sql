@@ -93,12 +93,6 @@ BEGIN
         v_agency_count, p_body
     )
     RETURNING created_at INTO referral_created_at;
-    v_event := neglect_record_audit(
-        p_client_id => p_client_id, p_agency_type => v_client.agency_type,
-        p_agency_name => v_client.agency_name, p_action => 'create',
-        p_resource_type => 'referral', p_resource_id => p_id::text, p_child_id => v_child,
-        p_request_id => p_request_id, p_access_reason => p_access_reason
-    );
     -- The Front Door hears of it (webhooks, SPEC 2.7), in this same statement's transaction.
     PERFORM neglect_enqueue_webhook(
         p_event_type => 'referral.received', p_agency_name => v_client.agency_name,
@@ -109,6 +103,15 @@ BEGIN
     IF EXISTS (SELECT FROM referral WHERE child_id = v_child AND id <> p_id) THEN
         v_relinked := neglect_relink_referrals(p_child_ids => ARRAY[v_child]);
     END IF;
+    -- The audit event last: appending it locks the agency's chain head until the commit, so every
+    -- other create of this agency waits from here on. Work done before it (the outbox, the
+    -- relinking) overlaps theirs; after it, it would lengthen the wait of each one.
+    v_event := neglect_record_audit(
+        p_client_id => p_client_id, p_agency_type => v_client.agency_type,
+        p_agency_name => v_client.agency_name, p_action => 'create',
+        p_resource_type => 'referral', p_resource_id => p_id::text, p_child_id => v_child,
+        p_request_id => p_request_id, p_access_reason => p_access_reason
+    );
 
     outcome := 'created';
     referral_id := p_id;

@@ -106,12 +106,15 @@ class WebhookDelivery(SQLModel, table=True):
     id: int | None = Field(
         default=None, sa_column=Column(BigInteger, Identity(always=True), primary_key=True)
     )
-    message_id: str = Field(
-        sa_column=Column(String(40), ForeignKey("webhook_message.id"), nullable=False)
-    )
-    subscription_id: uuid.UUID = Field(
-        sa_column=Column(UUID(as_uuid=True), ForeignKey("webhook_subscription.id"), nullable=False)
-    )
+    # No foreign keys on these two: every referral create writes a delivery, and the checks
+    # (each a row lock on the referenced row, the one Front Door subscription that every
+    # concurrent create shares) were about a quarter of what the outbox cost a create
+    # (bench/outbox_costs.py). What they guarded cannot happen: deliveries are written only by
+    # `neglect_enqueue_webhook` (the event it has just written, subscriptions it has just read)
+    # and `neglect_replay_webhooks` (likewise), and the runtime role may delete neither events
+    # nor subscriptions (`service.db_roles.NARROW_GRANTS`; a subscription ends by its status).
+    message_id: str = Field(sa_column=Column(String(40), nullable=False))
+    subscription_id: uuid.UUID = Field(sa_column=Column(UUID(as_uuid=True), nullable=False))
     status: str = Field(
         default="pending", sa_column=Column(String(20), nullable=False, server_default="pending")
     )

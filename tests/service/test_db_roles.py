@@ -106,7 +106,9 @@ def test_db_roles_grants_the_runtime_role_only_what_the_service_needs(
     # Webhooks: what was sent and what came back stay as written; deliveries change state.
     for table in ("webhook_message", "webhook_attempt"):
         assert _privileges(database_url, role, table) == {"SELECT", "INSERT"}
-    for table in ("webhook_subscription", "webhook_delivery", "webhook_worker"):
+    # A subscription ends by its status; its deliveries name it without a foreign key.
+    assert _privileges(database_url, role, "webhook_subscription") == {"SELECT", "INSERT", "UPDATE"}
+    for table in ("webhook_delivery", "webhook_worker"):
         assert _privileges(database_url, role, table) == {"SELECT", "INSERT", "UPDATE", "DELETE"}
     [attributes] = asyncio.run(
         _fetch(

@@ -538,3 +538,42 @@ async def test_every_event_type_the_api_offers_has_a_scope_in_the_database(
     scopes: dict[str, str | None] = {event_type: scope for event_type, scope in rows}
     assert set(scopes) == set(EVENT_TYPES)
     assert all(scope in SCOPES for scope in scopes.values()), scopes
+
+
+async def test_a_replay_writes_deliveries_only_for_a_subscription_that_exists(
+    app: FastAPI,
+    client: httpx.AsyncClient,
+    pool: DriverPool,
+    session_factory: SessionFactory,
+    receiver: Receiver,
+    partner: RegisteredClient,
+) -> None:
+    # webhook_delivery names its subscription without a foreign key (migration 0016): the replay
+    # function's own check, through `neglect_webhook_recipients`, is what keeps a delivery from
+    # naming a subscription that does not exist.
+    hook = await subscribe(client, partner, receiver.url("/exists"), ["referral.withdrawn"])
+    since = datetime.now(UTC) - timedelta(seconds=1)
+    await _withdrawn(client, partner)
+    await make_worker(app, pool).run_once()  # delivered: a replay may make it pending again
+    replay = text(
+        "SELECT neglect_replay_webhooks(p_subscription_id => :subscription_id, "
+        "p_message_id => NULL, p_since => :since, p_until => NULL, p_dead_only => false, "
+        "p_limit => 1000)"
+    )
+    async with session_factory() as session:
+        made_for_missing = await session.scalar(
+            replay, {"subscription_id": uuid.uuid4(), "since": since}
+        )
+        made_for_real = await session.scalar(
+            replay, {"subscription_id": uuid.UUID(hook["id"]), "since": since}
+        )
+        dangling = await session.scalar(
+            text(
+                "SELECT count(*) FROM webhook_delivery AS d WHERE NOT EXISTS "
+                "(SELECT FROM webhook_subscription AS s WHERE s.id = d.subscription_id)"
+            )
+        )
+        await session.rollback()
+    assert made_for_missing == 0
+    assert made_for_real == 1
+    assert dangling == 0
