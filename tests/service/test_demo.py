@@ -463,6 +463,7 @@ def test_the_command_loads_demo_data_and_prints_a_json_summary(cli_environment: 
     assert summary["toolkit"]["id"] == load_demo_toolkit().id
     assert datetime.fromisoformat(summary["end"]).year == 2024
     assert summary["referrals_per_second"] > 0
+    assert summary["cpu_us_per_referral"] > 0
 
 
 def test_the_command_refuses_to_load_into_a_database_holding_demo_data(
