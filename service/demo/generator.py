@@ -1379,7 +1379,7 @@ async def _work_to_defer(session: AsyncSession) -> _Deferred:
             index
             for table in LOAD_ORDER
             for index in sorted(metadata.tables[table].indexes, key=lambda index: str(index.name))
-            if index.name in present
+            if index.name in present and not (index.unique and table in referred_from_outside)
         ],
         keys=keys,
         foreign_keys=[

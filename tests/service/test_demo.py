@@ -568,3 +568,27 @@ def test_a_load_beside_stored_records_keeps_every_index_in_place(database_url: s
 
         assert reported == []
         assert asyncio.run(_schema_of(url)) == migrated
+
+
+def test_a_key_another_table_refers_to_stays_in_place_through_the_load(database_url: str) -> None:
+    async def refer_to_children(url: str) -> None:
+        connection = await asyncpg.connect(
+            make_url(url).set(drivername="postgresql").render_as_string(hide_password=False)
+        )
+        try:
+            await connection.execute(
+                "CREATE TABLE child_note (child_id uuid NOT NULL "
+                "CONSTRAINT fk_child_note_child REFERENCES child (id))"
+            )
+        finally:
+            await connection.close()
+
+    with _migrated_database(database_url, "demo_referred") as url:
+        asyncio.run(refer_to_children(url))
+        migrated = asyncio.run(_schema_of(url))
+
+        reported = asyncio.run(_load_into(url, SMALL))
+
+        assert reported == ["building indexes"]
+        assert asyncio.run(_schema_of(url)) == migrated
+        assert ("child", "pk_child", "p", "PRIMARY KEY (id)", True) in migrated["constraints"]
