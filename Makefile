@@ -25,7 +25,7 @@ PYTEST := $(BIN)/python -m pytest -n $(PYTEST_WORKERS) $(PYTEST_ARGS)
 MYPY_PATHS := $(wildcard service api schemas tests alembic bench)
 PGDATA := $(or $(NEGLECT_EMBEDDED_PGDATA),.pgdata)
 
-.PHONY: help venv lock pgbouncer run test pytest test-pgbouncer lint typecheck openapi bench bench-indicators bench-feed bench-census bench-token-timing bench-docs-offline bench-webhooks drill-webhooks clean
+.PHONY: help venv lock pgbouncer run test pytest test-pgbouncer lint typecheck openapi bench bench-indicators bench-demo bench-feed bench-census bench-token-timing bench-docs-offline bench-webhooks drill-webhooks clean
 
 help: ## List the targets
 	@awk 'BEGIN {FS = ":.*## "} /^[a-z][a-z-]*:.*## / {printf "  %-10s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -102,6 +102,9 @@ bench: venv ## Run the benchmarks in bench/ (bench/run.sh)
 
 bench-indicators: venv ## Every indicator over 36 months at 1,000,000 referrals, against count(*)
 	bash bench/indicators.sh
+
+bench-demo: venv ## Load the demo data (1,000,000 referrals) into a fresh database; referrals/s, CPU/referral
+	$(BIN)/python -m bench.demo_load $(BENCH_ARGS)
 
 bench-feed: venv ## The OData feed's full pull against the JSON API, 36 months at 1,000,000 referrals
 	bash bench/feed.sh $(BENCH_ARGS)

@@ -41,7 +41,7 @@ import httpx
 
 from api.main import create_app
 from bench.harness import find_server_url, plain_url, quote_identifier
-from bench.indicators_bench import RESULTS, STATEMENT_TIMEOUT_MS, _admin, _children_for, _load, err
+from bench.indicators_bench import RESULTS, STATEMENT_TIMEOUT_MS, _admin, _load, children_for, err
 from service.auth.clients import create_client
 from service.auth.feed_keys import create_feed_key
 from service.auth.keys import issue_access_token
@@ -218,7 +218,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         migrate_database(url)
         if created_database is not None:
-            children, _ = _children_for(args.referrals, args.seed)
+            children, _ = children_for(args.referrals, args.seed)
             load = asyncio.run(_load(url, DemoOptions(children=children, seed=args.seed)))
         timing = asyncio.run(_time(url, first, last, args.runs, args.page_size))
     finally:

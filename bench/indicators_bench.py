@@ -87,11 +87,15 @@ def _verdict(ratio: float) -> str:
     return "FAIL"
 
 
-def _children_for(referrals: int, seed: int) -> tuple[int, float]:
-    """Children needed for about `referrals` referrals, from a pilot run of the generator."""
+def demo_toolkit() -> DemoToolkit:
+    """The demonstration toolkit as the loader publishes it."""
     definition = load_demo_toolkit()
-    toolkit = DemoToolkit(definition=definition, sha256=canonical_sha256(definition))
-    pilot = DemoGenerator(DemoOptions(children=PILOT_CHILDREN, seed=seed), toolkit)
+    return DemoToolkit(definition=definition, sha256=canonical_sha256(definition))
+
+
+def children_for(referrals: int, seed: int) -> tuple[int, float]:
+    """Children needed for about `referrals` referrals, from a pilot run of the generator."""
+    pilot = DemoGenerator(DemoOptions(children=PILOT_CHILDREN, seed=seed), demo_toolkit())
     for _ in pilot.batches():
         pass
     per_child = pilot.tally.rows["referral"] / PILOT_CHILDREN
@@ -348,7 +352,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if created_database is not None:
             migrate_database(url)
-            children, per_child = _children_for(args.referrals, args.seed)
+            children, per_child = children_for(args.referrals, args.seed)
             err.print(
                 f"{children:,} children for about {args.referrals:,} referrals "
                 f"({per_child:.3f} referrals per child in a pilot)"

@@ -11,16 +11,20 @@ import asyncio
 import json
 import uuid
 from collections.abc import AsyncIterator, Iterator
+from contextlib import contextmanager
 from datetime import date, datetime, timedelta
+from pathlib import Path
 from typing import Any
 
 import asyncpg
 import httpx
 import pytest
+from alembic.config import Config
 from sqlalchemy import text
 from sqlalchemy.engine import make_url
 from typer.testing import CliRunner
 
+from alembic import command
 from schemas.assessments import AssessmentCreate
 from schemas.case_events import parse_case_event
 from schemas.identifiers import is_valid_nhs_number
@@ -41,8 +45,15 @@ from service.migrations import migrate_database
 from service.settings import get_settings
 from service.toolkits.definition import canonical_sha256
 from service.toolkits.demo import load_demo_toolkit
-from tests.builders.indicators import READ_UNSUPPRESSED, clear_domain_tables, fetch_series
-from tests.conftest import ClientMaker
+from tests.builders.indicators import (
+    READ_UNSUPPRESSED,
+    clear_domain_tables,
+    fetch_series,
+    insert_child,
+)
+from tests.conftest import ClientMaker, owner_sessions_for
+
+PROJECT_ROOT = Path(__file__).resolve().parents[2]
 
 OPTIONS = DemoOptions(children=200, seed=11, start=date(2023, 1, 1), end=date(2024, 12, 31))
 
@@ -389,10 +400,10 @@ async def test_demo_records_read_back_through_the_api(
 # --- the command ---------------------------------------------------------------------------------
 
 
-@pytest.fixture(scope="module")
-def empty_database_url(database_url: str) -> Iterator[str]:
-    """A migrated database of its own, so the command loads into an empty one."""
-    name = f"demo_cli_{uuid.uuid4().hex[:12]}"
+@contextmanager
+def _migrated_database(database_url: str, prefix: str) -> Iterator[str]:
+    """A freshly migrated database beside the worker's, dropped afterwards."""
+    name = f"{prefix}_{uuid.uuid4().hex[:12]}"
     admin = make_url(database_url).set(database="postgres").render_as_string(hide_password=False)
 
     async def admin_run(statement: str) -> None:
@@ -404,9 +415,18 @@ def empty_database_url(database_url: str) -> Iterator[str]:
 
     asyncio.run(admin_run(f'CREATE DATABASE "{name}"'))
     url = make_url(database_url).set(database=name).render_as_string(hide_password=False)
-    migrate_database(url)
-    yield url
-    asyncio.run(admin_run(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+    try:
+        migrate_database(url)
+        yield url
+    finally:
+        asyncio.run(admin_run(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+
+
+@pytest.fixture(scope="module")
+def empty_database_url(database_url: str) -> Iterator[str]:
+    """A migrated database of its own, so the command loads into an empty one."""
+    with _migrated_database(database_url, "demo_cli") as url:
+        yield url
 
 
 @pytest.fixture
@@ -443,6 +463,7 @@ def test_the_command_loads_demo_data_and_prints_a_json_summary(cli_environment: 
     assert summary["toolkit"]["id"] == load_demo_toolkit().id
     assert datetime.fromisoformat(summary["end"]).year == 2024
     assert summary["referrals_per_second"] > 0
+    assert summary["cpu_us_per_referral"] > 0
 
 
 def test_the_command_refuses_to_load_into_a_database_holding_demo_data(
@@ -461,3 +482,113 @@ def test_the_command_refuses_an_end_date_in_the_future(cli_environment: None) ->
 
     assert result.exit_code == 2
     assert "before today" in result.output
+
+
+# --- indexes and foreign keys put back ------------------------------------------------------------
+
+
+async def _schema_of(url: str) -> dict[str, list[tuple[Any, ...]]]:
+    """The loaded tables' indexes and constraints as PostgreSQL shows them, validity included."""
+    tables = list(LOAD_ORDER)
+    connection = await asyncpg.connect(
+        make_url(url).set(drivername="postgresql").render_as_string(hide_password=False)
+    )
+    try:
+        indexes = await connection.fetch(
+            "SELECT i.indexrelid::regclass::text, pg_get_indexdef(i.indexrelid), i.indisvalid "
+            "FROM pg_index i WHERE i.indrelid = ANY($1::regclass[]) ORDER BY 1",
+            tables,
+        )
+        constraints = await connection.fetch(
+            "SELECT conrelid::regclass::text, conname, contype::text, pg_get_constraintdef(oid), "
+            "convalidated FROM pg_constraint WHERE conrelid = ANY($1::regclass[]) ORDER BY 1, 2",
+            tables,
+        )
+    finally:
+        await connection.close()
+    return {
+        "indexes": [tuple(row) for row in indexes],
+        "constraints": [tuple(row) for row in constraints],
+    }
+
+
+async def _load_into(url: str, options: DemoOptions) -> list[str]:
+    """Load as the owner; returns what the loader reported (`building indexes` when it did)."""
+    factory, engine = owner_sessions_for(url)
+    reported: list[str] = []
+    try:
+        async with transaction(factory) as session:
+            await load_demo_data(
+                session, options, on_indexing=lambda: reported.append("building indexes")
+            )
+    finally:
+        await engine.dispose()
+    return reported
+
+
+def _alembic_check(url: str) -> None:
+    """`alembic check` on the database: raises when it differs from the models and SQL files."""
+    config = Config(str(PROJECT_ROOT / "alembic.ini"))
+    config.set_main_option("script_location", str(PROJECT_ROOT / "alembic"))
+    config.attributes["database_url"] = url
+    config.attributes["configure_logger"] = False
+    command.check(config)
+
+
+SMALL = DemoOptions(children=40, seed=3, start=date(2024, 1, 1), end=date(2024, 12, 31))
+
+
+def test_a_load_into_empty_tables_leaves_the_indexes_and_constraints_the_migrations_made(
+    database_url: str,
+) -> None:
+    with _migrated_database(database_url, "demo_indexes") as url:
+        migrated = asyncio.run(_schema_of(url))
+
+        reported = asyncio.run(_load_into(url, SMALL))
+
+        assert reported == ["building indexes"]
+        assert asyncio.run(_schema_of(url)) == migrated
+        _alembic_check(url)
+    plain_indexes = [row for row in migrated["indexes"] if "UNIQUE" not in row[1]]
+    foreign_keys = [row for row in migrated["constraints"] if row[2] == "f"]
+    assert plain_indexes
+    assert foreign_keys
+
+
+def test_a_load_beside_stored_records_keeps_every_index_in_place(database_url: str) -> None:
+    with _migrated_database(database_url, "demo_live") as url:
+        factory, engine = owner_sessions_for(url)
+        try:
+            asyncio.run(insert_child(factory))
+        finally:
+            asyncio.run(engine.dispose())
+        migrated = asyncio.run(_schema_of(url))
+
+        reported = asyncio.run(_load_into(url, SMALL))
+
+        assert reported == []
+        assert asyncio.run(_schema_of(url)) == migrated
+
+
+def test_a_key_another_table_refers_to_stays_in_place_through_the_load(database_url: str) -> None:
+    async def refer_to_children(url: str) -> None:
+        connection = await asyncpg.connect(
+            make_url(url).set(drivername="postgresql").render_as_string(hide_password=False)
+        )
+        try:
+            await connection.execute(
+                "CREATE TABLE child_note (child_id uuid NOT NULL "
+                "CONSTRAINT fk_child_note_child REFERENCES child (id))"
+            )
+        finally:
+            await connection.close()
+
+    with _migrated_database(database_url, "demo_referred") as url:
+        asyncio.run(refer_to_children(url))
+        migrated = asyncio.run(_schema_of(url))
+
+        reported = asyncio.run(_load_into(url, SMALL))
+
+        assert reported == ["building indexes"]
+        assert asyncio.run(_schema_of(url)) == migrated
+        assert ("child", "pk_child", "p", "PRIMARY KEY (id)", True) in migrated["constraints"]
