@@ -591,7 +591,7 @@ class _Tally:
             changed=len(writes.changed_children),
             referrals_created=len(writes.referrals),
             referrals_updated=len(writes.referral_updates),
-            events_created=dict(writes.events_by_type),
+            events_created=writes.events_by_type(),
         )
 
     def add_to(self, report: ImportReport) -> None:
@@ -773,10 +773,14 @@ async def _write(connection: Any, writes: Writes) -> None:
     await _copy(connection, "section47_enquiry", _ENQUIRY_COLUMNS, writes.enquiries)
     await _copy(connection, "icpc", _ICPC_COLUMNS, writes.icpcs)
     await _copy(connection, "referral", _REFERRAL_COLUMNS, writes.referrals)
-    if writes.referrals:
-        await connection.execute(_COUNT_REREFERRALS, [row[0] for row in writes.referrals])
     if writes.relink_children:
-        await connection.execute(_RELINK, sorted(set(writes.relink_children)))
+        # A new referral whose child has no other live referral counts none (and follows none):
+        # only the children with more than one are counted and relinked.
+        relinked = set(writes.relink_children)
+        counted = [row[0] for row in writes.referrals if row[5] in relinked]
+        if counted:
+            await connection.execute(_COUNT_REREFERRALS, counted)
+        await connection.execute(_RELINK, sorted(relinked))
     if writes.referral_updates:
         await connection.execute(
             _UPDATE_REFERRALS, *map(list, zip(*writes.referral_updates, strict=True))
