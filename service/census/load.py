@@ -255,7 +255,10 @@ async def import_census_file(
     started = time.perf_counter()
     pool = _start_workers(workers) if workers is not None and not dry_run else None
     try:
+        # Hashed in a thread while the file is scanned (hashlib lets go of the GIL).
+        hashing = asyncio.get_running_loop().run_in_executor(None, file_sha256, path)
         scan = scan_census(path)
+        sha256 = await hashing
         header = scan.header
         if header is None:
             raise CensusFileRefused(scan.problems)
@@ -263,7 +266,7 @@ async def import_census_file(
             on_start(scan.children)
         report = ImportReport(
             census_import_id=None,
-            sha256=file_sha256(path),
+            sha256=sha256,
             file_name=file_name or path.name,
             census_year=header.census_year,
             la_code=header.la_code,
