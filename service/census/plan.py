@@ -508,8 +508,8 @@ def _plan_referrals(
     if not new:
         return
     # Copied without re-referral counts or `previous_received_at`: the database's rules set them
-    # once the batch is stored (`neglect_rereferral_counts` for the new referrals, and
-    # `neglect_relink_referrals` for a child with more than one live referral; see
+    # once the batch is stored (`neglect_rereferral_counts` and `neglect_relink_referrals`, for
+    # a child with more than one live referral: an only referral counts and follows none; see
     # service/census/load.py).
     if context.stored_moments or len(new) > 1:
         writes.relink_children.append(context.child_id)
