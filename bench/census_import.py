@@ -11,10 +11,11 @@ children per second (the whole import: the scan, reading and checking every chil
 rules and every write), imports the same file again (nothing may change) and drops the database.
 Generating the file is not timed.
 
-It also prints the CPU time the import took: this process, its worker processes and, when the
-server runs on this machine, the server's backends (read from /proc). On a shared machine the
-wall-clock figure measures the machine's load as much as the import; CPU seconds per child, and
-the rate they allow on idle cores, do not.
+It also prints the CPU time the import took per child: the import's own processes (this one,
+which mostly scans the file, and its workers) and, when the server runs on this machine, the
+server's backends (read from /proc), and the rate that CPU allows on idle CPUs. On a shared machine
+the wall-clock figure measures the machine's load as much as the import; CPU per child, and the
+rate it allows on idle CPUs, do not.
 """
 
 from __future__ import annotations
@@ -160,18 +161,27 @@ def main() -> None:
     in_file = run["children"]
     rate = in_file / run["seconds"]
     per_child = {key: run[key] / in_file * 1e6 for key in ("cpu", "workers_cpu", "server_cpu")}
-    total = sum(per_child.values())
+    app = per_child["cpu"] + per_child["workers_cpu"]
+    total = app + per_child["server_cpu"]
+    cpus = usable_cpus()
+    # This process mostly scans the file before the workers start: that part runs alone.
+    serial = per_child["cpu"] + (per_child["workers_cpu"] + per_child["server_cpu"]) / cpus
     console.print(
         f"imported {in_file:,} children ({size / 1e6:.0f} MB) in {run['seconds']:.1f} s with "
         f"{run['processes']:.0f} worker processes: [bold]{rate:,.0f} children/s[/bold] "
         f"(target {TARGET_PER_SECOND:,}); load average {load:.1f} on "
-        f"{usable_cpus()} CPUs before the run; a second import changed nothing"
+        f"{cpus} CPUs before the run; a second import changed nothing"
     )
     console.print(
-        f"CPU per child: {per_child['cpu']:.0f} µs this process, {per_child['workers_cpu']:.0f} µs "
-        f"workers, {per_child['server_cpu']:.0f} µs PostgreSQL (0 when the server is elsewhere): "
-        f"{total:.0f} µs in all, at most {usable_cpus() / total * 1e6:,.0f} "
-        "children/s on these CPUs were they idle"
+        f"CPU per child: [bold]{app:.0f} µs the import's processes[/bold] ({per_child['cpu']:.0f} "
+        f"this one, mostly the scan, and {per_child['workers_cpu']:.0f} its workers), "
+        f"[bold]{per_child['server_cpu']:.0f} µs PostgreSQL[/bold] (0 when the server is "
+        f"elsewhere): {total:.0f} µs in all"
+    )
+    console.print(
+        f"on {cpus} idle CPUs that CPU allows about {1e6 / serial:,.0f} children/s (the scan "
+        f"alone on one, then the rest on all), at most {cpus / total * 1e6:,.0f} were all of "
+        "it spread over them"
     )
 
 

@@ -255,7 +255,10 @@ async def import_census_file(
     started = time.perf_counter()
     pool = _start_workers(workers) if workers is not None and not dry_run else None
     try:
+        # Hashed in a thread while the file is scanned (hashlib lets go of the GIL).
+        hashing = asyncio.get_running_loop().run_in_executor(None, file_sha256, path)
         scan = scan_census(path)
+        sha256 = await hashing
         header = scan.header
         if header is None:
             raise CensusFileRefused(scan.problems)
@@ -263,7 +266,7 @@ async def import_census_file(
             on_start(scan.children)
         report = ImportReport(
             census_import_id=None,
-            sha256=file_sha256(path),
+            sha256=sha256,
             file_name=file_name or path.name,
             census_year=header.census_year,
             la_code=header.la_code,
@@ -591,7 +594,7 @@ class _Tally:
             changed=len(writes.changed_children),
             referrals_created=len(writes.referrals),
             referrals_updated=len(writes.referral_updates),
-            events_created=dict(writes.events_by_type),
+            events_created=writes.events_by_type(),
         )
 
     def add_to(self, report: ImportReport) -> None:
@@ -773,10 +776,14 @@ async def _write(connection: Any, writes: Writes) -> None:
     await _copy(connection, "section47_enquiry", _ENQUIRY_COLUMNS, writes.enquiries)
     await _copy(connection, "icpc", _ICPC_COLUMNS, writes.icpcs)
     await _copy(connection, "referral", _REFERRAL_COLUMNS, writes.referrals)
-    if writes.referrals:
-        await connection.execute(_COUNT_REREFERRALS, [row[0] for row in writes.referrals])
     if writes.relink_children:
-        await connection.execute(_RELINK, sorted(set(writes.relink_children)))
+        # A new referral whose child has no other live referral counts none (and follows none):
+        # only the children with more than one are counted and relinked.
+        relinked = set(writes.relink_children)
+        counted = [row[0] for row in writes.referrals if row[5] in relinked]
+        if counted:
+            await connection.execute(_COUNT_REREFERRALS, counted)
+        await connection.execute(_RELINK, sorted(relinked))
     if writes.referral_updates:
         await connection.execute(
             _UPDATE_REFERRALS, *map(list, zip(*writes.referral_updates, strict=True))

@@ -95,9 +95,13 @@ class CensusEpisode:
         assessment recorded factor 16A, or a child protection plan of the episode was under
         neglect (NEG) at its start or latest. Primary need N1, "abuse or neglect", is not enough
         on its own; nor is MUL, as in DfE statistics."""
-        return any("16A" in assessment.factors for assessment in self.assessments) or any(
-            "NEG" in (plan.initial_category, plan.latest_category) for plan in self.cp_plans
-        )
+        for assessment in self.assessments:
+            if "16A" in assessment.factors:
+                return True
+        for plan in self.cp_plans:
+            if plan.initial_category == "NEG" or plan.latest_category == "NEG":
+                return True
+        return False
 
 
 @dataclass(slots=True)

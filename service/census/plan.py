@@ -28,12 +28,14 @@ neglect flag, an ICPC's outcome) are those of the first file that recorded it.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import os
 import uuid
+from collections import Counter
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, time, timedelta
-from typing import Any, Final
+from typing import Any, Final, NamedTuple
 
 import orjson
 from asyncpg.pgproto.pgproto import UUID as DriverUUID
@@ -74,9 +76,10 @@ def census_agency_name(la_code: str) -> str:
     return f"Children's social care, LA {la_code} (CIN census)"
 
 
+@functools.lru_cache(maxsize=4096)
 def received_at(day: date) -> datetime:
     """An imported referral's `received_at`: the start of its referral day in England (the census
-    records the day only)."""
+    records the day only). Cached: a file's referrals fall on a few thousand days."""
     return datetime.combine(day, time.min, tzinfo=UK_TIME_ZONE).astimezone(UTC)
 
 
@@ -102,6 +105,8 @@ class StoredPlan:
     new: bool = False
     ended_event_id: uuid.UUID | None = None
     changed: bool = False
+    row: list[Any] | None = None
+    """A new plan's row in `Writes.plans`, completed as its end and changes are planned."""
 
     def facts(self) -> PlanFacts:
         last = max((day for day, _, _ in self.changes), default=None)
@@ -159,12 +164,39 @@ class Writes:
     )
     changed_children: list[uuid.UUID] = field(default_factory=list)
     relink_children: list[uuid.UUID] = field(default_factory=list)
-    """Children with referrals stored before: their later referrals may follow a new one."""
-    events_by_type: dict[str, int] = field(default_factory=dict)
+    """Children with more than one live referral once the batch is stored: their referrals'
+    re-referral counts and links are set by the database's rules (service/census/load.py)."""
+
+    def lists(self) -> tuple[list[Any], ...]:
+        return (
+            self.referrals,
+            self.referral_updates,
+            self.events,
+            self.enquiries,
+            self.icpcs,
+            self.plans,
+            self.changes,
+            self.plan_updates,
+            self.changed_children,
+            self.relink_children,
+        )
+
+    def mark(self) -> tuple[int, ...]:
+        """Where each list ends now, for `rollback`."""
+        return tuple(map(len, self.lists()))
+
+    def rollback(self, mark: tuple[int, ...]) -> None:
+        """Drop what was added since `mark`."""
+        for rows, length in zip(self.lists(), mark, strict=True):
+            del rows[length:]
+
+    def events_by_type(self) -> dict[str, int]:
+        return dict(Counter(row[7] for row in self.events))
 
 
-@dataclass(frozen=True)
-class PlannedEvent:
+class PlannedEvent(NamedTuple):
+    """A case event a child's census records become (a tuple: a batch makes thousands)."""
+
     event_id: str
     event_type: str
     occurred_on: date
@@ -200,7 +232,7 @@ def planned_events(header: CensusHeader, child: CensusChild) -> list[PlannedEven
     planned: list[PlannedEvent] = []
     for e, episode in enumerate(child.episodes, start=1):
         where = f"CINdetails[{e}]"
-        neglect = episode.neglect
+        neglect = episode.neglect if episode.cin_plans else False
         plan_days = {plan.started_on: plan for plan in episode.cp_plans}
         for s, enquiry in enumerate(episode.section47s, start=1):
             ref = f"S47-{enquiry.started_on.isoformat()}"
@@ -377,29 +409,31 @@ def episode_body(header: CensusHeader, child: CensusChild, episode: CensusEpisod
     return EpisodeBody(body.decode(), reference_date, digest)
 
 
+# RFC 9562 version 4: the version nibble 0100 (byte 6), the variant bits 10 (byte 8).
+_VERSION_4: Final = bytes((byte & 0x0F) | 0x40 for byte in range(256))
+_VARIANT: Final = bytes((byte & 0x3F) | 0x80 for byte in range(256))
+
+
 class _Ids:
-    """Random (version 4) UUIDs, from one read of the system's random source per thousand.
+    """Random (version 4) UUIDs, made a thousand at a time from one read of the system's random
+    source.
 
     Made as the driver's own UUID type (a `uuid.UUID`, equal and hashing alike), which is built
     from 16 bytes ten times faster than `uuid.UUID(bytes=..., version=4)`: an import makes about
-    eight per child.
+    six per child.
     """
 
     def __init__(self) -> None:
-        self._pool = bytearray()
-        self._at = 0
+        self._made: list[uuid.UUID] = []
 
     def __call__(self) -> uuid.UUID:
-        if self._at >= len(self._pool):
+        if not self._made:
             pool = bytearray(os.urandom(16 * 1024))
-            # RFC 9562 version 4: the version nibble 0100, the variant bits 10.
-            pool[6::16] = bytes((byte & 0x0F) | 0x40 for byte in pool[6::16])
-            pool[8::16] = bytes((byte & 0x3F) | 0x80 for byte in pool[8::16])
-            self._pool, self._at = pool, 0
-        at = self._at
-        self._at = at + 16
-        made: uuid.UUID = DriverUUID(bytes(self._pool[at : at + 16]))
-        return made
+            pool[6::16] = pool[6::16].translate(_VERSION_4)
+            pool[8::16] = pool[8::16].translate(_VARIANT)
+            made = bytes(pool)
+            self._made = [DriverUUID(made[at : at + 16]) for at in range(0, len(made), 16)]
+        return self._made.pop()
 
 
 new_id: Final = _Ids()
@@ -428,29 +462,19 @@ def plan_child(
 ) -> Problem | None:
     """Add what importing `child` changes to `writes`, or return why the child is refused (and
     add nothing)."""
-    local = Writes()
+    mark = writes.mark()
     try:
-        _plan_referrals(header, import_id, child, context, local)
-        _plan_events(header, import_id, child, context, local)
+        _plan_referrals(header, import_id, child, context, writes)
+        _plan_events(header, import_id, child, context, writes)
     except _Refused as refused:
+        writes.rollback(mark)
         return Problem(child.la_child_id, refused.item, refused.message)
-    if local.referrals or local.referral_updates or local.events:
-        local.changed_children.append(context.child_id)
-    for name in (
-        "referrals",
-        "referral_updates",
-        "events",
-        "enquiries",
-        "icpcs",
-        "plans",
-        "changes",
-        "plan_updates",
-        "changed_children",
-        "relink_children",
+    if (
+        len(writes.referrals) > mark[0]
+        or len(writes.referral_updates) > mark[1]
+        or len(writes.events) > mark[2]
     ):
-        getattr(writes, name).extend(getattr(local, name))
-    for event_type, count in local.events_by_type.items():
-        writes.events_by_type[event_type] = writes.events_by_type.get(event_type, 0) + count
+        writes.changed_children.append(context.child_id)
     return None
 
 
@@ -484,8 +508,8 @@ def _plan_referrals(
     if not new:
         return
     # Copied without re-referral counts or `previous_received_at`: the database's rules set them
-    # once the batch is stored (`neglect_rereferral_counts` for the new referrals, and
-    # `neglect_relink_referrals` for a child with more than one live referral; see
+    # once the batch is stored (`neglect_rereferral_counts` and `neglect_relink_referrals`, for
+    # a child with more than one live referral: an only referral counts and follows none; see
     # service/census/load.py).
     if context.stored_moments or len(new) > 1:
         writes.relink_children.append(context.child_id)
@@ -566,9 +590,6 @@ def _plan_events(
                 _json(planned.fields),
                 import_id,
             )
-        )
-        writes.events_by_type[planned.event_type] = (
-            writes.events_by_type.get(planned.event_type, 0) + 1
         )
         _project(state, context.child_id, row_id, planned, writes)
     for plan in state.plans.values():
@@ -658,23 +679,22 @@ def _project(
             new=True,
         )
         state.plans[(plan_type, plan.plan_ref)] = plan
-        writes.plans.append(
-            [
-                plan.id,
-                child_id,
-                plan_type,
-                plan.plan_ref,
-                on,
-                None,
-                plan.initial_category,
-                plan.latest_category,
-                None,
-                fields.get("neglect"),
-                row_id,
-                None,
-                planned.previous_plans,
-            ]
-        )
+        plan.row = [
+            plan.id,
+            child_id,
+            plan_type,
+            plan.plan_ref,
+            on,
+            None,
+            plan.initial_category,
+            plan.latest_category,
+            None,
+            fields.get("neglect"),
+            row_id,
+            None,
+            planned.previous_plans,
+        ]
+        writes.plans.append(plan.row)
     else:
         plan_type = "cp" if kind.startswith("cp_") else "cin"
         plan = state.plans[(plan_type, fields["plan_ref"])]
@@ -686,10 +706,8 @@ def _project(
             plan.ended_on = on
             plan.ended_event_id = row_id
         plan.changed = True
-        if plan.new:
+        if plan.row is not None:
             # The new plan's row is still being built: give it its end and latest category.
-            for row in writes.plans:
-                if row[0] == plan.id:
-                    row[5] = plan.ended_on
-                    row[7] = plan.category_on(date.max)
-                    row[11] = plan.ended_event_id
+            plan.row[5] = plan.ended_on
+            plan.row[7] = plan.category_on(date.max)
+            plan.row[11] = plan.ended_event_id

@@ -25,6 +25,13 @@ from typer.testing import CliRunner
 
 from service.auth.caller import Caller
 from service.census import CensusFileRefused, ImportReport, Workers, import_census_file
+from service.census.parse import (
+    CensusScan,
+    child_chunks,
+    chunk_document,
+    read_chunk,
+    scan_census,
+)
 from service.cli.main import app as cli_app
 from service.db import (
     SessionFactory,
@@ -374,6 +381,54 @@ async def test_worker_processes_import_a_file_as_one_process_does(
     )
     assert again.children_changed == again.referrals_created == 0
     assert await _digests(session_factory) == before
+
+
+def test_a_file_with_a_namespace_prefix_is_cut_at_exactly_its_child_start_tags(
+    tmp_path: Path,
+) -> None:
+    # The worker processes' runs start at the `Child` start tags found by a search of the bytes:
+    # with a prefix (`<c:Child>`), never at `</c:Child>`, `<c:Children>` or `<c:ChildIdentifiers>`;
+    # and a `<Child>` inside a comment makes the file one that is not cut at all.
+    plain = census_xml(simulate(12, seed=7), 2024)
+    prefixed = (
+        plain.replace(b"</", b"\x00")
+        .replace(b"<", b"<c:")
+        .replace(b"\x00", b"</c:")
+        .replace(b"<c:?xml", b"<?xml")
+        .replace(b"<c:Message>", b"<c:Message xmlns:c='urn:dfe:cin'>")
+    )
+    path = tmp_path / "prefixed.xml"
+    path.write_bytes(prefixed)
+    scan = scan_census(path)
+    assert scan.header is not None
+    assert scan.children == prefixed.count(b"<c:Child>") > 5
+
+    chunks = child_chunks(prefixed, scan, 5)
+
+    starts = [start for _, start, _ in chunks]
+    tags = [index for index in range(len(prefixed)) if prefixed.startswith(b"<c:Child>", index)]
+    assert [first for first, _, _ in chunks] == list(range(1, scan.children + 1, 5))
+    assert starts == tags[::5]
+    assert chunks[-1][2] == prefixed.index(b"</c:Children>")
+    ids = [
+        child.la_child_id
+        for first, start, end in chunks
+        for child in read_chunk(
+            chunk_document(scan, prefixed[start:end]), scan.header, first, {}
+        ).children
+    ]
+    # The test's own synthetic file, read by the standard library independently of the service.
+    expected = ET.fromstring(prefixed).iterfind(".//{urn:dfe:cin}LAchildID")  # noqa: S314
+    assert ids == [element.text for element in expected]
+
+    commented = prefixed.replace(b"<c:Children>", b"<c:Children><!-- <Child> -->")
+    assert child_chunks(commented, scan_census_bytes(tmp_path, commented), 5) == []
+
+
+def scan_census_bytes(folder: Path, content: bytes) -> CensusScan:
+    path = folder / "commented.xml"
+    path.write_bytes(content)
+    return scan_census(path)
 
 
 # --- acceptance 2: indicators equal figures computed from the XML ---------------------------------
