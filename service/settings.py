@@ -285,7 +285,7 @@ class Settings(BaseSettings):
         description="How long an OData feed's paging snapshot can be read after its first page",
     )
     indicator_max_staleness_s: float = Field(
-        default=900.0,
+        default=3600.0,
         ge=0,
         description="Serve indicator figures from the rollup up to this many seconds after the "
         "refresh that computed them, once writes have overtaken it (the response says how old "

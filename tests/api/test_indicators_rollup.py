@@ -7,10 +7,12 @@ The history is the demo partnership (`load_demo_data`): back-loaded referrals, w
 decisions, plans whose category changes, re-assessments, case events and audits.
 """
 
-
 from __future__ import annotations
 
+import asyncio
+import os
 import re
+import sys
 from collections.abc import AsyncIterator
 from datetime import date
 
@@ -32,7 +34,7 @@ from service.indicators.rollup import (
 )
 from service.indicators.sql import build_series_sql
 from tests.builders.indicators import READ_UNSUPPRESSED, clear_domain_tables
-from tests.conftest import ClientMaker, RegisteredClient
+from tests.conftest import TEST_KEY_ENCRYPTION_KEY, ClientMaker, RegisteredClient
 
 OPTIONS = DemoOptions(children=90, seed=11, start=date(2023, 1, 1), end=date(2024, 12, 31))
 
@@ -252,12 +254,12 @@ async def test_a_refresh_prunes_the_notes_its_snapshot_saw(
     async with transaction(owner_session_factory) as session:
         await session.execute(text(_WRITES[1]))
     async with transaction(session_factory) as session:
-        before = (await session.execute(text("SELECT count(*) FROM indicator_change"))).scalar()
+        before = (await session.execute(text("SELECT count(*) FROM indicator_change"))).scalar_one()
 
     await _refresh(session_factory)
 
     async with transaction(session_factory) as session:
-        after = (await session.execute(text("SELECT count(*) FROM indicator_change"))).scalar()
+        after = (await session.execute(text("SELECT count(*) FROM indicator_change"))).scalar_one()
     assert before >= 1  # the history's load, and the write
     assert after == 0
 
@@ -428,3 +430,34 @@ async def test_a_stale_answer_says_how_old_its_figures_are(
     assert stale.headers["X-Figures-As-Of"] == state.figures_as_of.isoformat()
     assert stale_csv.headers["X-Figures-As-Of"] == state.figures_as_of.isoformat()
     assert stale.headers["ETag"] != current.headers["ETag"]
+
+
+async def _cli(runtime_database_url: str, *arguments: str) -> str:
+    process = await asyncio.create_subprocess_exec(
+        os.path.join(os.path.dirname(sys.executable), "neglect-service"),
+        "indicators",
+        "refresh",
+        *arguments,
+        env={
+            **os.environ,
+            "DATABASE_URL": runtime_database_url,
+            "NEGLECT_ENV": "production",
+            "NEGLECT_KEY_ENCRYPTION_KEY": TEST_KEY_ENCRYPTION_KEY,
+        },
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    out, err = await asyncio.wait_for(process.communicate(), timeout=300)
+    assert process.returncode == 0, err.decode()
+    return out.decode()
+
+
+async def test_the_refresh_command_refreshes_only_when_asked_or_needed(
+    history: None, session_factory: SessionFactory, runtime_database_url: str
+) -> None:
+    first = await _cli(runtime_database_url, "--if-changed")
+    second = await _cli(runtime_database_url, "--if-changed")
+
+    assert "rollup refreshed" in first
+    assert "not refreshed" in second
+    assert (await _state(session_factory)).current
