@@ -17,6 +17,11 @@ with each breakdown under `--breakdowns`). Every request and the count(*) run on
 cache, then `--runs` times; the median is reported. count(*) is measured before and after the
 indicators and its median over both is the yardstick.
 
+Before timing, the indicator rollup is refreshed (`service.indicators.rollup`, what
+`neglect-service worker` does after writes), so the requests time the path a BI refresh is served
+by; `--live` empties the rollup instead and times the live statements. The 12-period time is taken
+for every series.
+
 Verdicts: `pass` when an indicator takes no longer than count(*), `within 3x` up to three times it,
 `FAIL` beyond. The run exits 1 if any series FAILs. Results go to `bench/results/` (git-ignored)
 as `indicators-<time>.json` and `.txt`.
