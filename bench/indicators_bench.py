@@ -188,6 +188,7 @@ async def _refresh(url: str, live: bool) -> dict[str, Any]:
             "series": refreshed.series,
             "cells": refreshed.cells,
             "covered": f"{refreshed.covered_from} to {refreshed.covered_to}",
+            "slowest": [[name, round(seconds, 1)] for name, seconds in refreshed.slowest],
         }
     finally:
         await engine.dispose()

@@ -42,3 +42,5 @@ def refresh(
         f"{refreshed.covered_from} to {refreshed.covered_to}, figures as of "
         f"{refreshed.figures_as_of.isoformat()}, in {refreshed.seconds:.1f} s"
     )
+    for name, seconds in refreshed.slowest:
+        console.print(f"  {seconds:7.1f} s  {name}")

@@ -93,6 +93,8 @@ class Refreshed:
     series: int
     cells: int
     seconds: float
+    slowest: list[tuple[str, float]]
+    """The five series whose statements took longest, with their seconds."""
 
 
 def _series_keys() -> list[tuple[str, Period, Breakdown | None]]:
@@ -292,13 +294,17 @@ async def refresh_rollup(
     await session.execute(text("DELETE FROM indicator_cell"))
     catalogue = load_catalogue()
     series = cells = 0
+    timings: list[tuple[str, float]] = []
     for indicator_id, period, breakdown in _series_keys():
+        statement_started = time.perf_counter()
         buckets = [
             (start, end) for start, end, _ in period_bounds(covered_from, covered_to, period)
         ]
         statement = build_series_sql(indicator_id, catalogue[indicator_id].unit, period, breakdown)
         params = series_parameters(indicator_id, period, breakdown, buckets)
         rows = (await session.execute(text(statement), params)).all()
+        name = f"{indicator_id} {period}" + (f" by {breakdown}" if breakdown else "")
+        timings.append((name, time.perf_counter() - statement_started))
         await session.execute(
             text(_INSERT_CELLS_SQL),
             {
@@ -340,6 +346,7 @@ async def refresh_rollup(
         series=series,
         cells=cells,
         seconds=seconds,
+        slowest=sorted(timings, key=lambda timing: -timing[1])[:5],
     )
 
 
