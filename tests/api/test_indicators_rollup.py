@@ -30,6 +30,7 @@ from service.indicators.rollup import (
     TRACKED_TABLES,
     RollupState,
     read_rollup_state,
+    refresh_periodically,
     refresh_rollup,
 )
 from service.indicators.sql import build_series_sql
@@ -461,3 +462,34 @@ async def test_the_refresh_command_refreshes_only_when_asked_or_needed(
     assert "rollup refreshed" in first
     assert "not refreshed" in second
     assert (await _state(session_factory)).current
+
+
+async def test_the_worker_loop_refreshes_after_writes_and_only_then(
+    history: None, session_factory: SessionFactory, owner_session_factory: SessionFactory
+) -> None:
+    stop = asyncio.Event()
+    loop = asyncio.create_task(refresh_periodically(session_factory, 0.05, stop))
+    try:
+        async with asyncio.timeout(300):
+            while (state := await _state_or_none(session_factory)) is None or not state.current:
+                await asyncio.sleep(0.1)
+        first = state.figures_as_of
+        await asyncio.sleep(0.5)  # checks with nothing to do
+        unchanged = await _state(session_factory)
+        async with transaction(owner_session_factory) as session:
+            await session.execute(text(_WRITES[1]))
+        async with asyncio.timeout(300):
+            while not (state := await _state(session_factory)).current:
+                await asyncio.sleep(0.1)
+    finally:
+        stop.set()
+        refreshes = await loop
+
+    assert unchanged.figures_as_of == first
+    assert state.figures_as_of > first
+    assert refreshes == 2
+
+
+async def _state_or_none(factory: SessionFactory) -> RollupState | None:
+    async with transaction(factory) as session:
+        return await read_rollup_state(session)
