@@ -159,10 +159,9 @@ async def compute_series(
     figures_as_of: datetime | None = None
     if source != "live":
         state = await read_rollup_state(session)
-        usable = state is not None and covers(state, period, buckets)
         if (
             state is not None
-            and usable
+            and covers(state, period, buckets)
             and (source == "rollup" or state.current or state.age_s <= max_staleness_s)
         ):
             rows = await read_cells(session, meta.id, period, breakdown, buckets)
