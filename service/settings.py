@@ -291,6 +291,13 @@ class Settings(BaseSettings):
         "refresh that computed them, once writes have overtaken it (the response says how old "
         "they are, `figures_as_of`); 0 serves only an exact rollup, else the live figures",
     )
+    indicator_refresh_jobs: int = Field(
+        default=2,
+        ge=1,
+        le=32,
+        description="Database sessions a rollup refresh computes the series in at once (each "
+        "reads in the refresh's snapshot)",
+    )
     indicator_refresh_interval_s: float = Field(
         default=60.0,
         gt=0,

@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import asyncio
 from typing import Annotated
 
 import typer
-from sqlalchemy.ext.asyncio import AsyncSession
 
-from service.cli.common import console, resolved_url, with_session
+from service.cli.common import console, resolved_url
+from service.db import create_engine, create_session_factory, transaction
 from service.indicators.rollup import Refreshed, refresh_rollup
+from service.settings import get_settings
 
 indicators_app = typer.Typer(
     help="The indicator rollup: the stored cells every series is served from while exact.",
@@ -25,15 +27,35 @@ def refresh(
             help="Only when writes have overtaken the rollup (or it does not cover next year)",
         ),
     ] = False,
+    jobs: Annotated[
+        int | None,
+        typer.Option(
+            min=1,
+            max=32,
+            help="Sessions computing series at once (default NEGLECT_INDICATOR_REFRESH_JOBS)",
+        ),
+    ] = None,
 ) -> None:
     """Recompute every indicator series over the whole history into the rollup, in one
     transaction; readers keep the previous cells until it commits."""
     resolved_url()
+    settings = get_settings()
 
-    async def work(session: AsyncSession) -> Refreshed | None:
-        return await refresh_rollup(session, only_if_needed=if_changed)
+    async def run() -> Refreshed | None:
+        engine = create_engine(settings)
+        factory = create_session_factory(engine)
+        try:
+            async with transaction(factory) as session:
+                return await refresh_rollup(
+                    session,
+                    only_if_needed=if_changed,
+                    helpers=factory,
+                    jobs=jobs or settings.indicator_refresh_jobs,
+                )
+        finally:
+            await engine.dispose()
 
-    refreshed = with_session(work)
+    refreshed = asyncio.run(run())
     if refreshed is None:
         console.print("rollup not refreshed: it is current, or another refresh is running")
         return

@@ -82,7 +82,10 @@ def worker(
             engine = create_engine(settings, url)
             refreshing = asyncio.create_task(
                 refresh_periodically(
-                    create_session_factory(engine), settings.indicator_refresh_interval_s, stop
+                    create_session_factory(engine),
+                    settings.indicator_refresh_interval_s,
+                    stop,
+                    jobs=settings.indicator_refresh_jobs,
                 )
                 if refresh_indicators
                 else stop.wait()

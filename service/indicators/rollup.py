@@ -31,6 +31,7 @@ import asyncio
 import contextlib
 import hashlib
 import logging
+import re
 import time
 from dataclasses import dataclass
 from datetime import date, datetime
@@ -255,11 +256,19 @@ def needs_refresh(state: RollupState | None, today: date) -> bool:
 
 
 async def refresh_rollup(
-    session: AsyncSession, *, only_if_needed: bool = False
+    session: AsyncSession,
+    *,
+    only_if_needed: bool = False,
+    helpers: async_sessionmaker[AsyncSession] | None = None,
+    jobs: int = 1,
 ) -> Refreshed | None:
     """Recompute every cell in one REPEATABLE READ transaction: the session's transaction, which
     must not have run anything yet; the caller commits. None when another refresh is running, or
     (`only_if_needed`) when the cells are current and cover next year.
+
+    With `helpers` and `jobs` over 1, that many sessions from `helpers` compute the series at
+    once, each importing this transaction's snapshot (`pg_export_snapshot`), so the figures are
+    still those of one moment; this session stores them.
 
     The covered days run from 1 January of the year of the earliest day any indicator counts (or
     of today, with no data) to 31 December of the year after the later of today and the latest
@@ -292,39 +301,36 @@ async def refresh_rollup(
     valid_until = (await session.execute(text(_VALID_UNTIL_SQL))).scalar_one()
 
     await session.execute(text("DELETE FROM indicator_cell"))
-    catalogue = load_catalogue()
+    keys = _series_keys()
+    computed: asyncio.Queue[_Computed] = asyncio.Queue(maxsize=2 * max(jobs, 1))
     series = cells = 0
     timings: list[tuple[str, float]] = []
-    for indicator_id, period, breakdown in _series_keys():
-        statement_started = time.perf_counter()
-        buckets = [
-            (start, end) for start, end, _ in period_bounds(covered_from, covered_to, period)
-        ]
-        statement = build_series_sql(indicator_id, catalogue[indicator_id].unit, period, breakdown)
-        params = series_parameters(indicator_id, period, breakdown, buckets)
-        rows = (await session.execute(text(statement), params)).all()
-        name = f"{indicator_id} {period}" + (f" by {breakdown}" if breakdown else "")
-        timings.append((name, time.perf_counter() - statement_started))
-        await session.execute(
-            text(_INSERT_CELLS_SQL),
-            {
-                "indicator_id": indicator_id,
-                "period": period,
-                "breakdown": breakdown or "",
-                "positions": list(range(len(rows))),
-                "starts": [row.period_start for row in rows],
-                "ends": [row.period_end for row in rows],
-                "groups": [row.grp for row in rows],
-                "seen": [row.seen for row in rows],
-                "nums": [row.num for row in rows],
-                "dens": [row.den for row in rows],
-                "nkeys": [row.nkey for row in rows],
-                "dkeys": [row.dkey for row in rows],
-                "values": [row.value for row in rows],
-            },
-        )
-        series += 1
-        cells += len(rows)
+
+    async def store() -> None:
+        nonlocal series, cells
+        for _ in keys:
+            key, rows, seconds = await computed.get()
+            await _store_series(session, key, rows)
+            computed.task_done()
+            name = f"{key[0]} {key[1]}" + (f" by {key[2]}" if key[2] else "")
+            timings.append((name, seconds))
+            series += 1
+            cells += len(rows)
+
+    async with asyncio.TaskGroup() as group:
+        if helpers is None or jobs <= 1:
+            group.create_task(_compute(session, keys, covered_from, covered_to, computed))
+        else:
+            # Helpers read in this transaction's snapshot: the figures are those of one moment.
+            exported = (await session.execute(text("SELECT pg_export_snapshot()"))).scalar_one()
+            pending = list(reversed(keys))
+            for _ in range(jobs):
+                group.create_task(
+                    _compute_in_helper(
+                        helpers, exported, pending, covered_from, covered_to, computed
+                    )
+                )
+        group.create_task(store())
     await session.execute(text(_PRUNE_SQL), {"snapshot": snapshot})
     seconds = time.perf_counter() - started
     await session.execute(
@@ -350,8 +356,90 @@ async def refresh_rollup(
     )
 
 
+_Key = tuple[str, Period, Breakdown | None]
+_Computed = tuple[_Key, list[Any], float]
+_SNAPSHOT_ID: Final = re.compile(r"^[0-9A-F]+-[0-9A-F]+(-[0-9]+)?$")
+
+
+async def _series_rows(
+    session: AsyncSession, key: _Key, covered_from: date, covered_to: date
+) -> list[Any]:
+    indicator_id, period, breakdown = key
+    buckets = [(start, end) for start, end, _ in period_bounds(covered_from, covered_to, period)]
+    unit = load_catalogue()[indicator_id].unit
+    statement = build_series_sql(indicator_id, unit, period, breakdown)
+    params = series_parameters(indicator_id, period, breakdown, buckets)
+    return list((await session.execute(text(statement), params)).all())
+
+
+async def _compute(
+    session: AsyncSession,
+    keys: list[_Key],
+    covered_from: date,
+    covered_to: date,
+    computed: asyncio.Queue[_Computed],
+) -> None:
+    """Every series in the refresh's own session, one after the other (storing each before
+    the next is computed: one session runs one statement at a time)."""
+    for key in keys:
+        started = time.perf_counter()
+        rows = await _series_rows(session, key, covered_from, covered_to)
+        await computed.put((key, rows, time.perf_counter() - started))
+        await computed.join()
+
+
+async def _compute_in_helper(
+    helpers: async_sessionmaker[AsyncSession],
+    exported: str,
+    pending: list[_Key],
+    covered_from: date,
+    covered_to: date,
+    computed: asyncio.Queue[_Computed],
+) -> None:
+    """Series taken from `pending` until none is left, in a session of their own that reads in
+    the exported snapshot `exported`."""
+    if not _SNAPSHOT_ID.match(exported):
+        raise ValueError(f"unexpected snapshot id {exported!r}")
+    async with helpers() as helper, helper.begin():
+        await helper.execute(text("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY"))
+        # The id is checked above; SET TRANSACTION SNAPSHOT takes no parameter.
+        await helper.execute(text(f"SET TRANSACTION SNAPSHOT '{exported}'"))
+        await helper.execute(text("SET LOCAL statement_timeout = 0"))
+        await helper.execute(text("SET LOCAL jit = off"))
+        while pending:
+            key = pending.pop()
+            started = time.perf_counter()
+            rows = await _series_rows(helper, key, covered_from, covered_to)
+            await computed.put((key, rows, time.perf_counter() - started))
+
+
+async def _store_series(session: AsyncSession, key: _Key, rows: list[Any]) -> None:
+    indicator_id, period, breakdown = key
+    await session.execute(
+        text(_INSERT_CELLS_SQL),
+        {
+            "indicator_id": indicator_id,
+            "period": period,
+            "breakdown": breakdown or "",
+            "positions": list(range(len(rows))),
+            "starts": [row.period_start for row in rows],
+            "ends": [row.period_end for row in rows],
+            "groups": [row.grp for row in rows],
+            "seen": [row.seen for row in rows],
+            "nums": [row.num for row in rows],
+            "dens": [row.den for row in rows],
+            "nkeys": [row.nkey for row in rows],
+            "dkeys": [row.dkey for row in rows],
+            "values": [row.value for row in rows],
+        },
+    )
+
+
 async def refresh_periodically(
-    factory: async_sessionmaker[AsyncSession], interval_s: float, stop: asyncio.Event
+    factory: async_sessionmaker[AsyncSession],
+    interval_s: float,
+    stop: asyncio.Event,
+    jobs: int = 1,
 ) -> int:
     """Refresh the rollup whenever it needs it (`needs_refresh`), checking every `interval_s`,
     until `stop` is set; a database error is logged and retried at the next check. Returns how
@@ -360,7 +448,9 @@ async def refresh_periodically(
     while not stop.is_set():
         try:
             async with factory() as session, session.begin():
-                refreshed = await refresh_rollup(session, only_if_needed=True)
+                refreshed = await refresh_rollup(
+                    session, only_if_needed=True, helpers=factory, jobs=jobs
+                )
             if refreshed is not None:
                 refreshes += 1
                 logger.info(
@@ -371,7 +461,8 @@ async def refresh_periodically(
                         "figures_as_of": refreshed.figures_as_of.isoformat(),
                     },
                 )
-        except (OSError, TimeoutError, SQLAlchemyError) as exc:
+        # A failing helper of a parallel refresh arrives in an ExceptionGroup.
+        except (OSError, TimeoutError, SQLAlchemyError, ExceptionGroup) as exc:
             logger.warning(
                 "indicator rollup refresh failed; retrying", extra={"error": type(exc).__name__}
             )
