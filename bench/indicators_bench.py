@@ -170,19 +170,24 @@ async def _load(url: str, options: DemoOptions) -> dict[str, Any]:
 async def _refresh(url: str, live: bool) -> dict[str, Any]:
     """Refresh the indicator rollup (what the worker does after writes), so that the requests time
     the served path; with `live`, empty it instead, so that they time the live statements."""
-    engine = create_engine(Settings(database_url=url, db_statement_timeout_ms=STATEMENT_TIMEOUT_MS))
+    settings = Settings(database_url=url, db_statement_timeout_ms=STATEMENT_TIMEOUT_MS)
+    engine = create_engine(settings)
+    factory = create_session_factory(engine)
     try:
-        async with transaction(create_session_factory(engine)) as session:
+        async with transaction(factory) as session:
             if live:
                 await session.execute(text("DELETE FROM indicator_rollup"))
                 return {"source": "live"}
             cpu_before = resource.getrusage(resource.RUSAGE_SELF).ru_utime
-            refreshed = await refresh_rollup(session)
+            refreshed = await refresh_rollup(
+                session, helpers=factory, jobs=settings.indicator_refresh_jobs
+            )
             cpu_s = resource.getrusage(resource.RUSAGE_SELF).ru_utime - cpu_before
         if refreshed is None:
             raise RuntimeError("another refresh is running")
         return {
             "source": "rollup",
+            "refresh_jobs": settings.indicator_refresh_jobs,
             "refresh_s": round(refreshed.seconds, 1),
             "refresh_client_cpu_s": round(cpu_s, 1),
             "series": refreshed.series,
@@ -418,6 +423,7 @@ def main(argv: list[str] | None = None) -> int:
         else:
             header.append(
                 f"served: the indicator rollup, refreshed in {rollup['refresh_s']} s "
+                f"with {rollup['refresh_jobs']} sessions "
                 f"({rollup['series']} series, {rollup['cells']:,} cells, {rollup['covered']})"
             )
         count_runs, timings = asyncio.run(
