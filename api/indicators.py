@@ -23,6 +23,11 @@ key or of a user's delegated token is recorded (`authenticate_reader`). A series
 them to someone who knows the family, so each such response, JSON or CSV alike, is recorded as an
 `export` audit event (resource type `indicator`, resource id the indicator id).
 
+Rollup: the figures come from the indicator rollup (`service.indicators.rollup`) while it is exact,
+or, after writes it does not hold yet, while it is at most `NEGLECT_INDICATOR_MAX_STALENESS_S` old;
+then the body's `figures_as_of` (and the `X-Figures-As-Of` header, also on CSV) says when they were
+computed, so the ETag changes when the figures may. Otherwise they are computed live.
+
 Replica: the figures are read in a READ ONLY session, on the read replica when one is configured
 and close enough behind (`service.replica`), and `X-Data-Lag-Seconds` says how old they may be;
 the caller's client check and the export audit event use the primary.
@@ -91,6 +96,7 @@ IndicatorsReader = Annotated[Caller, Security(authenticate_reader, scopes=["indi
 
 UNSUPPRESSED_SCOPE: Final = "indicators:read:unsuppressed"
 CSV_MEDIA_TYPE: Final = "text/csv"
+FIGURES_AS_OF_HEADER: Final = "X-Figures-As-Of"
 CSV_COLUMNS: Final = (
     "indicator_id",
     "period_start",
@@ -116,6 +122,11 @@ _SERIES_RESPONSES: Final = {
         "headers": {
             "ETag": {"description": "Strong tag of this body", "schema": {"type": "string"}},
             **DATA_LAG_DOC,
+            FIGURES_AS_OF_HEADER: {
+                "description": "Present when the figures may be older than the data: when they "
+                "were computed (the body's `figures_as_of`; see README, indicator rollup)",
+                "schema": {"type": "string", "format": "date-time"},
+            },
         },
     },
     304: {"description": "Not modified: the figures match the `If-None-Match` tag"},
@@ -166,6 +177,7 @@ def _series_public(series: IndicatorSeries) -> IndicatorSeriesPublic:
         period=series.period,
         breakdown=series.breakdown,
         suppression_applied=series.suppression_applied,
+        figures_as_of=series.figures_as_of,
         series=[
             SeriesPointPublic(
                 period_start=point.period_start,
@@ -408,6 +420,7 @@ async def get_indicator_series(
     end = to or today_in_uk()
     start = from_ or _a_year_before(end)
     unsuppressed = caller.has(UNSUPPRESSED_SCOPE)
+    settings: Settings = request.app.state.settings
     series = await compute_series(
         reads,
         meta,
@@ -416,12 +429,13 @@ async def get_indicator_series(
         period=period,
         breakdown=breakdown,
         unsuppressed=unsuppressed,
+        max_staleness_s=settings.indicator_max_staleness_s,
     )
     if unsuppressed:
         await record_access(session, caller, "export", "indicator", meta.id)
     body = _series_public(series)
+    totals: IndicatorSeries | None = None
     if _prefers_csv(accept) and csv_layout == "tidy":
-        totals = None
         if breakdown is not None:
             totals = await compute_series(
                 reads,
@@ -431,8 +445,8 @@ async def get_indicator_series(
                 period=period,
                 breakdown=None,
                 unsuppressed=unsuppressed,
+                max_staleness_s=settings.indicator_max_staleness_s,
             )
-        settings: Settings = request.app.state.settings
         content = render_tidy_csv(series, totals, settings).encode()
         media_type = f"{CSV_MEDIA_TYPE}; charset=utf-8"
     elif _prefers_csv(accept):
@@ -445,6 +459,9 @@ async def get_indicator_series(
         "Vary": "Accept, Authorization",
         DATA_LAG_HEADER: data_lag(reads),
     }
+    figures_as_of = series.figures_as_of or (totals.figures_as_of if totals else None)
+    if figures_as_of is not None:
+        headers[FIGURES_AS_OF_HEADER] = figures_as_of.isoformat()
     if _matches(if_none_match, headers["ETag"]):
         return Response(status_code=304, headers=headers)
     if media_type.startswith(CSV_MEDIA_TYPE):

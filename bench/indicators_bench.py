@@ -17,6 +17,11 @@ with each breakdown under `--breakdowns`). Every request and the count(*) run on
 cache, then `--runs` times; the median is reported. count(*) is measured before and after the
 indicators and its median over both is the yardstick.
 
+Before timing, the indicator rollup is refreshed (`service.indicators.rollup`, what
+`neglect-service worker` does after writes), so the requests time the path a BI refresh is served
+by; `--live` empties the rollup instead and times the live statements. The 12-period time is taken
+for every series.
+
 Verdicts: `pass` when an indicator takes no longer than count(*), `within 3x` up to three times it,
 `FAIL` beyond. The run exits 1 if any series FAILs. Results go to `bench/results/` (git-ignored)
 as `indicators-<time>.json` and `.txt`.
@@ -28,6 +33,7 @@ import argparse
 import asyncio
 import json
 import os
+import resource
 import statistics
 import sys
 import time
@@ -50,6 +56,7 @@ from service.auth.keys import issue_access_token
 from service.db import create_engine, create_session_factory, transaction
 from service.demo.generator import DemoGenerator, DemoOptions, DemoToolkit, load_demo_data
 from service.indicators.catalogue import load_catalogue
+from service.indicators.rollup import read_rollup_state, refresh_rollup
 from service.migrations import migrate_database
 from service.settings import Settings
 from service.toolkits.definition import canonical_sha256
@@ -75,7 +82,7 @@ class Timing:
     verdict: str
     points: int
     median_12_ms: float | None = None
-    """Without a breakdown: the median for the last 12 of the periods (None with one)."""
+    """The median for the last 12 of the periods."""
     ratio_12_to_36: float | None = None
 
 
@@ -164,6 +171,48 @@ async def _load(url: str, options: DemoOptions) -> dict[str, Any]:
     }
 
 
+async def _refresh(url: str, live: bool) -> dict[str, Any]:
+    """Refresh the indicator rollup (what the worker does after writes), so that the requests time
+    the served path; with `live`, empty it instead, so that they time the live statements."""
+    settings = Settings(database_url=url, db_statement_timeout_ms=STATEMENT_TIMEOUT_MS)
+    engine = create_engine(settings)
+    factory = create_session_factory(engine)
+    try:
+        async with transaction(factory) as session:
+            if live:
+                await session.execute(text("DELETE FROM indicator_rollup"))
+                return {"source": "live"}
+            cpu_before = resource.getrusage(resource.RUSAGE_SELF).ru_utime
+            refreshed = await refresh_rollup(
+                session, helpers=factory, jobs=settings.indicator_refresh_jobs
+            )
+            cpu_s = resource.getrusage(resource.RUSAGE_SELF).ru_utime - cpu_before
+        if refreshed is None:
+            raise RuntimeError("another refresh is running")
+        return {
+            "source": "rollup",
+            "refresh_jobs": settings.indicator_refresh_jobs,
+            "refresh_s": round(refreshed.seconds, 1),
+            "refresh_client_cpu_s": round(cpu_s, 1),
+            "series": refreshed.series,
+            "cells": refreshed.cells,
+            "covered": f"{refreshed.covered_from} to {refreshed.covered_to}",
+            "slowest": [[name, round(seconds, 1)] for name, seconds in refreshed.slowest],
+        }
+    finally:
+        await engine.dispose()
+
+
+async def _rollup_current(url: str) -> bool | None:
+    engine = create_engine(Settings(database_url=url))
+    try:
+        async with transaction(create_session_factory(engine)) as session:
+            state = await read_rollup_state(session)
+        return None if state is None else state.current
+    finally:
+        await engine.dispose()
+
+
 async def _median_ms(work: Callable[[], Awaitable[object]], runs: int) -> list[float]:
     await work()  # warm the cache; not measured
     timings = []
@@ -218,14 +267,14 @@ async def _time_everything(
             for breakdown in (None, *(meta.breakdowns if breakdowns else ()))
         ]
         measured: list[tuple[str, str | None, list[float], int]] = []
-        measured_12: dict[str, list[float]] = {}
+        measured_12: dict[tuple[str, str | None], list[float]] = {}
         # The last 12 of the monthly periods: from the first day of the 11th month before the last.
         months_back = last.year * 12 + last.month - 1 - 11
         first_12 = max(first, date(months_back // 12, months_back % 12 + 1, 1))
         async with httpx.AsyncClient(transport=transport, base_url="http://bench") as client:
             for indicator_id, breakdown, months in [
                 *((indicator, breakdown, 36) for indicator, breakdown in series),
-                *((indicator, None, 12) for indicator, breakdown in series if breakdown is None),
+                *((indicator, breakdown, 12) for indicator, breakdown in series),
             ]:
                 start = first if months == 36 else first_12
                 params = {"from": start.isoformat(), "to": last.isoformat(), "period": "month"}
@@ -249,7 +298,7 @@ async def _time_everything(
 
                 timings = await _median_ms(request, runs)
                 if months == 12:
-                    measured_12[indicator_id] = timings
+                    measured_12[(indicator_id, breakdown)] = timings
                 else:
                     measured.append((indicator_id, breakdown, timings, points))
                 label = indicator_id + (f" by {breakdown}" if breakdown else "")
@@ -261,8 +310,8 @@ async def _time_everything(
         median = statistics.median(runs_ms)
         ratio = median / yardstick
         twelve = (
-            statistics.median(measured_12[indicator_id])
-            if breakdown is None and indicator_id in measured_12
+            statistics.median(measured_12[(indicator_id, breakdown)])
+            if (indicator_id, breakdown) in measured_12
             else None
         )
         timings_out.append(
@@ -322,6 +371,11 @@ def _parse(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument(
         "--breakdowns", action="store_true", help="also time every offered breakdown"
     )
+    parser.add_argument(
+        "--live",
+        action="store_true",
+        help="time the live statements (empty the indicator rollup) instead of the served path",
+    )
     parser.add_argument("--keep", action="store_true", help="keep the database afterwards")
     parser.add_argument(
         "--database-url", help="time this already loaded database (no create, load or drop)"
@@ -339,6 +393,7 @@ def main(argv: list[str] | None = None) -> int:
         f"load average before {os.getloadavg()[0]:.2f}",
     ]
     load: dict[str, Any] = {}
+    rollup: dict[str, Any] = {}
     created_database: str | None = None
     server = ""
     if args.database_url:
@@ -366,9 +421,20 @@ def main(argv: list[str] | None = None) -> int:
                 f"{load['rows']['referral'] / load['load_s']:,.0f} referrals a second "
                 f"(+ VACUUM ANALYZE and CHECKPOINT {load['vacuum_analyze_checkpoint_s']} s)"
             )
+        rollup = asyncio.run(_refresh(url, args.live))
+        if args.live:
+            header.append("served: live statements (rollup emptied)")
+        else:
+            header.append(
+                f"served: the indicator rollup, refreshed in {rollup['refresh_s']} s "
+                f"with {rollup['refresh_jobs']} sessions "
+                f"({rollup['series']} series, {rollup['cells']:,} cells, {rollup['covered']})"
+            )
         count_runs, timings = asyncio.run(
             _time_everything(url, first, last, args.runs, args.breakdowns)
         )
+        if not args.live and not asyncio.run(_rollup_current(url)):
+            raise RuntimeError("the rollup stopped being current while timing: rerun")
     finally:
         if created_database is not None and not args.keep:
             asyncio.run(
@@ -391,6 +457,7 @@ def main(argv: list[str] | None = None) -> int:
                 "to": last.isoformat(),
                 "runs": args.runs,
                 "load": load,
+                "rollup": rollup,
                 "count_ms": [round(value, 1) for value in count_runs],
                 "count_median_ms": round(statistics.median(count_runs), 1),
                 "series": [asdict(timing) for timing in timings],

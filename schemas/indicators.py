@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import date
+from datetime import date, datetime
 from typing import Final, Literal, get_args
 
 from pydantic import Field
@@ -120,5 +120,11 @@ class IndicatorSeriesPublic(PublicModel):
     suppression_applied: bool = Field(
         description="Whether disclosure control (small-cell suppression and cell-key "
         "perturbation) was applied; false only for callers holding indicators:read:unsuppressed"
+    )
+    figures_as_of: datetime | None = Field(
+        default=None,
+        description="When these figures were computed, if they may be older than the data: "
+        "served from the indicator rollup after writes it does not hold yet, at most "
+        "`NEGLECT_INDICATOR_MAX_STALENESS_S` old; null when they are the data's figures now",
     )
     series: list[SeriesPointPublic]

@@ -284,6 +284,26 @@ class Settings(BaseSettings):
         le=86_400,
         description="How long an OData feed's paging snapshot can be read after its first page",
     )
+    indicator_max_staleness_s: float = Field(
+        default=3600.0,
+        ge=0,
+        description="Serve indicator figures from the rollup up to this many seconds after the "
+        "refresh that computed them, once writes have overtaken it (the response says how old "
+        "they are, `figures_as_of`); 0 serves only an exact rollup, else the live figures",
+    )
+    indicator_refresh_jobs: int = Field(
+        default=2,
+        ge=1,
+        le=32,
+        description="Database sessions a rollup refresh computes the series in at once (each "
+        "reads in the refresh's snapshot)",
+    )
+    indicator_refresh_interval_s: float = Field(
+        default=60.0,
+        gt=0,
+        description="How often `neglect-service worker` checks whether the indicator rollup "
+        "needs a refresh (it refreshes only after writes)",
+    )
     feed_months: int = Field(
         default=36, ge=1, le=240, description="Months the OData feed covers by default"
     )

@@ -168,6 +168,9 @@ def settings(request: pytest.FixtureRequest) -> Settings:
         **pooled,
         # The test receivers of the webhook tests listen on loopback (development and tests only).
         webhook_allowed_networks=["127.0.0.1/32"],
+        # Exact figures only: a test that refreshes the indicator rollup is served from it while
+        # it is exact, and every other test gets the live figures.
+        indicator_max_staleness_s=0,
     )
 
 

@@ -21,6 +21,7 @@ from service.cli.db import db_app, describe_runtime_role, setup_runtime_role
 from service.cli.demo import demo_data
 from service.cli.export import export_app
 from service.cli.feed_keys import feed_keys_app
+from service.cli.indicators import indicators_app
 from service.cli.keys import keys_app
 from service.cli.toolkits import toolkits_app, toolkits_load_demo
 from service.cli.worker import worker
@@ -37,6 +38,7 @@ app.add_typer(feed_keys_app, name="feed-keys")
 app.add_typer(audit_app, name="audit")
 app.add_typer(import_app, name="import")
 app.add_typer(export_app, name="export")
+app.add_typer(indicators_app, name="indicators")
 app.command("demo-data")(demo_data)
 app.command("worker")(worker)
 

@@ -1,4 +1,5 @@
-"""`neglect-service worker`: deliver the webhooks' outbox (service.webhooks.worker)."""
+"""`neglect-service worker`: deliver the webhooks' outbox (service.webhooks.worker), and keep the
+indicator rollup refreshed (service.indicators.rollup)."""
 
 from __future__ import annotations
 
@@ -11,7 +12,8 @@ import typer
 
 from service.auth.key_encryption import key_encryption_key
 from service.cli.common import console, resolved_url
-from service.db import create_pool
+from service.db import create_engine, create_pool, create_session_factory
+from service.indicators.rollup import refresh_periodically
 from service.logs import configure_logging
 from service.settings import get_settings
 from service.webhooks.worker import REQUEST_TIMEOUT_S, DeliveryWorker
@@ -34,6 +36,13 @@ def worker(
             min=20.0, help="Seconds a claimed delivery stays this worker's before another may"
         ),
     ] = 90.0,
+    refresh_indicators: Annotated[
+        bool,
+        typer.Option(
+            help="Also refresh the indicator rollup after writes, checking every "
+            "NEGLECT_INDICATOR_REFRESH_INTERVAL_S seconds (not with --once)",
+        ),
+    ] = True,
 ) -> None:
     """Deliver webhooks until SIGTERM or SIGINT, which finish the batch in flight (or release it
     after 20 s). Run as many as needed: they never claim the same delivery."""
@@ -70,7 +79,24 @@ def worker(
             loop = asyncio.get_running_loop()
             for signum in (signal.SIGTERM, signal.SIGINT):
                 loop.add_signal_handler(signum, stop.set)
-            await delivery.run(stop)
+            engine = create_engine(settings, url)
+            refreshing = asyncio.create_task(
+                refresh_periodically(
+                    create_session_factory(engine),
+                    settings.indicator_refresh_interval_s,
+                    stop,
+                    jobs=settings.indicator_refresh_jobs,
+                )
+                if refresh_indicators
+                else stop.wait()
+            )
+            try:
+                await delivery.run(stop)
+            finally:
+                # A refresh in flight is rolled back: the next worker's loop makes it again.
+                refreshing.cancel()
+                await asyncio.gather(refreshing, return_exceptions=True)
+                await engine.dispose()
             return delivery.stats.succeeded + delivery.stats.failed
         finally:
             await delivery.aclose()

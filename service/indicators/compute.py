@@ -17,29 +17,33 @@ Disclosure control, for callers without `indicators:read:unsuppressed` (SPEC 2.5
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import date, timedelta
+from datetime import date, datetime, timedelta
 from decimal import Decimal
-from typing import Final
+from typing import Any, Final, Literal
 
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from schemas.case_audits import GOOD_OR_BETTER_GRADES
 from schemas.indicators import Breakdown, Period
 from service.errors import NotFound, Unprocessable, field_problem
 from service.indicators.catalogue import IndicatorMeta, load_catalogue, load_perturbation_table
 from service.indicators.periods import EARLIEST_START, Bucket, period_bounds
 from service.indicators.perturbation import PerturbationTable, perturb_figures
+from service.indicators.rollup import (
+    RollupState,
+    RollupUnavailable,
+    Source,
+    covers,
+    read_cells,
+    read_rollup_state,
+)
 from service.indicators.sql import (
     FIXED_GROUPS,
-    NEEDS_GOOD_GRADES,
-    NEEDS_HOLIDAYS,
-    STEPS,
     SUBGROUPS_OF,
     build_series_sql,
+    series_parameters,
 )
 from service.indicators.suppression import Cell, apply_primary_suppression, suppress
-from service.working_days import bank_holidays
 
 MAX_BUCKETS: Final = 400
 """More than 33 years of months: enough for any real question, small enough to answer fast."""
@@ -77,6 +81,10 @@ class IndicatorSeries:
     breakdown: Breakdown | None
     suppression_applied: bool
     points: list[SeriesPoint]
+    served_from: Literal["live", "rollup"] = "live"
+    figures_as_of: datetime | None = None
+    """When the figures were computed, if they may be older than the data (served from a rollup
+    that writes have overtaken since); None when they are the data's figures now."""
 
 
 def get_indicator(indicator_id: str) -> IndicatorMeta:
@@ -116,10 +124,6 @@ def _check_request(
     return buckets
 
 
-def _month_start(day: date) -> date:
-    return day.replace(day=1)
-
-
 def _number(raw: object, integral: bool) -> int | float | None:
     if not isinstance(raw, Decimal | float | int):
         return None
@@ -135,35 +139,43 @@ async def compute_series(
     period: Period,
     breakdown: Breakdown | None,
     unsuppressed: bool,
+    max_staleness_s: float = 0.0,
+    source: Source = "auto",
 ) -> IndicatorSeries:
     """The indicator's series over the buckets of `period` covering `start`..`end` (inclusive).
+
+    Its cells come from the rollup (`rollup.py`) when it covers the range and is current, or
+    not current but computed at most `max_staleness_s` ago (the series then says when, in
+    `figures_as_of`); otherwise from the live statement. `source` forces one: "live", or
+    "rollup" (served whatever its age; RollupUnavailable when it does not cover the range).
 
     Raises IndicatorParameterInvalid when the indicator does not offer the period or breakdown,
     or the range is empty or too long.
     """
     buckets = _check_request(meta, start, end, period, breakdown)
     labels = {bucket_start: label for bucket_start, _, label in buckets}
-    first, last = buckets[0][0], buckets[-1][0]
-    if period == "snapshot":
-        first, last = _month_start(first), _month_start(last)
-    params: dict[str, object] = {
-        "first_start": first,
-        "last_start": last,
-        "step": STEPS[period],
-        "range_start": buckets[0][0],
-        "range_end": buckets[-1][1],
-        "fixed_groups": list(FIXED_GROUPS[breakdown]) if breakdown else [],
-    }
-    if meta.id in NEEDS_HOLIDAYS:
-        # Deadlines run up to 60 days past a start up to a year before the range.
-        params["holidays"] = bank_holidays(buckets[0][0].year - 1, buckets[-1][1].year + 1)
-    if meta.id in NEEDS_GOOD_GRADES:
-        params["good_grades"] = list(GOOD_OR_BETTER_GRADES)
-    # The periods x groups cross join makes the planner's cost estimates huge, which would switch
-    # on JIT compilation: seconds of compiling for a query that runs in well under one.
-    await session.execute(text("SET LOCAL jit = off"))
-    statement = text(build_series_sql(meta.id, meta.unit, period, breakdown))
-    rows = (await session.execute(statement, params)).all()
+    rows: list[Any] | None = None
+    state_used: RollupState | None = None
+    figures_as_of: datetime | None = None
+    if source != "live":
+        state = await read_rollup_state(session)
+        if (
+            state is not None
+            and covers(state, period, buckets)
+            and (source == "rollup" or state.current or state.age_s <= max_staleness_s)
+        ):
+            rows = await read_cells(session, meta.id, period, breakdown, buckets)
+            state_used = state
+            figures_as_of = None if state.current else state.figures_as_of
+        elif source == "rollup":
+            raise RollupUnavailable("the rollup does not cover this series; refresh it")
+    if rows is None:
+        # The periods x groups cross join makes the planner's cost estimates huge, which would
+        # switch on JIT compilation: seconds of compiling for a query that runs in well under one.
+        await session.execute(text("SET LOCAL jit = off"))
+        statement = text(build_series_sql(meta.id, meta.unit, period, breakdown))
+        params = series_parameters(meta.id, period, breakdown, [(b[0], b[1]) for b in buckets])
+        rows = list((await session.execute(statement, params)).all())
 
     is_count = meta.unit == "count"
     ends: dict[date, date] = {}
@@ -215,6 +227,8 @@ async def compute_series(
         breakdown=breakdown,
         suppression_applied=not unsuppressed,
         points=points,
+        served_from="live" if state_used is None else "rollup",
+        figures_as_of=figures_as_of,
     )
 
 

@@ -53,12 +53,14 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
+from datetime import date
 from typing import Final
 
-from schemas.case_audits import AUDITED_WORK
+from schemas.case_audits import AUDITED_WORK, GOOD_OR_BETTER_GRADES
 from schemas.case_events import FEEDBACK_FROM
 from schemas.indicators import Breakdown, Period, Unit
 from schemas.vocabulary import NEGLECT_FORMS
+from service.working_days import bank_holidays
 
 UK_ZONE: Final = "Europe/London"
 
@@ -564,7 +566,8 @@ def _referral_decision_24h_share(breakdown: Breakdown | None) -> UnitsQuery:
 
 def _icpc_within_15_working_days_share(breakdown: Breakdown | None) -> UnitsQuery:
     # The 15th working day after the start, once per start date: 15 working days never span more
-    # than 60 calendar days.
+    # than 60 calendar days. MATERIALIZED: inlined, a plan misjudging the conferences' count (a
+    # table not yet analysed) computes every deadline again for every conference.
     return UnitsQuery(
         ctes=f"""
 timed_icpcs AS MATERIALIZED (
@@ -573,7 +576,7 @@ timed_icpcs AS MATERIALIZED (
     JOIN section47_enquiry s ON s.child_id = i.child_id AND s.enquiry_ref = i.enquiry_ref
     WHERE {_in_range("i.held_on")}
 ),
-deadlines AS (
+deadlines AS MATERIALIZED (
     SELECT starts.started_on, deadline.day
     FROM (SELECT DISTINCT started_on FROM timed_icpcs) starts
     LEFT JOIN LATERAL (
@@ -827,9 +830,11 @@ agg AS (
 def build_series_sql(
     indicator_id: str, unit: Unit, period: Period, breakdown: Breakdown | None
 ) -> str:
-    """The statement computing one series: rows of (period_start, period_end, grp, num, den,
-    nkey, dkey, value), one per period and group, where grp NULL is the period's total; without
-    a breakdown there is only the total. `period_end` is the day after the bucket's last day.
+    """The statement computing one series: rows of (period_start, period_end, grp, seen, num,
+    den, nkey, dkey, value), one per period and group, where grp NULL is the period's total;
+    without a breakdown there is only the total. `period_end` is the day after the bucket's last
+    day. `seen` says the group had units in the period (a group that is not fixed is shown when
+    seen in some period of the range; the rollup keeps it to apply that rule to a narrower range).
     `nkey` and `dkey` are the sums of the record keys of the records counted in the numerator
     and in the denominator (the cell keys, before the modulus).
 
@@ -864,10 +869,11 @@ units AS ({_keyed_units(units)}
 ),{_aggregate_sql(units, breakdown)}
 groups AS ({groups}),
 totals AS (SELECT k, den, dkey FROM agg WHERE grp IS NULL)
-SELECT s.period_start, s.period_end, s.grp, s.num, s.den, s.nkey, s.dkey,
+SELECT s.period_start, s.period_end, s.grp, s.seen, s.num, s.den, s.nkey, s.dkey,
        {_value_sql(unit)} AS value
 FROM (
-    SELECT p.period_start, p.period_end, g.grp, COALESCE(a.num, 0) AS num, {denominator} AS den,
+    SELECT p.period_start, p.period_end, g.grp, a.k IS NOT NULL AS seen,
+           COALESCE(a.num, 0) AS num, {denominator} AS den,
            COALESCE(a.nkey, 0) AS nkey, {denominator_key} AS dkey
     FROM periods p
     CROSS JOIN groups g
@@ -877,3 +883,27 @@ FROM (
 ORDER BY s.period_start, s.grp IS NOT NULL,
          array_position(CAST(:fixed_groups AS text[]), s.grp::text) NULLS LAST, s.grp
 """
+
+
+def series_parameters(
+    indicator_id: str, period: Period, breakdown: Breakdown | None, buckets: list[tuple[date, date]]
+) -> dict[str, object]:
+    """The bound parameters of `build_series_sql` for the buckets (start, end) of `period`, in
+    order (each bucket's start as `period_bounds` gives it: for `snapshot`, its last day)."""
+    first, last = buckets[0][0], buckets[-1][0]
+    if period == "snapshot":
+        first, last = first.replace(day=1), last.replace(day=1)
+    params: dict[str, object] = {
+        "first_start": first,
+        "last_start": last,
+        "step": STEPS[period],
+        "range_start": buckets[0][0],
+        "range_end": buckets[-1][1],
+        "fixed_groups": list(FIXED_GROUPS[breakdown]) if breakdown else [],
+    }
+    if indicator_id in NEEDS_HOLIDAYS:
+        # Deadlines run up to 60 days past a start up to a year before the range.
+        params["holidays"] = bank_holidays(buckets[0][0].year - 1, buckets[-1][1].year + 1)
+    if indicator_id in NEEDS_GOOD_GRADES:
+        params["good_grades"] = list(GOOD_OR_BETTER_GRADES)
+    return params

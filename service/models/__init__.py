@@ -13,6 +13,7 @@ from .children import Child
 from .clients import ApiClient
 from .feed import FeedKey, FeedSnapshot, FeedSnapshotPoint
 from .idempotency import IdempotencyRecord
+from .indicators import IndicatorCell, IndicatorChange, IndicatorRollup
 from .keys import SigningKey
 from .rate_limits import RateLimitCounter
 from .referrals import Referral
@@ -37,6 +38,9 @@ __all__ = [
     "FeedSnapshot",
     "FeedSnapshotPoint",
     "IdempotencyRecord",
+    "IndicatorCell",
+    "IndicatorChange",
+    "IndicatorRollup",
     "RateLimitCounter",
     "Referral",
     "SigningKey",
