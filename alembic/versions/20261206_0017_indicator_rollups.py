@@ -22,7 +22,7 @@ from sqlalchemy import text as sql_text
 # alembic_utils adds op.create_entity, replace_entity and drop_entity when it is imported.
 # mypy: disable-error-code="attr-defined"
 revision: str = '0017'
-down_revision: str | Sequence[str] | None = '0015'
+down_revision: str | Sequence[str] | None = '0016'
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
