@@ -253,13 +253,16 @@ def _cp_plan(draw: st.DrawFn) -> CpPlan:
 @st.composite
 def _enquiry(draw: st.DrawFn) -> Enquiry:
     has_icpc = draw(st.booleans()) or draw(st.booleans())
-    near_holiday = draw(st.integers(0, 2)) == 0
+    near_holiday = draw(st.booleans())
     return Enquiry(
         start=draw(st.one_of(st.integers(0, 60), _OFFSETS)),
         near_holiday=draw(st.sampled_from(_HOLIDAYS_IN_HISTORY)) if near_holiday else None,
         start_recorded=draw(st.booleans()) or draw(st.booleans()),
         icpc_after_working_days=(
-            draw(st.one_of(st.sampled_from((14, 15, 16)), st.integers(0, 30))) if has_icpc else None
+            # On the last working day in time, or a day either side, most often.
+            draw(st.one_of(st.just(15), st.sampled_from((14, 16)), st.integers(0, 30)))
+            if has_icpc
+            else None
         ),
         categories=tuple(draw(st.lists(_CATEGORIES, max_size=3, unique=True))),
         plan_follows=draw(st.booleans()),

@@ -136,11 +136,14 @@ def buckets(period: Period, first: date, last: date) -> list[tuple[date, date, d
 
 
 def _age_band(child: Any, day: date) -> str:
+    """The band of the child's age in whole years on `day`: the birthdays passed, a 29 February
+    birthday passing on 1 March in other years (negative before birth, so "under 1")."""
     birth = child.date_of_birth or child.expected_date_of_birth
     if birth is None:
         return "not known"
-    for years, band in ((1, "under 1"), (5, "1-4"), (10, "5-9"), (16, "10-15")):
-        if birth > years_after(day, -years):
+    age = day.year - birth.year - ((day.month, day.day) < (birth.month, birth.day))
+    for below, band in ((1, "under 1"), (5, "1-4"), (10, "5-9"), (16, "10-15")):
+        if age < below:
             return band
     return "16+"
 
