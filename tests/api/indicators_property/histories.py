@@ -274,7 +274,8 @@ def _enquiry(draw: st.DrawFn) -> Enquiry:
 def _assessment(draw: st.DrawFn) -> Assessment:
     other_toolkit = draw(st.booleans()) and draw(st.booleans())
     return Assessment(
-        day=draw(st.one_of(_OFFSETS, st.integers(0, 3))),
+        # Re-assessments a few weeks or months apart, several in one period.
+        day=draw(st.one_of(st.integers(0, 150), _OFFSETS)),
         other_toolkit=other_toolkit,
         grade=draw(st.integers(1, 5) if other_toolkit else st.one_of(st.integers(1, 5), st.none())),
         override=(
@@ -285,7 +286,8 @@ def _assessment(draw: st.DrawFn) -> Assessment:
             )
         ),
         agency=draw(st.sampled_from(("school", "health"))),
-        names_previous=draw(st.one_of(st.none(), st.integers(0, 3))),
+        # Often the first sent of the earlier ones, which need not be the latest earlier one.
+        names_previous=draw(st.one_of(st.just(0), st.none(), st.integers(0, 3))),
     )
 
 
