@@ -106,6 +106,9 @@ class CpPlan:
     start: int
     """Days after the end of the child's plan before (or after the anchor, for the first)."""
     length: int | None
+    ends_on_anchor: bool
+    """Ends on the child's anchor instead, when that is after its start (the anchor is often a
+    period's last day: a plan ending on it is no longer open on it)."""
     category: str
     changes: tuple[tuple[int, str], ...]
     """(days after the start, category), in the order sent: out of date order, same-day pairs."""
@@ -244,6 +247,7 @@ def _cp_plan(draw: st.DrawFn) -> CpPlan:
     return CpPlan(
         start=draw(st.one_of(st.just(0), _OFFSETS)),
         length=length,
+        ends_on_anchor=draw(st.booleans()),
         category=draw(_CATEGORIES),
         changes=tuple(changes),
         domestic_abuse=draw(st.booleans()),
@@ -419,6 +423,8 @@ def _plan_events(ref: dict[str, Any], child: ChildHistory) -> list[list[dict[str
         if starts > HISTORY_LAST:
             break
         ends = _end(starts, plan.length)
+        if plan.ends_on_anchor and _on(child, 0) > starts:
+            ends = _on(child, 0)
         plan_ref = f"CP-{number}"
         events = [
             cp_plan_started(
