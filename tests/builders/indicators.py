@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import asyncio
 import uuid
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import date, datetime, time, timedelta
 from typing import Any
@@ -275,13 +275,18 @@ class IndicatorApi:
             )
             assert response.status_code == 200, response.text
         if withdrawn:
-            response = await self.client.post(
-                f"/v1/referrals/{referral_id}/withdraw",
-                json=valid_withdraw_body(),
-                headers=writer.headers,
-            )
-            assert response.status_code == 200, response.text
+            await self.withdraw(referral_id, agency_type)
         return referral_id
+
+    async def withdraw(self, referral_id: str, agency_type: str) -> None:
+        """The referrer (the writer of `agency_type` that sent it) withdraws the referral."""
+        writer = await self.writer(agency_type)
+        response = await self.client.post(
+            f"/v1/referrals/{referral_id}/withdraw",
+            json=valid_withdraw_body(),
+            headers=writer.headers,
+        )
+        assert response.status_code == 200, response.text
 
     async def refer_all(self, specs: Sequence[ReferralSpec], concurrency: int = 8) -> None:
         """Send many referrals, a few at a time; for referrals whose order does not matter
@@ -321,28 +326,37 @@ class IndicatorApi:
         child: KnownChild,
         completed_on: date,
         *,
-        highest_area_grade: int = 3,
+        highest_area_grade: int | None = 3,
         agency_type: str = "school",
         toolkit: ToolkitDefinition | None = None,
         previous_assessment_id: str | None = None,
+        overrides: Mapping[str, int] | None = None,
     ) -> str:
         """POST an assessment whose every item is graded `highest_area_grade`; its id.
 
         So every area is graded that, and an area is at concern exactly when the grade is 3 or more.
-        Uses the demonstration toolkit unless `toolkit` is given.
+        None answers every item `not_known`, so no area has a grade. `overrides` (area id -> grade)
+        are the practitioner's overrides, which replace those areas' grades. Uses the
+        demonstration toolkit unless `toolkit` is given.
         """
         writer = await self.writer(agency_type)
         body = assessment_body(
             child=child.assessment_ref(),
             definition=toolkit or load_demo_toolkit(),
-            default_grade=highest_area_grade,
+            default_grade="not_known" if highest_area_grade is None else highest_area_grade,
             completed_on=completed_on,
             previous_assessment_id=previous_assessment_id,
+            overrides=[
+                {"area_id": area_id, "grade": grade, "reason": "Seen at the home visit."}
+                for area_id, grade in (overrides or {}).items()
+            ],
         )
         created = await post_assessment(self.client, writer, body)
         outcome = created["outcome"]
-        assert outcome["highest_area_grade"] == highest_area_grade, outcome
-        assert (outcome["areas_at_concern"] > 0) == (highest_area_grade >= 3), outcome
+        if not overrides:
+            assert outcome["highest_area_grade"] == highest_area_grade, outcome
+            concern = highest_area_grade is not None and highest_area_grade >= 3
+            assert (outcome["areas_at_concern"] > 0) == concern, outcome
         assessment_id: str = created["id"]
         return assessment_id
 
