@@ -13,7 +13,8 @@ Records cluster around a day per child, often exactly a day or a year apart.
 
 The history goes in through the public API, the way the service's writers send it. Then every
 indicator, for every period type it offers, without a breakdown and with each one it offers, is
-served (`served_series`, exact figures) and compared cell by cell with the reference
+served (`served_series`, exact figures) both ways the service serves it, by the live statement
+and from the refreshed rollup's stored cells, and compared cell by cell with the reference
 (`reference.py`), which follows the catalogue's words and never the service's SQL.
 
 Deterministic (`derandomize`: the same examples every run) and bounded (a few histories, each
@@ -30,9 +31,10 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 
 from schemas.indicators import PERIODS, Breakdown, Period
-from service.db import SessionFactory
+from service.db import SessionFactory, transaction
 from service.indicators.catalogue import IndicatorMeta, load_catalogue
 from service.indicators.compute import compute_series
+from service.indicators.rollup import Source, refresh_rollup
 from service.toolkits.definition import ToolkitDefinition
 from service.toolkits.demo import load_demo_toolkit
 from tests.api.indicators_property.histories import (
@@ -56,6 +58,8 @@ from tests.builders.indicators import IndicatorApi, clear_domain_tables
 from tests.conftest import ClientMaker, RegisteredClient
 
 PROPERTY_PERIODS: tuple[Period, ...] = ("month", "quarter", "year", "financial_year", "snapshot")
+SOURCES: tuple[Source, ...] = ("live", "rollup")
+"""Both ways the service serves a series: the live statement, and the refreshed rollup."""
 
 
 async def served_series(
@@ -63,12 +67,11 @@ async def served_series(
     meta: IndicatorMeta,
     period: Period,
     breakdown: Breakdown | None,
+    source: Source,
 ) -> Cells:
-    """The exact figures the service serves for the property's range, as reference cells.
-
-    The one place the property reads the service: to check another way of serving the figures
-    (precomputed rollups, say), point this at it.
-    """
+    """The exact figures the service serves for the property's range, as reference cells:
+    computed by the live statement (`source="live"`) or read from the rollup's stored cells
+    (`"rollup"`, which raises rather than fall back to live)."""
     async with session_factory() as session:
         series = await compute_series(
             session,
@@ -78,6 +81,7 @@ async def served_series(
             period=period,
             breakdown=breakdown,
             unsuppressed=True,
+            source=source,
         )
     return {
         (point.period_start, point.period_end, point.group): (
@@ -159,13 +163,24 @@ async def test_every_indicator_equals_the_reference_over_the_raw_tables(
             writers.other_toolkit.id: writers.other_toolkit.concern_grade,
         },
     )
+    # The rollup's cells are the live statement's output over the whole history, stored: a
+    # period's figures must not depend on the range the refresh computed them over.
+    async with transaction(session_factory) as session:
+        assert await refresh_rollup(session) is not None
     for period, meta in itertools.product(PROPERTY_PERIODS, load_catalogue().values()):
         if period not in meta.periods:
             continue
         for breakdown in (None, *meta.breakdowns):
-            got = await served_series(session_factory, meta, period, breakdown)
             expected = expected_series(rows, meta, period, breakdown, FIRST_DAY, LAST_DAY)
-            assert got == expected, (meta.id, period, breakdown, _differences(got, expected))
+            for source in SOURCES:
+                got = await served_series(session_factory, meta, period, breakdown, source)
+                assert got == expected, (
+                    source,
+                    meta.id,
+                    period,
+                    breakdown,
+                    _differences(got, expected),
+                )
 
 
 def test_the_property_covers_every_indicator_period_and_breakdown_of_the_catalogue() -> None:
