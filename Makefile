@@ -25,7 +25,7 @@ PYTEST := $(BIN)/python -m pytest -n $(PYTEST_WORKERS) $(PYTEST_ARGS)
 MYPY_PATHS := $(wildcard service api schemas tests alembic bench)
 PGDATA := $(or $(NEGLECT_EMBEDDED_PGDATA),.pgdata)
 
-.PHONY: help venv lock pgbouncer run test pytest test-pgbouncer lint typecheck openapi bench bench-indicators bench-demo bench-feed bench-census bench-token-timing bench-docs-offline bench-webhooks drill-webhooks clean
+.PHONY: help venv lock pgbouncer wrk run test pytest test-pgbouncer lint typecheck openapi bench bench-indicators bench-demo bench-feed bench-census bench-token-timing bench-docs-offline bench-webhooks drill-webhooks clean
 
 help: ## List the targets
 	@awk 'BEGIN {FS = ":.*## "} /^[a-z][a-z-]*:.*## / {printf "  %-10s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -115,7 +115,11 @@ bench-census: venv ## Import a generated CIN census file of 100,000 children; pr
 bench-token-timing: venv ## Unknown, disabled and wrong-secret clients at /oauth/token: same time?
 	$(BIN)/python -m bench.token_timing
 
-bench-webhooks: venv ## Referral create with and without the webhook outbox (HTTP, in process); two workers' events/s
+wrk: ## Install wrk (apt-get) if it is missing: the HTTP load of make bench and make bench-webhooks
+	@command -v wrk >/dev/null 2>&1 || { echo "installing wrk" >&2; \
+		apt-get install -y wrk >/dev/null 2>&1 || { apt-get update >/dev/null && apt-get install -y wrk >/dev/null; }; }
+
+bench-webhooks: venv wrk ## Referral create with and without the webhook outbox (HTTP, in process); two workers' events/s
 	$(BIN)/python -m bench.webhooks $(BENCH_ARGS)
 
 drill-webhooks: venv ## SIGKILL a webhook worker and restart a private PostgreSQL during 500 decisions
