@@ -37,11 +37,10 @@ from typing import Any, Final
 
 import asyncpg
 from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from sqlalchemy import text
 
 from bench.harness import find_server_url, plain_url, quote_identifier
-from bench.indicators_bench import children_for, demo_toolkit
+from bench.indicators_bench import children_for, demo_toolkit, loading_progress
 from service.db import create_engine, create_session_factory, transaction
 from service.demo.generator import (
     LOAD_ORDER,
@@ -128,14 +127,7 @@ async def _admin(server: str, statement: str) -> None:
 async def _load(url: str, options: DemoOptions) -> Measured:
     """Load as `neglect-service demo-data` does, marking the end of the COPY (`on_indexing`)."""
     engine = create_engine(Settings(database_url=url, db_statement_timeout_ms=STATEMENT_TIMEOUT_MS))
-    progress = Progress(
-        TextColumn("loading children"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TimeElapsedColumn(),
-        console=err,
-    )
-    task = progress.add_task("load", total=options.children)
+    progress, task = loading_progress(options.children)
     marks: list[Mark] = []
     try:
         with progress:

@@ -46,7 +46,14 @@ from typing import Any, Final
 import asyncpg
 import httpx
 from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    TaskID,
+    TextColumn,
+    TimeElapsedColumn,
+)
 from sqlalchemy import text
 
 from api.main import create_app
@@ -117,8 +124,8 @@ async def _admin(server: str, statement: str) -> None:
         await connection.close()
 
 
-async def _load(url: str, options: DemoOptions) -> dict[str, Any]:
-    engine = create_engine(Settings(database_url=url, db_statement_timeout_ms=STATEMENT_TIMEOUT_MS))
+def loading_progress(children: int) -> tuple[Progress, TaskID]:
+    """The demo load's progress bar (on stderr) and its task, counting children."""
     progress = Progress(
         TextColumn("loading children"),
         BarColumn(),
@@ -126,7 +133,12 @@ async def _load(url: str, options: DemoOptions) -> dict[str, Any]:
         TimeElapsedColumn(),
         console=err,
     )
-    task = progress.add_task("load", total=options.children)
+    return progress, progress.add_task("load", total=children)
+
+
+async def _load(url: str, options: DemoOptions) -> dict[str, Any]:
+    engine = create_engine(Settings(database_url=url, db_statement_timeout_ms=STATEMENT_TIMEOUT_MS))
+    progress, task = loading_progress(options.children)
     try:
         started = time.perf_counter()
         with progress:
