@@ -97,7 +97,7 @@ typecheck: venv ## mypy --strict (configured in pyproject.toml) over the whole t
 openapi: venv ## Regenerate openapi.yaml from the app (no database needed)
 	$(BIN)/python -m api.openapi_export
 
-bench: venv ## Run the benchmarks in bench/ (bench/run.sh)
+bench: venv wrk ## Run the benchmarks in bench/ (bench/run.sh)
 	@if [[ -f bench/run.sh ]]; then bash bench/run.sh; else echo "bench/run.sh does not exist yet"; fi
 
 bench-indicators: venv ## Every indicator over 36 months at 1,000,000 referrals, against count(*)

@@ -45,8 +45,8 @@ else
 fi
 
 if ! command -v wrk >/dev/null 2>&1; then
-    echo "bench: installing wrk" >&2
-    apt-get install -y wrk >/dev/null 2>&1 || { apt-get update >/dev/null && apt-get install -y wrk >/dev/null; }
+    echo "bench: wrk is missing; 'make wrk' installs it (make bench does so first)" >&2
+    exit 1
 fi
 
 WORK="$(mktemp -d /tmp/ns-bench.XXXXXX)"
