@@ -137,7 +137,9 @@ async def list_webhook_deliveries(
     status: DeliveryStatus | None = None,
 ) -> Page[WebhookDeliveryPublic]:
     """Events sent (or to be sent) to this subscription, newest first, each with its attempts;
-    `status=dead` lists the dead letters."""
+    `status=dead` lists the dead letters. An event is listed once a delivery worker has taken it
+    up, within a poll interval of its occurring while a worker runs (`/health/ready` shows the
+    workers)."""
     return await subscriptions.list_deliveries(session, caller, webhook_id, page, status)
 
 

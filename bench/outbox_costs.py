@@ -1,5 +1,5 @@
-"""What the webhook outbox costs PostgreSQL per event, and what each of migration 0016's changes
-saves: `.venv/bin/python -m bench.outbox_costs`.
+"""What the webhook outbox costs PostgreSQL per event, and what migrations 0016 and 0018 (the
+event alone, fanned out by the workers) saved: `.venv/bin/python -m bench.outbox_costs`.
 
 One fresh database at head, a Front Door client subscribed to `referral.received` and a partner
 subscribed to `referral.decided` (as `make bench-webhooks` registers them). Each variant installs
@@ -16,14 +16,15 @@ Variants (`--variants`, comma-separated):
 - `0013`: the outbox as migration 0013 made it: the event and its deliveries in two statements,
   the recipients from a PL/pgSQL set-returning function, both foreign keys of webhook_delivery
   checked on every delivery inserted;
-- `current`: as it is now: the same functions (they are 0013's), without the foreign keys
-  (migration 0016), so `0013` minus `current` is what the foreign-key checks cost;
-- tried and not kept, as they saved nothing measurable: `0013-one-statement` (the event and its
-  deliveries in one INSERT, a data-modifying WITH), `0013-sql-recipients` and
-  `current-sql-recipients` (the recipients in LANGUAGE sql, which the planner inlines);
-- `no-recipient`: the current function with no subscription matching: the event row alone, what
-  the writer would still pay if the worker fanned events out to subscriptions;
+- `0016`: as migration 0016 left it: the same functions, without the foreign keys, so `0013`
+  minus `0016` is what the foreign-key checks cost;
+- `current` (migration 0018): the event alone, waiting in the partial index of events not yet
+  fanned out; a worker makes its deliveries (`neglect_fan_out_webhooks`), off the create's path;
 - `nothing`: the baseline.
+The older variants run without the partial index (their events are written already fanned out in
+effect), `current` and `nothing` with it. Tried earlier and not kept, as they saved nothing
+measurable: the event and its deliveries in one INSERT (a data-modifying WITH), and the recipients
+in LANGUAGE sql, which the planner inlines (3 to 5 us an event, within noise).
 
 PostgreSQL must run on this machine (its backends' CPU is read from /proc). The database is
 dropped at the end.
@@ -37,7 +38,6 @@ import base64
 import importlib.util
 import os
 import random
-import re
 import statistics
 import sys
 import time
@@ -72,68 +72,16 @@ NO_FOREIGN_KEYS: Final = (
     "ALTER TABLE webhook_delivery DROP CONSTRAINT IF EXISTS "
     "fk_webhook_delivery_subscription_id_webhook_subscription",
 )
-_RECIPIENTS_CALL: Final = (
-    "neglect_webhook_recipients(p_event_type => p_event_type, p_agency_name => p_agency_name)"
+FAN_OUT_INDEX: Final = (
+    "CREATE INDEX IF NOT EXISTS ix_webhook_message_fan_out ON webhook_message (id) "
+    "WHERE fanned_out_at IS NULL"
 )
+NO_FAN_OUT_INDEX: Final = "DROP INDEX IF EXISTS ix_webhook_message_fan_out"
 
 
-_SQL_RECIPIENTS: Final = """CREATE OR REPLACE FUNCTION public.neglect_webhook_recipients(
-    p_event_type text, p_agency_name text
-) RETURNS SETOF uuid LANGUAGE sql STABLE AS $$
--- The active subscriptions an event goes to, by SPEC 2.7. A referral received goes to the Front
--- Door (the clients allowed to read every referral); every other event only to the agency it
--- concerns (`p_agency_name`, the referring or assessing agency), as the records themselves are
--- scoped (SPEC 2.6). The client must be enabled and allowed the event's scope.
--- LANGUAGE sql so that the planner inlines it into the outbox's INSERT (a PL/pgSQL set-returning
--- call cost the referral create about 20 microseconds more). No colon may appear in this body,
--- comments included, as alembic_utils escapes the colons of a SQL function's frozen copy twice.
-    SELECT s.id
-    FROM webhook_subscription AS s
-    JOIN api_client AS c ON c.client_id = s.client_id
-    WHERE s.status = 'active'
-      AND p_event_type = ANY (s.event_types)
-      AND c.enabled
-      AND neglect_webhook_scope(p_event_type => p_event_type) = ANY (c.allowed_scopes)
-      AND (p_event_type = 'referral.received' OR c.agency_name = p_agency_name)
-$$;
-"""
-"""`neglect_webhook_recipients` in LANGUAGE sql, which the planner inlines into the delivery INSERT:
-measured, and not kept, as without the foreign keys it saved 3 to 5 us per event (within noise),
-while no colon may appear in a SQL function's body (alembic_utils escapes them twice in its
-frozen copy)."""
-
-_ONE_STATEMENT_TAIL: Final = """    WITH message AS (
-        INSERT INTO webhook_message (id, event_type, agency_name, occurred_at, body)
-        VALUES (
-            v_id, p_event_type, p_agency_name, v_at,
-            jsonb_build_object(
-                'type', p_event_type,
-                'timestamp', to_char(v_at AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.US"Z"'),
-                'data', jsonb_build_object(
-                    v_kind || '_id', p_resource_id,
-                    'status', p_status,
-                    'links', jsonb_build_object('self', '/v1/' || v_kind || 's/' || p_resource_id)
-                )
-            )::text
-        )
-        RETURNING id
-    )
-    INSERT INTO webhook_delivery (message_id, subscription_id, next_attempt_at)
-    SELECT message.id, recipient, v_at
-    FROM message,
-        neglect_webhook_recipients(p_event_type => p_event_type, p_agency_name => p_agency_name)
-            AS recipient;
-    RETURN v_id;
-END
-$$;
-"""
-"""The event and its deliveries in one INSERT (a data-modifying WITH): measured, and not kept,
-as it saved nothing measurable."""
-
-
-def _migration_0013() -> Any:
-    path = ROOT / "alembic" / "versions" / "20261206_0013_webhooks.py"
-    spec = importlib.util.spec_from_file_location("migration_0013", path)
+def _migration(file_name: str) -> Any:
+    path = ROOT / "alembic" / "versions" / file_name
+    spec = importlib.util.spec_from_file_location(path.stem, path)
     assert spec is not None
     assert spec.loader is not None
     module = importlib.util.module_from_spec(spec)
@@ -153,30 +101,27 @@ def _current(name: str) -> str:
 
 
 def variants() -> dict[str, list[str]]:
-    """Each variant's statements: its two functions and its foreign keys."""
-    old = _migration_0013()
-    recipients_0013 = _frozen(old.NEGLECT_WEBHOOK_RECIPIENTS)
-    enqueue_0013 = _frozen(old.NEGLECT_ENQUEUE_WEBHOOK)
-    recipients_now = _current("neglect_webhook_recipients")
-    recipients_sql = _SQL_RECIPIENTS
+    """Each variant's statements: its functions, foreign keys and indexes."""
+    old = _migration("20261206_0013_webhooks.py")
+    fan_out = _migration("20261206_0018_webhook_fan_out_by_workers.py")
+    recipients = _current("neglect_webhook_recipients")
     enqueue_now = _current("neglect_enqueue_webhook")
     start = enqueue_now.index("    INSERT INTO webhook_message")
-    one_statement = enqueue_now[:start] + _ONE_STATEMENT_TAIL
-    call = re.search(re.escape(_RECIPIENTS_CALL) + r"\s+AS recipient", enqueue_now)
-    assert call is not None
-    nobody = enqueue_now.replace(call[0], "(SELECT NULL::uuid WHERE false) AS nobody (recipient)")
     nothing = (
         enqueue_now[: enqueue_now.index("BEGIN\n", start - 20)]
         + "BEGIN\n    RETURN v_id;\nEND\n$$;"
     )
+    before = [*NO_FOREIGN_KEYS, NO_FAN_OUT_INDEX]
     return {
-        "0013": [recipients_0013, enqueue_0013, *NO_FOREIGN_KEYS, *FOREIGN_KEYS],
-        "0013-sql-recipients": [recipients_sql, enqueue_0013, *NO_FOREIGN_KEYS, *FOREIGN_KEYS],
-        "0013-one-statement": [recipients_0013, one_statement, *NO_FOREIGN_KEYS, *FOREIGN_KEYS],
-        "current": [recipients_now, enqueue_now, *NO_FOREIGN_KEYS],
-        "current-sql-recipients": [recipients_sql, enqueue_now, *NO_FOREIGN_KEYS],
-        "no-recipient": [recipients_now, nobody, *NO_FOREIGN_KEYS],
-        "nothing": [recipients_now, nothing, *NO_FOREIGN_KEYS],
+        "0013": [
+            _frozen(old.NEGLECT_WEBHOOK_RECIPIENTS),
+            _frozen(old.NEGLECT_ENQUEUE_WEBHOOK),
+            *before,
+            *FOREIGN_KEYS,
+        ],
+        "0016": [recipients, _frozen(fan_out.NEGLECT_ENQUEUE_WEBHOOK_BEFORE), *before],
+        "current": [recipients, enqueue_now, *NO_FOREIGN_KEYS, FAN_OUT_INDEX],
+        "nothing": [recipients, nothing, *NO_FOREIGN_KEYS, FAN_OUT_INDEX],
     }
 
 
@@ -263,8 +208,7 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument(
         "--variants",
-        default="0013,0013-sql-recipients,0013-one-statement,current,current-sql-recipients,"
-        "no-recipient",
+        default="0013,0016,current",
     )
     parser.add_argument("--connections", type=int, default=1)
     parser.add_argument("--calls", type=int, default=1000, help="calls per variant per round")

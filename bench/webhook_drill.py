@@ -309,10 +309,11 @@ async def drill(args: argparse.Namespace) -> int:
                     if set(expected_ids) <= set(receiver.seen)
                     else "events missing"
                 )
-                # ...and every delivery settled: a killed worker's are sent again after its lease.
+                # ...and every event fanned out and every delivery settled: a killed worker's are
+                # sent again after its lease.
                 while await _pending(postgres.url()) and time.monotonic() < deadline:
                     await asyncio.sleep(0.5)
-                note("no delivery pending")
+                note("no event waiting, no delivery pending")
         outbox = await _read_back(postgres.url())
     finally:
         if workers is not None:
@@ -401,7 +402,8 @@ async def _pending(url: str) -> int:
     try:
         return int(
             await connection.fetchval(
-                "SELECT count(*) FROM webhook_delivery WHERE status = 'pending'"
+                "SELECT (SELECT count(*) FROM webhook_delivery WHERE status = 'pending') "
+                "+ (SELECT count(*) FROM webhook_message WHERE fanned_out_at IS NULL)"
             )
         )
     finally:

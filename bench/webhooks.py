@@ -1,8 +1,9 @@
 """Webhook benchmark (issue 12, acceptance 6): `make bench-webhooks`.
 
 In every create part `neglect_create_referral` is swapped, round by round, between its current
-definition (which writes the `referral.received` event and, as the Front Door is subscribed to it,
-its delivery, in the same statement) and the same definition without that call.
+definition (which writes the `referral.received` event in the same statement; the Front Door is
+subscribed to it, and a worker would make its delivery) and the same definition without that
+call.
 
 1. **The referral create through HTTP (judged).** `neglect-service serve --workers 2` (uvicorn),
    a bearer token from `/oauth/token`, `bench/referrals.lua` and `bench/openloop.py` as `make
@@ -20,7 +21,8 @@ its delivery, in the same statement) and the same definition without that call.
 3. **Worker throughput.** Two `neglect-service worker` processes and a receiver on loopback
    (`bench/webhook_receiver.py`, deduping on `webhook-id`, verifying one signature in ten with the
    `standardwebhooks` library). `--events` events are enqueued in one statement once both workers
-   beat; the rate is events over the time from that commit to the last new `webhook-id` received.
+   beat; the rate is events over the time from that commit to the last new `webhook-id` received:
+   the workers fan the events out to the subscription, then send them.
    `--worker-rounds` rounds; the target is a median of at least 500 events per second.
 
 Database server: DATABASE_URL if set, else PostgreSQL on 127.0.0.1:5432 if it answers, else the
@@ -522,7 +524,12 @@ async def measure_workers(
     workers: list[subprocess.Popen[bytes]] = []
     receiver: DedupingReceiver | None = None
     try:
-        # The create rounds left a Front Door subscription with pending deliveries to nowhere.
+        # The create rounds left events for a Front Door subscription to nowhere: not the
+        # workers' to send.
+        await connection.execute(
+            "UPDATE webhook_message SET fanned_out_at = clock_timestamp() "
+            "WHERE fanned_out_at IS NULL"
+        )
         await connection.execute(
             "UPDATE webhook_delivery SET status = 'cancelled' WHERE status = 'pending'"
         )

@@ -166,6 +166,9 @@ class WorkerHealth(PublicModel):
     alive: int = Field(description="Workers that sent a heartbeat lately")
     last_heartbeat_at: datetime | None
     deliveries_due: int = Field(description="Deliveries due and not yet sent")
+    events_waiting: int = Field(
+        description="Events no worker has yet fanned out to the subscriptions entitled to them"
+    )
 
 
 class ReplayAccepted(PublicModel):

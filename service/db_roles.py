@@ -4,15 +4,15 @@ The role that owns a table can `ALTER TABLE audit_event DISABLE TRIGGER USER`, a
 `SET session_replication_role = replica`; either silences the audit trail's append-only and chain
 triggers. So the service connects as a runtime role that owns nothing and holds only what the
 service needs: SELECT, INSERT, UPDATE and DELETE on the domain tables, SELECT and INSERT on
-`audit_event`, `webhook_message` and `webhook_attempt`, no DELETE on `webhook_subscription`,
-nothing on `audit_chain_head` (the chain trigger, SECURITY DEFINER, writes it for it), nothing on
-`alembic_version`; USAGE on the sequences; EXECUTE on the functions.
-`ensure_runtime_role`, run by the owner (the role that migrates), creates it and grants exactly
-that, again after each migration (the default privileges it sets also cover tables that later
-migrations create, but only a run grants a new audit table narrowly). It also gives the role its
-statement timeout in this database (`ALTER ROLE ... IN DATABASE ... SET statement_timeout`): behind
-a transaction-mode pooler no connection parameter can carry it, and the role's setting is what
-the server enforces on statements outside a transaction.
+`audit_event`, `webhook_message` (and UPDATE of its `fanned_out_at`) and `webhook_attempt`, no
+DELETE on `webhook_subscription`, nothing on `audit_chain_head` (the chain trigger, SECURITY
+DEFINER, writes it for it), nothing on `alembic_version`; USAGE on the sequences; EXECUTE on the
+functions. `ensure_runtime_role`, run by the owner (the role that migrates), creates it and grants
+exactly that, again after each migration (the default privileges it sets also cover tables that
+later migrations create, but only a run grants a new audit table narrowly). It also gives the role
+its statement timeout in this database (`ALTER ROLE ... IN DATABASE ... SET statement_timeout`):
+behind a transaction-mode pooler no connection parameter can carry it, and the role's setting is
+what the server enforces on statements outside a transaction.
 """
 
 from __future__ import annotations
@@ -37,8 +37,9 @@ NARROW_GRANTS: Final[dict[str, tuple[str, ...]]] = {
     "audit_chain_head": (),
     "alembic_version": (),
     # A webhook event and a record of an attempt, once written, stay as written: what was sent,
-    # and what came back, are evidence like the audit trail.
-    "webhook_message": ("SELECT", "INSERT"),
+    # and what came back, are evidence like the audit trail. Only the moment a worker fanned an
+    # event out to its subscriptions is written later.
+    "webhook_message": ("SELECT", "INSERT", "UPDATE (fanned_out_at)"),
     "webhook_attempt": ("SELECT", "INSERT"),
     # A subscription ends by its status, never by DELETE: its deliveries, which name it without a
     # foreign key (the referral create's cost, service/models/webhooks.py), never dangle.

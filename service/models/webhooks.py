@@ -1,8 +1,9 @@
 """Webhooks: subscriptions, the outbox of events, their deliveries and every attempt made.
 
-An event is written to `webhook_message` in the same transaction as the change it reports, with
-one `webhook_delivery` per subscription entitled to it (`neglect_enqueue_webhook`,
-service/webhooks/outbox.sql). Workers claim due deliveries and record each attempt.
+An event is written to `webhook_message` in the same transaction as the change it reports
+(`neglect_enqueue_webhook`, service/webhooks/outbox.sql): that one row is all the outbox adds to
+the change. Workers fan each event out, one `webhook_delivery` per subscription entitled to it
+(`neglect_fan_out_webhooks`), then claim due deliveries and record each attempt.
 """
 
 from __future__ import annotations
@@ -73,16 +74,24 @@ class WebhookSubscription(SQLModel, table=True):
 class WebhookMessage(SQLModel, table=True):
     """One event, as sent: `body` holds the exact bytes every attempt signs and sends, and `id`
     is its `webhook-id`, the same across retries and replays. `agency_name` is the agency the
-    event concerns (the referring or assessing one), which decides who may receive it."""
+    event concerns (the referring or assessing one), which decides who may receive it.
+    `fanned_out_at` is when a worker made its deliveries; until then the event waits in
+    `ix_webhook_message_fan_out`."""
 
     __tablename__ = "webhook_message"
-    __table_args__ = (Index("ix_webhook_message_occurred_at", "occurred_at"),)
+    __table_args__ = (
+        Index("ix_webhook_message_occurred_at", "occurred_at"),
+        Index("ix_webhook_message_fan_out", "id", postgresql_where=text("fanned_out_at IS NULL")),
+    )
 
     id: str = Field(sa_column=Column(String(40), primary_key=True))
     event_type: str = Field(sa_column=Column(String(64), nullable=False))
     agency_name: str = Field(sa_column=Column(String(200), nullable=False))
     occurred_at: datetime = Field(sa_column=Column(DateTime(timezone=True), nullable=False))
     body: str = Field(sa_column=Column(Text, nullable=False))
+    fanned_out_at: datetime | None = Field(
+        default=None, sa_column=Column(DateTime(timezone=True), nullable=True)
+    )
 
 
 class WebhookDelivery(SQLModel, table=True):
@@ -106,13 +115,12 @@ class WebhookDelivery(SQLModel, table=True):
     id: int | None = Field(
         default=None, sa_column=Column(BigInteger, Identity(always=True), primary_key=True)
     )
-    # No foreign keys on these two: every referral create writes a delivery, and the checks
-    # (each a row lock on the referenced row, the one Front Door subscription that every
-    # concurrent create shares) were about a quarter of what the outbox cost a create
-    # (bench/outbox_costs.py). What they guarded cannot happen: deliveries are written only by
-    # `neglect_enqueue_webhook` (the event it has just written, subscriptions it has just read)
-    # and `neglect_replay_webhooks` (likewise), and the runtime role may delete neither events
-    # nor subscriptions (`service.db_roles.NARROW_GRANTS`; a subscription ends by its status).
+    # No foreign keys on these two (migration 0016: each check locked the referenced row, when
+    # the referral create still wrote its deliveries). What they guarded cannot happen:
+    # deliveries are written only by `neglect_fan_out_webhooks` and `neglect_replay_webhooks`
+    # (events and subscriptions they have just read), and the runtime role may delete neither
+    # events nor subscriptions (`service.db_roles.NARROW_GRANTS`; a subscription ends by its
+    # status).
     message_id: str = Field(sa_column=Column(String(40), nullable=False))
     subscription_id: uuid.UUID = Field(sa_column=Column(UUID(as_uuid=True), nullable=False))
     status: str = Field(

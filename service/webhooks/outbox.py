@@ -1,8 +1,9 @@
 """The transactional outbox: an event is written in the transaction of the change it reports.
 
-One database function, `neglect_enqueue_webhook` (outbox.sql), writes it, with a pending delivery
-to every subscription entitled to it; `neglect_create_referral` calls it inside its own statement,
-and the other changes call it here, in their session's transaction.
+One database function, `neglect_enqueue_webhook` (outbox.sql), writes it: one row, nothing else;
+`neglect_create_referral` calls it inside its own statement, and the other changes call it here,
+in their session's transaction. Workers then fan each event out to the subscriptions entitled to
+it (`neglect_fan_out_webhooks`, service/webhooks/worker.py).
 """
 
 from __future__ import annotations

@@ -37,8 +37,11 @@ CREATE OR REPLACE FUNCTION public.neglect_enqueue_webhook(
     p_event_type text, p_agency_name text, p_resource_id uuid, p_status text
 ) RETURNS text LANGUAGE plpgsql AS $$
 -- The transactional outbox: one event, written in the caller's transaction (it lands with the
--- change it reports or not at all), with a pending delivery to each subscription entitled to it.
--- Returns the event's id, its `webhook-id`.
+-- change it reports or not at all). Returns the event's id, its `webhook-id`.
+-- One row is all it adds to the change: a worker makes the event's deliveries
+-- (`neglect_fan_out_webhooks`). Writing them here as well (a second row, its four index entries
+-- and the look-up of the recipients) cost every referral create more than the event itself,
+-- under concurrency (bench/outbox_costs.py).
 -- The payload is thin by construction: the record's id, its status and a link, nothing a caller
 -- could fill with personal data (the receiver reads the record with its own token, scoped and
 -- audited). The body is stored as the exact text every attempt signs and sends.
@@ -64,11 +67,48 @@ BEGIN
             )
         )::text
     );
-    INSERT INTO webhook_delivery (message_id, subscription_id, next_attempt_at)
-    SELECT v_id, recipient, v_at
-    FROM neglect_webhook_recipients(p_event_type => p_event_type, p_agency_name => p_agency_name)
-        AS recipient;
     RETURN v_id;
+END
+$$;
+
+CREATE OR REPLACE FUNCTION public.neglect_fan_out_webhooks(p_limit integer)
+RETURNS integer LANGUAGE plpgsql AS $$
+-- A worker's first step: the deliveries of up to `p_limit` events not yet fanned out, oldest
+-- first, one pending delivery to each subscription entitled to the event
+-- (`neglect_webhook_recipients`: active, its client enabled and allowed the event's scope, the
+-- Front Door's or the agency's the event concerns) that had been made when the event occurred.
+-- Entitlement is judged now, as a replay judges it: a subscription deleted, or a client disabled
+-- or narrowed, since the event occurred gets nothing, as its pending deliveries would have been
+-- cancelled. Due when the event occurred, so older events are sent first. Several workers
+-- share the work (`SKIP LOCKED`); a delivery a replay made first is kept. Returns how many events
+-- were fanned out.
+DECLARE
+    v_count integer;
+BEGIN
+    WITH batch AS (
+        SELECT id, event_type, agency_name, occurred_at
+        FROM webhook_message
+        WHERE fanned_out_at IS NULL
+        ORDER BY id
+        LIMIT p_limit
+        FOR UPDATE SKIP LOCKED
+    ), made AS (
+        INSERT INTO webhook_delivery (message_id, subscription_id, next_attempt_at)
+        SELECT batch.id, s.id, batch.occurred_at
+        FROM batch
+        CROSS JOIN LATERAL neglect_webhook_recipients(
+            p_event_type => batch.event_type, p_agency_name => batch.agency_name
+        ) AS recipient
+        JOIN webhook_subscription AS s ON s.id = recipient
+        WHERE s.created_at <= batch.occurred_at
+        ON CONFLICT (message_id, subscription_id) DO NOTHING
+    )
+    UPDATE webhook_message AS m
+    SET fanned_out_at = clock_timestamp()
+    FROM batch
+    WHERE m.id = batch.id;
+    GET DIAGNOSTICS v_count = ROW_COUNT;
+    RETURN v_count;
 END
 $$;
 

@@ -169,6 +169,8 @@ FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[])
     AS a (client_id, agency_type, agency_name, message_id, reason)
 """
 
+_FAN_OUT: Final = "SELECT neglect_fan_out_webhooks(p_limit => $1)"
+
 _DISABLE: Final = (
     "SELECT neglect_end_webhook_subscription("
     "p_subscription_id => $1, p_status => 'disabled', p_reason => $2)"
@@ -227,6 +229,8 @@ class DeliveryWorker:
     kek: KeyEncryptionKey
     policy: RetryPolicy = field(default_factory=RetryPolicy)
     batch_size: int = 100
+    fan_out_size: int = 500
+    """Events fanned out in one transaction (`neglect_fan_out_webhooks`)."""
     concurrency: int = 20
     """Requests of a batch in flight at once: as many as the HTTP client keeps connections alive
     for (httpx keeps 20 by default), so a busy worker reuses its connections."""
@@ -253,7 +257,19 @@ class DeliveryWorker:
 
     # --- one batch --------------------------------------------------------------------------
 
+    async def fan_out(self) -> int:
+        """Make the deliveries of every event not yet fanned out, `fan_out_size` events a
+        transaction (other workers take other events meanwhile); returns how many events."""
+        total = 0
+        async with self.pool.acquire() as connection:
+            while True:
+                fanned: int = await connection.fetchval(_FAN_OUT, self.fan_out_size)
+                total += fanned
+                if fanned < self.fan_out_size:
+                    return total
+
     async def claim(self, lease: uuid.UUID) -> list[Claimed]:
+        await self.fan_out()
         async with self.pool.acquire() as connection:
             rows = await connection.fetch(_CLAIM, self.batch_size, self.lease_s, lease)
         return [
@@ -556,13 +572,15 @@ _WORKER_HEALTH: Final = text(
     " AND heartbeat_at > clock_timestamp() - make_interval(secs => :alive_s)) AS alive, "
     "(SELECT max(heartbeat_at) FROM webhook_worker) AS last_heartbeat_at, "
     "(SELECT count(*) FROM webhook_delivery "
-    " WHERE status = 'pending' AND next_attempt_at <= clock_timestamp()) AS deliveries_due"
+    " WHERE status = 'pending' AND next_attempt_at <= clock_timestamp()) AS deliveries_due, "
+    "(SELECT count(*) FROM webhook_message WHERE fanned_out_at IS NULL) AS events_waiting"
 )
 
 
 async def worker_health(connection: AsyncConnection, settings: Settings) -> WorkerHealth:
     """What `/health/ready` shows of the workers: how many beat within three heartbeats, the
-    last beat, and how many deliveries are due and waiting (a growing number: too few)."""
+    last beat, how many deliveries are due and waiting, and how many events wait for a worker to
+    make their deliveries (growing numbers: too few workers, or none)."""
     row = (
         await connection.execute(
             _WORKER_HEALTH, {"alive_s": 3 * settings.webhook_worker_heartbeat_s}

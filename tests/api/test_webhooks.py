@@ -19,7 +19,7 @@ from service.db import SessionFactory
 from tests.bodies import valid_decision_body, valid_withdraw_body
 from tests.builders.assessments import assessment_body, post_assessment, publish_demo
 from tests.builders.referrals import PROBLEMS, create_referral, post_referral, referral_body
-from tests.builders.webhooks import deliveries_of, end_subscriptions, subscribe
+from tests.builders.webhooks import deliveries_of, end_subscriptions, fan_out, subscribe
 from tests.conftest import ClientMaker, RegisteredClient
 
 HOOK = "https://receiver.example/hooks/neglect"
@@ -220,8 +220,8 @@ async def _messages_about(factory: SessionFactory, resource_id: str) -> list[dic
     async with factory() as session:
         rows = await session.execute(
             text(
-                "SELECT id, event_type, agency_name, body FROM webhook_message "
-                "WHERE body::jsonb -> 'data' ->> 'referral_id' = :id "
+                "SELECT id, event_type, agency_name, body, occurred_at, fanned_out_at "
+                "FROM webhook_message WHERE body::jsonb -> 'data' ->> 'referral_id' = :id "
                 "OR body::jsonb -> 'data' ->> 'assessment_id' = :id ORDER BY occurred_at"
             ),
             {"id": resource_id},
@@ -239,9 +239,19 @@ async def test_a_referral_create_writes_its_received_event_for_the_front_door(
     [message] = await _messages_about(session_factory, referral["id"])
     assert message["event_type"] == "referral.received"
     assert message["agency_name"] == partner.agency_name
+    # The create writes its event and nothing else; a worker's fan-out makes the delivery, due
+    # when the event occurred.
+    assert message["fanned_out_at"] is None
+    assert await deliveries_of(session_factory, hook["id"]) == []
+    assert await fan_out(session_factory) >= 1
     [delivery] = await deliveries_of(session_factory, hook["id"])
     assert delivery["message_id"] == message["id"]
     assert delivery["status"] == "pending"
+    assert delivery["next_attempt_at"] == message["occurred_at"]
+    [fanned] = await _messages_about(session_factory, referral["id"])
+    assert fanned["fanned_out_at"] is not None
+    assert await fan_out(session_factory) == 0
+    assert len(await deliveries_of(session_factory, hook["id"])) == 1
 
 
 async def test_a_referral_create_that_fails_writes_no_event(
@@ -278,6 +288,7 @@ async def test_a_decision_goes_to_the_referring_agencys_subscription_and_no_othe
         headers=front_door.headers,
     )
     assert decided.status_code == 200
+    assert await fan_out(session_factory) >= 1
     [delivery] = await deliveries_of(session_factory, hook_a["id"])
     assert delivery["event_type"] == "referral.decided"
     assert json.loads(delivery["body"])["data"]["referral_id"] == referral["id"]
@@ -297,6 +308,7 @@ async def test_a_withdrawal_goes_to_the_referring_agency(
         headers=partner.headers,
     )
     assert withdrawn.status_code == 200
+    assert await fan_out(session_factory) >= 1
     [delivery] = await deliveries_of(session_factory, hook["id"])
     assert delivery["event_type"] == "referral.withdrawn"
     assert json.loads(delivery["body"])["data"]["status"] == "withdrawn"
@@ -312,6 +324,7 @@ async def test_an_assessment_goes_to_the_assessing_agency(
     hook = await subscribe(client, assessor, HOOK, ["assessment.completed"])
     other_hook = await subscribe(client, elsewhere, HOOK, ["assessment.completed"])
     assessment = await post_assessment(client, assessor, assessment_body())
+    assert await fan_out(session_factory) >= 1
     [delivery] = await deliveries_of(session_factory, hook["id"])
     assert delivery["event_type"] == "assessment.completed"
     data = json.loads(delivery["body"])["data"]
@@ -335,6 +348,7 @@ async def test_the_payload_holds_ids_a_status_and_a_link_and_no_personal_data(
     await client.post(
         f"/v1/referrals/{referral['id']}/decision", json=decision, headers=front_door.headers
     )
+    assert await fan_out(session_factory) >= 1
     [delivery] = await deliveries_of(session_factory, hook["id"])
     sent: str = delivery["body"]
     payload = json.loads(sent)
@@ -369,6 +383,7 @@ async def test_deleting_a_subscription_cancels_what_it_had_pending(
         json=valid_withdraw_body(),
         headers=partner.headers,
     )
+    assert await fan_out(session_factory) >= 1
     deleted = await client.delete(f"/v1/webhooks/{hook['id']}", headers=partner.headers)
     assert deleted.status_code == 204
     [delivery] = await deliveries_of(session_factory, hook["id"])
@@ -387,6 +402,7 @@ async def test_deliveries_are_listed_newest_first_a_page_at_a_time(
     partner = await register(PARTNER)
     hook = await subscribe(client, front_door, HOOK, ["referral.received"])
     made = [(await create_referral(client, partner))["id"] for _ in range(3)]
+    assert await fan_out(session_factory) >= 1
     url = f"/v1/webhooks/{hook['id']}/deliveries"
     first = await client.get(url, params={"limit": 2}, headers=front_door.headers)
     assert first.status_code == 200

@@ -167,6 +167,15 @@ def make_worker(
     return DeliveryWorker(pool, settings, app.state.kek, policy=policy or RetryPolicy(), **options)
 
 
+async def fan_out(factory: SessionFactory) -> int:
+    """A worker's first step: make the deliveries of every event not yet fanned out."""
+    async with factory() as session, session.begin():
+        fanned: int = await session.scalar(
+            text("SELECT neglect_fan_out_webhooks(p_limit => 100000)")
+        )
+    return fanned
+
+
 async def deliveries_of(factory: SessionFactory, subscription_id: str) -> list[dict[str, Any]]:
     """The subscription's deliveries as stored, oldest first."""
     async with factory() as session:

@@ -106,6 +106,18 @@ def test_db_roles_grants_the_runtime_role_only_what_the_service_needs(
     # Webhooks: what was sent and what came back stay as written; deliveries change state.
     for table in ("webhook_message", "webhook_attempt"):
         assert _privileges(database_url, role, table) == {"SELECT", "INSERT"}
+    # ... but for the moment a worker fanned an event out, its one column the role may update.
+    [columns] = asyncio.run(
+        _fetch(
+            database_url,
+            "SELECT array_agg(attname::text ORDER BY attname) FILTER ("
+            " WHERE has_column_privilege($1, 'webhook_message', attname, 'UPDATE')) AS updatable "
+            "FROM pg_attribute WHERE attrelid = 'webhook_message'::regclass AND attnum > 0 "
+            "AND NOT attisdropped",
+            role,
+        )
+    )
+    assert columns["updatable"] == ["fanned_out_at"]
     # A subscription ends by its status; its deliveries name it without a foreign key.
     assert _privileges(database_url, role, "webhook_subscription") == {"SELECT", "INSERT", "UPDATE"}
     for table in ("webhook_delivery", "webhook_worker"):

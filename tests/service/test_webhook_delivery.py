@@ -37,6 +37,7 @@ from tests.builders.webhooks import (
     attempts_of,
     deliveries_of,
     end_subscriptions,
+    fan_out,
     make_worker,
     running_receiver,
     subscribe,
@@ -229,6 +230,7 @@ async def test_410_gone_disables_the_subscription(
     assert delivery["status"] == "cancelled"
     # Nothing more is queued for it, and a replay is refused.
     await _withdrawn(client, partner)
+    await fan_out(session_factory)
     assert len(await deliveries_of(session_factory, hook["id"])) == 1
     replay = await client.post(
         f"/v1/webhooks/{hook['id']}/replay",
@@ -355,6 +357,8 @@ async def test_nothing_is_sent_to_a_disabled_clients_endpoint(
 ) -> None:
     hook = await subscribe(client, partner, receiver.url("/disabled"), ["referral.withdrawn"])
     await _withdrawn(client, partner)
+    assert await fan_out(session_factory) >= 1  # its delivery is made while the client is enabled
+    await _withdrawn(client, partner)  # ...and this event is not yet fanned out when it is not
     async with session_factory() as session, session.begin():
         await session.execute(
             text("UPDATE api_client SET enabled = false WHERE client_id = :id"),
@@ -367,8 +371,99 @@ async def test_nothing_is_sent_to_a_disabled_clients_endpoint(
         "refused",
         "the subscription's client is disabled",
     )
+    # The delivery made before waits for the client to be enabled again; the event that
+    # occurred before but was fanned out after it was disabled gets none.
     [delivery] = await deliveries_of(session_factory, hook["id"])
     assert delivery["status"] == "pending"
+
+
+# --- Fan-out: an event's deliveries, made by the workers -----------------------------------------
+
+
+async def _messages_waiting(factory: SessionFactory) -> int:
+    async with factory() as session:
+        waiting: int = await session.scalar(
+            text("SELECT count(*) FROM webhook_message WHERE fanned_out_at IS NULL")
+        )
+    return waiting
+
+
+async def test_two_fan_outs_at_once_make_each_delivery_once(
+    client: httpx.AsyncClient,
+    front_door: RegisteredClient,
+    partner: RegisteredClient,
+    session_factory: SessionFactory,
+) -> None:
+    await fan_out(session_factory)  # what earlier tests left
+    hook = await subscribe(client, front_door, "https://fd.example/hook", ["referral.received"])
+    for _ in range(12):
+        await create_referral(client, partner)
+    assert await _messages_waiting(session_factory) == 12
+
+    async def fan_out_in_twos() -> int:
+        total = 0
+        async with session_factory() as session:
+            while True:
+                async with session.begin():
+                    fanned: int = await session.scalar(
+                        text("SELECT neglect_fan_out_webhooks(p_limit => 2)")
+                    )
+                total += fanned
+                if fanned == 0:
+                    return total
+
+    counts = await asyncio.gather(fan_out_in_twos(), fan_out_in_twos())
+    assert sum(counts) + await fan_out(session_factory) == 12  # each event fanned out once
+    deliveries = await deliveries_of(session_factory, hook["id"])
+    assert len(deliveries) == len({d["message_id"] for d in deliveries}) == 12
+    assert await _messages_waiting(session_factory) == 0
+
+
+async def test_an_event_goes_to_subscriptions_made_before_it_and_still_active(
+    client: httpx.AsyncClient,
+    partner: RegisteredClient,
+    session_factory: SessionFactory,
+) -> None:
+    kept = await subscribe(client, partner, "https://kept.example/hook", ["referral.withdrawn"])
+    ended = await subscribe(client, partner, "https://ended.example/hook", ["referral.withdrawn"])
+    await _withdrawn(client, partner)
+    later = await subscribe(client, partner, "https://later.example/hook", ["referral.withdrawn"])
+    deleted = await client.delete(f"/v1/webhooks/{ended['id']}", headers=partner.headers)
+    assert deleted.status_code == 204
+    assert await fan_out(session_factory) >= 1
+    [delivery] = await deliveries_of(session_factory, kept["id"])
+    assert delivery["event_type"] == "referral.withdrawn"
+    # Made after the event: not its recipient. Deleted before the fan-out: nothing is made for
+    # it, as what it had pending was cancelled.
+    assert await deliveries_of(session_factory, later["id"]) == []
+    assert await deliveries_of(session_factory, ended["id"]) == []
+
+
+async def test_a_replay_before_the_fan_out_leaves_one_delivery(
+    client: httpx.AsyncClient,
+    partner: RegisteredClient,
+    session_factory: SessionFactory,
+) -> None:
+    hook = await subscribe(client, partner, "https://replay.example/hook", ["referral.withdrawn"])
+    referral_id = await _withdrawn(client, partner)
+    async with session_factory() as session:
+        message_id = await session.scalar(
+            text(
+                "SELECT id FROM webhook_message WHERE event_type = 'referral.withdrawn' "
+                "AND body::jsonb -> 'data' ->> 'referral_id' = :id"
+            ),
+            {"id": referral_id},
+        )
+    replayed = await client.post(
+        f"/v1/webhooks/{hook['id']}/replay",
+        json={"message_id": message_id},
+        headers=partner.headers,
+    )
+    assert replayed.status_code == 202
+    assert replayed.json()["replayed"] == 1
+    assert await fan_out(session_factory) >= 1
+    [delivery] = await deliveries_of(session_factory, hook["id"])
+    assert (delivery["message_id"], delivery["status"]) == (message_id, "pending")
 
 
 # --- Workers: leases, stopping, audit, heartbeat ------------------------------------------------
@@ -400,10 +495,14 @@ async def test_two_workers_at_once_never_send_one_delivery_twice(
     receiver: Receiver,
     front_door: RegisteredClient,
     partner: RegisteredClient,
+    session_factory: SessionFactory,
 ) -> None:
     await subscribe(client, front_door, receiver.url("/shared"), ["referral.received"])
     for _ in range(12):
         await create_referral(client, partner)
+    # The events fanned out first, so that both workers find deliveries to claim at once (one
+    # fanning out while the other claims could find none yet and stop, as `run_once` does).
+    assert await fan_out(session_factory) >= 12
     first, second = (make_worker(app, pool, batch_size=3) for _ in range(2))
     attempted = await asyncio.gather(first.run_once(), second.run_once())
     ids = [each.webhook_id for each in receiver.at("/shared")]
@@ -469,15 +568,25 @@ async def test_each_attempt_is_audited_with_client_event_and_outcome_never_the_b
     assert not any(referral_id in e.access_reason for e in events)
 
 
-async def test_ready_shows_the_workers_heartbeat(
-    app: FastAPI, client: httpx.AsyncClient, pool: DriverPool
+async def test_ready_shows_the_workers_heartbeat_and_the_events_waiting_for_them(
+    app: FastAPI,
+    client: httpx.AsyncClient,
+    pool: DriverPool,
+    partner: RegisteredClient,
+    session_factory: SessionFactory,
 ) -> None:
+    await fan_out(session_factory)
+    await _withdrawn(client, partner)
     await make_worker(app, pool).heartbeat()
     response = await client.get("/health/ready")
     assert response.status_code == 200
     workers = response.json()["webhook_workers"]
     assert workers["alive"] >= 1
     assert workers["last_heartbeat_at"] is not None
+    assert workers["events_waiting"] == 2  # the referral received, then withdrawn
+    await fan_out(session_factory)
+    after = await client.get("/health/ready")
+    assert after.json()["webhook_workers"]["events_waiting"] == 0
 
 
 async def test_the_worker_command_once_delivers_what_is_due_and_exits(
