@@ -187,6 +187,8 @@ function done(summary, latency, requests)
   local merged = {}
   local first_sample = nil
   local stored, duplicate, rejected = 0, 0, 0
+  -- init() ran in each thread's state, not in this one: the batch size is the threads'.
+  local size = threads[1] and threads[1]:get("batch_size") or batch_size
   for _, thread in ipairs(threads) do
     for status, count in pairs(thread:get("statuses") or {}) do
       merged[status] = (merged[status] or 0) + count
@@ -210,7 +212,7 @@ function done(summary, latency, requests)
     latency:percentile(50), latency:percentile(90), latency:percentile(99),
     latency.max, latency.mean,
     e.connect, e.read, e.write, e.status, e.timeout, table.concat(parts, ","),
-    batch_size, stored, duplicate, rejected))
+    size, stored, duplicate, rejected))
   if first_sample then
     io.write("BENCH_SAMPLE " .. first_sample .. "\n")
   end
