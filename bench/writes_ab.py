@@ -100,7 +100,7 @@ from bench.harness import (
 from schemas.identifiers import compute_nhs_check_digit
 
 ROOT: Final = Path(__file__).resolve().parent.parent
-BEFORE: Final = "9c4d27c"
+BEFORE: Final = "9c4d27c8474fb111e921de2b86d6e7d04c87493a"
 """The first parent of 58289ed "Merge wt-perf": main before issue 16's first merge."""
 RATIO_TARGET: Final = 0.90
 THREADS: Final = 2
