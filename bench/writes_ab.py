@@ -672,7 +672,8 @@ def report(result: dict[str, Any], names: list[str]) -> str:
     lines = [
         "",
         f"writes before and after issue 16: {settings['duration_s']:g} s a load,"
-        f" {settings['rounds']} alternating rounds after a warm-up round;"
+        f" {settings['rounds']} alternating round{'s' if settings['rounds'] > 1 else ''} after"
+        " a warm-up round;"
         f" {settings['seed_referrals']} seeded referrals; creates: wrk"
         f" {settings['wrk_referral_create']}; batches of {settings['batch_size']} case events:"
         f" wrk {settings['wrk_case_event_batch']}",
