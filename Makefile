@@ -25,7 +25,7 @@ PYTEST := $(BIN)/python -m pytest -n $(PYTEST_WORKERS) $(PYTEST_ARGS)
 MYPY_PATHS := $(wildcard service api schemas tests alembic bench)
 PGDATA := $(or $(NEGLECT_EMBEDDED_PGDATA),.pgdata)
 
-.PHONY: help venv lock pgbouncer wrk run test pytest test-pgbouncer lint typecheck openapi bench bench-indicators bench-demo bench-feed bench-census bench-token-timing bench-docs-offline bench-webhooks drill-webhooks clean
+.PHONY: help venv lock pgbouncer wrk run test pytest test-pgbouncer lint typecheck openapi bench bench-indicators bench-demo bench-feed bench-census bench-token-timing bench-docs-offline bench-webhooks bench-writes drill-webhooks clean
 
 help: ## List the targets
 	@awk 'BEGIN {FS = ":.*## "} /^[a-z][a-z-]*:.*## / {printf "  %-10s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -121,6 +121,9 @@ wrk: ## Install wrk (apt-get) if it is missing: the HTTP load of make bench and 
 
 bench-webhooks: venv wrk ## Referral create with and without the webhook outbox (HTTP, in process); two workers' events/s
 	$(BIN)/python -m bench.webhooks $(BENCH_ARGS)
+
+bench-writes: venv wrk ## Referral create and case-event batch: before issue 16 against now, alternating rounds
+	$(BIN)/python -m bench.writes_ab $(BENCH_ARGS)
 
 drill-webhooks: venv ## SIGKILL a webhook worker and restart a private PostgreSQL during 500 decisions
 	$(BIN)/python -m bench.webhook_drill $(BENCH_ARGS)
