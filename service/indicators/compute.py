@@ -19,7 +19,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import date, datetime, timedelta
 from decimal import Decimal
-from typing import Any, Final, Literal
+from operator import itemgetter
+from typing import Any, Final, Literal, NamedTuple
 
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -28,7 +29,7 @@ from schemas.indicators import Breakdown, Period
 from service.errors import NotFound, Unprocessable, field_problem
 from service.indicators.catalogue import IndicatorMeta, load_catalogue, load_perturbation_table
 from service.indicators.periods import EARLIEST_START, Bucket, period_bounds
-from service.indicators.perturbation import PerturbationTable, perturb_figures
+from service.indicators.perturbation import perturb_figures
 from service.indicators.rollup import (
     RollupState,
     RollupUnavailable,
@@ -47,6 +48,11 @@ from service.indicators.suppression import Cell, apply_primary_suppression, supp
 
 MAX_BUCKETS: Final = 400
 """More than 33 years of months: enough for any real question, small enough to answer fast."""
+_ONE_DAY: Final = timedelta(days=1)
+_ROW_COLUMNS: Final = ("period_start", "period_end", "grp", "num", "den", "nkey", "dkey", "value")
+"""The columns `_publish` reads, by name: the live statement's rows have one more (`seen`)."""
+_Row = list[Any]
+"""A row's columns after the period's: grp, num, den, nkey, dkey, value."""
 
 
 class IndicatorParameterInvalid(Unprocessable):
@@ -59,10 +65,10 @@ class IndicatorParameterInvalid(Unprocessable):
         super().__init__(message, [field_problem(f"query.{field}", message, "invalid")])
 
 
-@dataclass(frozen=True, slots=True)
-class SeriesPoint:
+class SeriesPoint(NamedTuple):
     """One published figure. `period_end` is the bucket's last day (inclusive); `group` is the
-    breakdown group, None without a breakdown."""
+    breakdown group, None without a breakdown. A named tuple: the cheapest immutable record to
+    build, and a series builds one per point."""
 
     period_start: date
     period_end: date
@@ -177,50 +183,7 @@ async def compute_series(
         params = series_parameters(meta.id, period, breakdown, [(b[0], b[1]) for b in buckets])
         rows = list((await session.execute(statement, params)).all())
 
-    is_count = meta.unit == "count"
-    ends: dict[date, date] = {}
-    totals: dict[date, Cell] = {}
-    cells_by_period: dict[date, list[Cell]] = {}
-    keys: dict[tuple[date, str], tuple[int, int]] = {}
-    for row in rows:
-        ends[row.period_start] = row.period_end
-        cell = Cell(
-            label=row.grp if row.grp is not None else "total",
-            group=labels[row.period_start],
-            numerator=int(row.num),
-            denominator=None if is_count else int(row.den),
-            value=_number(row.value, integral=is_count),
-        )
-        keys[(row.period_start, cell.label)] = (int(row.nkey), int(row.dkey))
-        if row.grp is None:
-            totals[row.period_start] = cell
-        else:
-            cells_by_period.setdefault(row.period_start, []).append(cell)
-
-    table = load_perturbation_table()
-    points: list[SeriesPoint] = []
-    for period_start, period_end in ends.items():
-        total = totals[period_start]
-        published = cells_by_period.get(period_start, []) if breakdown is not None else [total]
-        if not unsuppressed:
-            published = _disclose(published, total, meta.unit == "mean", breakdown)
-            published = [
-                _perturb(cell, meta.unit, keys[(period_start, cell.label)], table)
-                for cell in published
-            ]
-        points.extend(
-            SeriesPoint(
-                period_start=period_start,
-                period_end=period_end - timedelta(days=1),
-                label=labels[period_start],
-                group=cell.label if breakdown is not None else None,
-                numerator=cell.numerator,
-                denominator=cell.denominator,
-                value=cell.value,
-                suppressed=cell.suppressed,
-            )
-            for cell in published
-        )
+    points = _publish(rows, meta.unit, breakdown, labels, unsuppressed)
     return IndicatorSeries(
         indicator=meta,
         period=period,
@@ -269,17 +232,86 @@ def _disclose(
     ]
 
 
-def _perturb(cell: Cell, unit: str, cell_keys: tuple[int, int], table: PerturbationTable) -> Cell:
-    """A shown cell with its counts perturbed and its value recomputed from them."""
-    if cell.suppressed or cell.numerator is None:
-        return cell
-    figures = perturb_figures(
-        table, unit, cell.numerator, cell.denominator, cell_keys[0], cell_keys[1]
-    )
+def _publish(
+    rows: list[Any],
+    unit: str,
+    breakdown: Breakdown | None,
+    labels: dict[date, str],
+    unsuppressed: bool,
+) -> list[SeriesPoint]:
+    """The points of a series from the rows of its statement (or of the rollup): per period, in
+    the order the periods came, its total without a breakdown, or its groups' cells in their
+    order with one; disclosure control applied unless `unsuppressed`."""
+    if not rows:
+        return []
+    # Plain tuples: a point reads its row's columns several times, and a Row's attributes cost
+    # a lookup by name each time.
+    columns = itemgetter(*(rows[0]._fields.index(name) for name in _ROW_COLUMNS))
+    is_count = unit == "count"
+    ends: dict[date, date] = {}
+    totals: dict[date, _Row] = {}
+    groups: dict[date, list[_Row]] = {}
+    for period_start, period_end, *cell in map(columns, rows):
+        ends[period_start] = period_end
+        if cell[0] is None:
+            totals[period_start] = cell
+        else:
+            groups.setdefault(period_start, []).append(cell)
+
+    table = load_perturbation_table()
+    points: list[SeriesPoint] = []
+    add = points.append
+    for period_start, period_end in ends.items():
+        total = totals[period_start]
+        label = labels[period_start]
+        last_day = period_end - _ONE_DAY
+        published = groups.get(period_start, []) if breakdown is not None else [total]
+        if unsuppressed:
+            for group, num, den, _, _, value in published:
+                add(
+                    SeriesPoint(
+                        period_start,
+                        last_day,
+                        label,
+                        group,
+                        int(num),
+                        None if is_count else int(den),
+                        _number(value, integral=is_count),
+                        False,
+                    )
+                )
+            continue
+        cells = [_cell(row, label, is_count) for row in published]
+        disclosed = _disclose(cells, _cell(total, label, is_count), unit == "mean", breakdown)
+        for (group, num, _, nkey, dkey, _), cell in zip(published, disclosed, strict=True):
+            if cell.suppressed:
+                add(SeriesPoint(period_start, last_day, label, group, None, None, None, True))
+                continue
+            figures = perturb_figures(table, unit, int(num), cell.denominator, int(nkey), int(dkey))
+            add(
+                SeriesPoint(
+                    period_start,
+                    last_day,
+                    label,
+                    group,
+                    figures.numerator,
+                    figures.denominator,
+                    figures.value,
+                    False,
+                )
+            )
+    return points
+
+
+def _cell(row: _Row, period_label: str, is_count: bool) -> Cell:
+    """A row as disclosure control sees it: its group's cell (or the total) among the cells of
+    its period. Without the value: a shown figure's value is recomputed from the perturbed
+    counts, a hidden one has none."""
+    group, num, den = row[0], row[1], row[2]
     return Cell(
-        label=cell.label,
-        group=cell.group,
-        numerator=figures.numerator,
-        denominator=figures.denominator,
-        value=figures.value,
+        group if group is not None else "total",
+        period_label,
+        int(num),
+        None if is_count else int(den),
+        None,
     )

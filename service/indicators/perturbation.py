@@ -32,8 +32,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from dataclasses import dataclass
-from decimal import ROUND_HALF_UP, Decimal
-from typing import Final
+from typing import Final, NamedTuple
 
 CELL_KEY_MODULUS: Final = 256
 """Record keys and cell keys are 0-255, as in the ONS and ABS tables."""
@@ -90,9 +89,12 @@ class PerturbationTable:
     def noise(self, count: int, cell_key: int) -> int:
         """The noise for a count (at least the smallest the table covers) and a cell key (any
         whole number: it is taken modulo the table's modulus)."""
-        if count < self.smallest:
-            raise ValueError(f"the table starts at {self.smallest}; smaller counts are hidden")
-        return self._noise[min(count, self.largest)][cell_key % self.modulus]
+        noise = self._noise.get(count)
+        if noise is None:
+            if count < self.smallest:
+                raise ValueError(f"the table starts at {self.smallest}; smaller counts are hidden")
+            noise = self._noise[self.largest]
+        return noise[cell_key % self.modulus]
 
     def noise_range(self, count: int) -> tuple[int, int]:
         """The least and the greatest noise a count can get."""
@@ -112,8 +114,7 @@ def perturb_count(table: PerturbationTable, count: int, key_sum: int) -> int:
     return count + table.noise(count, key_sum)
 
 
-@dataclass(frozen=True)
-class Figures:
+class Figures(NamedTuple):
     """A cell's numerator, denominator and value (None for a count's denominator, and for a
     value whose denominator is 0)."""
 
@@ -122,10 +123,19 @@ class Figures:
     value: int | float | None
 
 
-def _rounded(numerator: int, denominator: int, scale: int, places: str) -> float:
-    exact = Decimal(numerator * scale) / Decimal(denominator)
-    # Half away from zero, as the SQL's numeric round() and published statistics do.
-    return float(exact.quantize(Decimal(places), rounding=ROUND_HALF_UP))
+def _rounded(numerator: int, denominator: int, scale: int, places: int) -> float:
+    """`numerator * scale / denominator` rounded to `places` decimal places half away from zero,
+    as the SQL's numeric round() and published statistics do (a negative result keeps its sign,
+    -0.0 included, as a Decimal's would). In whole numbers, so exact: a series rounds one value per
+    point, and this is several times faster than Decimal's quantize."""
+    factor: int = 10**places
+    scaled = abs(numerator * scale * factor)
+    divisor = abs(denominator)
+    quotient, remainder = divmod(scaled, divisor)
+    if 2 * remainder >= divisor:
+        quotient += 1
+    rounded = quotient / factor
+    return -rounded if (numerator * scale < 0) != (denominator < 0) else rounded
 
 
 def perturb_figures(
@@ -148,14 +158,14 @@ def perturb_figures(
             numerator + table.large_count_noise(denominator_key) if denominator else numerator
         )
         value = (
-            _rounded(published_numerator, published_denominator, 1, "0.01")
+            _rounded(published_numerator, published_denominator, 1, 2)
             if published_denominator
             else None
         )
         return Figures(published_numerator, published_denominator, value)
     published_numerator = min(perturb_count(table, numerator, numerator_key), published_denominator)
     value = (
-        _rounded(published_numerator, published_denominator, 100, "0.1")
+        _rounded(published_numerator, published_denominator, 100, 1)
         if published_denominator
         else None
     )

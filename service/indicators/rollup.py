@@ -157,15 +157,10 @@ def covers(state: RollupState, period: Period, buckets: list[Bucket]) -> bool:
 
 
 _CELLS_SQL = """
-SELECT c.period_start, c.period_end, c.grp, c.num, c.den, c.nkey, c.dkey, c.value
+SELECT c.period_start, c.period_end, c.grp, c.seen, c.num, c.den, c.nkey, c.dkey, c.value
 FROM indicator_cell c
 WHERE c.indicator_id = :indicator_id AND c.period = :period AND c.breakdown = :breakdown
   AND c.period_start BETWEEN :first AND :last
-  AND (c.grp IS NULL OR c.grp = ANY(CAST(:fixed_groups AS text[])) OR c.grp IN (
-      SELECT s.grp FROM indicator_cell s
-      WHERE s.indicator_id = :indicator_id AND s.period = :period AND s.breakdown = :breakdown
-        AND s.period_start BETWEEN :first AND :last AND s.seen
-  ))
 ORDER BY c.period_start, c.position
 """
 
@@ -178,7 +173,9 @@ async def read_cells(
     buckets: list[Bucket],
 ) -> list[Any]:
     """The stored rows of the series over `buckets`, as the live statement would return them
-    for that range: the same columns, groups and order."""
+    for that range: the same columns, groups and order. The stored cells have the groups of the
+    whole history; the range keeps the totals, the fixed groups and the groups seen in some
+    period of it (chosen here rather than by a second scan of the range in SQL)."""
     result = await session.execute(
         text(_CELLS_SQL),
         {
@@ -187,10 +184,13 @@ async def read_cells(
             "breakdown": breakdown or "",
             "first": buckets[0][0],
             "last": buckets[-1][0],
-            "fixed_groups": list(FIXED_GROUPS[breakdown]) if breakdown else [],
         },
     )
-    return list(result.all())
+    rows = list(result.all())
+    # By position (grp, seen: the 3rd and 4th columns): a Row's attribute is a lookup by name.
+    kept = {row[2] for row in rows if row[3]}
+    kept.update(FIXED_GROUPS[breakdown] if breakdown else ())
+    return [row for row in rows if row[2] is None or row[2] in kept]
 
 
 # The first and last day anything an indicator counts can fall on: a unit's day is a referral's

@@ -20,19 +20,17 @@ parts of one of its cells (disability codes of `any`) is suppressed against that
 
 from __future__ import annotations
 
-import dataclasses
 from collections import defaultdict
-from dataclasses import dataclass
-from typing import Final
+from typing import Final, NamedTuple
 
 SMALL_COUNT_MIN: Final = 1
 SMALL_COUNT_MAX: Final = 5
 
 
-@dataclass(frozen=True, slots=True)
-class Cell:
+class Cell(NamedTuple):
     """One published figure: `group` names the breakdown it belongs to (cells of one group add up
-    to the total); `denominator` is None for plain counts."""
+    to the total); `denominator` is None for plain counts. A named tuple: a series makes one per
+    point, and a tuple is the cheapest immutable record Python builds."""
 
     label: str
     group: str
@@ -48,11 +46,14 @@ def _counts(cell: Cell) -> list[int]:
 
 def is_disclosive(cell: Cell) -> bool:
     """Whether the cell's numerator or denominator is a small count (1 to 5)."""
-    return any(SMALL_COUNT_MIN <= count <= SMALL_COUNT_MAX for count in _counts(cell))
+    numerator, denominator = cell.numerator, cell.denominator
+    return (numerator is not None and SMALL_COUNT_MIN <= numerator <= SMALL_COUNT_MAX) or (
+        denominator is not None and SMALL_COUNT_MIN <= denominator <= SMALL_COUNT_MAX
+    )
 
 
 def _hide(cell: Cell) -> Cell:
-    return dataclasses.replace(cell, numerator=None, denominator=None, value=None, suppressed=True)
+    return Cell(cell.label, cell.group, None, None, None, True)
 
 
 def apply_primary_suppression(cell: Cell) -> Cell:
@@ -86,8 +87,8 @@ def suppress(cells: list[Cell], total: Cell | None) -> list[Cell]:
     that is what makes a lone hidden cell derivable. When `total` is None or itself hidden, only
     primary suppression applies. Cells already marked `suppressed` stay hidden.
     """
-    result = [_hide(cell) if cell.suppressed else apply_primary_suppression(cell) for cell in cells]
-    if not _is_shown(total):
+    result = [_hide(cell) if cell.suppressed or is_disclosive(cell) else cell for cell in cells]
+    if not _is_shown(total) or all(not cell.suppressed for cell in result):
         return result
     positions_by_group: defaultdict[str, list[int]] = defaultdict(list)
     for position, cell in enumerate(result):

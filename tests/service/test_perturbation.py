@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+from decimal import ROUND_HALF_UP, Decimal
 from fractions import Fraction
 from itertools import product
 
@@ -76,6 +78,27 @@ def test_a_mean_perturbs_its_sum_and_its_count_with_the_count_key() -> None:
     figures = perturb_figures(TABLE, "mean", 40, 8, 0, 250)
 
     assert (figures.numerator, figures.denominator, figures.value) == (42, 10, 4.2)
+
+
+@pytest.mark.parametrize("unit", ["percent", "mean"])
+def test_values_round_half_away_from_zero_as_decimal_does(unit: str) -> None:
+    """The value is computed in whole numbers; it equals Decimal's half-up quantize of the exact
+    quotient, sign of a zero included (a mean of grade changes can be negative)."""
+    scale, places = (100, Decimal("0.1")) if unit == "percent" else (1, Decimal("0.01"))
+    # A percent's numerator is a count (shown from 6; 1 to 5 are hidden before), a mean's a sum.
+    numerators = range(-80, 81) if unit == "mean" else [0, *range(6, 81)]
+    negative_zeros = 0
+    for numerator, denominator in product(numerators, range(6, 250)):
+        figures = perturb_figures(TABLE, unit, numerator, denominator, 0, 0)
+        assert figures.numerator is not None
+        assert figures.denominator
+        exact = Decimal(figures.numerator * scale) / Decimal(figures.denominator)
+        expected = float(exact.quantize(places, rounding=ROUND_HALF_UP))
+        assert figures.value == expected
+        assert math.copysign(1, figures.value) == math.copysign(1, expected)
+        negative_zeros += figures.value == 0 and math.copysign(1, figures.value) < 0
+
+    assert negative_zeros > 0 if unit == "mean" else negative_zeros == 0
 
 
 def test_a_quarter_minus_its_months_lands_on_the_hidden_count_less_than_one_time_in_five() -> None:
