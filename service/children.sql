@@ -1,32 +1,234 @@
+CREATE OR REPLACE FUNCTION public.neglect_lock_children(
+    p_nhs_numbers text[], p_la_child_ids text[], p_upns text[], p_family_name_keys text[],
+    p_dates_of_birth date[]
+) RETURNS void LANGUAGE plpgsql AS $$
+-- An advisory lock, held until the transaction ends, on every key the children described by the
+-- arrays (item i of each is child i) could be matched or created on: 'child:nhs:<NHS number>',
+-- 'child:la:<LA child id>', 'child:upn:<UPN>' and 'child:name:<family name key>:<YYYY-MM-DD>',
+-- an empty or NULL value being no key. Each key is locked once, all of them in one fixed
+-- (bytewise) order, so that transactions locking overlapping keys cannot deadlock, whether they
+-- lock one child (`neglect_lock_child`) or a batch.
+BEGIN
+    PERFORM pg_advisory_xact_lock(hashtextextended(keys.key, 0))
+    FROM (
+        SELECT DISTINCT key.value COLLATE "C" AS key
+        FROM unnest(p_nhs_numbers, p_la_child_ids, p_upns, p_family_name_keys, p_dates_of_birth)
+            AS given (nhs_number, la_child_id, upn, family_name_key, date_of_birth)
+        CROSS JOIN LATERAL (VALUES
+            ('child:nhs:' || nullif(given.nhs_number, '')),
+            ('child:la:' || nullif(given.la_child_id, '')),
+            ('child:upn:' || nullif(given.upn, '')),
+            ('child:name:' || nullif(given.family_name_key, '') || ':'
+                || to_char(given.date_of_birth, 'YYYY-MM-DD'))
+        ) AS key (value)
+        WHERE key.value IS NOT NULL
+        ORDER BY 1
+    ) AS keys;
+END
+$$;
+
 CREATE OR REPLACE FUNCTION public.neglect_lock_child(
     p_nhs_number text, p_la_child_id text, p_upn text, p_family_name_key text,
     p_date_of_birth date
 ) RETURNS void LANGUAGE plpgsql AS $$
--- An advisory lock, held until the transaction ends, on every key a child could be matched or
--- created on, taken in one fixed (bytewise) order so that transactions locking overlapping keys
--- cannot deadlock.
-DECLARE
-    v_keys text[] := '{}';
-    v_key text;
+-- The advisory locks of one child: `neglect_lock_children` with one item.
 BEGIN
-    IF p_nhs_number <> '' THEN
-        v_keys := v_keys || ('child:nhs:' || p_nhs_number);
+    PERFORM neglect_lock_children(
+        ARRAY[p_nhs_number], ARRAY[p_la_child_id], ARRAY[p_upn], ARRAY[p_family_name_key],
+        ARRAY[p_date_of_birth]
+    );
+END
+$$;
+
+CREATE OR REPLACE FUNCTION public.neglect_resolve_children(
+    p_nhs_numbers text[], p_la_child_ids text[], p_upns text[], p_given_names text[],
+    p_family_names text[], p_family_name_keys text[], p_dates_of_birth date[],
+    p_expected_dates_of_birth date[], p_sexes text[], p_ethnicities text[]
+) RETURNS TABLE (item integer, child_id uuid) LANGUAGE plpgsql AS $$
+-- SPEC 2.1, the matching rule's one definition (`neglect_resolve_child` is this with one item):
+-- match on the NHS number, then the LA child id, then the UPN, then the normalised family name
+-- with the date of birth; otherwise create the child. A match on a weaker key is refused when an
+-- identifier that outranks it differs (twins share a name and a birthday, not an NHS number). A
+-- matched child learns the identifiers it lacked, unless another child holds them, and the birth
+-- of a child first referred unborn; a new child goes without any identifier that another child
+-- already holds. Empty strings are no value.
+--
+-- Item i of each array describes child i; one row (item, child_id) per item, in no set order.
+-- The result is the items resolved one at a time in item order (each seeing what the earlier
+-- ones created or taught), which is how the items are resolved where they interact: an item
+-- sharing an identifier with another item, or any of whose identifiers' holders is a holder of
+-- another item's, or every item of a batch where one has a family name and birth to match on.
+-- The other items cannot see each other's effects (each reads and writes only the holders of
+-- its own identifiers and the child it creates), so they are resolved together, in one statement,
+-- and the interacting ones after them, one by one.
+--
+-- Concurrency: every item's advisory locks (`neglect_lock_children`) are taken first, so
+-- concurrent first sightings of one child create it once; the partial unique indexes are the
+-- backstop. The lookups run in statements after the locks, so they see what a transaction that
+-- held the locks before committed.
+#variable_conflict use_column
+DECLARE
+    v_count integer := coalesce(cardinality(p_la_child_ids), 0);
+    v_items integer[];
+    v_ids uuid[];
+    v_apart integer[];
+    v_item integer;
+BEGIN
+    IF ARRAY[
+        cardinality(p_nhs_numbers), cardinality(p_upns), cardinality(p_given_names),
+        cardinality(p_family_names), cardinality(p_family_name_keys),
+        cardinality(p_dates_of_birth), cardinality(p_expected_dates_of_birth),
+        cardinality(p_sexes), cardinality(p_ethnicities)
+    ] <> array_fill(v_count, ARRAY[9]) THEN
+        RAISE EXCEPTION 'neglect_resolve_children: the arrays differ in length'
+            USING ERRCODE = 'invalid_parameter_value';
     END IF;
-    IF p_la_child_id <> '' THEN
-        v_keys := v_keys || ('child:la:' || p_la_child_id);
+    IF v_count = 0 THEN
+        RETURN;
     END IF;
-    IF p_upn <> '' THEN
-        v_keys := v_keys || ('child:upn:' || p_upn);
-    END IF;
-    IF p_family_name_key <> '' AND p_date_of_birth IS NOT NULL THEN
-        v_keys := v_keys
-            || ('child:name:' || p_family_name_key || ':' || to_char(p_date_of_birth, 'YYYY-MM-DD'));
-    END IF;
-    IF cardinality(v_keys) > 1 THEN
-        v_keys := ARRAY(SELECT k FROM unnest(v_keys) AS k ORDER BY k COLLATE "C");
-    END IF;
-    FOREACH v_key IN ARRAY v_keys LOOP
-        PERFORM pg_advisory_xact_lock(hashtextextended(v_key, 0));
+    PERFORM neglect_lock_children(
+        p_nhs_numbers, p_la_child_ids, p_upns, p_family_name_keys, p_dates_of_birth
+    );
+
+    WITH given AS MATERIALIZED (
+        SELECT g.item::integer AS item, nullif(g.nhs_number, '') AS nhs_number,
+               nullif(g.la_child_id, '') AS la_child_id, nullif(g.upn, '') AS upn,
+               g.given_name, g.family_name, nullif(g.family_name_key, '') AS family_name_key,
+               g.date_of_birth, g.expected_date_of_birth, g.sex, g.ethnicity
+        FROM unnest(
+            p_nhs_numbers, p_la_child_ids, p_upns, p_given_names, p_family_names,
+            p_family_name_keys, p_dates_of_birth, p_expected_dates_of_birth, p_sexes,
+            p_ethnicities
+        ) WITH ORDINALITY AS g (
+            nhs_number, la_child_id, upn, given_name, family_name, family_name_key,
+            date_of_birth, expected_date_of_birth, sex, ethnicity, item
+        )
+    ),
+    -- The child holding each identifier sent, if any (one at most: the unique indexes).
+    held AS MATERIALIZED (
+        SELECT g.*, nhs.id AS nhs_holder, la.id AS la_holder, la.nhs_number AS la_holder_nhs,
+               upn.id AS upn_holder, upn.nhs_number AS upn_holder_nhs,
+               upn.la_child_id AS upn_holder_la
+        FROM given AS g
+        LEFT JOIN LATERAL (
+            SELECT c.id FROM child AS c WHERE c.nhs_number = g.nhs_number
+        ) AS nhs ON true
+        LEFT JOIN LATERAL (
+            SELECT c.id, c.nhs_number FROM child AS c WHERE c.la_child_id = g.la_child_id
+        ) AS la ON true
+        LEFT JOIN LATERAL (
+            SELECT c.id, c.nhs_number, c.la_child_id FROM child AS c WHERE c.upn = g.upn
+        ) AS upn ON true
+    ),
+    matched AS MATERIALIZED (
+        SELECT h.*, CASE
+            WHEN h.nhs_holder IS NOT NULL THEN h.nhs_holder
+            WHEN h.la_holder IS NOT NULL
+                AND (h.nhs_number IS NULL OR h.la_holder_nhs IS NULL
+                     OR h.la_holder_nhs = h.nhs_number)
+                THEN h.la_holder
+            WHEN h.upn_holder IS NOT NULL
+                AND (h.nhs_number IS NULL OR h.upn_holder_nhs IS NULL
+                     OR h.upn_holder_nhs = h.nhs_number)
+                AND (h.la_child_id IS NULL OR h.upn_holder_la IS NULL
+                     OR h.upn_holder_la = h.la_child_id)
+                THEN h.upn_holder
+            WHEN h.family_name_key IS NOT NULL AND h.date_of_birth IS NOT NULL THEN (
+                SELECT c.id FROM child AS c
+                WHERE c.family_name_key = h.family_name_key
+                  AND c.date_of_birth = h.date_of_birth
+                  AND (h.nhs_number IS NULL OR c.nhs_number IS NULL
+                       OR c.nhs_number = h.nhs_number)
+                  AND (h.la_child_id IS NULL OR c.la_child_id IS NULL
+                       OR c.la_child_id = h.la_child_id)
+                  AND (h.upn IS NULL OR c.upn IS NULL OR c.upn = h.upn)
+                ORDER BY c.created_at, c.id
+                LIMIT 1
+            )
+        END AS match_id
+        FROM held AS h
+    ),
+    -- Children that are a holder for more than one item.
+    shared AS (
+        SELECT holder.id
+        FROM held AS h
+        CROSS JOIN LATERAL unnest(ARRAY[h.nhs_holder, h.la_holder, h.upn_holder]) AS holder (id)
+        WHERE holder.id IS NOT NULL
+        GROUP BY holder.id
+        HAVING count(DISTINCT h.item) > 1
+    ),
+    judged AS MATERIALIZED (
+        SELECT m.*,
+               CASE WHEN m.match_id IS NULL THEN gen_random_uuid() END AS new_id,
+               v_count > 1 AND (
+                   bool_or(m.family_name_key IS NOT NULL AND m.date_of_birth IS NOT NULL) OVER ()
+                   OR (m.nhs_number IS NOT NULL
+                       AND count(*) OVER (PARTITION BY m.nhs_number) > 1)
+                   OR (m.la_child_id IS NOT NULL
+                       AND count(*) OVER (PARTITION BY m.la_child_id) > 1)
+                   OR (m.upn IS NOT NULL AND count(*) OVER (PARTITION BY m.upn) > 1)
+                   OR EXISTS (
+                       SELECT FROM shared AS s
+                       WHERE s.id IN (m.nhs_holder, m.la_holder, m.upn_holder)
+                   )
+               ) AS apart,
+               -- The match holds none of the values it lacks, so any holder is another child.
+               found.nhs_number IS NULL AND m.nhs_number IS NOT NULL AND m.nhs_holder IS NULL
+                   AS learn_nhs,
+               found.la_child_id IS NULL AND m.la_child_id IS NOT NULL AND m.la_holder IS NULL
+                   AS learn_la,
+               found.upn IS NULL AND m.upn IS NOT NULL AND m.upn_holder IS NULL AS learn_upn,
+               found.date_of_birth IS NULL AND m.date_of_birth IS NOT NULL AS learn_birth
+        FROM matched AS m
+        LEFT JOIN child AS found ON found.id = m.match_id
+    ),
+    created AS (
+        INSERT INTO child (
+            id, nhs_number, la_child_id, upn, given_name, family_name, family_name_key,
+            date_of_birth, expected_date_of_birth, sex, ethnicity
+        )
+        SELECT j.new_id,
+               CASE WHEN j.nhs_holder IS NULL THEN j.nhs_number END,
+               CASE WHEN j.la_holder IS NULL THEN j.la_child_id END,
+               CASE WHEN j.upn_holder IS NULL THEN j.upn END,
+               j.given_name, j.family_name, j.family_name_key, j.date_of_birth,
+               j.expected_date_of_birth, j.sex, j.ethnicity
+        FROM judged AS j
+        WHERE j.match_id IS NULL AND NOT j.apart
+    ),
+    learned AS (
+        UPDATE child AS c SET
+            nhs_number = CASE WHEN j.learn_nhs THEN j.nhs_number ELSE c.nhs_number END,
+            la_child_id = CASE WHEN j.learn_la THEN j.la_child_id ELSE c.la_child_id END,
+            upn = CASE WHEN j.learn_upn THEN j.upn ELSE c.upn END,
+            date_of_birth = CASE WHEN j.learn_birth THEN j.date_of_birth ELSE c.date_of_birth END,
+            sex = CASE WHEN j.learn_birth THEN j.sex ELSE c.sex END,
+            updated_at = now()
+        FROM judged AS j
+        WHERE c.id = j.match_id AND NOT j.apart
+          AND (j.learn_nhs OR j.learn_la OR j.learn_upn OR j.learn_birth)
+    )
+    SELECT array_agg(j.item) FILTER (WHERE NOT j.apart),
+           array_agg(coalesce(j.match_id, j.new_id)) FILTER (WHERE NOT j.apart),
+           array_agg(j.item ORDER BY j.item) FILTER (WHERE j.apart)
+    INTO v_items, v_ids, v_apart
+    FROM judged AS j;
+
+    RETURN QUERY SELECT resolved.item, resolved.child_id
+        FROM unnest(v_items, v_ids) AS resolved (item, child_id);
+    FOREACH v_item IN ARRAY coalesce(v_apart, '{}') LOOP
+        item := v_item;
+        child_id := (
+            SELECT one.child_id
+            FROM neglect_resolve_children(
+                ARRAY[p_nhs_numbers[v_item]], ARRAY[p_la_child_ids[v_item]],
+                ARRAY[p_upns[v_item]], ARRAY[p_given_names[v_item]],
+                ARRAY[p_family_names[v_item]], ARRAY[p_family_name_keys[v_item]],
+                ARRAY[p_dates_of_birth[v_item]], ARRAY[p_expected_dates_of_birth[v_item]],
+                ARRAY[p_sexes[v_item]], ARRAY[p_ethnicities[v_item]]
+            ) AS one
+        );
+        RETURN NEXT;
     END LOOP;
 END
 $$;
@@ -36,103 +238,16 @@ CREATE OR REPLACE FUNCTION public.neglect_resolve_child(
     p_family_name_key text, p_date_of_birth date, p_expected_date_of_birth date, p_sex text,
     p_ethnicity text
 ) RETURNS uuid LANGUAGE plpgsql AS $$
--- SPEC 2.1: match on the NHS number, then the LA child id, then the UPN, then the normalised
--- family name with the date of birth; otherwise create the child. A match on a weaker key is
--- refused when an identifier that outranks it differs (twins share a name and a birthday, not an
--- NHS number). A matched child learns the identifiers it lacked, unless another child holds them,
--- and the birth of a child first referred unborn; a new child goes without any identifier that
--- another child already holds. The child's advisory locks (`neglect_lock_child`) make concurrent
--- first sightings of one child create it once; the partial unique indexes are the backstop.
-#variable_conflict use_column
-DECLARE
-    v_id uuid;
-    v_nhs text;
-    v_la text;
-    v_upn text;
-    v_dob date;
-    v_learn_nhs boolean;
-    v_learn_la boolean;
-    v_learn_upn boolean;
-    v_learn_birth boolean;
+-- SPEC 2.1 for one child: `neglect_resolve_children` (the rule's one definition) with one item.
+-- The child's advisory locks are held until the transaction ends.
 BEGIN
-    p_nhs_number := nullif(p_nhs_number, '');
-    p_la_child_id := nullif(p_la_child_id, '');
-    p_upn := nullif(p_upn, '');
-    p_family_name_key := nullif(p_family_name_key, '');
-    PERFORM neglect_lock_child(
-        p_nhs_number, p_la_child_id, p_upn, p_family_name_key, p_date_of_birth
+    RETURN (
+        SELECT resolved.child_id
+        FROM neglect_resolve_children(
+            ARRAY[p_nhs_number], ARRAY[p_la_child_id], ARRAY[p_upn], ARRAY[p_given_name],
+            ARRAY[p_family_name], ARRAY[p_family_name_key], ARRAY[p_date_of_birth],
+            ARRAY[p_expected_date_of_birth], ARRAY[p_sex], ARRAY[p_ethnicity]
+        ) AS resolved
     );
-
-    IF p_nhs_number IS NOT NULL THEN
-        SELECT id, nhs_number, la_child_id, upn, date_of_birth
-        INTO v_id, v_nhs, v_la, v_upn, v_dob
-        FROM child WHERE nhs_number = p_nhs_number;
-    END IF;
-    IF v_id IS NULL AND p_la_child_id IS NOT NULL THEN
-        SELECT id, nhs_number, la_child_id, upn, date_of_birth
-        INTO v_id, v_nhs, v_la, v_upn, v_dob
-        FROM child
-        WHERE la_child_id = p_la_child_id
-          AND (p_nhs_number IS NULL OR nhs_number IS NULL OR nhs_number = p_nhs_number);
-    END IF;
-    IF v_id IS NULL AND p_upn IS NOT NULL THEN
-        SELECT id, nhs_number, la_child_id, upn, date_of_birth
-        INTO v_id, v_nhs, v_la, v_upn, v_dob
-        FROM child
-        WHERE upn = p_upn
-          AND (p_nhs_number IS NULL OR nhs_number IS NULL OR nhs_number = p_nhs_number)
-          AND (p_la_child_id IS NULL OR la_child_id IS NULL OR la_child_id = p_la_child_id);
-    END IF;
-    IF v_id IS NULL AND p_family_name_key IS NOT NULL AND p_date_of_birth IS NOT NULL THEN
-        SELECT id, nhs_number, la_child_id, upn, date_of_birth
-        INTO v_id, v_nhs, v_la, v_upn, v_dob
-        FROM child
-        WHERE family_name_key = p_family_name_key
-          AND date_of_birth = p_date_of_birth
-          AND (p_nhs_number IS NULL OR nhs_number IS NULL OR nhs_number = p_nhs_number)
-          AND (p_la_child_id IS NULL OR la_child_id IS NULL OR la_child_id = p_la_child_id)
-          AND (p_upn IS NULL OR upn IS NULL OR upn = p_upn)
-        ORDER BY created_at, id
-        LIMIT 1;
-    END IF;
-
-    IF v_id IS NULL THEN
-        v_id := gen_random_uuid();
-        INSERT INTO child (
-            id, nhs_number, la_child_id, upn, given_name, family_name, family_name_key,
-            date_of_birth, expected_date_of_birth, sex, ethnicity
-        ) VALUES (
-            v_id,
-            CASE WHEN EXISTS (SELECT 1 FROM child WHERE nhs_number = p_nhs_number)
-                THEN NULL ELSE p_nhs_number END,
-            CASE WHEN EXISTS (SELECT 1 FROM child WHERE la_child_id = p_la_child_id)
-                THEN NULL ELSE p_la_child_id END,
-            CASE WHEN EXISTS (SELECT 1 FROM child WHERE upn = p_upn)
-                THEN NULL ELSE p_upn END,
-            p_given_name, p_family_name, p_family_name_key, p_date_of_birth,
-            p_expected_date_of_birth, p_sex, p_ethnicity
-        );
-        RETURN v_id;
-    END IF;
-
-    -- The match holds none of the values it lacks, so any holder is another child.
-    v_learn_nhs := v_nhs IS NULL AND p_nhs_number IS NOT NULL
-        AND NOT EXISTS (SELECT 1 FROM child WHERE nhs_number = p_nhs_number);
-    v_learn_la := v_la IS NULL AND p_la_child_id IS NOT NULL
-        AND NOT EXISTS (SELECT 1 FROM child WHERE la_child_id = p_la_child_id);
-    v_learn_upn := v_upn IS NULL AND p_upn IS NOT NULL
-        AND NOT EXISTS (SELECT 1 FROM child WHERE upn = p_upn);
-    v_learn_birth := v_dob IS NULL AND p_date_of_birth IS NOT NULL;
-    IF v_learn_nhs OR v_learn_la OR v_learn_upn OR v_learn_birth THEN
-        UPDATE child SET
-            nhs_number = CASE WHEN v_learn_nhs THEN p_nhs_number ELSE nhs_number END,
-            la_child_id = CASE WHEN v_learn_la THEN p_la_child_id ELSE la_child_id END,
-            upn = CASE WHEN v_learn_upn THEN p_upn ELSE upn END,
-            date_of_birth = CASE WHEN v_learn_birth THEN p_date_of_birth ELSE date_of_birth END,
-            sex = CASE WHEN v_learn_birth THEN p_sex ELSE sex END,
-            updated_at = now()
-        WHERE id = v_id;
-    END IF;
-    RETURN v_id;
 END
 $$;

@@ -497,15 +497,20 @@ class _Stopped(Exception):
 
 # --- one batch -----------------------------------------------------------------------------------
 
+# The API's matching rule, set-based: one statement for the batch (`neglect_resolve_children`,
+# service/children.sql). The census carries no NHS number and no name.
 _RESOLVE: Final = """
-SELECT x.position, neglect_resolve_child(
-    p_nhs_number => NULL, p_la_child_id => x.la_child_id, p_upn => x.upn, p_given_name => NULL,
-    p_family_name => NULL, p_family_name_key => NULL, p_date_of_birth => x.birth_on,
-    p_expected_date_of_birth => x.expected_on, p_sex => x.sex, p_ethnicity => x.ethnicity
-) AS child_id
-FROM unnest($1::int[], $2::text[], $3::text[], $4::date[], $5::date[], $6::text[], $7::text[])
-    AS x(position, la_child_id, upn, birth_on, expected_on, sex, ethnicity)
-ORDER BY x.position
+SELECT resolved.child_id
+FROM neglect_resolve_children(
+    p_nhs_numbers => array_fill(NULL::text, ARRAY[cardinality($1::text[])]),
+    p_la_child_ids => $1::text[], p_upns => $2::text[],
+    p_given_names => array_fill(NULL::text, ARRAY[cardinality($1::text[])]),
+    p_family_names => array_fill(NULL::text, ARRAY[cardinality($1::text[])]),
+    p_family_name_keys => array_fill(NULL::text, ARRAY[cardinality($1::text[])]),
+    p_dates_of_birth => $3::date[], p_expected_dates_of_birth => $4::date[],
+    p_sexes => $5::text[], p_ethnicities => $6::text[]
+) AS resolved
+ORDER BY resolved.item
 """
 # As the case-events API does for each event, so a batch and an API request about the same
 # child take turns.
@@ -663,7 +668,6 @@ async def _batch(
     )
     rows = await connection.fetch(
         _RESOLVE,
-        list(range(len(batch))),
         [child.la_child_id for child in batch],
         [child.upn for child in batch],
         [child.birth_on for child in batch],
