@@ -149,7 +149,7 @@ BEGIN
         FROM held AS h
     ),
     -- Children that are a holder for more than one item.
-    shared AS (
+    shared AS MATERIALIZED (
         SELECT holder.id
         FROM held AS h
         CROSS JOIN LATERAL unnest(ARRAY[h.nhs_holder, h.la_holder, h.upn_holder]) AS holder (id)
@@ -167,10 +167,9 @@ BEGIN
                    OR (m.la_child_id IS NOT NULL
                        AND count(*) OVER (PARTITION BY m.la_child_id) > 1)
                    OR (m.upn IS NOT NULL AND count(*) OVER (PARTITION BY m.upn) > 1)
-                   OR EXISTS (
-                       SELECT FROM shared AS s
-                       WHERE s.id IN (m.nhs_holder, m.la_holder, m.upn_holder)
-                   )
+                   OR m.nhs_holder IN (SELECT s.id FROM shared AS s)
+                   OR m.la_holder IN (SELECT s.id FROM shared AS s)
+                   OR m.upn_holder IN (SELECT s.id FROM shared AS s)
                ) AS apart,
                -- The match holds none of the values it lacks, so any holder is another child.
                found.nhs_number IS NULL AND m.nhs_number IS NOT NULL AND m.nhs_holder IS NULL
