@@ -9,6 +9,7 @@ models, SQLAlchemy): about a second of CPU per worker on the development machine
 from __future__ import annotations
 
 import asyncio
+import gc
 import uuid
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
@@ -433,10 +434,26 @@ def start_worker(options: ConnectOptions) -> None:
     loop = asyncio.new_event_loop()
     _Worker.loop = loop
     _Worker.connection = loop.run_until_complete(asyncpg.connect(dsn, **connect_args))
+    # What the start-up made lives as long as the process: no collection need look at it again.
+    gc.freeze()
 
 
 def work_on_chunk(chunk: Chunk, first_positions: dict[str, int]) -> ChunkOutcome:
-    """In a worker: read and check a run of children, then store them as one batch."""
+    """In a worker: read and check a run of children, then store them as one batch.
+
+    The cyclic garbage collector is paused meanwhile: a chunk makes some hundred thousand
+    objects (elements' proxies, rows, tuples) and frees them by reference counting, and the
+    collections their allocation set off cost 10 to 20 µs per child for nothing. What cycles
+    a chunk leaves (the driver's, an error's traceback) are collected after it.
+    """
+    gc.disable()
+    try:
+        return _work_on_chunk(chunk, first_positions)
+    finally:
+        gc.enable()
+
+
+def _work_on_chunk(chunk: Chunk, first_positions: dict[str, int]) -> ChunkOutcome:
     with chunk.path.open("rb") as stream:
         stream.seek(chunk.start)
         data = stream.read(chunk.end - chunk.start)
