@@ -167,9 +167,10 @@ BEGIN
                    OR (m.la_child_id IS NOT NULL
                        AND count(*) OVER (PARTITION BY m.la_child_id) > 1)
                    OR (m.upn IS NOT NULL AND count(*) OVER (PARTITION BY m.upn) > 1)
-                   OR m.nhs_holder IN (SELECT s.id FROM shared AS s)
-                   OR m.la_holder IN (SELECT s.id FROM shared AS s)
-                   OR m.upn_holder IN (SELECT s.id FROM shared AS s)
+                   -- (NULL IN (...) is NULL, not false.)
+                   OR (m.nhs_holder IS NOT NULL AND m.nhs_holder IN (SELECT s.id FROM shared AS s))
+                   OR (m.la_holder IS NOT NULL AND m.la_holder IN (SELECT s.id FROM shared AS s))
+                   OR (m.upn_holder IS NOT NULL AND m.upn_holder IN (SELECT s.id FROM shared AS s))
                ) AS apart,
                -- The match holds none of the values it lacks, so any holder is another child.
                found.nhs_number IS NULL AND m.nhs_number IS NOT NULL AND m.nhs_holder IS NULL
@@ -213,6 +214,10 @@ BEGIN
     INTO v_items, v_ids, v_apart
     FROM judged AS j;
 
+    IF coalesce(cardinality(v_items), 0) + coalesce(cardinality(v_apart), 0) <> v_count THEN
+        RAISE EXCEPTION 'neglect_resolve_children: an item neither resolved nor set apart'
+            USING ERRCODE = 'internal_error';
+    END IF;
     RETURN QUERY SELECT resolved.item, resolved.child_id
         FROM unnest(v_items, v_ids) AS resolved (item, child_id);
     FOREACH v_item IN ARRAY coalesce(v_apart, '{}') LOOP
