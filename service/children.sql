@@ -44,7 +44,8 @@ CREATE OR REPLACE FUNCTION public.neglect_resolve_children(
     p_nhs_numbers text[], p_la_child_ids text[], p_upns text[], p_given_names text[],
     p_family_names text[], p_family_name_keys text[], p_dates_of_birth date[],
     p_expected_dates_of_birth date[], p_sexes text[], p_ethnicities text[]
-) RETURNS TABLE (item integer, child_id uuid) LANGUAGE plpgsql AS $$
+) RETURNS TABLE (item integer, child_id uuid) LANGUAGE plpgsql
+SET plan_cache_mode = force_generic_plan AS $$
 -- SPEC 2.1, the matching rule's one definition (`neglect_resolve_child` is this with one item):
 -- match on the NHS number, then the LA child id, then the UPN, then the normalised family name
 -- with the date of birth; otherwise create the child. A match on a weaker key is refused when an
@@ -66,6 +67,9 @@ CREATE OR REPLACE FUNCTION public.neglect_resolve_children(
 -- concurrent first sightings of one child create it once; the partial unique indexes are the
 -- backstop. The lookups run in statements after the locks, so they see what a transaction that
 -- held the locks before committed.
+--
+-- Generic plans always (the SET clause): the statements look rows up by key, and a plan for one
+-- item, made afresh for each call as the default `auto` would, costs more than the call.
 #variable_conflict use_column
 DECLARE
     v_count integer := coalesce(cardinality(p_la_child_ids), 0);
@@ -73,6 +77,7 @@ DECLARE
     v_ids uuid[];
     v_apart integer[];
     v_item integer;
+    v_by_name boolean;
 BEGIN
     IF ARRAY[
         cardinality(p_nhs_numbers), cardinality(p_upns), cardinality(p_given_names),
@@ -90,26 +95,35 @@ BEGIN
         p_nhs_numbers, p_la_child_ids, p_upns, p_family_name_keys, p_dates_of_birth
     );
 
-    WITH given AS MATERIALIZED (
-        SELECT g.item::integer AS item, nullif(g.nhs_number, '') AS nhs_number,
-               nullif(g.la_child_id, '') AS la_child_id, nullif(g.upn, '') AS upn,
-               g.given_name, g.family_name, nullif(g.family_name_key, '') AS family_name_key,
-               g.date_of_birth, g.expected_date_of_birth, g.sex, g.ethnicity
-        FROM unnest(
-            p_nhs_numbers, p_la_child_ids, p_upns, p_given_names, p_family_names,
-            p_family_name_keys, p_dates_of_birth, p_expected_dates_of_birth, p_sexes,
-            p_ethnicities
-        ) WITH ORDINALITY AS g (
-            nhs_number, la_child_id, upn, given_name, family_name, family_name_key,
-            date_of_birth, expected_date_of_birth, sex, ethnicity, item
-        )
-    ),
-    -- The child holding each identifier sent, if any (one at most: the unique indexes).
-    held AS MATERIALIZED (
-        SELECT g.*, nhs.id AS nhs_holder, la.id AS la_holder, la.nhs_number AS la_holder_nhs,
+    -- A batch matching on name and birth is resolved one item at a time (see above).
+    v_by_name := v_count > 1 AND EXISTS (
+        SELECT FROM unnest(p_family_name_keys, p_dates_of_birth) AS given (key, born)
+        WHERE given.key <> '' AND given.born IS NOT NULL
+    );
+    WITH held AS MATERIALIZED (
+        -- Each item, and the child holding each identifier it sends, if any (one at most: the
+        -- unique indexes).
+        SELECT g.item::integer AS item, g.nhs_number, g.la_child_id, g.upn, g.given_name,
+               g.family_name, g.family_name_key, g.date_of_birth, g.expected_date_of_birth,
+               g.sex, g.ethnicity,
+               nhs.id AS nhs_holder, la.id AS la_holder, la.nhs_number AS la_holder_nhs,
                upn.id AS upn_holder, upn.nhs_number AS upn_holder_nhs,
                upn.la_child_id AS upn_holder_la
-        FROM given AS g
+        FROM (
+            SELECT nullif(u.nhs_number, '') AS nhs_number,
+                   nullif(u.la_child_id, '') AS la_child_id, nullif(u.upn, '') AS upn,
+                   u.given_name, u.family_name,
+                   nullif(u.family_name_key, '') AS family_name_key, u.date_of_birth,
+                   u.expected_date_of_birth, u.sex, u.ethnicity, u.item
+            FROM unnest(
+                p_nhs_numbers, p_la_child_ids, p_upns, p_given_names, p_family_names,
+                p_family_name_keys, p_dates_of_birth, p_expected_dates_of_birth, p_sexes,
+                p_ethnicities
+            ) WITH ORDINALITY AS u (
+                nhs_number, la_child_id, upn, given_name, family_name, family_name_key,
+                date_of_birth, expected_date_of_birth, sex, ethnicity, item
+            )
+        ) AS g
         LEFT JOIN LATERAL (
             SELECT c.id FROM child AS c WHERE c.nhs_number = g.nhs_number
         ) AS nhs ON true
@@ -120,8 +134,29 @@ BEGIN
             SELECT c.id, c.nhs_number, c.la_child_id FROM child AS c WHERE c.upn = g.upn
         ) AS upn ON true
     ),
-    matched AS MATERIALIZED (
-        SELECT h.*, CASE
+    -- What two or more items share: an identifier, or a child holding one of theirs.
+    shared AS (
+        SELECT key.value
+        FROM held AS h
+        CROSS JOIN LATERAL unnest(ARRAY[
+            'nhs:' || h.nhs_number, 'la:' || h.la_child_id, 'upn:' || h.upn,
+            'holder:' || h.nhs_holder, 'holder:' || h.la_holder, 'holder:' || h.upn_holder
+        ]) AS key (value)
+        WHERE key.value IS NOT NULL
+        GROUP BY key.value
+        HAVING count(DISTINCT h.item) > 1
+    ),
+    judged AS MATERIALIZED (
+        SELECT h.*, found.id AS match_id, found.nhs_number AS match_nhs,
+               found.la_child_id AS match_la, found.upn AS match_upn,
+               found.date_of_birth AS match_birth,
+               CASE WHEN found.id IS NULL THEN gen_random_uuid() END AS new_id,
+               v_by_name OR (v_count > 1 AND ARRAY[
+                   'nhs:' || h.nhs_number, 'la:' || h.la_child_id, 'upn:' || h.upn,
+                   'holder:' || h.nhs_holder, 'holder:' || h.la_holder, 'holder:' || h.upn_holder
+               ] && (SELECT coalesce(array_agg(s.value), '{}') FROM shared AS s)) AS apart
+        FROM held AS h
+        LEFT JOIN child AS found ON found.id = CASE
             WHEN h.nhs_holder IS NOT NULL THEN h.nhs_holder
             WHEN h.la_holder IS NOT NULL
                 AND (h.nhs_number IS NULL OR h.la_holder_nhs IS NULL
@@ -145,42 +180,7 @@ BEGIN
                 ORDER BY c.created_at, c.id
                 LIMIT 1
             )
-        END AS match_id
-        FROM held AS h
-    ),
-    -- Children that are a holder for more than one item.
-    shared AS MATERIALIZED (
-        SELECT holder.id
-        FROM held AS h
-        CROSS JOIN LATERAL unnest(ARRAY[h.nhs_holder, h.la_holder, h.upn_holder]) AS holder (id)
-        WHERE holder.id IS NOT NULL
-        GROUP BY holder.id
-        HAVING count(DISTINCT h.item) > 1
-    ),
-    judged AS MATERIALIZED (
-        SELECT m.*,
-               CASE WHEN m.match_id IS NULL THEN gen_random_uuid() END AS new_id,
-               v_count > 1 AND (
-                   bool_or(m.family_name_key IS NOT NULL AND m.date_of_birth IS NOT NULL) OVER ()
-                   OR (m.nhs_number IS NOT NULL
-                       AND count(*) OVER (PARTITION BY m.nhs_number) > 1)
-                   OR (m.la_child_id IS NOT NULL
-                       AND count(*) OVER (PARTITION BY m.la_child_id) > 1)
-                   OR (m.upn IS NOT NULL AND count(*) OVER (PARTITION BY m.upn) > 1)
-                   -- (NULL IN (...) is NULL, not false.)
-                   OR (m.nhs_holder IS NOT NULL AND m.nhs_holder IN (SELECT s.id FROM shared AS s))
-                   OR (m.la_holder IS NOT NULL AND m.la_holder IN (SELECT s.id FROM shared AS s))
-                   OR (m.upn_holder IS NOT NULL AND m.upn_holder IN (SELECT s.id FROM shared AS s))
-               ) AS apart,
-               -- The match holds none of the values it lacks, so any holder is another child.
-               found.nhs_number IS NULL AND m.nhs_number IS NOT NULL AND m.nhs_holder IS NULL
-                   AS learn_nhs,
-               found.la_child_id IS NULL AND m.la_child_id IS NOT NULL AND m.la_holder IS NULL
-                   AS learn_la,
-               found.upn IS NULL AND m.upn IS NOT NULL AND m.upn_holder IS NULL AS learn_upn,
-               found.date_of_birth IS NULL AND m.date_of_birth IS NOT NULL AS learn_birth
-        FROM matched AS m
-        LEFT JOIN child AS found ON found.id = m.match_id
+        END
     ),
     created AS (
         INSERT INTO child (
@@ -196,17 +196,26 @@ BEGIN
         FROM judged AS j
         WHERE j.match_id IS NULL AND NOT j.apart
     ),
+    -- A match learns what it lacks unless another child holds it (the match holds none of the
+    -- values it lacks, so any holder is another child), and the birth of a child first
+    -- referred unborn.
     learned AS (
         UPDATE child AS c SET
-            nhs_number = CASE WHEN j.learn_nhs THEN j.nhs_number ELSE c.nhs_number END,
-            la_child_id = CASE WHEN j.learn_la THEN j.la_child_id ELSE c.la_child_id END,
-            upn = CASE WHEN j.learn_upn THEN j.upn ELSE c.upn END,
-            date_of_birth = CASE WHEN j.learn_birth THEN j.date_of_birth ELSE c.date_of_birth END,
-            sex = CASE WHEN j.learn_birth THEN j.sex ELSE c.sex END,
+            nhs_number = coalesce(c.nhs_number, CASE WHEN j.nhs_holder IS NULL
+                THEN j.nhs_number END),
+            la_child_id = coalesce(c.la_child_id, CASE WHEN j.la_holder IS NULL
+                THEN j.la_child_id END),
+            upn = coalesce(c.upn, CASE WHEN j.upn_holder IS NULL THEN j.upn END),
+            date_of_birth = coalesce(c.date_of_birth, j.date_of_birth),
+            sex = CASE WHEN c.date_of_birth IS NULL AND j.date_of_birth IS NOT NULL
+                THEN j.sex ELSE c.sex END,
             updated_at = now()
         FROM judged AS j
         WHERE c.id = j.match_id AND NOT j.apart
-          AND (j.learn_nhs OR j.learn_la OR j.learn_upn OR j.learn_birth)
+          AND (j.match_nhs IS NULL AND j.nhs_number IS NOT NULL AND j.nhs_holder IS NULL
+               OR j.match_la IS NULL AND j.la_child_id IS NOT NULL AND j.la_holder IS NULL
+               OR j.match_upn IS NULL AND j.upn IS NOT NULL AND j.upn_holder IS NULL
+               OR j.match_birth IS NULL AND j.date_of_birth IS NOT NULL)
     )
     SELECT array_agg(j.item) FILTER (WHERE NOT j.apart),
            array_agg(coalesce(j.match_id, j.new_id)) FILTER (WHERE NOT j.apart),
