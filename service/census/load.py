@@ -2,7 +2,7 @@
 
 A file is scanned first (`scan_census`): one not well-formed, with a DTD, or without a supported
 header stores nothing. Then its children are read, checked and stored in batches, each batch one
-transaction: children are matched with the database's `neglect_resolve_child` (the API's
+transaction: children are matched with the database's `neglect_resolve_children` (the API's
 matching), their rows locked as the case-events API locks them, what is stored about them read,
 the changes worked out in memory (`service.census.plan`), and everything written with binary COPY
 and a few set-based statements. A batch, not the whole file, is a transaction because matching
@@ -334,7 +334,7 @@ async def _import_in_workers(
 
 async def _record_completion(factory: SessionFactory, report: ImportReport) -> None:
     """Note the finished run on the file's row. The batches commit without waiting for their WAL
-    to reach disk (`_batch`); this commit waits, and so makes every batch's durable before the
+    to reach disk (`store_children`); this commit waits, and so makes every batch's durable before the
     report is given."""
     async with transaction(factory) as session:
         await session.execute(
