@@ -3,9 +3,10 @@ name + date of birth; otherwise a new child.
 
 Matching runs in the database (`neglect_resolve_child`, service/children.sql), in the caller's
 transaction: `neglect_resolve_children` with one item, the rule's one definition, which the census
-import calls for a batch of children at once. Concurrency: it first takes an advisory lock on every key it will match or create on,
-in one fixed order, so two requests for the same new child serialise and the second finds the
-first's row; the partial unique indexes are the backstop. The locks are released at commit.
+import calls for a batch of children at once. Concurrency: it first takes an advisory lock on
+every key it will match or create on, in one fixed order, so two requests for the same new child
+serialise and the second finds the first's row; the partial unique indexes are the backstop. The
+locks are released at commit.
 """
 
 from __future__ import annotations

@@ -334,8 +334,8 @@ async def _import_in_workers(
 
 async def _record_completion(factory: SessionFactory, report: ImportReport) -> None:
     """Note the finished run on the file's row. The batches commit without waiting for their WAL
-    to reach disk (`store_children`); this commit waits, and so makes every batch's durable before the
-    report is given."""
+    to reach disk (`store_children`); this commit waits, and so makes every batch's durable
+    before the report is given."""
     async with transaction(factory) as session:
         await session.execute(
             text(
