@@ -163,16 +163,23 @@ _ICPCS: Final = (
     "SELECT i.child_id, i.enquiry_ref, i.held_on FROM unnest($1::uuid[]) AS c(id) "
     "JOIN icpc i ON i.child_id = c.id"
 )
+# The stored events and referrals by their keys, each looked up through its unique index: the
+# subqueries are fenced (`OFFSET 0`) so that they stay one index probe per key. Joined plainly,
+# a table the import is filling (never analysed yet) is estimated to match the client's few rows,
+# and was hashed whole for every batch: at 100,000 children, 280 and 480 ms a batch by the end,
+# 27 and 17 ms probed key by key.
 _EVENTS: Final = (
-    "SELECT e.event_id, e.child_id, e.occurred_on, "
+    "SELECT w.event_id, e.child_id, e.occurred_on, "
     "e.details ->> 'initial_category' AS initial_category FROM unnest($1::text[]) AS w(event_id) "
-    "JOIN case_event e ON e.client_id = $2 AND e.event_id = w.event_id"
+    "CROSS JOIN LATERAL (SELECT e.child_id, e.occurred_on, e.details FROM case_event e "
+    "WHERE e.client_id = $2 AND e.event_id = w.event_id OFFSET 0) AS e"
 )
 _REFERRALS: Final = (
-    "SELECT r.id, r.child_id, r.external_reference, "
+    "SELECT r.id, r.child_id, w.reference AS external_reference, "
     "r.body -> 'census' ->> 'reference_date' AS reference_date, "
     "r.body -> 'census' ->> 'fingerprint' AS fingerprint FROM unnest($1::text[]) AS w(reference) "
-    "JOIN referral r ON r.client_id = $2 AND r.external_reference = w.reference"
+    "CROSS JOIN LATERAL (SELECT r.id, r.child_id, r.body FROM referral r "
+    "WHERE r.client_id = $2 AND r.external_reference = w.reference OFFSET 0) AS r"
 )
 _UPDATE_PLANS: Final = """
 UPDATE care_plan p SET ended_on = u.ended_on, ended_event_id = u.ended_event_id,
