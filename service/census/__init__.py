@@ -23,14 +23,17 @@ as the API matches them, a referral per episode, case events through the API's r
 stores them in bulk with the file's identity for provenance.
 """
 
-from service.census.load import (
-    CensusFileRefused,
-    ImportReport,
-    Workers,
-    default_workers,
-    import_census_file,
-)
-from service.census.model import Problem
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from service.census.load import (
+        CensusFileRefused,
+        ImportReport,
+        Workers,
+        default_workers,
+        import_census_file,
+    )
+    from service.census.model import Problem
 
 __all__ = [
     "CensusFileRefused",
@@ -40,3 +43,17 @@ __all__ = [
     "default_workers",
     "import_census_file",
 ]
+
+
+def __getattr__(name: str) -> object:
+    """The names above, imported when first asked for: a worker process of the import imports
+    `service.census.store` alone, not `load` and, through it, the rest of the service."""
+    if name == "Problem":
+        from service.census.model import Problem
+
+        return Problem
+    if name in __all__:
+        from service.census import load
+
+        return getattr(load, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -2,7 +2,7 @@
 
 A file is scanned first (`scan_census`): one not well-formed, with a DTD, or without a supported
 header stores nothing. Then its children are read, checked and stored in batches, each batch one
-transaction: children are matched with the database's `neglect_resolve_child` (the API's
+transaction: children are matched with the database's `neglect_resolve_children` (the API's
 matching), their rows locked as the case-events API locks them, what is stored about them read,
 the changes worked out in memory (`service.census.plan`), and everything written with binary COPY
 and a few set-based statements. A batch, not the whole file, is a transaction because matching
@@ -29,17 +29,20 @@ import hashlib
 import mmap
 import multiprocessing
 import os
+import pickle
+import sys
 import threading
 import time
+import types
 import uuid
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable, Iterator
 from concurrent.futures import ProcessPoolExecutor
+from contextlib import contextmanager
 from dataclasses import dataclass, field
-from datetime import date, datetime
+from datetime import date
 from pathlib import Path
 from typing import Any, Final
 
-import asyncpg
 from sqlalchemy import text
 
 from service.audit import record_access
@@ -49,96 +52,27 @@ from service.census.parse import (
     CensusFile,
     CensusScan,
     child_chunks,
-    chunk_document,
     read_census,
-    read_chunk,
     scan_census,
 )
-from service.census.plan import (
-    CENSUS_CLIENT_ID,
-    ChildContext,
-    ChildState,
-    StoredEvent,
-    StoredPlan,
-    StoredReferral,
-    Writes,
-    plan_child,
-    planned_events,
-    referral_reference,
+from service.census.store import (
+    BatchOutcome,
+    Chunk,
+    ConnectOptions,
+    Tally,
+    WorkerSettings,
+    ready,
+    start_worker,
+    store_children,
+    with_retries,
+    work_on_chunk,
 )
 from service.db import SessionFactory, driver_options, transaction
 from service.handoff import Handoff
-from service.referrals import count_rereferrals_of
 from service.settings import Settings
 
 CHILDREN_PER_BATCH: Final = 1000
 BATCHES_IN_FLIGHT: Final = 2
-_RETRIES: Final = 3
-
-_REFERRAL_COLUMNS: Final = (
-    "id",
-    "client_id",
-    "agency_type",
-    "agency_name",
-    "external_reference",
-    "child_id",
-    "status",
-    "received_at",
-    "referral_source",
-    "rereferral",
-    "rereferral_count",
-    "agency_rereferral_count",
-    "previous_received_at",
-    "body",
-    "decision_outcome",
-    "census_import_id",
-)
-_EVENT_COLUMNS: Final = (
-    "id",
-    "client_id",
-    "agency_type",
-    "agency_name",
-    "event_id",
-    "payload_sha256",
-    "child_id",
-    "event_type",
-    "occurred_on",
-    "details",
-    "census_import_id",
-)
-_ENQUIRY_COLUMNS: Final = (
-    "id",
-    "child_id",
-    "enquiry_ref",
-    "started_on",
-    "strategy_discussion_on",
-    "case_event_id",
-)
-_ICPC_COLUMNS: Final = (
-    "id",
-    "child_id",
-    "enquiry_ref",
-    "held_on",
-    "outcome",
-    "categories",
-    "case_event_id",
-)
-_PLAN_COLUMNS: Final = (
-    "id",
-    "child_id",
-    "plan_type",
-    "plan_ref",
-    "started_on",
-    "ended_on",
-    "initial_category",
-    "latest_category",
-    "domestic_abuse_focus",
-    "neglect",
-    "started_event_id",
-    "ended_event_id",
-    "previous_cp_plans",
-)
-_CHANGE_COLUMNS: Final = ("care_plan_id", "changed_on", "category", "case_event_id")
 
 
 class CensusFileRefused(Exception):
@@ -355,7 +289,7 @@ async def _import_in_workers(
     children_per_batch: int,
     on_progress: Callable[[int], None] | None,
 ) -> bool:
-    """Hand runs of the file's children to the worker processes (`_work_on_chunk`); False, and
+    """Hand runs of the file's children to the worker processes (`work_on_chunk`); False, and
     nothing stored, when the file cannot be cut into runs safely (`child_chunks`)."""
     with path.open("rb") as stream, mmap.mmap(stream.fileno(), 0, access=mmap.ACCESS_READ) as data:
         chunks = child_chunks(data, scan, children_per_batch)
@@ -367,8 +301,8 @@ async def _import_in_workers(
     futures = [
         asyncio.wrap_future(
             pool.submit(
-                _work_on_chunk,
-                _Chunk(path, start, end, first, header, import_id, scan.namespaces, scan.encoding),
+                work_on_chunk,
+                Chunk(path, start, end, first, header, import_id, scan.namespaces, scan.encoding),
                 {
                     la_child_id: position
                     for la_child_id, position in scan.first_positions.items()
@@ -394,14 +328,14 @@ async def _import_in_workers(
     for outcome in outcomes:
         report.problems.extend(outcome.problems)
         report.children_imported += outcome.children_read - len({p.child for p in outcome.problems})
-        outcome.tally.add_to(report)
+        _add_tally(report, outcome.tally)
     return True
 
 
 async def _record_completion(factory: SessionFactory, report: ImportReport) -> None:
     """Note the finished run on the file's row. The batches commit without waiting for their WAL
-    to reach disk (`_batch`); this commit waits, and so makes every batch's durable before the
-    report is given."""
+    to reach disk (`store_children`); this commit waits, and so makes every batch's durable
+    before the report is given."""
     async with transaction(factory) as session:
         await session.execute(
             text(
@@ -495,129 +429,6 @@ class _Stopped(Exception):
     pass
 
 
-# --- one batch -----------------------------------------------------------------------------------
-
-_RESOLVE: Final = """
-SELECT x.position, neglect_resolve_child(
-    p_nhs_number => NULL, p_la_child_id => x.la_child_id, p_upn => x.upn, p_given_name => NULL,
-    p_family_name => NULL, p_family_name_key => NULL, p_date_of_birth => x.birth_on,
-    p_expected_date_of_birth => x.expected_on, p_sex => x.sex, p_ethnicity => x.ethnicity
-) AS child_id
-FROM unnest($1::int[], $2::text[], $3::text[], $4::date[], $5::date[], $6::text[], $7::text[])
-    AS x(position, la_child_id, upn, birth_on, expected_on, sex, ethnicity)
-ORDER BY x.position
-"""
-# As the case-events API does for each event, so a batch and an API request about the same
-# child take turns.
-_LOCK_CHILDREN: Final = (
-    "SELECT id, created_at = now() AS created FROM child WHERE id = ANY($1::uuid[]) "
-    "ORDER BY id FOR NO KEY UPDATE"
-)
-# What is stored about a batch's children, looked up key by key through the indexes: joined to
-# the keys unnested, not `= ANY(...)`, which a table the import is filling (its statistics still
-# those of an empty table) is estimated to match whole, and scanned whole for.
-_PLANS: Final = (
-    "SELECT p.id, p.child_id, p.plan_type, p.plan_ref, p.started_on, p.ended_on, "
-    "p.initial_category, p.latest_category FROM unnest($1::uuid[]) AS c(id) "
-    "JOIN care_plan p ON p.child_id = c.id"
-)
-_CHANGES: Final = (
-    "SELECT ch.care_plan_id, ch.changed_on, ch.id, ch.category FROM unnest($1::uuid[]) AS c(id) "
-    "JOIN care_plan p ON p.child_id = c.id JOIN care_plan_category_change ch "
-    "ON ch.care_plan_id = p.id"
-)
-_ENQUIRIES: Final = (
-    "SELECT s.child_id, s.enquiry_ref, s.started_on FROM unnest($1::uuid[]) AS c(id) "
-    "JOIN section47_enquiry s ON s.child_id = c.id"
-)
-_ICPCS: Final = (
-    "SELECT i.child_id, i.enquiry_ref, i.held_on FROM unnest($1::uuid[]) AS c(id) "
-    "JOIN icpc i ON i.child_id = c.id"
-)
-_EVENTS: Final = (
-    "SELECT e.event_id, e.child_id, e.occurred_on, "
-    "e.details ->> 'initial_category' AS initial_category FROM unnest($1::text[]) AS w(event_id) "
-    "JOIN case_event e ON e.client_id = $2 AND e.event_id = w.event_id"
-)
-_REFERRALS: Final = (
-    "SELECT r.id, r.child_id, r.external_reference, "
-    "r.body -> 'census' ->> 'reference_date' AS reference_date, "
-    "r.body -> 'census' ->> 'fingerprint' AS fingerprint FROM unnest($1::text[]) AS w(reference) "
-    "JOIN referral r ON r.client_id = $2 AND r.external_reference = w.reference"
-)
-_UPDATE_PLANS: Final = """
-UPDATE care_plan p SET ended_on = u.ended_on, ended_event_id = u.ended_event_id,
-    latest_category = u.latest_category
-FROM unnest($1::uuid[], $2::date[], $3::uuid[], $4::text[])
-    AS u(id, ended_on, ended_event_id, latest_category)
-WHERE p.id = u.id
-"""
-_UPDATE_REFERRALS: Final = """
-UPDATE referral r SET body = u.body::jsonb, census_import_id = u.census_import_id
-FROM unnest($1::uuid[], $2::text[], $3::uuid[]) AS u(id, body, census_import_id)
-WHERE r.id = u.id
-"""
-# A new child that was then refused leaves no trace.
-_DROP_REFUSED: Final = """
-DELETE FROM child c WHERE c.id = ANY($1::uuid[]) AND c.created_at = now()
-  AND NOT EXISTS (SELECT 1 FROM referral r WHERE r.child_id = c.id)
-  AND NOT EXISTS (SELECT 1 FROM case_event e WHERE e.child_id = c.id)
-  AND NOT EXISTS (SELECT 1 FROM assessment a WHERE a.child_id = c.id)
-"""
-
-# `previous_received_at` of the children's other referrals, which a new one may now precede: the
-# database function the API's creates and withdrawals call (service/referrals.sql).
-_RELINK: Final = "SELECT neglect_relink_referrals(p_child_ids => $1::uuid[])"
-# The new referrals' re-referral flag and counts, by the rule's one definition
-# (`neglect_rereferral_counts`, which `neglect_create_referral` calls too), once the batch's
-# referrals are stored: each counts the child's other live referrals of the 12 months up to it,
-# stored before or imported with it. Copied with none; only those that count some are updated.
-_COUNT_REREFERRALS: Final = count_rereferrals_of("loaded.id = ANY($1::uuid[])")
-_STORED_MOMENTS: Final = (
-    "SELECT r.child_id, r.received_at, r.agency_name FROM unnest($1::uuid[]) AS c(id) "
-    "JOIN referral r ON r.child_id = c.id WHERE r.status <> 'withdrawn'"
-)
-
-
-@dataclass
-class _Tally:
-    """What one batch stored, for the report."""
-
-    changed: int = 0
-    referrals_created: int = 0
-    referrals_updated: int = 0
-    events_created: dict[str, int] = field(default_factory=dict)
-
-    @classmethod
-    def of(cls, writes: Writes) -> _Tally:
-        return cls(
-            changed=len(writes.changed_children),
-            referrals_created=len(writes.referrals),
-            referrals_updated=len(writes.referral_updates),
-            events_created=writes.events_by_type(),
-        )
-
-    def add_to(self, report: ImportReport) -> None:
-        report.children_changed += self.changed
-        report.referrals_created += self.referrals_created
-        report.referrals_updated += self.referrals_updated
-        for event_type, count in self.events_created.items():
-            report.events_created[event_type] = report.events_created.get(event_type, 0) + count
-
-
-async def _with_retries(attempt_batch: Callable[[], Awaitable[_BatchOutcome]]) -> _BatchOutcome:
-    for attempt in range(_RETRIES):
-        try:
-            return await attempt_batch()
-        except (asyncpg.DeadlockDetectedError, asyncpg.SerializationError):
-            # Another batch or request locked the same children in the other order: nothing
-            # of this batch was stored, so it is tried again.
-            if attempt == _RETRIES - 1:
-                raise
-            await asyncio.sleep(0.1 * (attempt + 1))
-    raise AssertionError("unreachable")
-
-
 async def _store_batch(
     factory: SessionFactory,
     header: CensusHeader,
@@ -626,15 +437,15 @@ async def _store_batch(
     report: ImportReport,
     problems: list[Problem],
 ) -> None:
-    async def attempt() -> _BatchOutcome:
+    async def attempt() -> BatchOutcome:
         async with transaction(factory) as session:
             # Begun through the session, so the statements on its raw connection are in it.
             await session.execute(text("SELECT 1"))
-            return await _batch(await _raw(session), header, import_id, batch)
+            return await store_children(await _raw(session), header, import_id, batch)
 
-    outcome = await _with_retries(attempt)
+    outcome = await with_retries(attempt)
     problems.extend(outcome.problems)
-    outcome.tally.add_to(report)
+    _add_tally(report, outcome.tally)
 
 
 async def _raw(session: Any) -> Any:
@@ -643,225 +454,51 @@ async def _raw(session: Any) -> Any:
     return raw.driver_connection
 
 
-@dataclass
-class _BatchOutcome:
-    problems: list[Problem]
-    tally: _Tally
-
-
-async def _batch(
-    connection: Any, header: CensusHeader, import_id: uuid.UUID, batch: list[CensusChild]
-) -> _BatchOutcome:
-    """Store one batch in the connection's open transaction (see the module docstring)."""
-    # The matching function looks rows up by key: a generic plan suits it.
-    # A batch's commit does not wait for its WAL to be flushed: the run's last commit
-    # (`_record_completion`) does, for every batch before it. A crash before then loses at most
-    # the latest batches, which importing the file again stores.
-    await connection.execute(
-        "SET LOCAL plan_cache_mode = force_generic_plan; SET LOCAL statement_timeout = '10min'; "
-        "SET LOCAL synchronous_commit = off"
-    )
-    rows = await connection.fetch(
-        _RESOLVE,
-        list(range(len(batch))),
-        [child.la_child_id for child in batch],
-        [child.upn for child in batch],
-        [child.birth_on for child in batch],
-        [child.expected_birth_on for child in batch],
-        [child.sex for child in batch],
-        [child.ethnicity for child in batch],
-    )
-    child_ids: list[uuid.UUID] = [row["child_id"] for row in rows]
-    # Only the matching function gains from generic plans; the look-ups below by arrays of
-    # ids are planned for the batch.
-    await connection.execute("SET LOCAL plan_cache_mode = auto")
-    locked = await connection.fetch(_LOCK_CHILDREN, child_ids)
-    created = {row["id"] for row in locked if row["created"]}
-    contexts = await _contexts(connection, header, batch, child_ids)
-    writes = Writes()
-    problems: list[Problem] = []
-    refused: list[uuid.UUID] = []
-    first_of: dict[uuid.UUID, CensusChild] = {}
-    for child, context in zip(batch, contexts, strict=True):
-        first = first_of.setdefault(context.child_id, child)
-        if first is not child:
-            # Two children of the file are one child here (a shared UPN, say): the file
-            # contradicts itself, so the second is not merged into the first.
-            problems.append(
-                Problem(
-                    child.la_child_id,
-                    "ChildIdentifiers",
-                    f"matches the same child as LAchildID {first.la_child_id} in this file",
-                )
-            )
-            continue
-        problem = plan_child(header, import_id, child, context, writes)
-        if problem is not None:
-            problems.append(problem)
-            refused.append(context.child_id)
-    await _write(connection, writes)
-    dropped = [child_id for child_id in refused if child_id in created]
-    if dropped:
-        await connection.execute(_DROP_REFUSED, dropped)
-    return _BatchOutcome(problems, _Tally.of(writes))
-
-
-async def _contexts(
-    connection: Any, header: CensusHeader, batch: list[CensusChild], child_ids: list[uuid.UUID]
-) -> list[ChildContext]:
-    states: dict[uuid.UUID, ChildState] = {child_id: ChildState() for child_id in child_ids}
-    plans: dict[uuid.UUID, StoredPlan] = {}
-    for row in await connection.fetch(_PLANS, child_ids):
-        plan = StoredPlan(
-            id=row["id"],
-            plan_type=row["plan_type"],
-            plan_ref=row["plan_ref"],
-            started_on=row["started_on"],
-            ended_on=row["ended_on"],
-            initial_category=row["initial_category"],
-            latest_category=row["latest_category"],
-        )
-        plans[plan.id] = plan
-        states[row["child_id"]].plans[(plan.plan_type, plan.plan_ref)] = plan
-    for row in await connection.fetch(_CHANGES, child_ids):
-        plans[row["care_plan_id"]].changes.append((row["changed_on"], row["id"], row["category"]))
-    for row in await connection.fetch(_ENQUIRIES, child_ids):
-        states[row["child_id"]].enquiries[row["enquiry_ref"]] = row["started_on"]
-    for row in await connection.fetch(_ICPCS, child_ids):
-        states[row["child_id"]].icpcs[row["enquiry_ref"]] = row["held_on"]
-    moments: dict[uuid.UUID, list[tuple[datetime, str]]] = {}
-    for row in await connection.fetch(_STORED_MOMENTS, child_ids):
-        moments.setdefault(row["child_id"], []).append((row["received_at"], row["agency_name"]))
-    planned = [planned_events(header, child) for child in batch]
-    wanted_events = [event.event_id for events in planned for event in events]
-    stored_events = {
-        row["event_id"]: StoredEvent(row["child_id"], row["occurred_on"], row["initial_category"])
-        for row in await connection.fetch(_EVENTS, wanted_events, CENSUS_CLIENT_ID)
-    }
-    wanted_referrals = [
-        referral_reference(header, child, episode) for child in batch for episode in child.episodes
-    ]
-    stored_referrals = {
-        row["external_reference"]: StoredReferral(
-            row["id"], row["child_id"], row["reference_date"] or "", row["fingerprint"] or ""
-        )
-        for row in await connection.fetch(_REFERRALS, wanted_referrals, CENSUS_CLIENT_ID)
-    }
-    # A child seen twice in one batch (two census children matched to one) shares its state.
-    return [
-        ChildContext(
-            child_id,
-            events,
-            states[child_id],
-            stored_events,
-            stored_referrals,
-            moments.get(child_id, []),
-        )
-        for child_id, events in zip(child_ids, planned, strict=True)
-    ]
-
-
-async def _copy(connection: Any, table: str, columns: tuple[str, ...], rows: list[Any]) -> None:
-    if rows:
-        await connection.copy_records_to_table(table, records=rows, columns=list(columns))
-
-
-async def _write(connection: Any, writes: Writes) -> None:
-    await _copy(connection, "case_event", _EVENT_COLUMNS, writes.events)
-    if writes.plan_updates:
-        # Before the new plans: a plan ended here may make room for a new open one.
-        await connection.execute(_UPDATE_PLANS, *map(list, zip(*writes.plan_updates, strict=True)))
-    await _copy(connection, "care_plan", _PLAN_COLUMNS, writes.plans)
-    await _copy(connection, "care_plan_category_change", _CHANGE_COLUMNS, writes.changes)
-    await _copy(connection, "section47_enquiry", _ENQUIRY_COLUMNS, writes.enquiries)
-    await _copy(connection, "icpc", _ICPC_COLUMNS, writes.icpcs)
-    await _copy(connection, "referral", _REFERRAL_COLUMNS, writes.referrals)
-    if writes.relink_children:
-        # A new referral whose child has no other live referral counts none (and follows none):
-        # only the children with more than one are counted and relinked.
-        relinked = set(writes.relink_children)
-        counted = [row[0] for row in writes.referrals if row[5] in relinked]
-        if counted:
-            await connection.execute(_COUNT_REREFERRALS, counted)
-        await connection.execute(_RELINK, sorted(relinked))
-    if writes.referral_updates:
-        await connection.execute(
-            _UPDATE_REFERRALS, *map(list, zip(*writes.referral_updates, strict=True))
-        )
-
-
-# --- worker processes ----------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class _Chunk:
-    """A run of the file's children for a worker: bytes `start` to `end` of the file."""
-
-    path: Path
-    start: int
-    end: int
-    first_position: int
-    header: CensusHeader
-    import_id: uuid.UUID
-    namespaces: dict[str | None, str]
-    encoding: str
-
-
-@dataclass
-class _ChunkOutcome:
-    children_read: int
-    problems: list[Problem]
-    tally: _Tally
-
-
-class _Worker:
-    """A worker process's event loop and connection, made once by `_start_worker`."""
-
-    loop: asyncio.AbstractEventLoop | None = None
-    connection: Any = None
-
-
 def _start_workers(workers: Workers) -> ProcessPoolExecutor:
     """The worker processes, started (connecting) while the file is scanned. Spawned, not forked:
     the importing process may hold open connections and threads a fork would copy."""
     pool = ProcessPoolExecutor(
         max_workers=workers.processes,
         mp_context=multiprocessing.get_context("spawn"),
-        initializer=_start_worker,
-        initargs=(workers.settings, workers.url),
+        initializer=start_worker,
+        initargs=(_connect_options(workers),),
     )
-    for _ in range(workers.processes):
-        pool.submit(_ready)
+    # Each submission while no worker is idle starts one more process, up to `processes`: all
+    # of them here, while the main module is hidden.
+    with _main_module_hidden():
+        for _ in range(workers.processes):
+            pool.submit(ready)
     return pool
 
 
-def _ready() -> None:
-    return None
+@contextmanager
+def _main_module_hidden() -> Iterator[None]:
+    """A spawned process first imports its parent's main module (the CLI's script, which imports
+    every command, or a benchmark), 2 seconds of CPU here, though a worker needs none of it
+    (`service.census.store` imports what it needs): while the workers start, the main module is
+    an empty one, which a spawned process does not import."""
+    main = sys.modules["__main__"]
+    sys.modules["__main__"] = types.ModuleType("__main__")
+    try:
+        yield
+    finally:
+        sys.modules["__main__"] = main
 
 
-def _start_worker(settings: Settings, url: str) -> None:
-    dsn, connect_args = driver_options(settings, url)
-    loop = asyncio.new_event_loop()
-    _Worker.loop = loop
-    _Worker.connection = loop.run_until_complete(asyncpg.connect(dsn, **connect_args))
+def _connect_options(workers: Workers) -> ConnectOptions:
+    """The workers' connection options, made here when they can be sent to another process (then
+    a worker need not import the database layer to make them), else what makes them there."""
+    options = driver_options(workers.settings, workers.url)
+    try:
+        pickle.dumps(options)
+    except (pickle.PicklingError, TypeError, AttributeError):
+        return WorkerSettings(workers.settings, workers.url)
+    return options
 
 
-def _work_on_chunk(chunk: _Chunk, first_positions: dict[str, int]) -> _ChunkOutcome:
-    """In a worker: read and check a run of children, then store them as one batch."""
-    with chunk.path.open("rb") as stream:
-        stream.seek(chunk.start)
-        data = stream.read(chunk.end - chunk.start)
-    scan = CensusScan(header=chunk.header, namespaces=chunk.namespaces, encoding=chunk.encoding)
-    read = read_chunk(
-        chunk_document(scan, data), chunk.header, chunk.first_position, first_positions
-    )
-    loop, connection = _Worker.loop, _Worker.connection
-    if loop is None or connection is None:
-        raise RuntimeError("the worker process was not started with _start_worker")
-
-    async def attempt() -> _BatchOutcome:
-        async with connection.transaction():
-            return await _batch(connection, chunk.header, chunk.import_id, read.children)
-
-    outcome = loop.run_until_complete(_with_retries(attempt))
-    return _ChunkOutcome(read.children_read, read.problems + outcome.problems, outcome.tally)
+def _add_tally(report: ImportReport, tally: Tally) -> None:
+    report.children_changed += tally.changed
+    report.referrals_created += tally.referrals_created
+    report.referrals_updated += tally.referrals_updated
+    for event_type, count in tally.events_created.items():
+        report.events_created[event_type] = report.events_created.get(event_type, 0) + count

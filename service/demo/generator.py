@@ -171,10 +171,10 @@ from service.handoff import Handoff
 from service.models import metadata
 from service.referrals import (
     DECISION_WINDOW,
-    count_rereferrals_of,
     decision_record,
     parents_aware,
 )
+from service.rereferral_rule import count_rereferrals_of
 from service.scoring import ResponseValue, ScoreResult, score_assessment
 from service.toolkits.definition import ToolkitDefinition
 from service.toolkits.versions import definition_of, publish_demo_toolkit
