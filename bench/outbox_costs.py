@@ -18,11 +18,10 @@ Variants (`--variants`, comma-separated):
   checked on every delivery inserted;
 - `0016`: as migration 0016 left it: the same functions, without the foreign keys, so `0013`
   minus `0016` is what the foreign-key checks cost;
-- `current` (migration 0018): the event alone, waiting in the partial index of events not yet
-  fanned out; a worker makes its deliveries (`neglect_fan_out_webhooks`), off the create's path;
+- `current` (migration 0018): the event and its place in the fan-out queue (`webhook_fan_out`);
+  a worker makes its deliveries (`neglect_fan_out_webhooks`), off the create's path;
 - `nothing`: the baseline.
-The older variants run without the partial index (their events are written already fanned out in
-effect), `current` and `nothing` with it. Tried earlier and not kept, as they saved nothing
+Tried earlier and not kept, as they saved nothing
 measurable: the event and its deliveries in one INSERT (a data-modifying WITH), and the recipients
 in LANGUAGE sql, which the planner inlines (3 to 5 us an event, within noise).
 
@@ -72,11 +71,6 @@ NO_FOREIGN_KEYS: Final = (
     "ALTER TABLE webhook_delivery DROP CONSTRAINT IF EXISTS "
     "fk_webhook_delivery_subscription_id_webhook_subscription",
 )
-FAN_OUT_INDEX: Final = (
-    "CREATE INDEX IF NOT EXISTS ix_webhook_message_fan_out ON webhook_message (id) "
-    "WHERE fanned_out_at IS NULL"
-)
-NO_FAN_OUT_INDEX: Final = "DROP INDEX IF EXISTS ix_webhook_message_fan_out"
 
 
 def _migration(file_name: str) -> Any:
@@ -111,17 +105,16 @@ def variants() -> dict[str, list[str]]:
         enqueue_now[: enqueue_now.index("BEGIN\n", start - 20)]
         + "BEGIN\n    RETURN v_id;\nEND\n$$;"
     )
-    before = [*NO_FOREIGN_KEYS, NO_FAN_OUT_INDEX]
     return {
         "0013": [
             _frozen(old.NEGLECT_WEBHOOK_RECIPIENTS),
             _frozen(old.NEGLECT_ENQUEUE_WEBHOOK),
-            *before,
+            *NO_FOREIGN_KEYS,
             *FOREIGN_KEYS,
         ],
-        "0016": [recipients, _frozen(fan_out.NEGLECT_ENQUEUE_WEBHOOK_BEFORE), *before],
-        "current": [recipients, enqueue_now, *NO_FOREIGN_KEYS, FAN_OUT_INDEX],
-        "nothing": [recipients, nothing, *NO_FOREIGN_KEYS, FAN_OUT_INDEX],
+        "0016": [recipients, _frozen(fan_out.NEGLECT_ENQUEUE_WEBHOOK_BEFORE), *NO_FOREIGN_KEYS],
+        "current": [recipients, enqueue_now, *NO_FOREIGN_KEYS],
+        "nothing": [recipients, nothing, *NO_FOREIGN_KEYS],
     }
 
 

@@ -403,7 +403,7 @@ async def _pending(url: str) -> int:
         return int(
             await connection.fetchval(
                 "SELECT (SELECT count(*) FROM webhook_delivery WHERE status = 'pending') "
-                "+ (SELECT count(*) FROM webhook_message WHERE fanned_out_at IS NULL)"
+                "+ (SELECT count(*) FROM webhook_fan_out)"
             )
         )
     finally:

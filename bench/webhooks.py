@@ -526,10 +526,7 @@ async def measure_workers(
     try:
         # The create rounds left events for a Front Door subscription to nowhere: not the
         # workers' to send.
-        await connection.execute(
-            "UPDATE webhook_message SET fanned_out_at = clock_timestamp() "
-            "WHERE fanned_out_at IS NULL"
-        )
+        await connection.execute("DELETE FROM webhook_fan_out")
         await connection.execute(
             "UPDATE webhook_delivery SET status = 'cancelled' WHERE status = 'pending'"
         )

@@ -4,7 +4,7 @@ The role that owns a table can `ALTER TABLE audit_event DISABLE TRIGGER USER`, a
 `SET session_replication_role = replica`; either silences the audit trail's append-only and chain
 triggers. So the service connects as a runtime role that owns nothing and holds only what the
 service needs: SELECT, INSERT, UPDATE and DELETE on the domain tables, SELECT and INSERT on
-`audit_event`, `webhook_message` (and UPDATE of its `fanned_out_at`) and `webhook_attempt`, no
+`audit_event`, `webhook_message` and `webhook_attempt`, no
 DELETE on `webhook_subscription`, nothing on `audit_chain_head` (the chain trigger, SECURITY
 DEFINER, writes it for it), nothing on `alembic_version`; USAGE on the sequences; EXECUTE on the
 functions. `ensure_runtime_role`, run by the owner (the role that migrates), creates it and grants
@@ -37,9 +37,8 @@ NARROW_GRANTS: Final[dict[str, tuple[str, ...]]] = {
     "audit_chain_head": (),
     "alembic_version": (),
     # A webhook event and a record of an attempt, once written, stay as written: what was sent,
-    # and what came back, are evidence like the audit trail. Only the moment a worker fanned an
-    # event out to its subscriptions is written later.
-    "webhook_message": ("SELECT", "INSERT", "UPDATE (fanned_out_at)"),
+    # and what came back, are evidence like the audit trail.
+    "webhook_message": ("SELECT", "INSERT"),
     "webhook_attempt": ("SELECT", "INSERT"),
     # A subscription ends by its status, never by DELETE: its deliveries, which name it without a
     # foreign key (the referral create's cost, service/models/webhooks.py), never dangle.

@@ -60,9 +60,7 @@ def _kek() -> bytes | None:
     if not encoded:
         return None
     try:
-        raw = base64.b64decode(
-            encoded.strip().replace("-", "+").replace("_", "/"), validate=True
-        )
+        raw = base64.b64decode(encoded.strip().replace("-", "+").replace("_", "/"), validate=True)
     except (binascii.Error, ValueError):
         raw = b""
     if len(raw) != 32:
@@ -79,7 +77,9 @@ def _aad(kid: str) -> bytes:
 
 
 def upgrade() -> None:
-    op.add_column("signing_key", sa.Column("encrypted_private_key", sa.LargeBinary(), nullable=True))
+    op.add_column(
+        "signing_key", sa.Column("encrypted_private_key", sa.LargeBinary(), nullable=True)
+    )
     op.add_column("signing_key", sa.Column("kek_id", sa.String(length=32), nullable=True))
     connection = op.get_bind()
     rows = connection.execute(sa.text("SELECT kid, private_pem FROM signing_key")).all()

@@ -19,10 +19,11 @@ import sqlalchemy as sa
 from alembic import op
 from alembic_utils.pg_function import PGFunction
 from sqlalchemy import text as sql_text
+
 # alembic_utils adds op.create_entity, replace_entity and drop_entity when it is imported.
 # mypy: disable-error-code="attr-defined"
-revision: str = '0017'
-down_revision: str | Sequence[str] | None = '0016'
+revision: str = "0017"
+down_revision: str | Sequence[str] | None = "0016"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
@@ -60,43 +61,53 @@ def upgrade() -> None:
     public_neglect_note_indicator_change = PGFunction(
         schema="public",
         signature="neglect_note_indicator_change()",
-        definition="returns trigger\nLANGUAGE plpgsql AS $$\n-- A statement trigger on every table an indicator reads (`service.indicators.rollup`)\\: notes the\n-- writing transaction in `indicator_change` once, so that the rollup knows its cells may be out\n-- of date. The flag is transaction-local, so every later statement of the transaction costs one\n-- setting read; on a rollback, of the transaction or of the savepoint that noted it, the note and\n-- the flag go with the write.\nBEGIN\n    IF current_setting('neglect.indicator_change_noted', true) IS DISTINCT FROM 'on' THEN\n        INSERT INTO indicator_change (xid) VALUES (pg_current_xact_id()::text::bigint);\n        PERFORM set_config('neglect.indicator_change_noted', 'on', true);\n    END IF;\n    RETURN NULL;\nEND\n$$"
+        definition="returns trigger\nLANGUAGE plpgsql AS $$\n-- A statement trigger on every table an indicator reads (`service.indicators.rollup`)\\: notes the\n-- writing transaction in `indicator_change` once, so that the rollup knows its cells may be out\n-- of date. The flag is transaction-local, so every later statement of the transaction costs one\n-- setting read; on a rollback, of the transaction or of the savepoint that noted it, the note and\n-- the flag go with the write.\nBEGIN\n    IF current_setting('neglect.indicator_change_noted', true) IS DISTINCT FROM 'on' THEN\n        INSERT INTO indicator_change (xid) VALUES (pg_current_xact_id()::text::bigint);\n        PERFORM set_config('neglect.indicator_change_noted', 'on', true);\n    END IF;\n    RETURN NULL;\nEND\n$$",
     )
     op.create_entity(public_neglect_note_indicator_change)
 
-    op.create_table('indicator_cell',
-    sa.Column('indicator_id', sa.Text(), nullable=False),
-    sa.Column('period', sa.Text(), nullable=False),
-    sa.Column('breakdown', sa.Text(), nullable=False),
-    sa.Column('period_start', sa.Date(), nullable=False),
-    sa.Column('position', sa.Integer(), nullable=False),
-    sa.Column('period_end', sa.Date(), nullable=False),
-    sa.Column('grp', sa.Text(), nullable=True),
-    sa.Column('seen', sa.Boolean(), nullable=False),
-    sa.Column('num', sa.BigInteger(), nullable=False),
-    sa.Column('den', sa.BigInteger(), nullable=False),
-    sa.Column('nkey', sa.BigInteger(), nullable=False),
-    sa.Column('dkey', sa.BigInteger(), nullable=False),
-    sa.Column('value', sa.Numeric(), nullable=True),
-    sa.PrimaryKeyConstraint('indicator_id', 'period', 'breakdown', 'period_start', 'position', name=op.f('pk_indicator_cell'))
+    op.create_table(
+        "indicator_cell",
+        sa.Column("indicator_id", sa.Text(), nullable=False),
+        sa.Column("period", sa.Text(), nullable=False),
+        sa.Column("breakdown", sa.Text(), nullable=False),
+        sa.Column("period_start", sa.Date(), nullable=False),
+        sa.Column("position", sa.Integer(), nullable=False),
+        sa.Column("period_end", sa.Date(), nullable=False),
+        sa.Column("grp", sa.Text(), nullable=True),
+        sa.Column("seen", sa.Boolean(), nullable=False),
+        sa.Column("num", sa.BigInteger(), nullable=False),
+        sa.Column("den", sa.BigInteger(), nullable=False),
+        sa.Column("nkey", sa.BigInteger(), nullable=False),
+        sa.Column("dkey", sa.BigInteger(), nullable=False),
+        sa.Column("value", sa.Numeric(), nullable=True),
+        sa.PrimaryKeyConstraint(
+            "indicator_id",
+            "period",
+            "breakdown",
+            "period_start",
+            "position",
+            name=op.f("pk_indicator_cell"),
+        ),
     )
-    op.create_table('indicator_change',
-    sa.Column('id', sa.BigInteger(), sa.Identity(always=True), nullable=False),
-    sa.Column('xid', sa.BigInteger(), nullable=False),
-    sa.PrimaryKeyConstraint('id', name=op.f('pk_indicator_change'))
+    op.create_table(
+        "indicator_change",
+        sa.Column("id", sa.BigInteger(), sa.Identity(always=True), nullable=False),
+        sa.Column("xid", sa.BigInteger(), nullable=False),
+        sa.PrimaryKeyConstraint("id", name=op.f("pk_indicator_change")),
     )
-    op.create_index(op.f('ix_indicator_change_xid'), 'indicator_change', ['xid'], unique=False)
-    op.create_table('indicator_rollup',
-    sa.Column('singleton', sa.SmallInteger(), nullable=False),
-    sa.Column('snapshot', sa.Text(), nullable=False),
-    sa.Column('figures_as_of', sa.DateTime(timezone=True), nullable=False),
-    sa.Column('valid_until', sa.DateTime(timezone=True), nullable=True),
-    sa.Column('covered_from', sa.Date(), nullable=False),
-    sa.Column('covered_to', sa.Date(), nullable=False),
-    sa.Column('definition_sha256', sa.Text(), nullable=False),
-    sa.Column('refresh_seconds', sa.Float(), nullable=False),
-    sa.CheckConstraint('singleton = 1', name=op.f('ck_indicator_rollup_singleton')),
-    sa.PrimaryKeyConstraint('singleton', name=op.f('pk_indicator_rollup'))
+    op.create_index(op.f("ix_indicator_change_xid"), "indicator_change", ["xid"], unique=False)
+    op.create_table(
+        "indicator_rollup",
+        sa.Column("singleton", sa.SmallInteger(), nullable=False),
+        sa.Column("snapshot", sa.Text(), nullable=False),
+        sa.Column("figures_as_of", sa.DateTime(timezone=True), nullable=False),
+        sa.Column("valid_until", sa.DateTime(timezone=True), nullable=True),
+        sa.Column("covered_from", sa.Date(), nullable=False),
+        sa.Column("covered_to", sa.Date(), nullable=False),
+        sa.Column("definition_sha256", sa.Text(), nullable=False),
+        sa.Column("refresh_seconds", sa.Float(), nullable=False),
+        sa.CheckConstraint("singleton = 1", name=op.f("ck_indicator_rollup_singleton")),
+        sa.PrimaryKeyConstraint("singleton", name=op.f("pk_indicator_rollup")),
     )
     # ### end Alembic commands ###
     _create_triggers()
@@ -105,14 +116,14 @@ def upgrade() -> None:
 def downgrade() -> None:
     _drop_triggers()
     # ### commands auto generated by Alembic - please adjust! ###
-    op.drop_table('indicator_rollup')
-    op.drop_index(op.f('ix_indicator_change_xid'), table_name='indicator_change')
-    op.drop_table('indicator_change')
-    op.drop_table('indicator_cell')
+    op.drop_table("indicator_rollup")
+    op.drop_index(op.f("ix_indicator_change_xid"), table_name="indicator_change")
+    op.drop_table("indicator_change")
+    op.drop_table("indicator_cell")
     public_neglect_note_indicator_change = PGFunction(
         schema="public",
         signature="neglect_note_indicator_change()",
-        definition="returns trigger\nLANGUAGE plpgsql AS $$\n-- A statement trigger on every table an indicator reads (`service.indicators.rollup`)\\: notes the\n-- writing transaction in `indicator_change` once, so that the rollup knows its cells may be out\n-- of date. The flag is transaction-local, so every later statement of the transaction costs one\n-- setting read; on a rollback, of the transaction or of the savepoint that noted it, the note and\n-- the flag go with the write.\nBEGIN\n    IF current_setting('neglect.indicator_change_noted', true) IS DISTINCT FROM 'on' THEN\n        INSERT INTO indicator_change (xid) VALUES (pg_current_xact_id()::text::bigint);\n        PERFORM set_config('neglect.indicator_change_noted', 'on', true);\n    END IF;\n    RETURN NULL;\nEND\n$$"
+        definition="returns trigger\nLANGUAGE plpgsql AS $$\n-- A statement trigger on every table an indicator reads (`service.indicators.rollup`)\\: notes the\n-- writing transaction in `indicator_change` once, so that the rollup knows its cells may be out\n-- of date. The flag is transaction-local, so every later statement of the transaction costs one\n-- setting read; on a rollback, of the transaction or of the savepoint that noted it, the note and\n-- the flag go with the write.\nBEGIN\n    IF current_setting('neglect.indicator_change_noted', true) IS DISTINCT FROM 'on' THEN\n        INSERT INTO indicator_change (xid) VALUES (pg_current_xact_id()::text::bigint);\n        PERFORM set_config('neglect.indicator_change_noted', 'on', true);\n    END IF;\n    RETURN NULL;\nEND\n$$",
     )
     op.drop_entity(public_neglect_note_indicator_change)
 

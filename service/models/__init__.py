@@ -21,6 +21,7 @@ from .toolkits import ToolkitVersion
 from .webhooks import (
     WebhookAttempt,
     WebhookDelivery,
+    WebhookFanOut,
     WebhookMessage,
     WebhookSubscription,
     WebhookWorker,
@@ -47,6 +48,7 @@ __all__ = [
     "ToolkitVersion",
     "WebhookAttempt",
     "WebhookDelivery",
+    "WebhookFanOut",
     "WebhookMessage",
     "WebhookSubscription",
     "WebhookWorker",

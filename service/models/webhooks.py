@@ -74,24 +74,29 @@ class WebhookSubscription(SQLModel, table=True):
 class WebhookMessage(SQLModel, table=True):
     """One event, as sent: `body` holds the exact bytes every attempt signs and sends, and `id`
     is its `webhook-id`, the same across retries and replays. `agency_name` is the agency the
-    event concerns (the referring or assessing one), which decides who may receive it.
-    `fanned_out_at` is when a worker made its deliveries; until then the event waits in
-    `ix_webhook_message_fan_out`."""
+    event concerns (the referring or assessing one), which decides who may receive it."""
 
     __tablename__ = "webhook_message"
-    __table_args__ = (
-        Index("ix_webhook_message_occurred_at", "occurred_at"),
-        Index("ix_webhook_message_fan_out", "id", postgresql_where=text("fanned_out_at IS NULL")),
-    )
+    __table_args__ = (Index("ix_webhook_message_occurred_at", "occurred_at"),)
 
     id: str = Field(sa_column=Column(String(40), primary_key=True))
     event_type: str = Field(sa_column=Column(String(64), nullable=False))
     agency_name: str = Field(sa_column=Column(String(200), nullable=False))
     occurred_at: datetime = Field(sa_column=Column(DateTime(timezone=True), nullable=False))
     body: str = Field(sa_column=Column(Text, nullable=False))
-    fanned_out_at: datetime | None = Field(
-        default=None, sa_column=Column(DateTime(timezone=True), nullable=True)
-    )
+
+
+class WebhookFanOut(SQLModel, table=True):
+    """An event no worker has yet fanned out to its subscriptions: written with the event, deleted
+    by the worker that makes its deliveries (`neglect_fan_out_webhooks`). A queue apart from the
+    events, so that the events stay as written and the queue stays a few pages, which autovacuum
+    keeps clean (migration 0018 makes it vacuum after every thousand rows taken): a marker on the
+    event itself would leave a dead entry per event in an index that every fan-out scans, until a
+    vacuum of the whole, growing, event table."""
+
+    __tablename__ = "webhook_fan_out"
+
+    message_id: str = Field(sa_column=Column(String(40), primary_key=True))
 
 
 class WebhookDelivery(SQLModel, table=True):

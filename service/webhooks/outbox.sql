@@ -38,8 +38,8 @@ CREATE OR REPLACE FUNCTION public.neglect_enqueue_webhook(
 ) RETURNS text LANGUAGE plpgsql AS $$
 -- The transactional outbox: one event, written in the caller's transaction (it lands with the
 -- change it reports or not at all). Returns the event's id, its `webhook-id`.
--- One row is all it adds to the change: a worker makes the event's deliveries
--- (`neglect_fan_out_webhooks`). Writing them here as well (a second row, its four index entries
+-- The event and its place in the fan-out queue are all it adds to the change: a worker makes the
+-- event's deliveries (`neglect_fan_out_webhooks`). Writing them here as well (a second row, its four index entries
 -- and the look-up of the recipients) cost every referral create more than the event itself,
 -- under concurrency (bench/outbox_costs.py).
 -- The payload is thin by construction: the record's id, its status and a link, nothing a caller
@@ -67,6 +67,7 @@ BEGIN
             )
         )::text
     );
+    INSERT INTO webhook_fan_out (message_id) VALUES (v_id);
     RETURN v_id;
 END
 $$;
@@ -85,13 +86,19 @@ RETURNS integer LANGUAGE plpgsql AS $$
 DECLARE
     v_count integer;
 BEGIN
-    WITH batch AS (
-        SELECT id, event_type, agency_name, occurred_at
-        FROM webhook_message
-        WHERE fanned_out_at IS NULL
-        ORDER BY id
-        LIMIT p_limit
-        FOR UPDATE SKIP LOCKED
+    WITH taken AS (
+        DELETE FROM webhook_fan_out AS queued
+        WHERE queued.message_id IN (
+            SELECT waiting.message_id
+            FROM webhook_fan_out AS waiting
+            ORDER BY waiting.message_id
+            LIMIT p_limit
+            FOR UPDATE SKIP LOCKED
+        )
+        RETURNING queued.message_id
+    ), batch AS (
+        SELECT m.id, m.event_type, m.agency_name, m.occurred_at
+        FROM taken JOIN webhook_message AS m ON m.id = taken.message_id
     ), made AS (
         INSERT INTO webhook_delivery (message_id, subscription_id, next_attempt_at)
         SELECT batch.id, s.id, batch.occurred_at
@@ -103,11 +110,7 @@ BEGIN
         WHERE s.created_at <= batch.occurred_at
         ON CONFLICT (message_id, subscription_id) DO NOTHING
     )
-    UPDATE webhook_message AS m
-    SET fanned_out_at = clock_timestamp()
-    FROM batch
-    WHERE m.id = batch.id;
-    GET DIAGNOSTICS v_count = ROW_COUNT;
+    SELECT count(*) INTO v_count FROM taken;
     RETURN v_count;
 END
 $$;

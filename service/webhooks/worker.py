@@ -573,7 +573,7 @@ _WORKER_HEALTH: Final = text(
     "(SELECT max(heartbeat_at) FROM webhook_worker) AS last_heartbeat_at, "
     "(SELECT count(*) FROM webhook_delivery "
     " WHERE status = 'pending' AND next_attempt_at <= clock_timestamp()) AS deliveries_due, "
-    "(SELECT count(*) FROM webhook_message WHERE fanned_out_at IS NULL) AS events_waiting"
+    "(SELECT count(*) FROM webhook_fan_out) AS events_waiting"
 )
 
 

@@ -220,8 +220,9 @@ async def _messages_about(factory: SessionFactory, resource_id: str) -> list[dic
     async with factory() as session:
         rows = await session.execute(
             text(
-                "SELECT id, event_type, agency_name, body, occurred_at, fanned_out_at "
-                "FROM webhook_message WHERE body::jsonb -> 'data' ->> 'referral_id' = :id "
+                "SELECT id, event_type, agency_name, body, occurred_at, "
+                "EXISTS (SELECT FROM webhook_fan_out f WHERE f.message_id = m.id) AS waiting "
+                "FROM webhook_message m WHERE body::jsonb -> 'data' ->> 'referral_id' = :id "
                 "OR body::jsonb -> 'data' ->> 'assessment_id' = :id ORDER BY occurred_at"
             ),
             {"id": resource_id},
@@ -241,7 +242,7 @@ async def test_a_referral_create_writes_its_received_event_for_the_front_door(
     assert message["agency_name"] == partner.agency_name
     # The create writes its event and nothing else; a worker's fan-out makes the delivery, due
     # when the event occurred.
-    assert message["fanned_out_at"] is None
+    assert message["waiting"] is True
     assert await deliveries_of(session_factory, hook["id"]) == []
     assert await fan_out(session_factory) >= 1
     [delivery] = await deliveries_of(session_factory, hook["id"])
@@ -249,7 +250,7 @@ async def test_a_referral_create_writes_its_received_event_for_the_front_door(
     assert delivery["status"] == "pending"
     assert delivery["next_attempt_at"] == message["occurred_at"]
     [fanned] = await _messages_about(session_factory, referral["id"])
-    assert fanned["fanned_out_at"] is not None
+    assert fanned["waiting"] is False
     assert await fan_out(session_factory) == 0
     assert len(await deliveries_of(session_factory, hook["id"])) == 1
 
