@@ -31,32 +31,13 @@ CREATE OR REPLACE FUNCTION public.neglect_lock_child(
     p_nhs_number text, p_la_child_id text, p_upn text, p_family_name_key text,
     p_date_of_birth date
 ) RETURNS void LANGUAGE plpgsql AS $$
--- An advisory lock, held until the transaction ends, on every key a child could be matched or
--- created on, taken in one fixed (bytewise) order so that transactions locking overlapping keys
--- cannot deadlock.
-DECLARE
-    v_keys text[] := '{}';
-    v_key text;
+-- The advisory locks of one child: `neglect_lock_children` with one item, so that a child's
+-- keys, and the order they are locked in, have one definition for the API and the census import.
 BEGIN
-    IF p_nhs_number <> '' THEN
-        v_keys := v_keys || ('child:nhs:' || p_nhs_number);
-    END IF;
-    IF p_la_child_id <> '' THEN
-        v_keys := v_keys || ('child:la:' || p_la_child_id);
-    END IF;
-    IF p_upn <> '' THEN
-        v_keys := v_keys || ('child:upn:' || p_upn);
-    END IF;
-    IF p_family_name_key <> '' AND p_date_of_birth IS NOT NULL THEN
-        v_keys := v_keys
-            || ('child:name:' || p_family_name_key || ':' || to_char(p_date_of_birth, 'YYYY-MM-DD'));
-    END IF;
-    IF cardinality(v_keys) > 1 THEN
-        v_keys := ARRAY(SELECT k FROM unnest(v_keys) AS k ORDER BY k COLLATE "C");
-    END IF;
-    FOREACH v_key IN ARRAY v_keys LOOP
-        PERFORM pg_advisory_xact_lock(hashtextextended(v_key, 0));
-    END LOOP;
+    PERFORM neglect_lock_children(
+        ARRAY[p_nhs_number], ARRAY[p_la_child_id], ARRAY[p_upn], ARRAY[p_family_name_key],
+        ARRAY[p_date_of_birth]
+    );
 END
 $$;
 
