@@ -178,6 +178,46 @@ def cpu_snapshot(server_pid: int, database: str) -> dict[str, dict[str, Any]]:
     }
 
 
+def worker_cpu_snapshot(worker_pids: list[int], database: str) -> dict[str, float]:
+    """CPU seconds used so far by the given worker processes (with their children), by the
+    PostgreSQL backends serving `database`, by this process (the benchmark's receiver), and by
+    every process on the machine; with the machine's total and stolen time from /proc/stat."""
+    table = _process_table()
+    tree = set(worker_pids)
+    grew = True
+    while grew:
+        children = {pid for pid, (parent, _, _) in table.items() if parent in tree}
+        grew = not children <= tree
+        tree |= children
+    backend_marker = f" {database} "
+    fields = [int(value) for value in Path("/proc/stat").read_text().split()[1:9]]
+    tick = os.sysconf("SC_CLK_TCK")
+    own = resource.getrusage(resource.RUSAGE_SELF)
+    return {
+        "workers": sum(table[pid][2] for pid in tree if pid in table),
+        "postgres": sum(
+            used
+            for _, command, used in table.values()
+            if command.startswith("postgres:") and backend_marker in command
+        ),
+        "receiver": own.ru_utime + own.ru_stime,
+        "all_processes": sum(used for _, _, used in table.values()),
+        "machine": sum(fields) / tick,
+        "stolen": fields[7] / tick,
+    }
+
+
+def worker_cpu_used(before: dict[str, float], after: dict[str, float]) -> dict[str, float]:
+    """CPU seconds each side used between two `worker_cpu_snapshot`s; "other" is every other
+    process (PostgreSQL's own background work among them), "steal" the share of the machine's
+    time the hypervisor gave to somebody else."""
+    used = {side: after[side] - before[side] for side in ("workers", "postgres", "receiver")}
+    used["other"] = max(0.0, after["all_processes"] - before["all_processes"] - sum(used.values()))
+    machine = max(1e-9, after["machine"] - before["machine"])
+    used["steal"] = (after["stolen"] - before["stolen"]) / machine
+    return used
+
+
 def busiest_others(
     before: dict[str, dict[str, Any]], after: dict[str, dict[str, Any]], count: int = 3
 ) -> list[tuple[str, float]]:

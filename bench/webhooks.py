@@ -23,7 +23,12 @@ call.
    `standardwebhooks` library). `--events` events are enqueued in one statement once both workers
    beat; the rate is events over the time from that commit to the last new `webhook-id` received:
    the workers fan the events out to the subscription, then send them.
-   `--worker-rounds` rounds; the target is a median of at least 500 events per second.
+   `--worker-rounds` rounds; the target is a median of at least 500 events per second. Each
+   round reports the CPU per event of the workers, their PostgreSQL backends, the receiver and
+   every other process, and the share of time stolen by the hypervisor. Before the workers start,
+   the indicator rollup is refreshed (`neglect-service indicators refresh`, its time reported):
+   the create parts' referrals overtook it, and the workers, which refresh it too, would spend
+   their first rounds doing so.
 
 Database server: DATABASE_URL if set, else PostgreSQL on 127.0.0.1:5432 if it answers, else the
 embedded server; a fresh database is created there and dropped at the end. Results are printed
@@ -67,6 +72,8 @@ from bench.harness import (
     parse_open_loop_output,
     parse_wrk_output,
     wait_until_ready,
+    worker_cpu_snapshot,
+    worker_cpu_used,
 )
 from bench.webhook_receiver import DedupingReceiver
 from schemas.identifiers import compute_nhs_check_digit
@@ -514,6 +521,7 @@ def _service_command() -> list[str]:
 async def measure_workers(
     settings: Settings,
     url: str,
+    database: str,
     clients: dict[str, str],
     kek: KeyEncryptionKey,
     env: dict[str, str],
@@ -530,6 +538,20 @@ async def measure_workers(
         await connection.execute(
             "UPDATE webhook_delivery SET status = 'cancelled' WHERE status = 'pending'"
         )
+        # The create rounds' referrals overtook the indicator rollup, which a worker refreshes
+        # besides delivering (`neglect-service worker`, every 60 s): on two cores that refresh,
+        # tens of seconds of PostgreSQL, would take the CPU of the first rounds (their PostgreSQL
+        # CPU per event was ten times the later rounds'). Made here first, so that the rounds
+        # measure deliveries; the workers still run as deployed, refreshing included.
+        refresh_started = time.monotonic()
+        subprocess.run(
+            [*_service_command(), "indicators", "refresh"],
+            env=env,
+            check=True,
+            stdout=subprocess.DEVNULL,
+        )
+        refresh_s = time.monotonic() - refresh_started
+        print(f"  indicator rollup refreshed first in {refresh_s:.1f} s", file=sys.stderr)
         receiver = DedupingReceiver(secret="", verify_every=10)
         await receiver.start()
         receiver_secret = await _subscribe(
@@ -551,8 +573,10 @@ async def measure_workers(
                 raise RuntimeError("the workers did not start")
             await asyncio.sleep(0.2)
         rounds: list[dict[str, Any]] = []
+        worker_pids = [worker.pid for worker in workers]
         for index in range(args.worker_rounds):
             before = receiver.unique
+            cpu_before = worker_cpu_snapshot(worker_pids, database)
             started = time.monotonic()
             await connection.execute(
                 "SELECT neglect_enqueue_webhook(p_event_type => 'referral.decided', "
@@ -567,6 +591,7 @@ async def measure_workers(
                 await asyncio.sleep(0.05)
             got = receiver.unique - before
             finished = receiver.last_at or time.monotonic()
+            cpu = worker_cpu_used(cpu_before, worker_cpu_snapshot(worker_pids, database))
             rate = got / (finished - enqueued)
             rounds.append(
                 {
@@ -575,6 +600,12 @@ async def measure_workers(
                     "enqueue_s": round(enqueued - started, 2),
                     "seconds": round(finished - enqueued, 2),
                     "events_per_s": round(rate, 1),
+                    "cpu_us_per_event": {
+                        side: round(1e6 * seconds / max(1, got), 1)
+                        for side, seconds in cpu.items()
+                        if side != "steal"
+                    },
+                    "steal_share": round(cpu["steal"], 3),
                 }
             )
             print(f"  worker round {index + 1}: {rounds[-1]}", file=sys.stderr)
@@ -582,6 +613,7 @@ async def measure_workers(
         return {
             "workers": 2,
             "batch_size": args.batch_size,
+            "indicator_refresh_first_s": round(refresh_s, 1),
             "rounds": rounds,
             "median_events_per_s": median,
             "receiver": {
@@ -660,7 +692,7 @@ async def run(args: argparse.Namespace) -> int:
         nhs_start = (http_phases(args) - 1) * HTTP_THREADS * slice_size
         creates = await measure_creates(settings, url, name, clients, args, nhs_start)
         print("webhooks bench: two workers to a local receiver", file=sys.stderr)
-        workers = await measure_workers(settings, url, clients, kek, env, args)
+        workers = await measure_workers(settings, url, name, clients, kek, env, args)
     finally:
         await drop_database(server, name)
     result = {
