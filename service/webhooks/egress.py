@@ -43,6 +43,7 @@ import re
 import socket
 import ssl
 from collections.abc import Iterable, Sequence
+from http.cookiejar import CookieJar, DefaultCookiePolicy
 from typing import Protocol
 
 import httpcore
@@ -428,4 +429,7 @@ def build_client(settings: Settings, *, resolver: Resolver | None = None) -> htt
         # No HTTP(S)_PROXY, NO_PROXY or .netrc from the environment: the egress proxy setting is
         # the only way out.
         trust_env=False,
+        # No cookies kept: one client sends every subscription's deliveries, and a jar would
+        # hand one receiver's session cookie to the next request to its host, whoever's it is.
+        cookies=CookieJar(policy=DefaultCookiePolicy(allowed_domains=[])),
     )

@@ -189,6 +189,30 @@ async def test_during_rotation_a_receiver_with_either_secret_accepts(
 # --- Delivery policy ----------------------------------------------------------------------------
 
 
+async def test_a_cookie_one_receiver_sets_is_never_sent_to_any(
+    app: FastAPI,
+    client: httpx.AsyncClient,
+    pool: DriverPool,
+    receiver: Receiver,
+    partner: RegisteredClient,
+    front_door: RegisteredClient,
+) -> None:
+    """One worker sends every client's deliveries with one HTTP client: a cookie jar would hand
+    one receiver's session cookie to the next request to that host, another client's included."""
+    await subscribe(client, front_door, receiver.url("/front-door"), ["referral.received"])
+    await subscribe(client, partner, receiver.url("/partner"), ["referral.withdrawn"])
+    set_cookie = {"set-cookie": "session=front-door-secret; Path=/"}
+    receiver.answer("/front-door", Reply(204, set_cookie), Reply(204, set_cookie))
+    worker = make_worker(app, pool)
+    await create_referral(client, partner)
+    assert await worker.run_once() == 1
+    await _withdrawn(client, partner)
+    assert await worker.run_once() == 2
+    assert len(receiver.at("/front-door")) == 2
+    assert len(receiver.at("/partner")) == 1
+    assert [each.headers.get("cookie") for each in receiver.received] == [None, None, None]
+
+
 async def test_a_redirect_is_not_followed_and_counts_as_a_failure(
     app: FastAPI,
     client: httpx.AsyncClient,
