@@ -169,6 +169,10 @@ class WorkerHealth(PublicModel):
     events_waiting: int = Field(
         description="Events no worker has yet fanned out to the subscriptions entitled to them"
     )
+    deliveries_dead_last_day: int = Field(
+        description="Deliveries dead-lettered in the last 24 hours: every retry failed, so a "
+        "subscriber has not heard of the event (its owner can replay it)"
+    )
 
 
 class ReplayAccepted(PublicModel):

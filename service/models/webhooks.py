@@ -115,6 +115,13 @@ class WebhookDelivery(SQLModel, table=True):
             postgresql_where=text("status = 'pending'"),
         ),
         Index("ix_webhook_delivery_subscription_id_id", "subscription_id", "id"),
+        # `/health/ready` counts the deliveries dead-lettered in the last day: a partnership's
+        # alert that referrers are not hearing back. Dead letters are few, so this stays small.
+        Index(
+            "ix_webhook_delivery_dead_finished_at",
+            "finished_at",
+            postgresql_where=text("status = 'dead'"),
+        ),
     )
 
     id: int | None = Field(

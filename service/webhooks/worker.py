@@ -573,14 +573,17 @@ _WORKER_HEALTH: Final = text(
     "(SELECT max(heartbeat_at) FROM webhook_worker) AS last_heartbeat_at, "
     "(SELECT count(*) FROM webhook_delivery "
     " WHERE status = 'pending' AND next_attempt_at <= clock_timestamp()) AS deliveries_due, "
-    "(SELECT count(*) FROM webhook_fan_out) AS events_waiting"
+    "(SELECT count(*) FROM webhook_fan_out) AS events_waiting, "
+    "(SELECT count(*) FROM webhook_delivery WHERE status = 'dead' "
+    " AND finished_at > clock_timestamp() - interval '24 hours') AS deliveries_dead_last_day"
 )
 
 
 async def worker_health(connection: AsyncConnection, settings: Settings) -> WorkerHealth:
     """What `/health/ready` shows of the workers: how many beat within three heartbeats, the
     last beat, how many deliveries are due and waiting, and how many events wait for a worker to
-    make their deliveries (growing numbers: too few workers, or none)."""
+    make their deliveries (growing numbers: too few workers, or none); and how many deliveries
+    were dead-lettered in the last day (above nought: a receiver has been failing for days)."""
     row = (
         await connection.execute(
             _WORKER_HEALTH, {"alive_s": 3 * settings.webhook_worker_heartbeat_s}

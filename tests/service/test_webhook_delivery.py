@@ -313,10 +313,12 @@ async def test_after_the_last_retry_the_event_is_dead_and_a_replay_delivers_it_w
 ) -> None:
     hook = await subscribe(client, partner, receiver.url("/down"), ["referral.withdrawn"])
     receiver.answer("/down", Reply(500), Reply(500), Reply(500))
+    dead_before = await _dead_last_day(client)
     await _withdrawn(client, partner)
     worker = make_worker(app, pool, FAST_RETRIES)
     for _ in range(FAST_RETRIES.max_attempts):
         await worker.run_once()
+    assert await _dead_last_day(client) == dead_before + 1  # what an operator alerts on
     failures = receiver.at("/down")
     assert len(failures) == FAST_RETRIES.max_attempts
     assert len({each.webhook_id for each in failures}) == 1
@@ -344,6 +346,14 @@ async def test_after_the_last_retry_the_event_is_dead_and_a_replay_delivers_it_w
     assert delivered.verifies_with(hook["secret"])
     [delivery] = await deliveries_of(session_factory, hook["id"])
     assert delivery["status"] == "succeeded"
+    assert await _dead_last_day(client) == dead_before
+
+
+async def _dead_last_day(client: httpx.AsyncClient) -> int:
+    response = await client.get("/health/ready")
+    assert response.status_code == 200
+    count: int = response.json()["webhook_workers"]["deliveries_dead_last_day"]
+    return count
 
 
 async def test_a_time_range_replay_sends_past_events_again_with_their_ids(
