@@ -1425,13 +1425,15 @@ derivation over every referral): the connection's own limit is a request's, far 
 
 
 def _is_child_index_of_referral(index: Index) -> bool:
-    """The index the re-referral rule's functions read a child's referrals through."""
+    """The index the re-referral rule's functions read a child's referrals through (not the
+    partial one of those that recorded disabilities, which they cannot use)."""
     columns = list(index.expressions)
     return (
         index.table is not None
         and index.table.name == "referral"
         and bool(columns)
         and getattr(columns[0], "name", None) == "child_id"
+        and index.dialect_options["postgresql"]["where"] is None
     )
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import uuid
 from datetime import datetime
-from typing import Any
+from typing import Any, Final
 
 from sqlalchemy import (
     Boolean,
@@ -17,11 +17,22 @@ from sqlalchemy import (
     String,
     Text,
     UniqueConstraint,
+    text,
 )
 from sqlalchemy.dialects.postgresql import ARRAY, JSONB, UUID
 from sqlmodel import Field, SQLModel
 
 from .base import now_column, record_key_column, uuid_pk
+
+RECORDED_DISABILITIES: Final = (
+    "jsonb_typeof(body -> 'child' -> 'disabilities') = 'array' "
+    "AND body -> 'child' -> 'disabilities' <> '[]'::jsonb"
+)
+"""The referral recorded its child's disabilities (a non-empty array): the indicators' disability
+breakdown reads the child's latest such referral. Both the predicate of the index below and the
+breakdown's look-up (`service.indicators.sql`), which uses that index only when its condition is
+this one. Compared with '[]' rather than measured, it cannot fail on a value that is not an
+array, whichever half runs first (an index predicate runs on every insert)."""
 
 
 class Referral(SQLModel, table=True):
@@ -40,6 +51,16 @@ class Referral(SQLModel, table=True):
             "received_at",
             "id",
             postgresql_include=["status", "referral_source", "agency_type"],
+        ),
+        # Only the referrals that recorded disabilities: the disability breakdown's look-up of a
+        # child's latest one reads one entry and one body instead of each referral's body in
+        # turn.
+        Index(
+            "ix_referral_child_id_received_at_disabilities",
+            "child_id",
+            "received_at",
+            "id",
+            postgresql_where=text(RECORDED_DISABILITIES),
         ),
         # Indicator series scan the referrals received in a range from this index alone, the
         # record keys of disclosure control included.
