@@ -15,8 +15,8 @@ stored generated column rejects an INSERT that gives every column of a referral 
 when added. A write pays for this index only the predicate and, for a referral with
 disabilities, one more index entry (a few microseconds of server CPU an insert).
 
-Revision ID: 0021
-Revises: 0020
+Revision ID: 0022
+Revises: 0021
 Create Date: 2026-12-06 15:55:00+00:00
 """
 
@@ -26,8 +26,8 @@ import sqlalchemy as sa
 
 from alembic import op
 
-revision: str = "0021"
-down_revision: str | Sequence[str] | None = "0020"
+revision: str = "0022"
+down_revision: str | Sequence[str] | None = "0021"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
