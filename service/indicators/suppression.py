@@ -87,7 +87,7 @@ def suppress(cells: list[Cell], total: Cell | None) -> list[Cell]:
     that is what makes a lone hidden cell derivable. When `total` is None or itself hidden, only
     primary suppression applies. Cells already marked `suppressed` stay hidden.
     """
-    result = [_hide(cell) if cell.suppressed or is_disclosive(cell) else cell for cell in cells]
+    result = [_hide(cell) if cell.suppressed else apply_primary_suppression(cell) for cell in cells]
     if not _is_shown(total) or all(not cell.suppressed for cell in result):
         return result
     positions_by_group: defaultdict[str, list[int]] = defaultdict(list)
