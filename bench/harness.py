@@ -118,9 +118,15 @@ def _machine_cpu() -> tuple[float, float, float]:
     "process" is user + nice + system time, what processes are charged with; interrupt and
     softirq time (loopback networking, I/O completions) is charged to none.
     """
-    fields = [int(value) for value in Path("/proc/stat").read_text().split()[1:9]]
+    seconds = _machine_cpu_fields()
+    return seconds[3] + seconds[4], sum(seconds), sum(seconds[:3])
+
+
+def _machine_cpu_fields() -> list[float]:
+    """The machine's CPU seconds since boot from /proc/stat's first line: user, nice, system,
+    idle, iowait, irq, softirq, steal."""
     tick = os.sysconf("SC_CLK_TCK")
-    return (fields[3] + fields[4]) / tick, sum(fields) / tick, sum(fields[:3]) / tick
+    return [int(value) / tick for value in Path("/proc/stat").read_text().split()[1:9]]
 
 
 def idle_cpu_share(seconds: float = 2.0) -> float:
@@ -157,21 +163,11 @@ def cpu_snapshot(server_pid: int, database: str) -> dict[str, dict[str, Any]]:
     `database`, and by every other process, per pid, so that a difference of two snapshots
     charges the work to each side (with `names` to tell who the others were)."""
     table = _process_table()
-    tree = {server_pid}
-    grew = True
-    while grew:
-        children = {pid for pid, (parent, _, _) in table.items() if parent in tree}
-        grew = not children <= tree
-        tree |= children
-    backend_marker = f" {database} "
-    backends = {
-        pid
-        for pid, (_, command, _) in table.items()
-        if command.startswith("postgres:") and backend_marker in command
-    }
+    tree = _process_trees(table, [server_pid])
+    backends = _backends_serving(table, database)
     others = set(table) - tree - backends - {os.getpid()}
     return {
-        "server": {str(pid): table[pid][2] for pid in tree if pid in table},
+        "server": {str(pid): table[pid][2] for pid in tree},
         "postgres": {str(pid): table[pid][2] for pid in backends},
         "other": {str(pid): table[pid][2] for pid in others},
         "names": {str(pid): table[pid][1][:70].strip() for pid in others},
@@ -183,27 +179,36 @@ def worker_cpu_snapshot(worker_pids: list[int], database: str) -> dict[str, floa
     PostgreSQL backends serving `database`, by this process (the benchmark's receiver), and by
     every process on the machine; with the machine's total and stolen time from /proc/stat."""
     table = _process_table()
-    tree = set(worker_pids)
+    machine = _machine_cpu_fields()
+    own = resource.getrusage(resource.RUSAGE_SELF)
+    return {
+        "workers": sum(table[pid][2] for pid in _process_trees(table, worker_pids)),
+        "postgres": sum(table[pid][2] for pid in _backends_serving(table, database)),
+        "receiver": own.ru_utime + own.ru_stime,
+        "all_processes": sum(used for _, _, used in table.values()),
+        "machine": sum(machine),
+        "stolen": machine[7],
+    }
+
+
+def _process_trees(table: dict[int, tuple[int, str, float]], roots: list[int]) -> set[int]:
+    """The pids of `roots` and of all their descendants that `table` lists."""
+    tree = set(roots)
     grew = True
     while grew:
         children = {pid for pid, (parent, _, _) in table.items() if parent in tree}
         grew = not children <= tree
         tree |= children
-    backend_marker = f" {database} "
-    fields = [int(value) for value in Path("/proc/stat").read_text().split()[1:9]]
-    tick = os.sysconf("SC_CLK_TCK")
-    own = resource.getrusage(resource.RUSAGE_SELF)
+    return tree & set(table)
+
+
+def _backends_serving(table: dict[int, tuple[int, str, float]], database: str) -> set[int]:
+    """The PostgreSQL backends (on this machine) connected to `database`."""
+    marker = f" {database} "
     return {
-        "workers": sum(table[pid][2] for pid in tree if pid in table),
-        "postgres": sum(
-            used
-            for _, command, used in table.values()
-            if command.startswith("postgres:") and backend_marker in command
-        ),
-        "receiver": own.ru_utime + own.ru_stime,
-        "all_processes": sum(used for _, _, used in table.values()),
-        "machine": sum(fields) / tick,
-        "stolen": fields[7] / tick,
+        pid
+        for pid, (_, command, _) in table.items()
+        if command.startswith("postgres:") and marker in command
     }
 
 
