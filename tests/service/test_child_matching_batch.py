@@ -15,20 +15,10 @@ from sqlalchemy import text
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from service.children import RESOLVE_ARGUMENTS
 from service.db import SessionFactory, transaction
 
-_COLUMNS = (
-    "nhs_number",
-    "la_child_id",
-    "upn",
-    "given_name",
-    "family_name",
-    "family_name_key",
-    "date_of_birth",
-    "expected_date_of_birth",
-    "sex",
-    "ethnicity",
-)
+_COLUMNS = RESOLVE_ARGUMENTS
 _ARRAY_TYPES = ("text", "text", "text", "text", "text", "text", "date", "date", "text", "text")
 _TYPED = list(zip(_COLUMNS, _ARRAY_TYPES, strict=True))
 _ARRAYS = ", ".join(f"CAST(:{name} AS {kind}[])" for name, kind in _TYPED)
