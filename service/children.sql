@@ -46,7 +46,7 @@ CREATE OR REPLACE FUNCTION public.neglect_resolve_children(
     p_family_names text[], p_family_name_keys text[], p_dates_of_birth date[],
     p_expected_dates_of_birth date[], p_sexes text[], p_ethnicities text[]
 ) RETURNS TABLE (item integer, child_id uuid) LANGUAGE plpgsql
-SET plan_cache_mode = force_generic_plan AS $$
+SET plan_cache_mode = force_generic_plan SET enable_seqscan = off AS $$
 -- SPEC 2.1 for a batch (the census import): `neglect_resolve_child` for each item in item order,
 -- in fewer statements. tests/service/test_child_matching_batch.py checks, over random batches
 -- sharing identifiers every way, that the two give the same children: the rule as written here
@@ -75,8 +75,14 @@ SET plan_cache_mode = force_generic_plan AS $$
 -- backstop. The lookups run in statements after the locks, so they see what a transaction that
 -- held the locks before committed.
 --
--- Generic plans always (the SET clause): the statements look rows up by key, and a plan for one
--- item, made afresh for each call as the default `auto` would, costs more than the call.
+-- Generic plans always (the SET clauses): the statements look rows up by key, and a plan for one
+-- item, made afresh for each call as the default `auto` would, costs more than the call. A
+-- generic plan is made once a session, so it must stay right however `child` grows after it:
+-- every look-up of `child` is a subquery fenced with `OFFSET 0`, one probe per item, and
+-- `enable_seqscan = off` makes each probe an index scan. Without the fences, a plan made while
+-- the table was small (a session's first batch of a first import) hashed the whole table four
+-- times a call, 60 ms a batch of 1,000 at 90,000 children instead of about 20; without the
+-- setting, a plan made after `child` was analysed small scanned it whole for every item.
 #variable_conflict use_column
 DECLARE
     v_count integer := coalesce(cardinality(p_la_child_ids), 0);
@@ -132,13 +138,15 @@ BEGIN
             )
         ) AS g
         LEFT JOIN LATERAL (
-            SELECT c.id FROM child AS c WHERE c.nhs_number = g.nhs_number
+            SELECT c.id FROM child AS c WHERE c.nhs_number = g.nhs_number OFFSET 0
         ) AS nhs ON true
         LEFT JOIN LATERAL (
             SELECT c.id, c.nhs_number FROM child AS c WHERE c.la_child_id = g.la_child_id
+            OFFSET 0
         ) AS la ON true
         LEFT JOIN LATERAL (
             SELECT c.id, c.nhs_number, c.la_child_id FROM child AS c WHERE c.upn = g.upn
+            OFFSET 0
         ) AS upn ON true
     ),
     -- What two or more items share: an identifier, or a child holding one of theirs.
@@ -163,31 +171,35 @@ BEGIN
                    'holder:' || h.nhs_holder, 'holder:' || h.la_holder, 'holder:' || h.upn_holder
                ] && (SELECT coalesce(array_agg(s.value), '{}') FROM shared AS s)) AS apart
         FROM held AS h
-        LEFT JOIN child AS found ON found.id = CASE
-            WHEN h.nhs_holder IS NOT NULL THEN h.nhs_holder
-            WHEN h.la_holder IS NOT NULL
-                AND (h.nhs_number IS NULL OR h.la_holder_nhs IS NULL
-                     OR h.la_holder_nhs = h.nhs_number)
-                THEN h.la_holder
-            WHEN h.upn_holder IS NOT NULL
-                AND (h.nhs_number IS NULL OR h.upn_holder_nhs IS NULL
-                     OR h.upn_holder_nhs = h.nhs_number)
-                AND (h.la_child_id IS NULL OR h.upn_holder_la IS NULL
-                     OR h.upn_holder_la = h.la_child_id)
-                THEN h.upn_holder
-            WHEN h.family_name_key IS NOT NULL AND h.date_of_birth IS NOT NULL THEN (
-                SELECT c.id FROM child AS c
-                WHERE c.family_name_key = h.family_name_key
-                  AND c.date_of_birth = h.date_of_birth
-                  AND (h.nhs_number IS NULL OR c.nhs_number IS NULL
-                       OR c.nhs_number = h.nhs_number)
-                  AND (h.la_child_id IS NULL OR c.la_child_id IS NULL
-                       OR c.la_child_id = h.la_child_id)
-                  AND (h.upn IS NULL OR c.upn IS NULL OR c.upn = h.upn)
-                ORDER BY c.created_at, c.id
-                LIMIT 1
-            )
-        END
+        LEFT JOIN LATERAL (
+            SELECT m.id, m.nhs_number, m.la_child_id, m.upn, m.date_of_birth
+            FROM child AS m WHERE m.id = CASE
+                WHEN h.nhs_holder IS NOT NULL THEN h.nhs_holder
+                WHEN h.la_holder IS NOT NULL
+                    AND (h.nhs_number IS NULL OR h.la_holder_nhs IS NULL
+                         OR h.la_holder_nhs = h.nhs_number)
+                    THEN h.la_holder
+                WHEN h.upn_holder IS NOT NULL
+                    AND (h.nhs_number IS NULL OR h.upn_holder_nhs IS NULL
+                         OR h.upn_holder_nhs = h.nhs_number)
+                    AND (h.la_child_id IS NULL OR h.upn_holder_la IS NULL
+                         OR h.upn_holder_la = h.la_child_id)
+                    THEN h.upn_holder
+                WHEN h.family_name_key IS NOT NULL AND h.date_of_birth IS NOT NULL THEN (
+                    SELECT c.id FROM child AS c
+                    WHERE c.family_name_key = h.family_name_key
+                      AND c.date_of_birth = h.date_of_birth
+                      AND (h.nhs_number IS NULL OR c.nhs_number IS NULL
+                           OR c.nhs_number = h.nhs_number)
+                      AND (h.la_child_id IS NULL OR c.la_child_id IS NULL
+                           OR c.la_child_id = h.la_child_id)
+                      AND (h.upn IS NULL OR c.upn IS NULL OR c.upn = h.upn)
+                    ORDER BY c.created_at, c.id
+                    LIMIT 1
+                )
+            END
+            OFFSET 0
+        ) AS found ON true
     ),
     created AS (
         INSERT INTO child (

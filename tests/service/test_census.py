@@ -29,9 +29,11 @@ from service.census.parse import (
     CensusScan,
     child_chunks,
     chunk_document,
+    read_census,
     read_chunk,
     scan_census,
 )
+from service.census.store import store_children
 from service.cli.main import app as cli_app
 from service.db import (
     SessionFactory,
@@ -381,6 +383,71 @@ async def test_worker_processes_import_a_file_as_one_process_does(
     )
     assert again.children_changed == again.referrals_created == 0
     assert await _digests(session_factory) == before
+
+
+# The tables a batch reads from or writes to, and whose rows it finds through their indexes.
+IMPORT_TABLES = [
+    "child",
+    "referral",
+    "case_event",
+    "care_plan",
+    "care_plan_category_change",
+    "section47_enquiry",
+    "icpc",
+]
+SEQ_SCANS = "SELECT relname, seq_scan FROM pg_stat_xact_user_tables WHERE relname = ANY($1)"
+
+
+async def test_a_batch_reads_stored_rows_by_key_however_small_its_tables_looked_when_planned(
+    runtime_database_url: str, files: dict[int, Path], empty: None
+) -> None:
+    # A worker's plans are made at its first batch and kept, while the tables grow: planned with
+    # scans made to cost nothing, as if every table were tiny, a batch must still find each row
+    # through an index, not read a table whole (once a batch, or once a child, as it grows).
+    census = read_census(files[2024])
+    assert census.header is not None
+    batch = census.children[:200]
+    connection = await asyncpg.connect(_plain_url(runtime_database_url))
+    try:
+        async with connection.transaction():
+            await connection.execute(
+                "SET LOCAL seq_page_cost = 0; SET LOCAL cpu_tuple_cost = 0; "
+                "SET LOCAL cpu_operator_cost = 0"
+            )
+            import_id = await connection.fetchval(
+                "INSERT INTO census_import (id, sha256, census_year, la_code, reference_date, "
+                "children, imported_by) VALUES (gen_random_uuid(), $1, $2, $3, $4, 200, 'test') "
+                "RETURNING id",
+                "0" * 64,
+                census.header.census_year,
+                census.header.la_code,
+                census.header.reference_date,
+            )
+            before = dict(await connection.fetch(SEQ_SCANS, IMPORT_TABLES))
+            first = await store_children(connection, census.header, import_id, batch)
+            # Again: now every child, referral, event and plan is found stored.
+            again = await store_children(connection, census.header, import_id, batch)
+            after = dict(await connection.fetch(SEQ_SCANS, IMPORT_TABLES))
+            raise _RolledBack
+    except _RolledBack:
+        pass
+    finally:
+        await connection.close()
+    assert first.problems == again.problems == []
+    assert first.tally.referrals_created > 0
+    assert first.tally.events_created
+    assert again.tally.changed == again.tally.referrals_created == 0
+    assert {table: after.get(table, 0) - before.get(table, 0) for table in IMPORT_TABLES} == {
+        table: 0 for table in IMPORT_TABLES
+    }
+
+
+class _RolledBack(Exception):
+    """Leaves a test's transaction, rolling it back."""
+
+
+def _plain_url(url: str) -> str:
+    return make_url(url).set(drivername="postgresql").render_as_string(hide_password=False)
 
 
 def test_a_file_with_a_namespace_prefix_is_cut_at_exactly_its_child_start_tags(

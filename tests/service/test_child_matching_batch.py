@@ -10,8 +10,10 @@ from dataclasses import dataclass
 from datetime import date, timedelta
 from typing import Any
 
+import asyncpg
 import pytest
 from sqlalchemy import text
+from sqlalchemy.engine import make_url
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -25,6 +27,9 @@ _ARRAYS = ", ".join(f"CAST(:{name} AS {kind}[])" for name, kind in _TYPED)
 _VALUES = ", ".join(f"CAST(:{name} AS {kind})" for name, kind in _TYPED)
 _BATCH = text(f"SELECT item, child_id FROM neglect_resolve_children({_ARRAYS})")  # noqa: S608
 _ONE = text(f"SELECT neglect_resolve_child({_VALUES})")
+# The batch as asyncpg sends it: positional parameters.
+_POSITIONAL = ", ".join(f"${n}::{kind}[]" for n, kind in enumerate(_ARRAY_TYPES, start=1))
+_RESOLVE = f"SELECT item, child_id FROM neglect_resolve_children({_POSITIONAL})"  # noqa: S608
 _INSERT = text(
     "INSERT INTO child (id, nhs_number, la_child_id, upn, family_name_key, date_of_birth, sex) "
     "VALUES (:id, :nhs_number, :la_child_id, :upn, :family_name_key, :date_of_birth, 'F')"
@@ -244,3 +249,35 @@ async def test_arrays_of_different_lengths_are_refused(session_factory: SessionF
     with pytest.raises(DBAPIError, match="differ in length"):
         async with transaction(session_factory) as session:
             await session.execute(_BATCH, batch)
+
+
+async def test_a_batch_finds_children_by_key_however_small_child_looked_when_planned(
+    runtime_database_url: str,
+) -> None:
+    # The function's plans are generic, made at a session's first call and kept while `child`
+    # grows: planned with scans made to cost nothing, as if `child` were tiny, a batch must
+    # still find each holder and match through an index, not read the table whole.
+    prefix = uuid.uuid4().hex[:7]
+    stored = [Item(la_child_id=f"{prefix}l{n}", upn=f"{prefix}u{n}") for n in range(20)]
+    items = [*stored[::2], *(Item(la_child_id=f"{prefix}new{n}") for n in range(10))]
+    connection = await asyncpg.connect(
+        make_url(runtime_database_url).set(drivername="postgresql").render_as_string(False)
+    )
+    try:
+        transaction = connection.transaction()
+        await transaction.start()
+        await connection.execute(
+            "SET LOCAL seq_page_cost = 0; SET LOCAL cpu_tuple_cost = 0; "
+            "SET LOCAL cpu_operator_cost = 0"
+        )
+        first = await connection.fetch(_RESOLVE, *arrays(stored).values())
+        scans = "SELECT seq_scan FROM pg_stat_xact_user_tables WHERE relname = 'child'"
+        before = await connection.fetchval(scans)
+        rows = await connection.fetch(_RESOLVE, *arrays(items).values())
+        after = await connection.fetchval(scans)
+        await transaction.rollback()
+    finally:
+        await connection.close()
+    by_item = {row["item"]: row["child_id"] for row in first}
+    assert [row["child_id"] for row in sorted(rows)][:10] == [by_item[n] for n in range(1, 21, 2)]
+    assert after - before == 0
