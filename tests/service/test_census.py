@@ -409,28 +409,27 @@ async def test_a_batch_reads_stored_rows_by_key_however_small_its_tables_looked_
     batch = census.children[:200]
     connection = await asyncpg.connect(_plain_url(runtime_database_url))
     try:
-        async with connection.transaction():
-            await connection.execute(
-                "SET LOCAL seq_page_cost = 0; SET LOCAL cpu_tuple_cost = 0; "
-                "SET LOCAL cpu_operator_cost = 0"
-            )
-            import_id = await connection.fetchval(
-                "INSERT INTO census_import (id, sha256, census_year, la_code, reference_date, "
-                "children, imported_by) VALUES (gen_random_uuid(), $1, $2, $3, $4, 200, 'test') "
-                "RETURNING id",
-                "0" * 64,
-                census.header.census_year,
-                census.header.la_code,
-                census.header.reference_date,
-            )
-            before = dict(await connection.fetch(SEQ_SCANS, IMPORT_TABLES))
-            first = await store_children(connection, census.header, import_id, batch)
-            # Again: now every child, referral, event and plan is found stored.
-            again = await store_children(connection, census.header, import_id, batch)
-            after = dict(await connection.fetch(SEQ_SCANS, IMPORT_TABLES))
-            raise _RolledBack
-    except _RolledBack:
-        pass
+        transaction = connection.transaction()
+        await transaction.start()
+        await connection.execute(
+            "SET LOCAL seq_page_cost = 0; SET LOCAL cpu_tuple_cost = 0; "
+            "SET LOCAL cpu_operator_cost = 0"
+        )
+        import_id = await connection.fetchval(
+            "INSERT INTO census_import (id, sha256, census_year, la_code, reference_date, "
+            "children, imported_by) VALUES (gen_random_uuid(), $1, $2, $3, $4, 200, 'test') "
+            "RETURNING id",
+            "0" * 64,
+            census.header.census_year,
+            census.header.la_code,
+            census.header.reference_date,
+        )
+        before = dict(await connection.fetch(SEQ_SCANS, IMPORT_TABLES))
+        first = await store_children(connection, census.header, import_id, batch)
+        # Again: now every child, referral, event and plan is found stored.
+        again = await store_children(connection, census.header, import_id, batch)
+        after = dict(await connection.fetch(SEQ_SCANS, IMPORT_TABLES))
+        await transaction.rollback()
     finally:
         await connection.close()
     assert first.problems == again.problems == []
@@ -440,10 +439,6 @@ async def test_a_batch_reads_stored_rows_by_key_however_small_its_tables_looked_
     assert {table: after.get(table, 0) - before.get(table, 0) for table in IMPORT_TABLES} == {
         table: 0 for table in IMPORT_TABLES
     }
-
-
-class _RolledBack(Exception):
-    """Leaves a test's transaction, rolling it back."""
 
 
 def _plain_url(url: str) -> str:
