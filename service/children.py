@@ -2,8 +2,10 @@
 name + date of birth; otherwise a new child.
 
 Matching runs in the database (`neglect_resolve_child`, service/children.sql), in the caller's
-transaction; the census import resolves a batch at once with `neglect_resolve_children`, which a
-test holds to the same children as these calls one at a time. Concurrency: it first takes an
+transaction; the census import resolves a batch at once with `neglect_resolve_children`. Both
+find the child holding each identifier sent and decide the match by `neglect_child_match`, the
+rule's one definition, and a test holds the batch to the same children as these calls one at a
+time. Concurrency: it first takes an
 advisory lock on every key it will match or create on, in one fixed order, so two requests for the
 same new child serialise and the second finds the first's row; the partial unique indexes are the
 backstop. The locks are released at commit.

@@ -48,17 +48,12 @@ CREATE OR REPLACE FUNCTION public.neglect_resolve_children(
 ) RETURNS TABLE (item integer, child_id uuid) LANGUAGE plpgsql
 SET plan_cache_mode = force_generic_plan SET enable_seqscan = off AS $$
 -- SPEC 2.1 for a batch (the census import): `neglect_resolve_child` for each item in item order,
--- in fewer statements. tests/service/test_child_matching_batch.py checks, over random batches
--- sharing identifiers every way, that the two give the same children: the rule as written here
--- and as written in `neglect_resolve_child` cannot drift apart unseen. Each item's single call
--- stays the API's path (a referral, an event): this statement's start-up cost one child more
--- than the whole single call. The rule:
--- match on the NHS number, then the LA child id, then the UPN, then the normalised family name
--- with the date of birth; otherwise create the child. A match on a weaker key is refused when an
--- identifier that outranks it differs (twins share a name and a birthday, not an NHS number). A
--- matched child learns the identifiers it lacked, unless another child holds them, and the birth
--- of a child first referred unborn; a new child goes without any identifier that another child
--- already holds. Empty strings are no value.
+-- in fewer statements. Both find the child holding each identifier sent and take the match from
+-- `neglect_child_match`, the rule's one definition; a match learns, and a new child is created,
+-- by the same expressions in both. tests/service/test_child_matching_batch.py checks, over
+-- random batches sharing identifiers every way, that the two give the same children. Each
+-- item's single call stays the API's path (a referral, an event): this statement's start-up cost
+-- one child more than the whole single call. Empty strings are no value.
 --
 -- Item i of each array describes child i; one row (item, child_id) per item, in no set order.
 -- The result is the items resolved one at a time in item order (each seeing what the earlier
@@ -173,31 +168,12 @@ BEGIN
         FROM held AS h
         LEFT JOIN LATERAL (
             SELECT m.id, m.nhs_number, m.la_child_id, m.upn, m.date_of_birth
-            FROM child AS m WHERE m.id = CASE
-                WHEN h.nhs_holder IS NOT NULL THEN h.nhs_holder
-                WHEN h.la_holder IS NOT NULL
-                    AND (h.nhs_number IS NULL OR h.la_holder_nhs IS NULL
-                         OR h.la_holder_nhs = h.nhs_number)
-                    THEN h.la_holder
-                WHEN h.upn_holder IS NOT NULL
-                    AND (h.nhs_number IS NULL OR h.upn_holder_nhs IS NULL
-                         OR h.upn_holder_nhs = h.nhs_number)
-                    AND (h.la_child_id IS NULL OR h.upn_holder_la IS NULL
-                         OR h.upn_holder_la = h.la_child_id)
-                    THEN h.upn_holder
-                WHEN h.family_name_key IS NOT NULL AND h.date_of_birth IS NOT NULL THEN (
-                    SELECT c.id FROM child AS c
-                    WHERE c.family_name_key = h.family_name_key
-                      AND c.date_of_birth = h.date_of_birth
-                      AND (h.nhs_number IS NULL OR c.nhs_number IS NULL
-                           OR c.nhs_number = h.nhs_number)
-                      AND (h.la_child_id IS NULL OR c.la_child_id IS NULL
-                           OR c.la_child_id = h.la_child_id)
-                      AND (h.upn IS NULL OR c.upn IS NULL OR c.upn = h.upn)
-                    ORDER BY c.created_at, c.id
-                    LIMIT 1
-                )
-            END
+            FROM child AS m
+            WHERE m.id = neglect_child_match(
+                h.nhs_number, h.la_child_id, h.upn, h.family_name_key, h.date_of_birth,
+                h.nhs_holder, h.la_holder, h.la_holder_nhs,
+                h.upn_holder, h.upn_holder_nhs, h.upn_holder_la
+            )
             OFFSET 0
         ) AS found ON true
     ),
@@ -269,24 +245,22 @@ CREATE OR REPLACE FUNCTION public.neglect_resolve_child(
     p_family_name_key text, p_date_of_birth date, p_expected_date_of_birth date, p_sex text,
     p_ethnicity text
 ) RETURNS uuid LANGUAGE plpgsql AS $$
--- SPEC 2.1: match on the NHS number, then the LA child id, then the UPN, then the normalised
--- family name with the date of birth; otherwise create the child. A match on a weaker key is
--- refused when an identifier that outranks it differs (twins share a name and a birthday, not an
--- NHS number). A matched child learns the identifiers it lacked, unless another child holds them,
--- and the birth of a child first referred unborn; a new child goes without any identifier that
--- another child already holds. The child's advisory locks (`neglect_lock_child`) make concurrent
--- first sightings of one child create it once; the partial unique indexes are the backstop.
+-- SPEC 2.1 for one child (the API's creates and events): the child holding each identifier sent,
+-- if any, then the match by `neglect_child_match`, the rule's one definition. A match learns the
+-- identifiers it lacked, unless another child holds them, and the birth of a child first
+-- referred unborn; a new child goes without any identifier that another child already holds.
+-- `neglect_resolve_children` does the same for a batch, set-based, with the same expressions.
+-- The child's advisory locks (`neglect_lock_child`) make concurrent first sightings of one child
+-- create it once; the partial unique indexes are the backstop.
 #variable_conflict use_column
 DECLARE
     v_id uuid;
-    v_nhs text;
-    v_la text;
-    v_upn text;
-    v_dob date;
-    v_learn_nhs boolean;
-    v_learn_la boolean;
-    v_learn_upn boolean;
-    v_learn_birth boolean;
+    v_nhs_holder uuid;
+    v_la_holder uuid;
+    v_la_holder_nhs text;
+    v_upn_holder uuid;
+    v_upn_holder_nhs text;
+    v_upn_holder_la text;
 BEGIN
     p_nhs_number := nullif(p_nhs_number, '');
     p_la_child_id := nullif(p_la_child_id, '');
@@ -297,37 +271,21 @@ BEGIN
     );
 
     IF p_nhs_number IS NOT NULL THEN
-        SELECT id, nhs_number, la_child_id, upn, date_of_birth
-        INTO v_id, v_nhs, v_la, v_upn, v_dob
-        FROM child WHERE nhs_number = p_nhs_number;
+        SELECT id INTO v_nhs_holder FROM child WHERE nhs_number = p_nhs_number;
     END IF;
-    IF v_id IS NULL AND p_la_child_id IS NOT NULL THEN
-        SELECT id, nhs_number, la_child_id, upn, date_of_birth
-        INTO v_id, v_nhs, v_la, v_upn, v_dob
-        FROM child
-        WHERE la_child_id = p_la_child_id
-          AND (p_nhs_number IS NULL OR nhs_number IS NULL OR nhs_number = p_nhs_number);
+    IF p_la_child_id IS NOT NULL THEN
+        SELECT id, nhs_number INTO v_la_holder, v_la_holder_nhs
+        FROM child WHERE la_child_id = p_la_child_id;
     END IF;
-    IF v_id IS NULL AND p_upn IS NOT NULL THEN
-        SELECT id, nhs_number, la_child_id, upn, date_of_birth
-        INTO v_id, v_nhs, v_la, v_upn, v_dob
-        FROM child
-        WHERE upn = p_upn
-          AND (p_nhs_number IS NULL OR nhs_number IS NULL OR nhs_number = p_nhs_number)
-          AND (p_la_child_id IS NULL OR la_child_id IS NULL OR la_child_id = p_la_child_id);
+    IF p_upn IS NOT NULL THEN
+        SELECT id, nhs_number, la_child_id INTO v_upn_holder, v_upn_holder_nhs, v_upn_holder_la
+        FROM child WHERE upn = p_upn;
     END IF;
-    IF v_id IS NULL AND p_family_name_key IS NOT NULL AND p_date_of_birth IS NOT NULL THEN
-        SELECT id, nhs_number, la_child_id, upn, date_of_birth
-        INTO v_id, v_nhs, v_la, v_upn, v_dob
-        FROM child
-        WHERE family_name_key = p_family_name_key
-          AND date_of_birth = p_date_of_birth
-          AND (p_nhs_number IS NULL OR nhs_number IS NULL OR nhs_number = p_nhs_number)
-          AND (p_la_child_id IS NULL OR la_child_id IS NULL OR la_child_id = p_la_child_id)
-          AND (p_upn IS NULL OR upn IS NULL OR upn = p_upn)
-        ORDER BY created_at, id
-        LIMIT 1;
-    END IF;
+    v_id := neglect_child_match(
+        p_nhs_number, p_la_child_id, p_upn, p_family_name_key, p_date_of_birth,
+        v_nhs_holder, v_la_holder, v_la_holder_nhs, v_upn_holder, v_upn_holder_nhs,
+        v_upn_holder_la
+    );
 
     IF v_id IS NULL THEN
         v_id := gen_random_uuid();
@@ -336,12 +294,9 @@ BEGIN
             date_of_birth, expected_date_of_birth, sex, ethnicity
         ) VALUES (
             v_id,
-            CASE WHEN EXISTS (SELECT 1 FROM child WHERE nhs_number = p_nhs_number)
-                THEN NULL ELSE p_nhs_number END,
-            CASE WHEN EXISTS (SELECT 1 FROM child WHERE la_child_id = p_la_child_id)
-                THEN NULL ELSE p_la_child_id END,
-            CASE WHEN EXISTS (SELECT 1 FROM child WHERE upn = p_upn)
-                THEN NULL ELSE p_upn END,
+            CASE WHEN v_nhs_holder IS NULL THEN p_nhs_number END,
+            CASE WHEN v_la_holder IS NULL THEN p_la_child_id END,
+            CASE WHEN v_upn_holder IS NULL THEN p_upn END,
             p_given_name, p_family_name, p_family_name_key, p_date_of_birth,
             p_expected_date_of_birth, p_sex, p_ethnicity
         );
@@ -349,23 +304,75 @@ BEGIN
     END IF;
 
     -- The match holds none of the values it lacks, so any holder is another child.
-    v_learn_nhs := v_nhs IS NULL AND p_nhs_number IS NOT NULL
-        AND NOT EXISTS (SELECT 1 FROM child WHERE nhs_number = p_nhs_number);
-    v_learn_la := v_la IS NULL AND p_la_child_id IS NOT NULL
-        AND NOT EXISTS (SELECT 1 FROM child WHERE la_child_id = p_la_child_id);
-    v_learn_upn := v_upn IS NULL AND p_upn IS NOT NULL
-        AND NOT EXISTS (SELECT 1 FROM child WHERE upn = p_upn);
-    v_learn_birth := v_dob IS NULL AND p_date_of_birth IS NOT NULL;
-    IF v_learn_nhs OR v_learn_la OR v_learn_upn OR v_learn_birth THEN
-        UPDATE child SET
-            nhs_number = CASE WHEN v_learn_nhs THEN p_nhs_number ELSE nhs_number END,
-            la_child_id = CASE WHEN v_learn_la THEN p_la_child_id ELSE la_child_id END,
-            upn = CASE WHEN v_learn_upn THEN p_upn ELSE upn END,
-            date_of_birth = CASE WHEN v_learn_birth THEN p_date_of_birth ELSE date_of_birth END,
-            sex = CASE WHEN v_learn_birth THEN p_sex ELSE sex END,
-            updated_at = now()
-        WHERE id = v_id;
-    END IF;
+    UPDATE child AS c SET
+        nhs_number = coalesce(c.nhs_number, CASE WHEN v_nhs_holder IS NULL
+            THEN p_nhs_number END),
+        la_child_id = coalesce(c.la_child_id, CASE WHEN v_la_holder IS NULL
+            THEN p_la_child_id END),
+        upn = coalesce(c.upn, CASE WHEN v_upn_holder IS NULL THEN p_upn END),
+        date_of_birth = coalesce(c.date_of_birth, p_date_of_birth),
+        sex = CASE WHEN c.date_of_birth IS NULL AND p_date_of_birth IS NOT NULL
+            THEN p_sex ELSE c.sex END,
+        updated_at = now()
+    WHERE c.id = v_id
+      AND (c.nhs_number IS NULL AND p_nhs_number IS NOT NULL AND v_nhs_holder IS NULL
+           OR c.la_child_id IS NULL AND p_la_child_id IS NOT NULL AND v_la_holder IS NULL
+           OR c.upn IS NULL AND p_upn IS NOT NULL AND v_upn_holder IS NULL
+           OR c.date_of_birth IS NULL AND p_date_of_birth IS NOT NULL);
     RETURN v_id;
+END
+$$;
+
+CREATE OR REPLACE FUNCTION public.neglect_child_by_name(
+    p_family_name_key text, p_date_of_birth date, p_nhs_number text, p_la_child_id text,
+    p_upn text
+) RETURNS uuid LANGUAGE plpgsql STABLE AS $$
+-- The last step of SPEC 2.1's match (`neglect_child_match`): the earliest created child with
+-- this normalised family name and date of birth whose identifiers do not contradict those sent
+-- (NULL: not sent). PL/pgSQL, so that its plan is kept for the session.
+BEGIN
+    RETURN (
+        SELECT c.id FROM child AS c
+        WHERE c.family_name_key = p_family_name_key
+          AND c.date_of_birth = p_date_of_birth
+          AND (p_nhs_number IS NULL OR c.nhs_number IS NULL OR c.nhs_number = p_nhs_number)
+          AND (p_la_child_id IS NULL OR c.la_child_id IS NULL OR c.la_child_id = p_la_child_id)
+          AND (p_upn IS NULL OR c.upn IS NULL OR c.upn = p_upn)
+        ORDER BY c.created_at, c.id
+        LIMIT 1
+    );
+END
+$$;
+
+CREATE OR REPLACE FUNCTION public.neglect_child_match(
+    p_nhs_number text, p_la_child_id text, p_upn text, p_family_name_key text,
+    p_date_of_birth date, p_nhs_holder uuid, p_la_holder uuid, p_la_holder_nhs text,
+    p_upn_holder uuid, p_upn_holder_nhs text, p_upn_holder_la text
+) RETURNS uuid LANGUAGE sql STABLE AS $$
+-- SPEC 2.1's match, its one definition. Which stored child a child described by these
+-- identifiers (NULL when not sent, never an empty string) is, given the child holding each
+-- identifier (`p_*_holder`, NULL when none does; the unique indexes allow one at most) and that
+-- holder's stronger identifiers. The NHS number first, then the LA child id, then the UPN, then
+-- the normalised family name with the date of birth (`neglect_child_by_name`); a match on a
+-- weaker key is refused when an identifier that outranks it differs (twins share a name and a
+-- birthday, not an NHS number). NULL means a new child. One expression and no table, so
+-- PostgreSQL inlines it into the statements that call it (`neglect_resolve_child`,
+-- `neglect_resolve_children`); the look-up by name runs only when no identifier matched. No
+-- colon may appear in this text (alembic_utils escapes an SQL function's colons twice).
+SELECT CASE
+    WHEN p_nhs_holder IS NOT NULL THEN p_nhs_holder
+    WHEN p_la_holder IS NOT NULL
+        AND (p_nhs_number IS NULL OR p_la_holder_nhs IS NULL OR p_la_holder_nhs = p_nhs_number)
+        THEN p_la_holder
+    WHEN p_upn_holder IS NOT NULL
+        AND (p_nhs_number IS NULL OR p_upn_holder_nhs IS NULL
+             OR p_upn_holder_nhs = p_nhs_number)
+        AND (p_la_child_id IS NULL OR p_upn_holder_la IS NULL
+             OR p_upn_holder_la = p_la_child_id)
+        THEN p_upn_holder
+    WHEN p_family_name_key IS NOT NULL AND p_date_of_birth IS NOT NULL THEN
+        neglect_child_by_name(
+            p_family_name_key, p_date_of_birth, p_nhs_number, p_la_child_id, p_upn
+        )
 END
 $$;
