@@ -10,15 +10,14 @@ from dataclasses import dataclass
 from datetime import date, timedelta
 from typing import Any
 
-import asyncpg
 import pytest
 from sqlalchemy import text
-from sqlalchemy.engine import make_url
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from service.children import RESOLVE_ARGUMENTS
 from service.db import SessionFactory, transaction
+from tests.builders.plans import scans_costed_at_nothing, seq_scans
 
 _COLUMNS = RESOLVE_ARGUMENTS
 _ARRAY_TYPES = ("text", "text", "text", "text", "text", "text", "date", "date", "text", "text")
@@ -260,24 +259,11 @@ async def test_a_batch_finds_children_by_key_however_small_child_looked_when_pla
     prefix = uuid.uuid4().hex[:7]
     stored = [Item(la_child_id=f"{prefix}l{n}", upn=f"{prefix}u{n}") for n in range(20)]
     items = [*stored[::2], *(Item(la_child_id=f"{prefix}new{n}") for n in range(10))]
-    connection = await asyncpg.connect(
-        make_url(runtime_database_url).set(drivername="postgresql").render_as_string(False)
-    )
-    try:
-        transaction = connection.transaction()
-        await transaction.start()
-        await connection.execute(
-            "SET LOCAL seq_page_cost = 0; SET LOCAL cpu_tuple_cost = 0; "
-            "SET LOCAL cpu_operator_cost = 0"
-        )
+    async with scans_costed_at_nothing(runtime_database_url) as connection:
         first = await connection.fetch(_RESOLVE, *arrays(stored).values())
-        scans = "SELECT seq_scan FROM pg_stat_xact_user_tables WHERE relname = 'child'"
-        before = await connection.fetchval(scans)
+        before = await seq_scans(connection, ["child"])
         rows = await connection.fetch(_RESOLVE, *arrays(items).values())
-        after = await connection.fetchval(scans)
-        await transaction.rollback()
-    finally:
-        await connection.close()
+        after = await seq_scans(connection, ["child"])
     by_item = {row["item"]: row["child_id"] for row in first}
     assert [row["child_id"] for row in sorted(rows)][:10] == [by_item[n] for n in range(1, 21, 2)]
-    assert after - before == 0
+    assert after == before
